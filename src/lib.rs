@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod jobs;
 pub mod protocol;
 pub mod secret;
 pub mod state;
