@@ -91,3 +91,4 @@ pub struct JobReport {
 
 pub mod entitlements;
 pub mod schedule;
+pub mod scheduler;
