@@ -18,7 +18,8 @@ fn main() -> ExitCode {
     };
     let default_level = match cli.command {
         jfconnect::cli::Command::Serve => "info",
-        _ => "warn",
+        // One-off commands print their outcome; logs would repeat it.
+        _ => "error",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("JFCONNECT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));

@@ -231,7 +231,11 @@ pub fn render_table(r: &StatusReport, now: DateTime<Utc>) -> String {
             j.name.as_str(),
             j.state,
             when(j.last_run, now),
-            when(j.next_run, now),
+            if j.state == "scheduled" && j.next_run.is_none() {
+                "due now".into()
+            } else {
+                when(j.next_run, now)
+            },
             outcome
         ));
     }
