@@ -10,6 +10,8 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod jobs;
+pub mod jpd;
+pub mod pipeline;
 pub mod protocol;
 pub mod secret;
 pub mod service;

@@ -1,0 +1,379 @@
+//! The archival job: plan, then execute — one piece of code for online and air-gapped mode.
+//!
+//! 1. Resume the active plan, if a crash or failure left one.
+//! 2. Scan the spool for uploaded files (marker in the ledger) and write a new plan durably.
+//! 3. For each archive of the plan: assemble the zip in a temp file and fsync it; deploy it
+//!    unless Artifactory already holds the same name with the same SHA-256; read back its
+//!    storage info and compare SHA-256 and size; save the step *verified*; only then delete the
+//!    originals (each checked against its planned identity), fsync the spool, drop their ledger
+//!    markers; save the step *done*. When every archive is done, add the totals to the counters
+//!    and remove the plan.
+//!
+//! Any failure stops the run with nothing deleted that is not in a verified archive; the next
+//! run resumes at the saved step. See `docs/usage-pipeline.md`.
+
+use super::assemble::assemble;
+use super::ledger::Ledger;
+use super::plan::{PlanInput, Planner};
+use super::plan_store::{self, ArchiveStep, PlanHeader, PlanWriter};
+use super::progress::Progress;
+use super::spool::{self, Identity, Scanned};
+use super::{acquire_lock, Layout, PipelineError, RunOptions};
+use crate::config::Config;
+use crate::jobs::JobError;
+use crate::jpd::Jpd;
+use std::fs;
+use std::io;
+
+/// Markers dropped (and the spool fsynced) per this many deletions.
+const DELETE_CHUNK: usize = 1024;
+
+/// One archive that reached the JPD in this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedArchive {
+    /// Path in the repository.
+    pub name: String,
+    /// Usage files in it.
+    pub files: u64,
+    /// Its size.
+    pub bytes: u64,
+    /// Its SHA-256, as read back.
+    pub sha256: String,
+}
+
+/// What an archival run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchivalOutcome {
+    /// The repository.
+    pub repo: String,
+    /// Archives verified and whose originals were deleted in this run.
+    pub archives: Vec<ArchivedArchive>,
+    /// True when a plan left by an earlier run was finished first.
+    pub resumed: bool,
+    /// Files moved to quarantine.
+    pub quarantined: u64,
+    /// Valid files not yet uploaded (left for the usage job).
+    pub pending: u64,
+    /// Files still being written.
+    pub not_settled: u64,
+}
+
+impl ArchivalOutcome {
+    /// Usage files archived (and deleted) in this run.
+    pub fn files(&self) -> u64 {
+        self.archives.iter().map(|a| a.files).sum()
+    }
+
+    /// One line for a person.
+    pub fn summary(&self) -> String {
+        if self.archives.is_empty() {
+            return format!(
+                "nothing to archive ({} usage files not yet uploaded)",
+                self.pending
+            );
+        }
+        let names: Vec<String> = self
+            .archives
+            .iter()
+            .map(|a| format!("{}/{}", self.repo, a.name))
+            .collect();
+        format!(
+            "archived {} usage files into {}, checksum verified, originals deleted",
+            self.files(),
+            names.join(", ")
+        )
+    }
+}
+
+/// Archives every uploaded usage file; see [`archive_uploaded_with`].
+pub async fn archive_uploaded(
+    config: &Config,
+    jpd: &dyn Jpd,
+    progress: &dyn Progress,
+) -> Result<ArchivalOutcome, JobError> {
+    archive_uploaded_with(config, jpd, progress, &RunOptions::from_env())
+        .await
+        .map_err(JobError::from)
+}
+
+/// Finishes the active plan, then plans and archives the files uploaded since.
+pub async fn archive_uploaded_with(
+    config: &Config,
+    jpd: &dyn Jpd,
+    progress: &dyn Progress,
+    opts: &RunOptions,
+) -> Result<ArchivalOutcome, PipelineError> {
+    let layout = Layout::new(config);
+    let _lock = acquire_lock(&layout).await?;
+    let ledger = Ledger::open(&layout.root)?;
+    clear_tmp(&layout)?;
+    let mut out = ArchivalOutcome {
+        repo: config.archival_repo.clone(),
+        ..Default::default()
+    };
+    let mut token_checked = false;
+    if let Some(plan) = plan_store::load_plan(&layout)? {
+        jpd.check_token().await?;
+        token_checked = true;
+        out.resumed = true;
+        execute(&layout, &ledger, &plan, jpd, progress, opts, &mut out).await?;
+    }
+    let (l, lg, c, o) = (layout.clone(), ledger.clone(), config.clone(), opts.clone());
+    let (plan, scan) = tokio::task::spawn_blocking(move || make_plan(&l, &lg, &c, &o))
+        .await
+        .map_err(|e| PipelineError::io("plan", &layout.root, io::Error::other(e)))??;
+    out.quarantined = scan.quarantined;
+    out.pending = scan.pending;
+    out.not_settled = scan.not_settled;
+    if let Some(plan) = plan {
+        opts.failpoint.hit("after-plan")?;
+        if !token_checked {
+            jpd.check_token().await?;
+        }
+        execute(&layout, &ledger, &plan, jpd, progress, opts, &mut out).await?;
+    }
+    ledger.record_scan(scan.pending + scan.not_settled, 0)?;
+    Ok(out)
+}
+
+fn clear_tmp(layout: &Layout) -> Result<(), PipelineError> {
+    let tmp = layout.tmp_dir();
+    match fs::remove_dir_all(&tmp) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(PipelineError::io("clean", &tmp, e)),
+    }
+}
+
+#[derive(Debug, Default)]
+struct ScanCounts {
+    quarantined: u64,
+    pending: u64,
+    not_settled: u64,
+}
+
+/// Scans the spool and writes a plan of every uploaded file (blocking).
+fn make_plan(
+    layout: &Layout,
+    ledger: &Ledger,
+    config: &Config,
+    opts: &RunOptions,
+) -> Result<(Option<PlanHeader>, ScanCounts), PipelineError> {
+    let now = chrono::Utc::now();
+    let planner = Planner::new(
+        &host_name(),
+        now.date_naive(),
+        config.archival_max_archive_bytes,
+    );
+    let mut writer = PlanWriter::begin(layout, planner)?;
+    let mut scan = spool::SpoolScan::open(&layout.spool)?;
+    let mut counts = ScanCounts::default();
+    let mut first_sha = None;
+    loop {
+        let names = scan.next_names(512)?;
+        if names.is_empty() {
+            break;
+        }
+        let scanned = spool::examine_batch(
+            &layout.spool,
+            &names,
+            opts.settle,
+            config.usage_max_file_bytes,
+            false,
+        );
+        for s in scanned {
+            match s {
+                Scanned::Ready(f) if ledger.is_uploaded(&f.sha256) => {
+                    first_sha.get_or_insert_with(|| f.sha256.clone());
+                    writer.add(&PlanInput {
+                        name: &f.name,
+                        sha256: &f.sha256,
+                        head: &f.head,
+                        ident: f.ident,
+                    })?;
+                }
+                Scanned::Ready(_) => counts.pending += 1,
+                Scanned::NotSettled => counts.not_settled += 1,
+                Scanned::Skipped => {}
+                Scanned::Invalid { name, reason } => {
+                    spool::quarantine(
+                        &layout.spool,
+                        &layout.quarantine,
+                        &name,
+                        &reason,
+                        &opts.failpoint,
+                    )?;
+                    counts.quarantined += 1;
+                }
+            }
+        }
+    }
+    let id = format!(
+        "{}-{}",
+        now.format("%Y%m%dT%H%M%S%.6fZ"),
+        first_sha.as_deref().map_or("", |s| &s[..12])
+    );
+    let plan = writer.commit(layout, id, now.to_rfc3339(), &config.archival_repo)?;
+    Ok((plan, counts))
+}
+
+/// This machine's name, for archive paths.
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "jfconnect".into())
+}
+
+async fn execute(
+    layout: &Layout,
+    ledger: &Ledger,
+    plan: &PlanHeader,
+    jpd: &dyn Jpd,
+    progress: &dyn Progress,
+    opts: &RunOptions,
+    out: &mut ArchivalOutcome,
+) -> Result<(), PipelineError> {
+    let mut steps = plan_store::load_progress(layout, plan)?;
+    progress.start("archive", plan.total_entries());
+    for (k, spec) in plan.archives.iter().enumerate() {
+        if let ArchiveStep::Planned = steps.steps[k] {
+            let (l, f) = (layout.clone(), opts.failpoint.clone());
+            let built = tokio::task::spawn_blocking(move || assemble(&l, k, &f))
+                .await
+                .map_err(|e| PipelineError::io("assemble", &layout.root, io::Error::other(e)))??;
+            if !built.dropped.is_empty() {
+                plan_store::save_dropped(layout, k, &built.dropped)?;
+            }
+            opts.failpoint.hit("after-archive-write")?;
+            if built.files > 0 {
+                deploy_and_verify(plan, &spec.name, &built, jpd, opts).await?;
+            }
+            steps.steps[k] = ArchiveStep::Verified {
+                sha256: built.sha256.clone(),
+                size: built.size,
+                files: built.files,
+            };
+            plan_store::save_progress(layout, &steps)?;
+            let _ = fs::remove_file(&built.path);
+            opts.failpoint.hit("after-verify")?;
+        }
+        if let ArchiveStep::Verified {
+            sha256,
+            size,
+            files,
+        } = steps.steps[k].clone()
+        {
+            let (l, lg, f) = (layout.clone(), ledger.clone(), opts.failpoint.clone());
+            tokio::task::spawn_blocking(move || delete_originals(&l, &lg, k, &f))
+                .await
+                .map_err(|e| PipelineError::io("delete", &layout.spool, io::Error::other(e)))??;
+            opts.failpoint.hit("after-delete")?;
+            steps.steps[k] = ArchiveStep::Done {
+                sha256: sha256.clone(),
+                size,
+                files,
+            };
+            plan_store::save_progress(layout, &steps)?;
+            opts.failpoint.hit("after-archive-done")?;
+            if files > 0 {
+                out.archives.push(super::archival::ArchivedArchive {
+                    name: spec.name.clone(),
+                    files,
+                    bytes: size,
+                    sha256,
+                });
+            }
+        }
+        progress.inc(spec.entries);
+    }
+    progress.finish();
+    let (files, bytes) = steps.steps.iter().fold((0, 0), |(f, b), s| match s {
+        ArchiveStep::Done { files, size, .. } => (f + files, b + size),
+        _ => (f, b),
+    });
+    ledger.record_plan_done(&plan.id, files, bytes)?;
+    plan_store::finish(layout)
+}
+
+async fn deploy_and_verify(
+    plan: &PlanHeader,
+    name: &str,
+    built: &super::assemble::Assembled,
+    jpd: &dyn Jpd,
+    opts: &RunOptions,
+) -> Result<(), PipelineError> {
+    let repo = plan.repo.as_str();
+    let present = jpd.storage_info(repo, name).await?;
+    let same = present
+        .as_ref()
+        .is_some_and(|i| i.checksums.sha256 == built.sha256 && i.size == built.size.to_string());
+    if same {
+        tracing::info!(archive = %name, "archive already in Artifactory with the same checksum; not deployed again");
+    } else {
+        jpd.deploy(repo, name, &built.path, &built.sha256, built.size)
+            .await?;
+        opts.failpoint.hit("after-deploy")?;
+    }
+    let back = jpd.storage_info(repo, name).await?;
+    match back {
+        Some(i) if i.checksums.sha256 == built.sha256 && i.size == built.size.to_string() => Ok(()),
+        other => Err(PipelineError::ChecksumMismatch {
+            path: format!("{repo}/{name}"),
+            stored: other
+                .as_ref()
+                .map_or("(nothing)".into(), |i| i.checksums.sha256.clone()),
+            stored_size: other.map_or("0".into(), |i| i.size),
+            expected: built.sha256.clone(),
+            size: built.size,
+        }),
+    }
+}
+
+/// Deletes the originals of verified archive `k`: the one place a usage file is deleted.
+fn delete_originals(
+    layout: &Layout,
+    ledger: &Ledger,
+    k: usize,
+    failpoint: &super::failpoint::Failpoints,
+) -> Result<(), PipelineError> {
+    let dropped = plan_store::load_dropped(layout, k)?;
+    let mut archived: Vec<String> = Vec::with_capacity(DELETE_CHUNK);
+    let mut deleted_any = false;
+    let flush = |archived: &mut Vec<String>| -> Result<(), PipelineError> {
+        crate::state::sync_dir(&layout.spool)
+            .map_err(|e| PipelineError::fsync(&layout.spool, e))?;
+        ledger.forget(archived.iter().map(String::as_str))?;
+        archived.clear();
+        Ok(())
+    };
+    for e in plan_store::entries(layout, k)? {
+        let e = e?;
+        if dropped.contains(&e.spool_name) {
+            continue;
+        }
+        let path = layout.spool.join(&e.spool_name);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if Identity::of(&m) == e.ident => {
+                fs::remove_file(&path).map_err(|err| PipelineError::io("delete", &path, err))?;
+                if !deleted_any {
+                    deleted_any = true;
+                    failpoint.hit("after-delete-one")?;
+                }
+            }
+            Ok(_) => {
+                tracing::warn!(file = %e.spool_name, "usage file changed after it was archived; kept");
+                continue;
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(PipelineError::io("inspect", &path, err)),
+        }
+        archived.push(e.sha256);
+        if archived.len() >= DELETE_CHUNK {
+            flush(&mut archived)?;
+        }
+    }
+    flush(&mut archived)
+}

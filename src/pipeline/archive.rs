@@ -1,0 +1,390 @@
+//! A streaming zip writer for usage archives: entries are deflated in parallel in small
+//! batches and written in plan order; the central directory and `index.json` are spilled to
+//! temporary files, so memory stays flat whatever the number of entries.
+//!
+//! The output is deterministic — the same entries give the same bytes, hence the same SHA-256 —
+//! so a re-run after a crash produces the very archive it may already have deployed. Every
+//! entry carries a fixed timestamp (1980-01-01), UTF-8 names, and zip64 end records when there
+//! are 65,535 entries or more or offsets pass 4 GiB. Standard tools (`unzip -t`, the `zip`
+//! crate) read it.
+//!
+//! `index.json` is `{"format":1,"entries":[{"path","size","sha256"}...]}`, one object per
+//! usage file actually written, in archive order; it is the last entry.
+
+use flate2::write::DeflateEncoder;
+use flate2::Compression;
+use serde::Serialize;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+
+/// Name of the index entry.
+pub const INDEX_NAME: &str = "index.json";
+
+const DOS_DATE: u16 = (1 << 5) | 1; // 1980-01-01
+const DOS_TIME: u16 = 0;
+const FLAG_UTF8: u16 = 0x0800;
+const METHOD_STORED: u16 = 0;
+const METHOD_DEFLATE: u16 = 8;
+const MADE_BY_UNIX: u16 = (3 << 8) | 45;
+const U32_MAX: u64 = 0xFFFF_FFFF;
+
+/// Deflate level: Info-ZIP's default, so sizes compare like for like.
+pub const LEVEL: u32 = 6;
+
+/// One entry, compressed and ready to be written.
+#[derive(Debug, Clone)]
+pub struct PreparedEntry {
+    /// Path inside the archive.
+    pub path: String,
+    /// CRC-32 of the uncompressed bytes.
+    pub crc32: u32,
+    /// Uncompressed size.
+    pub size: u64,
+    /// The bytes as stored (deflated, or raw when deflate did not help).
+    pub data: Vec<u8>,
+    /// Zip compression method.
+    pub method: u16,
+}
+
+/// Deflates `content` (or keeps it raw when that is smaller).
+pub fn prepare(path: String, content: &[u8]) -> io::Result<PreparedEntry> {
+    let mut enc = DeflateEncoder::new(
+        Vec::with_capacity(content.len() / 2 + 64),
+        Compression::new(LEVEL),
+    );
+    enc.write_all(content)?;
+    let deflated = enc.finish()?;
+    let (data, method) = if deflated.len() < content.len() {
+        (deflated, METHOD_DEFLATE)
+    } else {
+        (content.to_vec(), METHOD_STORED)
+    };
+    Ok(PreparedEntry {
+        path,
+        crc32: crc32fast::hash(content),
+        size: content.len() as u64,
+        data,
+        method,
+    })
+}
+
+/// Writes a zip archive entry by entry.
+pub struct ZipStream<W: Write> {
+    out: W,
+    offset: u64,
+    central: BufWriter<File>,
+    central_len: u64,
+    entries: u64,
+}
+
+impl<W: Write> ZipStream<W> {
+    /// A writer onto `out`, spilling the central directory to `spill` (an empty temp file).
+    pub fn new(out: W, spill: File) -> Self {
+        ZipStream {
+            out,
+            offset: 0,
+            central: BufWriter::new(spill),
+            central_len: 0,
+            entries: 0,
+        }
+    }
+
+    /// Adds one prepared entry.
+    pub fn add(&mut self, e: &PreparedEntry) -> io::Result<()> {
+        let mut data = e.data.as_slice();
+        self.add_raw(
+            &e.path,
+            e.crc32,
+            e.size,
+            e.data.len() as u64,
+            e.method,
+            &mut data,
+        )
+    }
+
+    /// Adds an entry whose stored bytes come from `data` (exactly `csize` of them).
+    pub fn add_raw(
+        &mut self,
+        path: &str,
+        crc32: u32,
+        size: u64,
+        csize: u64,
+        method: u16,
+        data: &mut dyn Read,
+    ) -> io::Result<()> {
+        if size >= U32_MAX || csize >= U32_MAX {
+            return Err(io::Error::other(format!(
+                "{path} is 4 GiB or larger, too large for a usage archive"
+            )));
+        }
+        let name = path.as_bytes();
+        let name_len = u16::try_from(name.len())
+            .map_err(|_| io::Error::other(format!("entry name too long: {path}")))?;
+        let local_offset = self.offset;
+        let mut h = Vec::with_capacity(30 + name.len());
+        put32(&mut h, 0x0403_4b50);
+        put16(&mut h, 20);
+        put16(&mut h, FLAG_UTF8);
+        put16(&mut h, method);
+        put16(&mut h, DOS_TIME);
+        put16(&mut h, DOS_DATE);
+        put32(&mut h, crc32);
+        put32(&mut h, csize as u32);
+        put32(&mut h, size as u32);
+        put16(&mut h, name_len);
+        put16(&mut h, 0);
+        h.extend_from_slice(name);
+        self.out.write_all(&h)?;
+        let copied = io::copy(&mut data.take(csize), &mut self.out)?;
+        if copied != csize {
+            return Err(io::Error::other(format!("{path}: short entry data")));
+        }
+        self.offset += h.len() as u64 + csize;
+
+        let zip64 = local_offset >= U32_MAX;
+        let mut c = Vec::with_capacity(46 + name.len() + 12);
+        put32(&mut c, 0x0201_4b50);
+        put16(&mut c, MADE_BY_UNIX);
+        put16(&mut c, if zip64 { 45 } else { 20 });
+        put16(&mut c, FLAG_UTF8);
+        put16(&mut c, method);
+        put16(&mut c, DOS_TIME);
+        put16(&mut c, DOS_DATE);
+        put32(&mut c, crc32);
+        put32(&mut c, csize as u32);
+        put32(&mut c, size as u32);
+        put16(&mut c, name_len);
+        put16(&mut c, if zip64 { 12 } else { 0 });
+        put16(&mut c, 0);
+        put16(&mut c, 0);
+        put16(&mut c, 0);
+        put32(&mut c, 0o100644 << 16);
+        put32(
+            &mut c,
+            if zip64 {
+                U32_MAX as u32
+            } else {
+                local_offset as u32
+            },
+        );
+        c.extend_from_slice(name);
+        if zip64 {
+            put16(&mut c, 0x0001);
+            put16(&mut c, 8);
+            put64(&mut c, local_offset);
+        }
+        self.central.write_all(&c)?;
+        self.central_len += c.len() as u64;
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Writes the central directory and end records; answers the output.
+    pub fn finish(mut self) -> io::Result<W> {
+        let cd_offset = self.offset;
+        let mut spill = self.central.into_inner().map_err(|e| e.into_error())?;
+        spill.seek(SeekFrom::Start(0))?;
+        let copied = io::copy(&mut spill, &mut self.out)?;
+        if copied != self.central_len {
+            return Err(io::Error::other("central directory spill is short"));
+        }
+        let cd_size = self.central_len;
+        let n = self.entries;
+        let mut t = Vec::with_capacity(98);
+        if n >= 0xFFFF || cd_offset >= U32_MAX || cd_size >= U32_MAX {
+            let z = cd_offset + cd_size;
+            put32(&mut t, 0x0606_4b50);
+            put64(&mut t, 44);
+            put16(&mut t, MADE_BY_UNIX);
+            put16(&mut t, 45);
+            put32(&mut t, 0);
+            put32(&mut t, 0);
+            put64(&mut t, n);
+            put64(&mut t, n);
+            put64(&mut t, cd_size);
+            put64(&mut t, cd_offset);
+            put32(&mut t, 0x0706_4b50);
+            put32(&mut t, 0);
+            put64(&mut t, z);
+            put32(&mut t, 1);
+        }
+        put32(&mut t, 0x0605_4b50);
+        put16(&mut t, 0);
+        put16(&mut t, 0);
+        put16(&mut t, n.min(0xFFFF) as u16);
+        put16(&mut t, n.min(0xFFFF) as u16);
+        put32(&mut t, cd_size.min(U32_MAX) as u32);
+        put32(&mut t, cd_offset.min(U32_MAX) as u32);
+        put16(&mut t, 0);
+        self.out.write_all(&t)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+fn put16(v: &mut Vec<u8>, x: u16) {
+    v.extend_from_slice(&x.to_le_bytes());
+}
+fn put32(v: &mut Vec<u8>, x: u32) {
+    v.extend_from_slice(&x.to_le_bytes());
+}
+fn put64(v: &mut Vec<u8>, x: u64) {
+    v.extend_from_slice(&x.to_le_bytes());
+}
+
+#[derive(Serialize)]
+struct IndexLine<'a> {
+    path: &'a str,
+    size: u64,
+    sha256: &'a str,
+}
+
+/// Builds `index.json` deflated into a temp file while the entries are written.
+pub struct IndexWriter {
+    enc: DeflateEncoder<BufWriter<File>>,
+    crc: crc32fast::Hasher,
+    size: u64,
+    first: bool,
+}
+
+impl IndexWriter {
+    /// An index spilled into `spill` (an empty temp file).
+    pub fn new(spill: File) -> io::Result<Self> {
+        let mut w = IndexWriter {
+            enc: DeflateEncoder::new(BufWriter::new(spill), Compression::new(LEVEL)),
+            crc: crc32fast::Hasher::new(),
+            size: 0,
+            first: true,
+        };
+        w.put(br#"{"format":1,"entries":["#)?;
+        Ok(w)
+    }
+
+    fn put(&mut self, b: &[u8]) -> io::Result<()> {
+        self.crc.update(b);
+        self.size += b.len() as u64;
+        self.enc.write_all(b)
+    }
+
+    /// Lists one entry.
+    pub fn add(&mut self, path: &str, size: u64, sha256: &str) -> io::Result<()> {
+        let mut line = Vec::with_capacity(path.len() + 100);
+        if !self.first {
+            line.push(b',');
+        }
+        self.first = false;
+        serde_json::to_writer(&mut line, &IndexLine { path, size, sha256 })?;
+        self.put(&line)
+    }
+
+    /// Closes the index and appends it to `zip` as [`INDEX_NAME`].
+    pub fn append_to<W: Write>(mut self, zip: &mut ZipStream<W>) -> io::Result<()> {
+        self.put(b"]}")?;
+        let mut file = self
+            .enc
+            .finish()?
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+        let csize = file.stream_position()?;
+        file.seek(SeekFrom::Start(0))?;
+        let crc = self.crc.finalize();
+        zip.add_raw(INDEX_NAME, crc, self.size, csize, METHOD_DEFLATE, &mut file)
+    }
+}
+
+/// A writer that counts and hashes what passes through it.
+pub struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: sha2::Sha256,
+    len: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: <sha2::Sha256 as sha2::Digest>::new(),
+            len: 0,
+        }
+    }
+
+    /// The inner writer, the hex SHA-256 and the length of everything written.
+    pub fn finish(self) -> (W, String, u64) {
+        let digest = <sha2::Sha256 as sha2::Digest>::finalize(self.hasher);
+        (self.inner, hex::encode(digest), self.len)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(n: usize) -> Vec<u8> {
+        let spill = tempfile::tempfile().unwrap();
+        let mut z = ZipStream::new(Vec::new(), spill);
+        let mut index = IndexWriter::new(tempfile::tempfile().unwrap()).unwrap();
+        for i in 0..n {
+            let body = format!("{{\"product\":\"x\",\"n\":{i}}}").repeat(i % 5 + 1);
+            let path = format!("2024-01-01/x/f{i}.json");
+            let e = prepare(path.clone(), body.as_bytes()).unwrap();
+            z.add(&e).unwrap();
+            index
+                .add(&path, e.size, &crate::protocol::sha256_hex(body.as_bytes()))
+                .unwrap();
+        }
+        index.append_to(&mut z).unwrap();
+        z.finish().unwrap()
+    }
+
+    #[test]
+    fn archives_are_readable_by_the_zip_crate_with_their_index() {
+        let bytes = build(30);
+        let mut a = zip::ZipArchive::new(io::Cursor::new(bytes)).unwrap();
+        assert_eq!(a.len(), 31);
+        let mut f = a.by_name("2024-01-01/x/f7.json").unwrap();
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        assert_eq!(s, r#"{"product":"x","n":7}"#.repeat(3));
+        drop(f);
+        let mut idx = String::new();
+        a.by_name(INDEX_NAME)
+            .unwrap()
+            .read_to_string(&mut idx)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&idx).unwrap();
+        assert_eq!(v["format"], 1);
+        assert_eq!(v["entries"].as_array().unwrap().len(), 30);
+        assert_eq!(v["entries"][7]["path"], "2024-01-01/x/f7.json");
+    }
+
+    #[test]
+    fn the_same_entries_give_the_same_bytes() {
+        assert_eq!(build(10), build(10));
+    }
+
+    #[test]
+    fn more_than_65535_entries_use_zip64_end_records() {
+        let spill = tempfile::tempfile().unwrap();
+        let mut z = ZipStream::new(Vec::new(), spill);
+        for i in 0..70_000u32 {
+            let e = prepare(format!("f{i}"), b"x").unwrap();
+            z.add(&e).unwrap();
+        }
+        let bytes = z.finish().unwrap();
+        let a = zip::ZipArchive::new(io::Cursor::new(bytes)).unwrap();
+        assert_eq!(a.len(), 70_000);
+    }
+}

@@ -1,0 +1,164 @@
+//! Builds the zip file of one archive of a plan from the spool: entries are read, checked
+//! against the plan's SHA-256, deflated on every core in bounded batches, and written in plan
+//! order to a temp file that is fsynced before anyone relies on it.
+//!
+//! A planned file that vanished or changed since it was planned is left out (and listed as
+//! dropped, so it is never deleted on the strength of this archive). On any error the temp file
+//! is removed; a full disk is reported with the folder's name.
+
+use super::archive::{prepare, HashingWriter, IndexWriter, PreparedEntry, ZipStream};
+use super::failpoint::Failpoints;
+use super::plan::PlanEntry;
+use super::{plan_store, Layout, PipelineError};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read};
+use std::path::{Path, PathBuf};
+
+/// Most entries deflated together.
+const BATCH_ENTRIES: usize = 512;
+/// Most input bytes deflated together (a single larger file goes alone).
+const BATCH_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A finished, fsynced archive file.
+#[derive(Debug)]
+pub struct Assembled {
+    /// The temp file.
+    pub path: PathBuf,
+    /// Its SHA-256.
+    pub sha256: String,
+    /// Its size.
+    pub size: u64,
+    /// Usage files written into it.
+    pub files: u64,
+    /// Spool names of planned files left out.
+    pub dropped: Vec<String>,
+}
+
+enum Prepared {
+    Entry(PreparedEntry, String),
+    Dropped(String),
+}
+
+/// Writes archive `k` of the active plan into `<data_dir>/usage/archival/tmp/`.
+pub fn assemble(
+    layout: &Layout,
+    k: usize,
+    failpoint: &Failpoints,
+) -> Result<Assembled, PipelineError> {
+    let tmp = layout.tmp_dir();
+    fs::create_dir_all(&tmp).map_err(|e| PipelineError::io("create", &tmp, e))?;
+    let out = tmp.join(format!("archive-{k:04}.zip.part"));
+    let result = write(layout, k, &out, failpoint);
+    if result.is_err() {
+        let _ = fs::remove_file(&out);
+    }
+    result
+}
+
+fn write(
+    layout: &Layout,
+    k: usize,
+    out: &Path,
+    failpoint: &Failpoints,
+) -> Result<Assembled, PipelineError> {
+    let tmp = layout.tmp_dir();
+    let werr = |e: io::Error| PipelineError::io("write the archive", out, e);
+    let file = File::create(out).map_err(werr)?;
+    let spill = tempfile::tempfile_in(&tmp).map_err(werr)?;
+    let index_spill = tempfile::tempfile_in(&tmp).map_err(werr)?;
+    let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let mut zip = ZipStream::new(sink, spill);
+    let mut index = IndexWriter::new(index_spill).map_err(werr)?;
+    let mut files = 0u64;
+    let mut dropped = Vec::new();
+    let mut entries = plan_store::entries(layout, k)?;
+    loop {
+        let mut batch = Vec::new();
+        let mut bytes = 0u64;
+        for e in entries.by_ref() {
+            let e = e?;
+            bytes += e.size;
+            batch.push(e);
+            if batch.len() >= BATCH_ENTRIES || bytes >= BATCH_BYTES {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        for p in prepare_batch(&layout.spool, &batch)? {
+            match p {
+                Prepared::Entry(entry, sha) => {
+                    failpoint.io("archive-enospc").map_err(werr)?;
+                    zip.add(&entry).map_err(werr)?;
+                    index.add(&entry.path, entry.size, &sha).map_err(werr)?;
+                    files += 1;
+                }
+                Prepared::Dropped(name) => dropped.push(name),
+            }
+        }
+    }
+    index.append_to(&mut zip).map_err(werr)?;
+    let sink = zip.finish().map_err(werr)?;
+    let (buf, sha256, size) = sink.finish();
+    let file = buf.into_inner().map_err(|e| werr(e.into_error()))?;
+    file.sync_all().map_err(|e| PipelineError::fsync(out, e))?;
+    Ok(Assembled {
+        path: out.to_path_buf(),
+        sha256,
+        size,
+        files,
+        dropped,
+    })
+}
+
+/// Reads, checks and deflates a batch on every core; answers in plan order.
+fn prepare_batch(spool: &Path, batch: &[PlanEntry]) -> Result<Vec<Prepared>, PipelineError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || batch.len() < 4 {
+        return batch.iter().map(|e| prepare_one(spool, e)).collect();
+    }
+    let chunk = batch.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = batch
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|e| prepare_one(spool, e))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(batch.len());
+        for h in handles {
+            let part = h.join().map_err(|_| {
+                PipelineError::io("deflate", spool, io::Error::other("a worker thread failed"))
+            })??;
+            out.extend(part);
+        }
+        Ok(out)
+    })
+}
+
+fn prepare_one(spool: &Path, e: &PlanEntry) -> Result<Prepared, PipelineError> {
+    let path = spool.join(&e.spool_name);
+    let mut content = Vec::with_capacity(e.size as usize);
+    match File::open(&path).and_then(|f| f.take(e.size + 1).read_to_end(&mut content)) {
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            tracing::warn!(file = %e.spool_name, "planned usage file vanished; left out of the archive");
+            return Ok(Prepared::Dropped(e.spool_name.clone()));
+        }
+        Err(err) => return Err(PipelineError::io("read", &path, err)),
+    }
+    let sha = hex::encode(Sha256::digest(&content));
+    if content.len() as u64 != e.size || sha != e.sha256 {
+        tracing::warn!(file = %e.spool_name, "planned usage file changed; left out of the archive");
+        return Ok(Prepared::Dropped(e.spool_name.clone()));
+    }
+    let entry = prepare(e.path.clone(), &content)
+        .map_err(|err| PipelineError::io("deflate", &path, err))?;
+    Ok(Prepared::Entry(entry, sha))
+}

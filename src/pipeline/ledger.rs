@@ -1,0 +1,220 @@
+//! The durable state of each usage file, keyed by the SHA-256 of its content, and the counters
+//! shown by `status` and `/metrics`.
+//!
+//! *Pending* is implicit: a valid file in the spool with no marker. *Uploaded* is one empty
+//! marker file `<data_dir>/usage/ledger/uploaded/<h>/<sha256>` (16 shards by the first hex
+//! digit). A marker is created only after JCS acknowledged the file, and the shard folders are
+//! fsynced before the run goes on, so the claim never precedes the acknowledgement and never
+//! outlives a crash unwritten. An empty file has no content to tear, so creating it and
+//! fsyncing its folder is the whole of the temp-fsync-rename-fsync rule. *Archived* means the
+//! original is gone: the marker is removed after the original was deleted, and the archived
+//! total is kept in `counts.json`.
+//!
+//! Lookups are one `stat` each and memory stays flat whatever the number of files; a million
+//! markers are a million directory entries spread over 16 folders. Writing a batch costs at
+//! most 16 folder fsyncs.
+
+use super::PipelineError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+const SHARDS: &str = "0123456789abcdef";
+
+/// Counts of usage files by state, for `status` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Valid files in the spool not yet acknowledged (as of the last run).
+    pub pending: u64,
+    /// Files acknowledged but not yet archived (as of the last run).
+    pub uploaded: u64,
+    /// Files archived (and deleted) since the data folder was created.
+    pub archived: u64,
+    /// Files in quarantine now.
+    pub quarantined: u64,
+    /// Bytes of archives uploaded to the JPD since the data folder was created.
+    pub bytes_archived: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct CountsFile {
+    pending: u64,
+    uploaded: u64,
+    archived: u64,
+    bytes_archived: u64,
+    /// The last plan whose totals were added, so a resumed plan is never counted twice.
+    last_plan: Option<String>,
+}
+
+/// Reads the counters; cheap (one small file and one short folder listing).
+pub fn pipeline_counts(config: &crate::config::Config) -> Counts {
+    let layout = super::Layout::new(config);
+    let file: CountsFile = crate::state::load(&layout.root.join("counts.json"))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    Counts {
+        pending: file.pending,
+        uploaded: file.uploaded,
+        archived: file.archived,
+        quarantined: super::spool::count_quarantined(&layout.quarantine),
+        bytes_archived: file.bytes_archived,
+    }
+}
+
+/// The marker folders and the counters file.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    uploaded: PathBuf,
+    counts: PathBuf,
+}
+
+impl Ledger {
+    /// Opens the ledger under `root` (`<data_dir>/usage`), creating its folders durably.
+    pub fn open(root: &Path) -> Result<Self, PipelineError> {
+        let uploaded = root.join("ledger").join("uploaded");
+        let mut created = false;
+        for c in SHARDS.chars() {
+            let d = uploaded.join(c.to_string());
+            if !d.is_dir() {
+                fs::create_dir_all(&d).map_err(|e| PipelineError::io("create", &d, e))?;
+                created = true;
+            }
+        }
+        if created {
+            for d in [uploaded.as_path(), uploaded.parent().unwrap_or(root), root] {
+                crate::state::sync_dir(d).map_err(|e| PipelineError::fsync(d, e))?;
+            }
+        }
+        Ok(Ledger {
+            uploaded,
+            counts: root.join("counts.json"),
+        })
+    }
+
+    fn marker(&self, sha256: &str) -> Option<PathBuf> {
+        let valid = sha256.len() == 64
+            && sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        valid.then(|| self.uploaded.join(&sha256[..1]).join(sha256))
+    }
+
+    /// True when the file with this SHA-256 was acknowledged and not yet archived.
+    pub fn is_uploaded(&self, sha256: &str) -> bool {
+        self.marker(sha256).is_some_and(|m| m.exists())
+    }
+
+    /// Records durably that these files were acknowledged. Call only after the acknowledgement.
+    pub fn mark_uploaded<'a>(
+        &self,
+        shas: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), PipelineError> {
+        let mut touched = BTreeSet::new();
+        for sha in shas {
+            let Some(m) = self.marker(sha) else { continue };
+            fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&m)
+                .map_err(|e| PipelineError::io("write", &m, e))?;
+            touched.insert(sha[..1].to_string());
+        }
+        self.sync_shards(&touched)
+    }
+
+    /// Removes the markers of archived files (after their originals were deleted).
+    pub fn forget<'a>(&self, shas: impl IntoIterator<Item = &'a str>) -> Result<(), PipelineError> {
+        let mut touched = BTreeSet::new();
+        for sha in shas {
+            let Some(m) = self.marker(sha) else { continue };
+            match fs::remove_file(&m) {
+                Ok(()) => {
+                    touched.insert(sha[..1].to_string());
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(PipelineError::io("remove", &m, e)),
+            }
+        }
+        self.sync_shards(&touched)
+    }
+
+    fn sync_shards(&self, touched: &BTreeSet<String>) -> Result<(), PipelineError> {
+        for s in touched {
+            let d = self.uploaded.join(s);
+            crate::state::sync_dir(&d).map_err(|e| PipelineError::fsync(&d, e))?;
+        }
+        Ok(())
+    }
+
+    fn load(&self) -> CountsFile {
+        crate::state::load_or_set_aside(&self.counts)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Stores what a run saw: `pending` and `uploaded` files in the spool.
+    pub fn record_scan(&self, pending: u64, uploaded: u64) -> Result<(), PipelineError> {
+        let mut c = self.load();
+        c.pending = pending;
+        c.uploaded = uploaded;
+        Ok(crate::state::save(&self.counts, &c)?)
+    }
+
+    /// Adds a finished plan's totals once, whatever the number of times it is called.
+    pub fn record_plan_done(
+        &self,
+        plan_id: &str,
+        files: u64,
+        bytes: u64,
+    ) -> Result<(), PipelineError> {
+        let mut c = self.load();
+        if c.last_plan.as_deref() == Some(plan_id) {
+            return Ok(());
+        }
+        c.archived += files;
+        c.bytes_archived += bytes;
+        c.uploaded = c.uploaded.saturating_sub(files);
+        c.last_plan = Some(plan_id.to_string());
+        Ok(crate::state::save(&self.counts, &c)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_marker_exists_only_between_acknowledgement_and_archival() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path()).unwrap();
+        let sha = "ab".repeat(32);
+        assert!(!l.is_uploaded(&sha));
+        l.mark_uploaded([sha.as_str()]).unwrap();
+        assert!(l.is_uploaded(&sha));
+        l.forget([sha.as_str()]).unwrap();
+        assert!(!l.is_uploaded(&sha));
+    }
+
+    #[test]
+    fn hostile_ids_never_name_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path()).unwrap();
+        l.mark_uploaded(["../../etc/passwd", "AB"]).unwrap();
+        assert!(!l.is_uploaded("../../etc/passwd"));
+    }
+
+    #[test]
+    fn a_plan_is_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path()).unwrap();
+        l.record_plan_done("p1", 10, 1000).unwrap();
+        l.record_plan_done("p1", 10, 1000).unwrap();
+        let c = l.load();
+        assert_eq!((c.archived, c.bytes_archived), (10, 1000));
+    }
+}

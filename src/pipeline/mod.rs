@@ -1,0 +1,126 @@
+//! The usage pipeline: the life of a usage file from the spool to a verified archive in the
+//! JPD, and nothing else.
+//!
+//! A usage file is *pending* while it sits in the spool, *uploaded* once JCS (or an export
+//! bundle) acknowledged it and that fact is durable in the [`ledger`], and *archived* once an
+//! archive holding it was deployed to Artifactory and its SHA-256 read back — only then is the
+//! original deleted. `docs/usage-pipeline.md` is the prose version: state machine, grouping
+//! rule, durability order and why each step is safe to crash in.
+//!
+//! Code map: [`spool`] lists, settles, validates and quarantines files; [`ledger`] keeps the
+//! durable per-file state and the counters; [`upload`] is the usage job; [`plan`] is the pure
+//! grouping rule; [`plan_store`] writes and reads a plan durably; [`archive`] streams a zip;
+//! [`archival`] is the archival job that executes a plan.
+//!
+//! Architecture invariant: a usage file is deleted in exactly one place,
+//! `archival::delete_originals`, and only for an archive whose checksum was read back.
+
+pub mod archival;
+pub mod archive;
+mod assemble;
+mod error;
+pub mod failpoint;
+pub mod ledger;
+pub mod plan;
+pub mod plan_store;
+pub mod progress;
+pub mod spool;
+pub mod upload;
+
+pub use archival::{archive_uploaded, archive_uploaded_with, ArchivalOutcome};
+pub use error::PipelineError;
+pub use ledger::{pipeline_counts, Counts};
+pub use progress::{console_progress, NoProgress, Progress};
+pub use upload::{upload_pending, upload_pending_with, UsageOutcome};
+
+use crate::config::Config;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a spool file must stay unchanged (size and mtime) before it is picked up.
+pub const SETTLE_WINDOW: Duration = Duration::from_secs(2);
+
+/// Environment variable overriding [`SETTLE_WINDOW`] in milliseconds (tests, demo).
+pub const SETTLE_ENV: &str = "JFCONNECT_SPOOL_SETTLE_MS";
+
+/// Knobs of one run that are not configuration: tests and the demo set them.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// See [`SETTLE_WINDOW`].
+    pub settle: Duration,
+    /// A failpoint to stop at (see [`failpoint`]).
+    pub failpoint: failpoint::Failpoints,
+}
+
+impl RunOptions {
+    /// The settle window from [`SETTLE_ENV`] (default [`SETTLE_WINDOW`]) and the failpoint
+    /// from `JFCONNECT_FAILPOINT` (which aborts the process).
+    pub fn from_env() -> Self {
+        let settle = std::env::var(SETTLE_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(SETTLE_WINDOW);
+        RunOptions {
+            settle,
+            failpoint: failpoint::Failpoints::from_env(),
+        }
+    }
+}
+
+/// Where the pipeline keeps its files under `data_dir`.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The spool the Observability service writes into.
+    pub spool: PathBuf,
+    /// `<data_dir>/quarantine`: refused usage files and their `.reason` sidecars.
+    pub quarantine: PathBuf,
+    /// `<data_dir>/usage`: ledger, counters, plan, lock.
+    pub root: PathBuf,
+}
+
+impl Layout {
+    /// The layout for `config`.
+    pub fn new(config: &Config) -> Self {
+        Layout {
+            spool: config.usage_spool_dir.clone(),
+            quarantine: config.data_dir.join("quarantine"),
+            root: config.data_dir.join("usage"),
+        }
+    }
+
+    /// The lock that keeps usage and archival runs (and processes) apart.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("pipeline.lock")
+    }
+
+    /// Folder of the active archive plan.
+    pub fn plan_dir(&self) -> PathBuf {
+        self.root.join("archival").join("plan")
+    }
+
+    /// Folder of archives being written.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("archival").join("tmp")
+    }
+}
+
+/// Takes the pipeline lock, waiting (asynchronously, bounded) while another run holds it.
+async fn acquire_lock(layout: &Layout) -> Result<crate::state::LockFile, PipelineError> {
+    let path = layout.lock_file();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    loop {
+        let p = path.clone();
+        let got = tokio::task::spawn_blocking(move || crate::state::LockFile::try_acquire(&p))
+            .await
+            .map_err(|e| PipelineError::io("lock", &path, std::io::Error::other(e)))?
+            .map_err(|e| PipelineError::io("lock", &path, e))?;
+        if let Some(lock) = got {
+            return Ok(lock);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(PipelineError::Busy { lock: path });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,328 @@
+//! The grouping rule, as pure functions: which archive each uploaded usage file goes into and
+//! under which path. No I/O here, so the rule is tested without disks.
+//!
+//! **Rule.** One run makes one archive, named
+//! `<origin>/<YYYY-MM-DD>/usage-<first 12 hex of the first file's SHA-256>-<n>.zip` (origin is
+//! the host name, the date is the run's UTC date, `n` counts from 1). Each file is stored at
+//! `<YYYY-MM-DD>/<product>/<file name>`, the date being the UTC date of its `timestamp`; an
+//! `index.json` lists every entry's path, size and SHA-256. When adding a file could make the
+//! archive larger than `archival.max_archive_bytes` (counted pessimistically: the file stored
+//! uncompressed plus its headers and index line), the archive is closed and `n + 1` begins. A
+//! single file larger than the limit goes alone into its own archive.
+//!
+//! **Names.** Product names keep `[A-Za-z0-9._-]` (others become `_`, leading dots are
+//! dropped, at most 64 characters, `unknown` when nothing is left). A file name that holds
+//! anything else is cleaned the same way and gets `-<first 8 hex of its SHA-256>` appended so
+//! two cleaned names do not collide.
+//!
+//! Architecture invariant: this module does no I/O.
+
+use super::spool::{Identity, UsageHead};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+/// Bytes reserved per archive for `index.json`'s headers and the end records.
+pub const ARCHIVE_OVERHEAD: u64 = 1024;
+
+/// One file's place in a plan: a line of a plan's entries file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanEntry {
+    /// Name in the spool.
+    pub spool_name: String,
+    /// Path inside the archive.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of its bytes.
+    pub sha256: String,
+    /// What the file looked like when planned; checked again before it is deleted.
+    pub ident: Identity,
+}
+
+/// One archive of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveSpec {
+    /// Path in the Artifactory repository.
+    pub name: String,
+    /// Number of usage files in it.
+    pub entries: u64,
+    /// Upper bound of its size in bytes.
+    pub estimated_bytes: u64,
+}
+
+/// A file as the planner needs it.
+#[derive(Debug, Clone)]
+pub struct PlanInput<'a> {
+    /// Name in the spool.
+    pub name: &'a str,
+    /// SHA-256 of its bytes.
+    pub sha256: &'a str,
+    /// Product and timestamp.
+    pub head: &'a UsageHead,
+    /// Size, mtime, inode.
+    pub ident: Identity,
+}
+
+/// Keeps `[A-Za-z0-9._-]`, replaces anything else with `_`, drops leading dots, caps at
+/// `max` characters.
+pub fn sanitize(s: &str, max: usize) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    cleaned.trim_start_matches('.').chars().take(max).collect()
+}
+
+/// The product folder name.
+pub fn product_dir(product: &str) -> String {
+    let s = sanitize(product, 64);
+    if s.is_empty() {
+        "unknown".into()
+    } else {
+        s
+    }
+}
+
+/// The file name inside the archive (see the module docs).
+pub fn entry_file_name(name: &str, sha256: &str) -> String {
+    let clean = sanitize(name, 200);
+    if clean == name && !clean.is_empty() {
+        clean
+    } else {
+        let clean = if clean.is_empty() {
+            "usage".into()
+        } else {
+            clean
+        };
+        format!("{clean}-{}", &sha256[..8.min(sha256.len())])
+    }
+}
+
+/// `YYYY-MM-DD/<product>/<file name>` of one usage file.
+pub fn entry_path(head: &UsageHead, name: &str, sha256: &str) -> String {
+    format!(
+        "{}/{}/{}",
+        head.timestamp.date_naive().format("%Y-%m-%d"),
+        product_dir(&head.product),
+        entry_file_name(name, sha256)
+    )
+}
+
+/// The repository path of archive `n` (from 1) of a plan made on `day`.
+pub fn archive_name(origin: &str, day: NaiveDate, first_sha256: &str, n: usize) -> String {
+    let origin = match sanitize(origin, 64) {
+        s if s.is_empty() => "jfconnect".to_string(),
+        s => s,
+    };
+    format!(
+        "{origin}/{}/usage-{}-{n}.zip",
+        day.format("%Y-%m-%d"),
+        &first_sha256[..12.min(first_sha256.len())]
+    )
+}
+
+/// Upper bound of the bytes one entry adds to an archive: data stored at worst uncompressed,
+/// local and central headers (with a zip64 offset), and its `index.json` line with every
+/// character escaped.
+pub fn entry_cost(path: &str, size: u64) -> u64 {
+    let p = path.len() as u64;
+    size + (30 + p) + (46 + p + 12) + (64 + 60 + 6 * p)
+}
+
+/// Places files into archives one at a time, holding only the archive list.
+#[derive(Debug, Clone)]
+pub struct Planner {
+    origin: String,
+    day: NaiveDate,
+    max_bytes: u64,
+    archives: Vec<ArchiveSpec>,
+}
+
+impl Planner {
+    /// A planner for a run on `day` from host `origin`, with archives up to `max_bytes`.
+    pub fn new(origin: &str, day: NaiveDate, max_bytes: u64) -> Self {
+        Planner {
+            origin: origin.to_string(),
+            day,
+            max_bytes,
+            archives: Vec::new(),
+        }
+    }
+
+    /// Places one file; answers the index of its archive and its plan entry.
+    pub fn place(&mut self, f: &PlanInput<'_>) -> (usize, PlanEntry) {
+        let path = entry_path(f.head, f.name, f.sha256);
+        let cost = entry_cost(&path, f.ident.size);
+        let fits = self
+            .archives
+            .last()
+            .is_some_and(|a| a.estimated_bytes + cost <= self.max_bytes);
+        if !fits {
+            let n = self.archives.len() + 1;
+            self.archives.push(ArchiveSpec {
+                name: archive_name(&self.origin, self.day, f.sha256, n),
+                entries: 0,
+                estimated_bytes: ARCHIVE_OVERHEAD,
+            });
+        }
+        let k = self.archives.len() - 1;
+        let a = &mut self.archives[k];
+        a.entries += 1;
+        a.estimated_bytes += cost;
+        let entry = PlanEntry {
+            spool_name: f.name.to_string(),
+            path,
+            size: f.ident.size,
+            sha256: f.sha256.to_string(),
+            ident: f.ident,
+        };
+        (k, entry)
+    }
+
+    /// The archives so far.
+    pub fn archives(&self) -> &[ArchiveSpec] {
+        &self.archives
+    }
+
+    /// The finished list of archives.
+    pub fn into_archives(self) -> Vec<ArchiveSpec> {
+        self.archives
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn head(product: &str, ts: &str) -> UsageHead {
+        UsageHead {
+            product: product.into(),
+            timestamp: chrono::DateTime::parse_from_rfc3339(ts)
+                .unwrap()
+                .with_timezone(&Utc),
+        }
+    }
+
+    fn ident(size: u64) -> Identity {
+        Identity {
+            size,
+            mtime_ns: 0,
+            ino: 1,
+        }
+    }
+
+    fn day() -> NaiveDate {
+        Utc.with_ymd_and_hms(2024, 5, 6, 0, 0, 0)
+            .unwrap()
+            .date_naive()
+    }
+
+    #[test]
+    fn entries_are_filed_by_utc_date_of_their_timestamp_and_product() {
+        let sha = "0123456789abcdef".repeat(4);
+        let h = head("xray", "2024-03-01T23:30:00-02:00");
+        assert_eq!(entry_path(&h, "u1.json", &sha), "2024-03-02/xray/u1.json");
+    }
+
+    #[test]
+    fn hostile_product_and_file_names_cannot_escape_their_folder() {
+        let sha = "abcdef0123456789".repeat(4);
+        let h = head("../../etc", "2024-01-01T00:00:00Z");
+        let p = entry_path(&h, "a b\\c.json", &sha);
+        assert_eq!(p, "2024-01-01/_.._etc/a_b_c.json-abcdef01");
+        assert_eq!(product_dir(".."), "unknown");
+        assert_eq!(product_dir("Jfrog Xray/2"), "Jfrog_Xray_2");
+        assert_eq!(entry_file_name("ok-1.json", &sha), "ok-1.json");
+    }
+
+    #[test]
+    fn archive_names_are_deterministic() {
+        let sha = "fedcba9876543210".repeat(4);
+        assert_eq!(
+            archive_name("host-1", day(), &sha, 1),
+            "host-1/2024-05-06/usage-fedcba987654-1.zip"
+        );
+        assert_eq!(
+            archive_name("", day(), &sha, 2),
+            "jfconnect/2024-05-06/usage-fedcba987654-2.zip"
+        );
+    }
+
+    #[test]
+    fn one_run_makes_one_archive_when_everything_fits() {
+        let mut p = Planner::new("h", day(), 1 << 20);
+        let h = head("a", "2024-01-01T00:00:00Z");
+        for i in 0..100 {
+            let sha = format!("{i:064x}");
+            let name = format!("f{i}");
+            let (k, e) = p.place(&PlanInput {
+                name: &name,
+                sha256: &sha,
+                head: &h,
+                ident: ident(1000),
+            });
+            assert_eq!(k, 0);
+            assert_eq!(e.path, format!("2024-01-01/a/f{i}"));
+        }
+        let a = p.into_archives();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].entries, 100);
+        assert!(a[0]
+            .name
+            .ends_with(&format!("usage-{}-1.zip", "0".repeat(12))));
+    }
+
+    #[test]
+    fn archives_split_before_they_would_exceed_the_limit() {
+        let max = 10_000;
+        let mut p = Planner::new("h", day(), max);
+        let h = head("a", "2024-01-01T00:00:00Z");
+        let mut per = [0u64; 10];
+        for i in 0..20 {
+            let sha = format!("{:064x}", i + 1);
+            let (k, _) = p.place(&PlanInput {
+                name: &format!("f{i}"),
+                sha256: &sha,
+                head: &h,
+                ident: ident(2000),
+            });
+            per[k] += 1;
+        }
+        let a = p.into_archives();
+        assert!(a.len() > 1);
+        for spec in &a {
+            assert!(spec.estimated_bytes <= max, "{spec:?}");
+        }
+        assert_eq!(a.iter().map(|s| s.entries).sum::<u64>(), 20);
+        assert!(a[1].name.ends_with("-2.zip"));
+    }
+
+    #[test]
+    fn a_file_larger_than_the_limit_goes_alone() {
+        let mut p = Planner::new("h", day(), 5000);
+        let h = head("a", "2024-01-01T00:00:00Z");
+        let sha = "1".repeat(64);
+        let small = PlanInput {
+            name: "s",
+            sha256: &sha,
+            head: &h,
+            ident: ident(10),
+        };
+        let big = PlanInput {
+            name: "b",
+            sha256: &sha,
+            head: &h,
+            ident: ident(50_000),
+        };
+        assert_eq!(p.place(&small).0, 0);
+        assert_eq!(p.place(&big).0, 1);
+        assert_eq!(p.place(&small).0, 2);
+    }
+}

@@ -1,0 +1,255 @@
+//! A plan on disk: written once, atomically, before anything is deployed or deleted; read back
+//! entry by entry while it is executed; its progress saved after each step.
+//!
+//! Layout of `<data_dir>/usage/archival/plan/`: `plan.json` (id, repo, archive list;
+//! checksummed state file), `entries-<k>.jsonl` (one [`PlanEntry`] per line for archive `k`),
+//! `progress.json` (the step each archive reached), `dropped-<k>.txt` (spool names left out of
+//! archive `k` because they vanished or changed). The folder is built as `plan.tmp/`, every
+//! file fsynced, then renamed to `plan/` and its parent fsynced: a plan exists whole or not at
+//! all. Its presence means "a plan is active"; it is removed when every archive is done.
+
+use super::plan::{ArchiveSpec, PlanEntry, PlanInput, Planner};
+use super::{Layout, PipelineError};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// The fixed part of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanHeader {
+    /// Unique id (for counting a plan once).
+    pub id: String,
+    /// When it was made (RFC 3339).
+    pub created: String,
+    /// Artifactory repository.
+    pub repo: String,
+    /// The archives, in order.
+    pub archives: Vec<ArchiveSpec>,
+}
+
+impl PlanHeader {
+    /// Usage files in the whole plan.
+    pub fn total_entries(&self) -> u64 {
+        self.archives.iter().map(|a| a.entries).sum()
+    }
+}
+
+/// How far one archive of a plan got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum ArchiveStep {
+    /// Not yet deployed and verified.
+    Planned,
+    /// Deployed and its SHA-256 read back: originals may be deleted.
+    Verified {
+        /// SHA-256 of the archive.
+        sha256: String,
+        /// Its size.
+        size: u64,
+        /// Usage files in it.
+        files: u64,
+    },
+    /// Originals deleted.
+    Done {
+        /// SHA-256 of the archive.
+        sha256: String,
+        /// Its size.
+        size: u64,
+        /// Usage files in it.
+        files: u64,
+    },
+}
+
+/// The step of every archive of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanProgress {
+    /// One per archive, in order.
+    pub steps: Vec<ArchiveStep>,
+}
+
+fn entries_file(dir: &Path, k: usize) -> PathBuf {
+    dir.join(format!("entries-{k:04}.jsonl"))
+}
+
+/// The list of names left out of archive `k`.
+pub fn dropped_file(layout: &Layout, k: usize) -> PathBuf {
+    layout.plan_dir().join(format!("dropped-{k:04}.txt"))
+}
+
+fn tmp_plan_dir(layout: &Layout) -> PathBuf {
+    layout.root.join("archival").join("plan.tmp")
+}
+
+/// Writes a new plan while the spool is scanned.
+pub struct PlanWriter {
+    dir: PathBuf,
+    planner: Planner,
+    current: Option<(usize, BufWriter<File>)>,
+}
+
+impl PlanWriter {
+    /// Starts a plan in a fresh `plan.tmp/`.
+    pub fn begin(layout: &Layout, planner: Planner) -> Result<Self, PipelineError> {
+        let dir = tmp_plan_dir(layout);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PipelineError::io("remove", &dir, e)),
+        }
+        fs::create_dir_all(&dir).map_err(|e| PipelineError::io("create", &dir, e))?;
+        Ok(PlanWriter {
+            dir,
+            planner,
+            current: None,
+        })
+    }
+
+    /// Places one uploaded file into the plan.
+    pub fn add(&mut self, f: &PlanInput<'_>) -> Result<(), PipelineError> {
+        let (k, entry) = self.planner.place(f);
+        if self.current.as_ref().map(|(i, _)| *i) != Some(k) {
+            self.close_current()?;
+            let p = entries_file(&self.dir, k);
+            let file = File::create(&p).map_err(|e| PipelineError::io("write", &p, e))?;
+            self.current = Some((k, BufWriter::new(file)));
+        }
+        if let Some((k, w)) = &mut self.current {
+            let p = entries_file(&self.dir, *k);
+            serde_json::to_writer(&mut *w, &entry)
+                .map_err(|e| PipelineError::io("write", &p, e.into()))?;
+            w.write_all(b"\n")
+                .map_err(|e| PipelineError::io("write", &p, e))?;
+        }
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> Result<(), PipelineError> {
+        if let Some((k, w)) = self.current.take() {
+            let p = entries_file(&self.dir, k);
+            let file = w
+                .into_inner()
+                .map_err(|e| PipelineError::io("write", &p, e.into_error()))?;
+            file.sync_all().map_err(|e| PipelineError::fsync(&p, e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the plan durable and active; `None` (and nothing on disk) when it is empty.
+    pub fn commit(
+        mut self,
+        layout: &Layout,
+        id: String,
+        created: String,
+        repo: &str,
+    ) -> Result<Option<PlanHeader>, PipelineError> {
+        self.close_current()?;
+        let archives = self.planner.into_archives();
+        if archives.is_empty() {
+            let _ = fs::remove_dir_all(&self.dir);
+            return Ok(None);
+        }
+        let header = PlanHeader {
+            id,
+            created,
+            repo: repo.to_string(),
+            archives,
+        };
+        crate::state::save(&self.dir.join("plan.json"), &header)?;
+        crate::state::sync_dir(&self.dir).map_err(|e| PipelineError::fsync(&self.dir, e))?;
+        let dest = layout.plan_dir();
+        fs::rename(&self.dir, &dest).map_err(|e| PipelineError::io("activate", &dest, e))?;
+        let parent = dest.parent().unwrap_or(&layout.root);
+        crate::state::sync_dir(parent).map_err(|e| PipelineError::fsync(parent, e))?;
+        Ok(Some(header))
+    }
+}
+
+/// The active plan, if any.
+pub fn load_plan(layout: &Layout) -> Result<Option<PlanHeader>, PipelineError> {
+    let dir = layout.plan_dir();
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let p = dir.join("plan.json");
+    match crate::state::load::<PlanHeader>(&p)? {
+        Some(h) => Ok(Some(h)),
+        None => Err(PipelineError::BadPlan {
+            path: p,
+            reason: "plan.json is missing".into(),
+        }),
+    }
+}
+
+/// The saved progress of the active plan (all `Planned` when none was saved).
+pub fn load_progress(layout: &Layout, plan: &PlanHeader) -> Result<PlanProgress, PipelineError> {
+    let p = layout.plan_dir().join("progress.json");
+    let n = plan.archives.len();
+    match crate::state::load::<PlanProgress>(&p)? {
+        Some(pr) if pr.steps.len() == n => Ok(pr),
+        Some(_) => Err(PipelineError::BadPlan {
+            path: p,
+            reason: "progress does not match the plan".into(),
+        }),
+        None => Ok(PlanProgress {
+            steps: vec![ArchiveStep::Planned; n],
+        }),
+    }
+}
+
+/// Saves the progress durably.
+pub fn save_progress(layout: &Layout, progress: &PlanProgress) -> Result<(), PipelineError> {
+    Ok(crate::state::save(
+        &layout.plan_dir().join("progress.json"),
+        progress,
+    )?)
+}
+
+/// Streams the entries of archive `k`.
+pub fn entries(
+    layout: &Layout,
+    k: usize,
+) -> Result<impl Iterator<Item = Result<PlanEntry, PipelineError>>, PipelineError> {
+    let p = entries_file(&layout.plan_dir(), k);
+    let f = File::open(&p).map_err(|e| PipelineError::io("read", &p, e))?;
+    Ok(BufReader::new(f).lines().map(move |line| {
+        let line = line.map_err(|e| PipelineError::io("read", &p, e))?;
+        serde_json::from_str::<PlanEntry>(&line).map_err(|e| PipelineError::BadPlan {
+            path: p.clone(),
+            reason: e.to_string(),
+        })
+    }))
+}
+
+/// Records durably which spool names were left out of archive `k`.
+pub fn save_dropped(layout: &Layout, k: usize, names: &[String]) -> Result<(), PipelineError> {
+    let p = dropped_file(layout, k);
+    let mut text = String::new();
+    for n in names {
+        text.push_str(&serde_json::to_string(n).unwrap_or_default());
+        text.push('\n');
+    }
+    crate::state::write_atomic(&p, text.as_bytes()).map_err(|e| PipelineError::io("write", &p, e))
+}
+
+/// The names left out of archive `k`.
+pub fn load_dropped(layout: &Layout, k: usize) -> Result<HashSet<String>, PipelineError> {
+    let p = dropped_file(layout, k);
+    match fs::read_to_string(&p) {
+        Ok(t) => Ok(t
+            .lines()
+            .filter_map(|l| serde_json::from_str::<String>(l).ok())
+            .collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HashSet::new()),
+        Err(e) => Err(PipelineError::io("read", &p, e)),
+    }
+}
+
+/// Removes the finished plan durably.
+pub fn finish(layout: &Layout) -> Result<(), PipelineError> {
+    let dir = layout.plan_dir();
+    fs::remove_dir_all(&dir).map_err(|e| PipelineError::io("remove", &dir, e))?;
+    let parent = dir.parent().unwrap_or(&layout.root);
+    crate::state::sync_dir(parent).map_err(|e| PipelineError::fsync(parent, e))
+}

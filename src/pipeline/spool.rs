@@ -1,0 +1,423 @@
+//! The spool: which files are finished usage files, which are still being written, and which
+//! are not usage files at all.
+//!
+//! **Handshake.** A writer should create a file under a temporary name (a dotfile, `*.tmp` or
+//! `*.part`) and rename it to its final name when complete; those names are never picked up. For
+//! writers that write in place, a file is taken only once its mtime is older than the settle
+//! window, and its size and mtime are checked again after it was read: if either changed, the
+//! file is still being written and is left for the next run (never quarantined).
+//!
+//! **Validation** (pure, [`validate`]): one JSON object with `product` (a non-empty string) and
+//! `timestamp` (RFC 3339); every other field is kept byte for byte because the file's bytes are
+//! never rewritten. Anything else is moved to `<data_dir>/quarantine/` with a `.reason` sidecar.
+//!
+//! Listing streams: the folder is read with one `read_dir` iterator, in bounded batches of
+//! names, so a million files never sit in memory at once.
+
+use super::failpoint::Failpoints;
+use super::PipelineError;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// What identifies one spool file on disk, checked again before it is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+impl Identity {
+    /// The identity of a file from its metadata.
+    pub fn of(meta: &fs::Metadata) -> Self {
+        Identity {
+            size: meta.len(),
+            mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// The two fields jfconnect reads from a usage file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageHead {
+    /// The product that wrote it.
+    pub product: String,
+    /// When it was written (its UTC date chooses the archive folder).
+    pub timestamp: DateTime<Utc>,
+}
+
+/// A finished, valid usage file.
+#[derive(Debug, Clone)]
+pub struct UsageFile {
+    /// Its name in the spool.
+    pub name: String,
+    /// Lower-case hex SHA-256 of its bytes: its identity everywhere.
+    pub sha256: String,
+    /// Product and timestamp.
+    pub head: UsageHead,
+    /// Size, mtime and inode when it was read.
+    pub ident: Identity,
+    /// Its bytes (empty when the caller did not ask to keep them).
+    pub content: Vec<u8>,
+}
+
+/// What looking at one spool entry found.
+#[derive(Debug)]
+pub enum Scanned {
+    /// A finished, valid usage file.
+    Ready(UsageFile),
+    /// Still being written (too young, or changed while read): left for a later run.
+    NotSettled,
+    /// Gone, or not a regular file: ignored.
+    Skipped,
+    /// Not a usage file: to be quarantined with this reason.
+    Invalid {
+        /// The file's name.
+        name: OsString,
+        /// Why, in one sentence.
+        reason: String,
+    },
+}
+
+/// True for names that may be finished usage files: not dotfiles, not `*.tmp`, not `*.part`.
+pub fn is_candidate_name(name: &OsStr) -> bool {
+    let bytes = name.as_encoded_bytes();
+    let lower = bytes.to_ascii_lowercase();
+    !(bytes.is_empty()
+        || bytes[0] == b'.'
+        || lower.ends_with(b".tmp")
+        || lower.ends_with(b".part")
+        || lower.ends_with(b".reason"))
+}
+
+#[derive(Deserialize)]
+struct Head {
+    #[serde(default)]
+    product: Option<serde_json::Value>,
+    #[serde(default)]
+    timestamp: Option<serde_json::Value>,
+}
+
+/// Checks that `bytes` is one JSON object with a `product` string and an RFC 3339 `timestamp`.
+pub fn validate(bytes: &[u8]) -> Result<UsageHead, String> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err("it is not a JSON object".into());
+    }
+    let head: Head =
+        serde_json::from_slice(bytes).map_err(|e| format!("it is not valid JSON ({e})"))?;
+    let product = match head.product {
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s,
+        Some(serde_json::Value::String(_)) => return Err("its `product` is empty".into()),
+        Some(_) => return Err("its `product` is not a string".into()),
+        None => return Err("it has no `product` field".into()),
+    };
+    let timestamp = match head.timestamp {
+        Some(serde_json::Value::String(s)) => DateTime::parse_from_rfc3339(&s)
+            .map_err(|e| format!("its `timestamp` {s:?} is not RFC 3339 ({e})"))?
+            .with_timezone(&Utc),
+        Some(_) => return Err("its `timestamp` is not a string".into()),
+        None => return Err("it has no `timestamp` field".into()),
+    };
+    Ok(UsageHead { product, timestamp })
+}
+
+/// A streaming listing of the spool, in bounded batches of candidate names.
+pub struct SpoolScan {
+    iter: fs::ReadDir,
+    dir: PathBuf,
+}
+
+impl SpoolScan {
+    /// Opens the spool folder (creating it when missing).
+    pub fn open(dir: &Path) -> Result<Self, PipelineError> {
+        fs::create_dir_all(dir).map_err(|e| PipelineError::io("create", dir, e))?;
+        let iter = fs::read_dir(dir).map_err(|e| PipelineError::io("list", dir, e))?;
+        Ok(SpoolScan {
+            iter,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Up to `n` more candidate names; empty at the end.
+    pub fn next_names(&mut self, n: usize) -> Result<Vec<OsString>, PipelineError> {
+        let mut out = Vec::with_capacity(n.min(4096));
+        for entry in self.iter.by_ref() {
+            let entry = entry.map_err(|e| PipelineError::io("list", &self.dir, e))?;
+            let name = entry.file_name();
+            if !is_candidate_name(&name) {
+                continue;
+            }
+            match entry.file_type() {
+                Ok(t) if t.is_file() => out.push(name),
+                _ => continue,
+            }
+            if out.len() >= n {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Counts candidate names in `dir` without reading any file (for progress totals).
+pub fn count_candidates(dir: &Path) -> u64 {
+    match fs::read_dir(dir) {
+        Ok(it) => it
+            .filter_map(Result::ok)
+            .filter(|e| is_candidate_name(&e.file_name()))
+            .count() as u64,
+        Err(_) => 0,
+    }
+}
+
+/// Looks at one spool entry: settled? valid? its SHA-256. Keeps the bytes when `keep`.
+pub fn examine(dir: &Path, name: &OsStr, settle: Duration, max: u64, keep: bool) -> Scanned {
+    let path = dir.join(name);
+    let Some(text_name) = name.to_str() else {
+        return Scanned::Invalid {
+            name: name.to_owned(),
+            reason: "its file name is not valid UTF-8".into(),
+        };
+    };
+    let invalid = |reason: String| Scanned::Invalid {
+        name: name.to_owned(),
+        reason,
+    };
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(m) if m.is_file() => m,
+        _ => return Scanned::Skipped,
+    };
+    let age = meta
+        .modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok());
+    if age.is_some_and(|a| a < settle) {
+        return Scanned::NotSettled;
+    }
+    let too_large = |size: u64| {
+        format!("it is {size} bytes, larger than jfconnect.usage.max_file_bytes ({max} bytes)")
+    };
+    if meta.len() > max {
+        return invalid(too_large(meta.len()));
+    }
+    let (content, after) = match read_capped(&path, max) {
+        Ok(v) => v,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Scanned::Skipped,
+        Err(e) => return invalid(format!("it cannot be read ({e})")),
+    };
+    let before = Identity::of(&meta);
+    let now = Identity::of(&after);
+    if before != now || content.len() as u64 != now.size {
+        return Scanned::NotSettled;
+    }
+    if content.len() as u64 > max {
+        return invalid(too_large(content.len() as u64));
+    }
+    match validate(&content) {
+        Ok(head) => Scanned::Ready(UsageFile {
+            name: text_name.to_string(),
+            sha256: hex::encode(Sha256::digest(&content)),
+            head,
+            ident: now,
+            content: if keep { content } else { Vec::new() },
+        }),
+        Err(reason) => invalid(reason),
+    }
+}
+
+fn read_capped(path: &Path, max: u64) -> io::Result<(Vec<u8>, fs::Metadata)> {
+    let f = fs::File::open(path)?;
+    let mut content = Vec::new();
+    f.take(max.saturating_add(1)).read_to_end(&mut content)?;
+    let meta = fs::symlink_metadata(path)?;
+    Ok((content, meta))
+}
+
+/// [`examine`] for a batch of names, spread over every core; answers in the names' order.
+pub fn examine_batch(
+    dir: &Path,
+    names: &[OsString],
+    settle: Duration,
+    max: u64,
+    keep: bool,
+) -> Vec<Scanned> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || names.len() < 8 {
+        return names
+            .iter()
+            .map(|n| examine(dir, n, settle, max, keep))
+            .collect();
+    }
+    let chunk = names.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|n| examine(dir, n, settle, max, keep))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        // A panicked worker (there should be none) leaves its files for the next run.
+        handles
+            .into_iter()
+            .zip(names.chunks(chunk))
+            .flat_map(|(h, part)| {
+                h.join()
+                    .unwrap_or_else(|_| part.iter().map(|_| Scanned::NotSettled).collect())
+            })
+            .collect()
+    })
+}
+
+/// Moves `name` from the spool to `quarantine` with a `<name>.reason` sidecar, durably: the
+/// reason is written first, then the file is renamed (copied and fsynced across file systems),
+/// then both folders are fsynced. Never deletes a file that was not copied.
+pub fn quarantine(
+    spool: &Path,
+    quarantine: &Path,
+    name: &OsStr,
+    reason: &str,
+    failpoint: &Failpoints,
+) -> Result<PathBuf, PipelineError> {
+    fs::create_dir_all(quarantine).map_err(|e| PipelineError::io("create", quarantine, e))?;
+    let dest = free_name(quarantine, name);
+    let mut sidecar = dest.clone().into_os_string();
+    sidecar.push(".reason");
+    let sidecar = PathBuf::from(sidecar);
+    let text = format!("{}: {reason}\n", name.to_string_lossy());
+    crate::state::write_atomic(&sidecar, text.as_bytes())
+        .map_err(|e| PipelineError::io("write", &sidecar, e))?;
+    failpoint.hit("quarantine-after-reason")?;
+    let src = spool.join(name);
+    match fs::rename(&src, &dest) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(18) => copy_then_remove(&src, &dest)?,
+        Err(e) => return Err(PipelineError::io("quarantine", &src, e)),
+    }
+    crate::state::sync_dir(quarantine).map_err(|e| PipelineError::fsync(quarantine, e))?;
+    crate::state::sync_dir(spool).map_err(|e| PipelineError::fsync(spool, e))?;
+    tracing::warn!(file = %name.to_string_lossy(), %reason, to = %dest.display(), "usage file quarantined");
+    Ok(dest)
+}
+
+fn free_name(dir: &Path, name: &OsStr) -> PathBuf {
+    let first = dir.join(name);
+    if !first.exists() {
+        return first;
+    }
+    (1..)
+        .map(|i| {
+            let mut n = name.to_os_string();
+            n.push(format!(".{i}"));
+            dir.join(n)
+        })
+        .find(|p| !p.exists())
+        .unwrap_or(first)
+}
+
+fn copy_then_remove(src: &Path, dest: &Path) -> Result<(), PipelineError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".q-")
+        .tempfile_in(dir)
+        .map_err(|e| PipelineError::io("write", dir, e))?;
+    let mut from = fs::File::open(src).map_err(|e| PipelineError::io("read", src, e))?;
+    io::copy(&mut from, tmp.as_file_mut()).map_err(|e| PipelineError::io("write", dest, e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| PipelineError::fsync(dest, e))?;
+    tmp.persist(dest)
+        .map_err(|e| PipelineError::io("write", dest, e.error))?;
+    crate::state::sync_dir(dir).map_err(|e| PipelineError::fsync(dir, e))?;
+    fs::remove_file(src).map_err(|e| PipelineError::io("remove", src, e))
+}
+
+/// How many files are in quarantine (sidecars not counted).
+pub fn count_quarantined(dir: &Path) -> u64 {
+    match fs::read_dir(dir) {
+        Ok(it) => it
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let n = e.file_name();
+                let b = n.as_encoded_bytes();
+                !b.ends_with(b".reason") && !b.starts_with(b".")
+            })
+            .count() as u64,
+        Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_and_hidden_names_are_never_candidates() {
+        for n in [".x.json", "a.tmp", "a.TMP", "b.part", ".", "c.reason"] {
+            assert!(!is_candidate_name(OsStr::new(n)), "{n}");
+        }
+        for n in ["a.json", "usage-1", "x.tmp.json"] {
+            assert!(is_candidate_name(OsStr::new(n)), "{n}");
+        }
+    }
+
+    #[test]
+    fn a_usage_file_needs_product_and_rfc3339_timestamp() {
+        let ok = validate(br#"{"product":"xray","timestamp":"2024-03-01T23:30:00-02:00","n":1}"#)
+            .unwrap();
+        assert_eq!(ok.product, "xray");
+        assert_eq!(ok.timestamp.to_rfc3339(), "2024-03-02T01:30:00+00:00");
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "not a JSON object"),
+            (b"[1,2]", "not a JSON object"),
+            (br#"["p","2024-01-01T00:00:00Z"]"#, "not a JSON object"),
+            (b"{", "not valid JSON"),
+            (
+                br#"{"product":"a","timestamp":"2024-01-01T00:00:00Z"} {}"#,
+                "not valid JSON",
+            ),
+            (br#"{"timestamp":"2024-01-01T00:00:00Z"}"#, "no `product`"),
+            (
+                br#"{"product":7,"timestamp":"2024-01-01T00:00:00Z"}"#,
+                "not a string",
+            ),
+            (
+                br#"{"product":" ","timestamp":"2024-01-01T00:00:00Z"}"#,
+                "empty",
+            ),
+            (br#"{"product":"a"}"#, "no `timestamp`"),
+            (
+                br#"{"product":"a","timestamp":"yesterday"}"#,
+                "not RFC 3339",
+            ),
+            (
+                br#"{"product":"a","product":"b","timestamp":"2024-01-01T00:00:00Z"}"#,
+                "duplicate",
+            ),
+            (b"\xff\xfe{}", "not a JSON object"),
+        ];
+        for (bytes, want) in cases {
+            let err = validate(bytes).unwrap_err();
+            assert!(
+                err.contains(want),
+                "{:?}: {err}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+}

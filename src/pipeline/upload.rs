@@ -1,0 +1,218 @@
+//! The usage job: send every pending spool file to JCS (or into a bundle — whatever the
+//! `Transport` is), in batches, each file named by the SHA-256 of its bytes.
+//!
+//! Order per batch: send → JCS acknowledges → markers written and fsynced
+//! ([`Ledger::mark_uploaded`]). Only acknowledged files get a marker, and the marker never
+//! comes before the acknowledgement. A crash after the acknowledgement and before the marker
+//! re-sends the batch next time; JCS recognises the SHA-256 and counts it as a duplicate, never
+//! twice.
+
+use super::ledger::Ledger;
+use super::progress::Progress;
+use super::spool::{self, Scanned, UsageFile};
+use super::{acquire_lock, Layout, PipelineError, RunOptions};
+use crate::config::Config;
+use crate::jobs::JobError;
+use crate::secret::Secret;
+use crate::transport::{Transport, UsageUpload};
+use std::collections::{HashSet, VecDeque};
+
+/// Most bytes of usage files held for one upload request (a single larger file goes alone).
+pub const BATCH_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Files examined per parallel step of the spool scan.
+const SCAN_CHUNK: usize = 256;
+
+/// What a usage run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageOutcome {
+    /// Files acknowledged in this run.
+    pub uploaded: u64,
+    /// Of those, how many JCS already had (a retry after a crash).
+    pub duplicates: u64,
+    /// Files skipped because they were acknowledged in an earlier run.
+    pub already_uploaded: u64,
+    /// Files moved to quarantine.
+    pub quarantined: u64,
+    /// Files left because they are still being written.
+    pub not_settled: u64,
+    /// Upload requests sent.
+    pub batches: u64,
+}
+
+impl UsageOutcome {
+    /// One line for a person.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "uploaded {} usage files in {} batches ({} already there)",
+            self.uploaded, self.batches, self.duplicates
+        );
+        if self.quarantined > 0 {
+            s.push_str(&format!("; {} quarantined", self.quarantined));
+        }
+        if self.not_settled > 0 {
+            s.push_str(&format!("; {} still being written", self.not_settled));
+        }
+        s
+    }
+}
+
+/// Uploads every pending usage file; see [`upload_pending_with`].
+pub async fn upload_pending(
+    config: &Config,
+    transport: &dyn Transport,
+    jpd_id: &str,
+    token: &Secret,
+    progress: &dyn Progress,
+) -> Result<UsageOutcome, JobError> {
+    let opts = RunOptions::from_env();
+    upload_pending_with(config, transport, jpd_id, token, progress, &opts)
+        .await
+        .map_err(JobError::from)
+}
+
+/// Uploads every pending usage file in batches of `config.usage_batch_size`. On a failed
+/// request the run stops and the files of that batch (and all later ones) stay pending.
+pub async fn upload_pending_with(
+    config: &Config,
+    transport: &dyn Transport,
+    jpd_id: &str,
+    token: &Secret,
+    progress: &dyn Progress,
+    opts: &RunOptions,
+) -> Result<UsageOutcome, PipelineError> {
+    let layout = Layout::new(config);
+    let _lock = acquire_lock(&layout).await?;
+    let ledger = Ledger::open(&layout.root)?;
+    let batch_size = config.usage_batch_size.max(1);
+    let mut out = UsageOutcome::default();
+    progress.start("upload", spool::count_candidates(&layout.spool));
+    let mut scan = spool::SpoolScan::open(&layout.spool)?;
+    let mut queue: VecDeque<UsageFile> = VecDeque::new();
+    let mut queued_bytes = 0u64;
+    let mut exhausted = false;
+    loop {
+        while !exhausted && queue.len() < batch_size && queued_bytes < BATCH_BYTES {
+            let names = scan.next_names(SCAN_CHUNK.min(batch_size).max(8))?;
+            if names.is_empty() {
+                exhausted = true;
+                break;
+            }
+            let dir = layout.spool.clone();
+            let (settle, max) = (opts.settle, config.usage_max_file_bytes);
+            let scanned = tokio::task::spawn_blocking(move || {
+                spool::examine_batch(&dir, &names, settle, max, true)
+            })
+            .await
+            .map_err(|e| PipelineError::io("scan", &layout.spool, std::io::Error::other(e)))?;
+            for s in scanned {
+                match s {
+                    Scanned::Ready(f) if ledger.is_uploaded(&f.sha256) => {
+                        out.already_uploaded += 1;
+                        progress.inc(1);
+                    }
+                    Scanned::Ready(f) => {
+                        queued_bytes += f.content.len() as u64;
+                        queue.push_back(f);
+                    }
+                    Scanned::NotSettled => {
+                        out.not_settled += 1;
+                        progress.inc(1);
+                    }
+                    Scanned::Skipped => progress.inc(1),
+                    Scanned::Invalid { name, reason } => {
+                        spool::quarantine(
+                            &layout.spool,
+                            &layout.quarantine,
+                            &name,
+                            &reason,
+                            &opts.failpoint,
+                        )?;
+                        out.quarantined += 1;
+                        progress.inc(1);
+                    }
+                }
+            }
+        }
+        if queue.is_empty() {
+            break;
+        }
+        let batch = take_batch(&mut queue, batch_size);
+        queued_bytes = queue.iter().map(|f| f.content.len() as u64).sum();
+        let sent = send(transport, jpd_id, token, &batch, &ledger, opts).await;
+        let (acked, dups) = match sent {
+            Ok(v) => v,
+            Err(e) => {
+                let pending = out.not_settled + batch.len() as u64 + queue.len() as u64;
+                let _ = ledger.record_scan(pending, out.already_uploaded + out.uploaded);
+                progress.finish();
+                return Err(e);
+            }
+        };
+        out.batches += 1;
+        out.uploaded += acked;
+        out.duplicates += dups;
+        out.not_settled += batch.len() as u64 - acked;
+        progress.inc(batch.len() as u64);
+    }
+    progress.finish();
+    ledger.record_scan(out.not_settled, out.already_uploaded + out.uploaded)?;
+    Ok(out)
+}
+
+/// Takes up to `n` files and [`BATCH_BYTES`] bytes (at least one file) off the queue.
+fn take_batch(queue: &mut VecDeque<UsageFile>, n: usize) -> Vec<UsageFile> {
+    let mut batch = Vec::new();
+    let mut bytes = 0u64;
+    while let Some(f) = queue.front() {
+        let len = f.content.len() as u64;
+        if !batch.is_empty() && (batch.len() >= n || bytes + len > BATCH_BYTES) {
+            break;
+        }
+        bytes += len;
+        if let Some(f) = queue.pop_front() {
+            batch.push(f);
+        }
+    }
+    batch
+}
+
+/// Sends one batch and records the acknowledged files; answers (acknowledged, duplicates).
+async fn send(
+    transport: &dyn Transport,
+    jpd_id: &str,
+    token: &Secret,
+    batch: &[UsageFile],
+    ledger: &Ledger,
+    opts: &RunOptions,
+) -> Result<(u64, u64), PipelineError> {
+    let uploads: Vec<UsageUpload> = batch
+        .iter()
+        .map(|f| UsageUpload {
+            sha256: f.sha256.clone(),
+            name: f.name.clone(),
+            content: bytes::Bytes::copy_from_slice(&f.content),
+        })
+        .collect();
+    let receipt = transport.upload_usage(jpd_id, token, &uploads).await?;
+    opts.failpoint.hit("usage-after-upload")?;
+    let acknowledged: HashSet<&str> = receipt.acknowledged.iter().map(String::as_str).collect();
+    let ours: Vec<String> = batch
+        .iter()
+        .filter(|f| acknowledged.contains(f.sha256.as_str()))
+        .map(|f| f.sha256.clone())
+        .collect();
+    let l = ledger.clone();
+    let n = ours.len() as u64;
+    tokio::task::spawn_blocking(move || l.mark_uploaded(ours.iter().map(String::as_str)))
+        .await
+        .map_err(|e| {
+            PipelineError::io(
+                "record",
+                std::path::Path::new("ledger"),
+                std::io::Error::other(e),
+            )
+        })??;
+    opts.failpoint.hit("usage-after-ledger")?;
+    Ok((n, receipt.duplicates as u64))
+}
