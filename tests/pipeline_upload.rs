@@ -1,0 +1,90 @@
+//! The usage job: files become *uploaded* only after JCS acknowledged them and the ledger
+//! recorded it; a failure leaves them pending; a crash in between re-sends, never loses.
+
+mod pipeline_support;
+
+use jfconnect::pipeline::progress::NoProgress;
+use jfconnect::pipeline::{pipeline_counts, upload_pending_with, RunOptions};
+use jfconnect::secret::Secret;
+use jfconnect::transport::memory::{MemoryTransport, Operation};
+use jfconnect::transport::{ErrorClass, TransportError};
+use pipeline_support::{failing_at, opts, Env};
+
+async fn upload(
+    env: &Env,
+    t: &MemoryTransport,
+    o: &RunOptions,
+) -> Result<jfconnect::pipeline::UsageOutcome, jfconnect::pipeline::PipelineError> {
+    upload_pending_with(&env.config, t, "jpd-1", &Secret::new("tok"), &NoProgress, o).await
+}
+
+#[tokio::test]
+async fn every_pending_file_is_uploaded_once_in_batches() {
+    let env = Env::new();
+    let shas: Vec<String> = (0..20)
+        .map(|i| env.usage(&format!("u{i}.json"), "art", 1, i))
+        .collect();
+    let t = MemoryTransport::default();
+    let out = upload(&env, &t, &opts()).await.unwrap();
+    assert_eq!(out.uploaded, 20);
+    assert_eq!(out.batches, 3, "batch size 7");
+    let (received, dups) = t.usage_received();
+    assert_eq!(dups, 0);
+    assert!(shas.iter().all(|s| received.contains(s)));
+    let again = upload(&env, &t, &opts()).await.unwrap();
+    assert_eq!((again.uploaded, again.already_uploaded), (0, 20));
+    let c = pipeline_counts(&env.config);
+    assert_eq!((c.pending, c.uploaded), (0, 20));
+    assert_eq!(env.spool_names().len(), 20, "uploading deletes nothing");
+}
+
+#[tokio::test]
+async fn a_failed_upload_leaves_the_files_pending() {
+    let env = Env::new();
+    for i in 0..5 {
+        env.usage(&format!("u{i}.json"), "art", 1, i);
+    }
+    let t = MemoryTransport::default();
+    t.fail_next(
+        Operation::Usage,
+        TransportError::unavailable(Some(500), "JCS failed (HTTP 500)"),
+    );
+    let err = upload(&env, &t, &opts()).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Unavailable);
+    assert_eq!(pipeline_counts(&env.config).pending, 5);
+    let out = upload(&env, &t, &opts()).await.unwrap();
+    assert_eq!(out.uploaded, 5);
+}
+
+#[tokio::test]
+async fn a_crash_between_acknowledgement_and_ledger_resends_as_a_duplicate() {
+    let env = Env::new();
+    for i in 0..5 {
+        env.usage(&format!("u{i}.json"), "art", 1, i);
+    }
+    let t = MemoryTransport::default();
+    let err = upload(&env, &t, &failing_at("usage-after-upload"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("usage-after-upload"));
+    let out = upload(&env, &t, &opts()).await.unwrap();
+    assert_eq!(out.uploaded, 5);
+    assert_eq!(out.duplicates, 5, "JCS recognises the retry by SHA-256");
+    let (received, dups) = t.usage_received();
+    assert_eq!((received.len(), dups), (5, 5));
+}
+
+#[tokio::test]
+async fn a_crash_after_the_ledger_does_not_resend() {
+    let env = Env::new();
+    for i in 0..3 {
+        env.usage(&format!("u{i}.json"), "art", 1, i);
+    }
+    let t = MemoryTransport::default();
+    upload(&env, &t, &failing_at("usage-after-ledger"))
+        .await
+        .unwrap_err();
+    let out = upload(&env, &t, &opts()).await.unwrap();
+    assert_eq!((out.uploaded, out.already_uploaded), (0, 3));
+    assert_eq!(t.usage_received().1, 0);
+}
