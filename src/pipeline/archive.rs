@@ -12,7 +12,7 @@
 //! usage file actually written, in archive order; it is the last entry.
 
 use flate2::write::DeflateEncoder;
-use flate2::Compression;
+use flate2::{Compress, Compression, FlushCompress, Status};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -48,24 +48,53 @@ pub struct PreparedEntry {
 
 /// Deflates `content` (or keeps it raw when that is smaller).
 pub fn prepare(path: String, content: &[u8]) -> io::Result<PreparedEntry> {
-    let mut enc = DeflateEncoder::new(
-        Vec::with_capacity(content.len() / 2 + 64),
-        Compression::new(LEVEL),
-    );
-    enc.write_all(content)?;
-    let deflated = enc.finish()?;
-    let (data, method) = if deflated.len() < content.len() {
-        (deflated, METHOD_DEFLATE)
-    } else {
-        (content.to_vec(), METHOD_STORED)
-    };
-    Ok(PreparedEntry {
-        path,
-        crc32: crc32fast::hash(content),
-        size: content.len() as u64,
-        data,
-        method,
-    })
+    Deflater::new().prepare(path, content)
+}
+
+/// A reusable deflate state: allocating one per entry would cost more than compressing a
+/// 1 KiB usage file, so each worker thread keeps one and resets it between entries.
+pub struct Deflater(Compress);
+
+impl Default for Deflater {
+    fn default() -> Self {
+        Deflater::new()
+    }
+}
+
+impl Deflater {
+    /// A raw-deflate compressor at [`LEVEL`].
+    pub fn new() -> Self {
+        Deflater(Compress::new(Compression::new(LEVEL), false))
+    }
+
+    /// Deflates `content` (or keeps it raw when that is smaller).
+    pub fn prepare(&mut self, path: String, content: &[u8]) -> io::Result<PreparedEntry> {
+        self.0.reset();
+        let mut out = Vec::with_capacity(content.len() + content.len() / 8 + 64);
+        loop {
+            let done = (self.0.total_in() as usize).min(content.len());
+            let status = self
+                .0
+                .compress_vec(&content[done..], &mut out, FlushCompress::Finish)
+                .map_err(io::Error::other)?;
+            if status == Status::StreamEnd {
+                break;
+            }
+            out.reserve(out.capacity().max(64));
+        }
+        let (data, method) = if out.len() < content.len() {
+            (out, METHOD_DEFLATE)
+        } else {
+            (content.to_vec(), METHOD_STORED)
+        };
+        Ok(PreparedEntry {
+            path,
+            crc32: crc32fast::hash(content),
+            size: content.len() as u64,
+            data,
+            method,
+        })
+    }
 }
 
 /// Writes a zip archive entry by entry.
@@ -379,8 +408,18 @@ mod tests {
     fn more_than_65535_entries_use_zip64_end_records() {
         let spill = tempfile::tempfile().unwrap();
         let mut z = ZipStream::new(Vec::new(), spill);
+        let stored = PreparedEntry {
+            path: String::new(),
+            crc32: crc32fast::hash(b"x"),
+            size: 1,
+            data: b"x".to_vec(),
+            method: METHOD_STORED,
+        };
         for i in 0..70_000u32 {
-            let e = prepare(format!("f{i}"), b"x").unwrap();
+            let e = PreparedEntry {
+                path: format!("f{i}"),
+                ..stored.clone()
+            };
             z.add(&e).unwrap();
         }
         let bytes = z.finish().unwrap();

@@ -6,7 +6,7 @@
 //! dropped, so it is never deleted on the strength of this archive). On any error the temp file
 //! is removed; a full disk is reported with the folder's name.
 
-use super::archive::{prepare, HashingWriter, IndexWriter, PreparedEntry, ZipStream};
+use super::archive::{Deflater, HashingWriter, IndexWriter, PreparedEntry, ZipStream};
 use super::failpoint::Failpoints;
 use super::plan::PlanEntry;
 use super::{plan_store, Layout, PipelineError};
@@ -117,7 +117,11 @@ fn write(
 fn prepare_batch(spool: &Path, batch: &[PlanEntry]) -> Result<Vec<Prepared>, PipelineError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads < 2 || batch.len() < 4 {
-        return batch.iter().map(|e| prepare_one(spool, e)).collect();
+        let mut d = Deflater::new();
+        return batch
+            .iter()
+            .map(|e| prepare_one(spool, e, &mut d))
+            .collect();
     }
     let chunk = batch.len().div_ceil(threads);
     std::thread::scope(|s| {
@@ -125,8 +129,9 @@ fn prepare_batch(spool: &Path, batch: &[PlanEntry]) -> Result<Vec<Prepared>, Pip
             .chunks(chunk)
             .map(|part| {
                 s.spawn(move || {
+                    let mut d = Deflater::new();
                     part.iter()
-                        .map(|e| prepare_one(spool, e))
+                        .map(|e| prepare_one(spool, e, &mut d))
                         .collect::<Result<Vec<_>, _>>()
                 })
             })
@@ -142,7 +147,11 @@ fn prepare_batch(spool: &Path, batch: &[PlanEntry]) -> Result<Vec<Prepared>, Pip
     })
 }
 
-fn prepare_one(spool: &Path, e: &PlanEntry) -> Result<Prepared, PipelineError> {
+fn prepare_one(
+    spool: &Path,
+    e: &PlanEntry,
+    deflater: &mut Deflater,
+) -> Result<Prepared, PipelineError> {
     let path = spool.join(&e.spool_name);
     let mut content = Vec::with_capacity(e.size as usize);
     match File::open(&path).and_then(|f| f.take(e.size + 1).read_to_end(&mut content)) {
@@ -158,7 +167,8 @@ fn prepare_one(spool: &Path, e: &PlanEntry) -> Result<Prepared, PipelineError> {
         tracing::warn!(file = %e.spool_name, "planned usage file changed; left out of the archive");
         return Ok(Prepared::Dropped(e.spool_name.clone()));
     }
-    let entry = prepare(e.path.clone(), &content)
+    let entry = deflater
+        .prepare(e.path.clone(), &content)
         .map_err(|err| PipelineError::io("deflate", &path, err))?;
     Ok(Prepared::Entry(entry, sha))
 }
