@@ -9,5 +9,6 @@ pub mod http;
 pub mod jobs;
 pub mod protocol;
 pub mod secret;
+pub mod sim;
 pub mod state;
 pub mod transport;
