@@ -3,12 +3,17 @@
 //! See `docs/architecture.md` for the code map. The binary (`main.rs`) is a thin shell around
 //! [`cli::run`].
 
+pub mod api;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod jobs;
 pub mod protocol;
 pub mod secret;
+pub mod service;
 pub mod sim;
 pub mod state;
+pub mod status;
 pub mod transport;

@@ -88,3 +88,7 @@ pub struct JobReport {
     /// One line, e.g. "uploaded 200 usage files to JCS (3 already there)".
     pub summary: String,
 }
+
+pub mod entitlements;
+pub mod schedule;
+pub mod scheduler;

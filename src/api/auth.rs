@@ -1,0 +1,35 @@
+//! Bearer-token check for the guarded routes, compared in constant time.
+
+use super::ApiError;
+use crate::service::Service;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use std::sync::Arc;
+
+/// Lets the request through only with `Authorization: Bearer <api token>`.
+pub async fn require_token(
+    State(service): State<Arc<Service>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this endpoint needs Authorization: Bearer <token> (see jfconnect.api.token_file)",
+        )),
+        Some(t) if service.api_token.ct_eq(t.trim()) => Ok(next.run(request).await),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the API token is not valid",
+        )),
+    }
+}

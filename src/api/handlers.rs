@@ -1,0 +1,234 @@
+//! Route handlers: small functions over the shared [`Service`].
+
+use super::ApiError;
+use crate::jobs::entitlements::valid_at;
+use crate::jobs::JobName;
+use crate::service::Service;
+use crate::status;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// `GET /api/v1/system/ping` and `/liveness`: the process answers.
+pub async fn ping() -> &'static str {
+    "OK"
+}
+
+/// `GET /api/v1/system/readiness`: ready, or disabled (still 200: a disabled service is healthy).
+pub async fn readiness(State(s): State<Arc<Service>>) -> Response {
+    let status = if s.config.enabled {
+        "ready"
+    } else {
+        "disabled"
+    };
+    Json(json!({ "status": status })).into_response()
+}
+
+/// `GET /api/v1/system/jpd_id`: this JPD's id, as plain text.
+pub async fn jpd_id(State(s): State<Arc<Service>>) -> String {
+    s.jpd_id.clone()
+}
+
+fn disabled() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "disabled",
+        "jfconnect is disabled (jfconnect.enabled: false)",
+    )
+}
+
+/// `GET /api/v1/entitlements`: the entitlements valid now, with their age.
+pub async fn entitlements(State(s): State<Arc<Service>>) -> Result<Response, ApiError> {
+    if !s.config.enabled {
+        return Err(disabled());
+    }
+    let state = s.entitlements.snapshot();
+    let now = s.clock.now();
+    let Some(current) = state.current.as_ref() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_entitlements",
+            "no entitlements have been received yet; GET /api/v1/jobs shows why",
+        ));
+    };
+    let served = valid_at(&current.entitlements, now);
+    Ok(Json(json!({
+        "jpd_id": s.jpd_id,
+        "subscription_id": served.subscription_id,
+        "subscription_type": served.subscription_type,
+        "entitlements": served.entitlements,
+        "fetched_at": current.fetched_at,
+        "confirmed_at": current.confirmed_at,
+        "age_seconds": (now - current.confirmed_at).num_seconds().max(0),
+    }))
+    .into_response())
+}
+
+/// Builds the full status report the jobs endpoint and metrics share.
+pub fn report(s: &Service) -> status::StatusReport {
+    let schedules = s
+        .scheduler
+        .as_ref()
+        .and_then(|sch| sch.snapshot().ok())
+        .unwrap_or_default();
+    let enabled: Vec<JobName> = s
+        .scheduler
+        .as_ref()
+        .map(|x| x.job_names())
+        .unwrap_or_default();
+    let running: Vec<JobName> = s
+        .scheduler
+        .as_ref()
+        .map(|x| {
+            enabled
+                .iter()
+                .copied()
+                .filter(|j| x.is_running(*j))
+                .collect()
+        })
+        .unwrap_or_default();
+    let ents = s.entitlements.snapshot();
+    status::StatusReport {
+        jpd_id: s.jpd_id.clone(),
+        enabled: s.config.enabled,
+        registration: status::registration(&ents),
+        entitlements: status::entitlements(&ents, s.clock.now()),
+        jobs: status::jobs(&schedules, &enabled, &running),
+        proxies: crate::http::proxies_in_effect(&s.config, &|k| std::env::var(k).ok())
+            .map(|v| v.into_iter().map(|(info, _, _)| info).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// `GET /api/v1/jobs`: each job's last and next run and last error.
+pub async fn jobs(State(s): State<Arc<Service>>) -> Json<status::StatusReport> {
+    Json(report(&s))
+}
+
+/// `POST /api/v1/jobs/{name}/run`: run a job now (answers at once; the job runs in the
+/// background).
+pub async fn run_job(
+    State(s): State<Arc<Service>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let job: JobName = name
+        .parse()
+        .map_err(|e: String| ApiError::new(StatusCode::NOT_FOUND, "unknown_job", e))?;
+    let scheduler = s.scheduler.as_ref().ok_or_else(disabled)?;
+    if !scheduler.job_names().contains(&job) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_unavailable",
+            format!("the {job} job does not run in this mode"),
+        ));
+    }
+    scheduler.trigger(job);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job": job, "status": "started", "message": format!("the {job} job was asked to run now; GET /api/v1/jobs shows its outcome") })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LicenseBody {
+    license_key: String,
+}
+
+/// `PUT /api/v1/license`: replace the license (raw text, or JSON `{"license_key": "..."}`)
+/// and register again at once.
+pub async fn put_license(
+    State(s): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            "bad_body",
+            format!("cannot read the request body: {}", e.body_text()),
+        )
+    })?;
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let license = if is_json {
+        serde_json::from_slice::<LicenseBody>(&body)
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_json",
+                    format!("the body is not {{\"license_key\": \"...\"}}: {e}"),
+                )
+            })?
+            .license_key
+    } else {
+        String::from_utf8(body.to_vec()).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_license",
+                "the license must be UTF-8 text",
+            )
+        })?
+    };
+    let license = license.trim();
+    if license.is_empty() || license.len() > 64 * 1024 || license.chars().any(|c| c.is_control()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_license",
+            "the license must be one line of text, at most 64 KiB",
+        ));
+    }
+    let scheduler = s.scheduler.as_ref().ok_or_else(disabled)?;
+    let Some(path) = s.license.path.as_ref() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_license_file",
+            "no license file is configured",
+        ));
+    };
+    crate::state::write_private(path, license.as_bytes()).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "local",
+            format!("cannot write the license file {}: {e}", path.display()),
+        )
+    })?;
+    scheduler
+        .unblock(JobName::Entitlements)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "local", e.to_string()))?;
+    tracing::info!("license updated through the API; registering again");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            json!({ "status": "accepted", "message": "license updated; registering with JES now" }),
+        ),
+    )
+        .into_response())
+}
+
+/// Any unknown route.
+pub async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see README.md for the API",
+    )
+}
+
+/// A known route with the wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}

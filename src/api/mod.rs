@@ -1,0 +1,72 @@
+//! The HTTP API products call on port 8030.
+//!
+//! Everything except ping, liveness and readiness needs `Authorization: Bearer <token>`.
+//! Errors are JSON `{"error": {"code", "message"}}`; bodies are capped at 1 MiB; nothing a
+//! client sends can panic the server (handlers return errors, never unwrap input).
+//!
+//! Architecture invariant: handlers only read shared state or ask the scheduler to act; they
+//! never call JES, JCS or the JPD themselves.
+
+mod auth;
+mod handlers;
+mod metrics;
+
+pub use handlers::report;
+
+use crate::protocol::ErrorBody;
+use crate::service::Service;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use std::sync::Arc;
+
+/// Largest request body the API reads.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// An API error: a status and a JSON body with a code and a sentence.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    /// Builds an error.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody::new(code, message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// The API's routes over the shared service.
+pub fn router(service: Arc<Service>) -> Router {
+    let open = Router::new()
+        .route("/api/v1/system/ping", get(handlers::ping))
+        .route("/api/v1/system/liveness", get(handlers::ping))
+        .route("/api/v1/system/readiness", get(handlers::readiness));
+    let guarded = Router::new()
+        .route("/api/v1/system/jpd_id", get(handlers::jpd_id))
+        .route("/api/v1/entitlements", get(handlers::entitlements))
+        .route("/api/v1/jobs", get(handlers::jobs))
+        .route("/api/v1/jobs/{name}/run", post(handlers::run_job))
+        .route("/api/v1/license", put(handlers::put_license))
+        .route("/metrics", get(metrics::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            auth::require_token,
+        ));
+    open.merge(guarded)
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(service)
+}

@@ -1,0 +1,201 @@
+//! The command line: parses arguments, calls the library, maps outcomes to exit codes.
+//!
+//! Exit codes (DESIGN.md): 0 ok, 1 failure, 2 bad usage or bad input. Errors go to stderr as
+//! one clear line.
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::jobs::JobName;
+use crate::service::{self, Service};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// jfconnect: the entitlements and usage service of a JFrog Platform Deployment.
+#[derive(Debug, Parser)]
+#[command(name = "jfconnect", version, about, long_about = None)]
+pub struct Cli {
+    /// The YAML configuration file (top key `jfconnect:`); every key can also be set by a
+    /// JF_JFCONNECT_<KEY> environment variable.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: the HTTP API on port 8030 and the jobs on their schedules.
+    Serve,
+    /// Run the whole connected flow once against a local simulator, printing each step.
+    Demo,
+    /// Run one job now and exit (0 on success).
+    Jobs {
+        /// What to do with jobs.
+        #[command(subcommand)]
+        action: JobsAction,
+    },
+    /// Print registration state, entitlements and each job's last and next run.
+    Status {
+        /// Print JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `jobs` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum JobsAction {
+    /// Run a job now: entitlements, usage or archival.
+    Run {
+        /// The job.
+        #[arg(value_parser = parse_job)]
+        job: JobName,
+    },
+}
+
+fn parse_job(s: &str) -> Result<JobName, String> {
+    s.parse()
+}
+
+/// A failure at the edge: an exit code and one line for the user.
+#[derive(Debug)]
+pub struct Failure {
+    /// 1 failure, 2 bad usage or input.
+    pub code: u8,
+    /// One line.
+    pub message: String,
+}
+
+impl Failure {
+    /// Exit code 1.
+    pub fn failed(message: impl std::fmt::Display) -> Self {
+        Failure {
+            code: 1,
+            message: message.to_string(),
+        }
+    }
+    /// Exit code 2.
+    pub fn bad_input(message: impl std::fmt::Display) -> Self {
+        Failure {
+            code: 2,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<service::ServiceError> for Failure {
+    fn from(e: service::ServiceError) -> Self {
+        match e {
+            service::ServiceError::Client(_) => Failure::bad_input(e),
+            _ => Failure::failed(e),
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, Failure> {
+    Config::load(cli.config.as_deref()).map_err(Failure::bad_input)
+}
+
+fn clock() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Serve => serve(&cli).await,
+        Command::Demo => crate::demo::run(&mut std::io::stdout())
+            .await
+            .map_err(Failure::failed),
+        Command::Jobs {
+            action: JobsAction::Run { job },
+        } => run_job(&cli, *job).await,
+        Command::Status { json } => status(&cli, *json),
+    }
+}
+
+async fn serve(cli: &Cli) -> Result<(), Failure> {
+    let config = match load_config(cli) {
+        Ok(c) => c,
+        Err(f) if Config::is_disabled(cli.config.as_deref()) => {
+            // A disabled service must start whatever else is wrong (JFrog users could not
+            // disable JFConnect cleanly); it runs nothing that needs the rest.
+            tracing::warn!(error = %f.message, "configuration has errors, but jfconnect is disabled; starting for health checks only");
+            let mut c = Config::defaults(PathBuf::from("jfconnect-data"));
+            c.enabled = false;
+            c
+        }
+        Err(f) => return Err(f),
+    };
+    let addr = format!("{}:{}", config.bind, config.port);
+    let service = Arc::new(Service::build(config, clock(), None, true)?);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| Failure::failed(format!("cannot listen on {addr}: {e}")))?;
+    tracing::info!(address = %addr, jpd_id = %service.jpd_id, "jfconnect is serving");
+    service::serve(service, listener, shutdown_signal())
+        .await
+        .map_err(Failure::failed)
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn run_job(cli: &Cli, job: JobName) -> Result<(), Failure> {
+    let config = load_config(cli)?;
+    if !config.enabled {
+        return Err(Failure::failed(
+            "jfconnect is disabled (jfconnect.enabled: false); no job runs",
+        ));
+    }
+    let service = Service::build(config, clock(), None, false)?;
+    let scheduler = service
+        .scheduler
+        .as_ref()
+        .ok_or_else(|| Failure::failed("no job runs in this mode"))?;
+    match scheduler.run_now(job).await {
+        Ok(report) => {
+            println!("{job}: {}", report.summary);
+            Ok(())
+        }
+        Err(e) => Err(Failure::failed(format!(
+            "{job} job failed ({}): {}",
+            e.class, e.message
+        ))),
+    }
+}
+
+fn status(cli: &Cli, json: bool) -> Result<(), Failure> {
+    let config = load_config(cli)?;
+    let service = Service::build(config, clock(), None, false)?;
+    let report = crate::api::report(&service);
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(Failure::failed)?;
+        println!("{text}");
+    } else {
+        print!(
+            "{}",
+            crate::status::render_table(&report, service.clock.now())
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,286 @@
+//! Runs the jobs when their persisted schedule says so, one task per job.
+//!
+//! `state/schedule.json` is the source of truth and is re-read before every change, so a
+//! `jfconnect jobs run` in another process and the service agree on what ran last. A lock file
+//! per job keeps two runs of one job apart, across processes.
+
+use super::schedule::{Backoff, Schedules};
+use super::{JobError, JobName, JobReport};
+use crate::clock::SharedClock;
+use crate::state::{self, LockFile, StateError};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// One job the scheduler can run.
+#[async_trait::async_trait]
+pub trait Job: Send + Sync + 'static {
+    /// Which job this is.
+    fn name(&self) -> JobName;
+    /// How long to wait after a success.
+    fn interval(&self) -> Duration;
+    /// Does the work once.
+    async fn run(&self) -> Result<JobReport, JobError>;
+}
+
+/// The scheduler: persisted schedules, job locks, and wake-ups for "run now".
+pub struct Scheduler {
+    path: PathBuf,
+    lock_dir: PathBuf,
+    guard: Mutex<()>,
+    jobs: HashMap<JobName, Arc<dyn Job>>,
+    wake: HashMap<JobName, Arc<Notify>>,
+    running: Mutex<HashMap<JobName, bool>>,
+    clock: SharedClock,
+    backoff: Backoff,
+}
+
+/// The longest the scheduler sleeps before looking at the clock again, so a clock that jumps
+/// (suspend, NTP) is noticed within a minute.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+impl Scheduler {
+    /// Opens the schedule under `data_dir`. With `restart` true, jobs held back by a rejected
+    /// failure get one more try (a restart is what lifts that block).
+    pub fn open(
+        data_dir: &Path,
+        jobs: Vec<Arc<dyn Job>>,
+        clock: SharedClock,
+        backoff: Backoff,
+        restart: bool,
+    ) -> Result<Scheduler, StateError> {
+        let path = data_dir.join("state").join("schedule.json");
+        let s = Scheduler {
+            lock_dir: data_dir.join("locks"),
+            guard: Mutex::new(()),
+            wake: jobs
+                .iter()
+                .map(|j| (j.name(), Arc::new(Notify::new())))
+                .collect(),
+            running: Mutex::new(HashMap::new()),
+            jobs: jobs.into_iter().map(|j| (j.name(), j)).collect(),
+            path,
+            clock,
+            backoff,
+        };
+        if restart {
+            let now = s.clock.now();
+            s.mutate(|all| all.on_restart(now))?;
+        }
+        Ok(s)
+    }
+
+    /// Reads the schedules (a damaged file is set aside: every job becomes due, which is safe).
+    pub fn snapshot(&self) -> Result<Schedules, StateError> {
+        Ok(state::load_or_set_aside(&self.path)?.unwrap_or_default())
+    }
+
+    /// Load, change, save, under an in-process mutex and a cross-process lock.
+    fn mutate<T>(&self, change: impl FnOnce(&mut Schedules) -> T) -> Result<T, StateError> {
+        let _in_process = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        let lock_path = self.lock_dir.join("schedule.lock");
+        let io = |source| StateError::Io {
+            action: "lock",
+            path: lock_path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.lock_dir).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io)?;
+        file.lock().map_err(io)?;
+        let mut all = self.snapshot()?;
+        let out = change(&mut all);
+        state::save(&self.path, &all)?;
+        Ok(out)
+    }
+
+    /// True while `name` runs in this process.
+    pub fn is_running(&self, name: JobName) -> bool {
+        *self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&name)
+            .unwrap_or(&false)
+    }
+
+    /// Runs `name` now, whatever its schedule, and records the outcome.
+    pub async fn run_now(&self, name: JobName) -> Result<JobReport, JobError> {
+        let job = self
+            .jobs
+            .get(&name)
+            .ok_or_else(|| {
+                JobError::local(format!("the {name} job is not available in this mode"))
+            })?
+            .clone();
+        let lock_path = self.lock_dir.join(format!("{name}.lock"));
+        let _lock = match LockFile::try_acquire(&lock_path) {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                return Err(JobError::local(format!(
+                    "another jfconnect process is running the {name} job now (lock {})",
+                    lock_path.display()
+                )))
+            }
+            Err(e) => {
+                return Err(JobError::local(format!(
+                    "cannot take the lock {}: {e}",
+                    lock_path.display()
+                )))
+            }
+        };
+        self.set_running(name, true);
+        let started = self.clock.now();
+        tracing::info!(job = %name, "job started");
+        let outcome = job.run().await;
+        self.set_running(name, false);
+        match &outcome {
+            Ok(r) => tracing::info!(job = %name, summary = %r.summary, "job succeeded"),
+            Err(e) => {
+                tracing::warn!(job = %name, class = %e.class, error = %e.message, "job failed")
+            }
+        }
+        let now = self.clock.now();
+        let interval = job.interval();
+        let backoff = self.backoff;
+        let recorded = self.mutate(|all| {
+            all.job(name).record(
+                started,
+                now,
+                interval,
+                &outcome,
+                backoff,
+                &mut rand::thread_rng(),
+            )
+        });
+        if let Err(e) = recorded {
+            tracing::error!(job = %name, error = %e, "cannot record the job's outcome");
+        }
+        outcome
+    }
+
+    fn set_running(&self, name: JobName, on: bool) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, on);
+    }
+
+    /// Runs every job that is due at the clock's "now", in a fixed order; answers what ran.
+    pub async fn run_due(&self) -> Result<Vec<(JobName, Result<JobReport, JobError>)>, StateError> {
+        let now = self.clock.now();
+        let all = self.snapshot()?;
+        let mut names: Vec<JobName> = self.jobs.keys().copied().collect();
+        names.sort();
+        let mut ran = Vec::new();
+        for name in names {
+            let due = all.jobs.get(&name).is_none_or(|s| s.is_due(now));
+            if due {
+                ran.push((name, self.run_now(name).await));
+            }
+        }
+        Ok(ran)
+    }
+
+    /// Asks the task of `name` to run it now.
+    pub fn trigger(&self, name: JobName) -> bool {
+        match self.wake.get(&name) {
+            Some(n) => {
+                n.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Lifts a rejected block on `name` (license changed) and runs it now.
+    pub fn unblock(&self, name: JobName) -> Result<(), StateError> {
+        let now = self.clock.now();
+        self.mutate(|all| all.job(name).unblock(now))?;
+        self.trigger(name);
+        Ok(())
+    }
+
+    /// The jobs this scheduler runs.
+    pub fn job_names(&self) -> Vec<JobName> {
+        let mut v: Vec<JobName> = self.jobs.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Runs every job on its schedule until `shutdown` turns true. A job that is running when
+    /// shutdown comes gets `grace` to finish; the pipeline is crash-safe, so one cut short
+    /// resumes from its checkpoint next time.
+    pub async fn run_forever(self: Arc<Self>, shutdown: watch::Receiver<bool>, grace: Duration) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for name in self.job_names() {
+            let me = self.clone();
+            let mut stop = shutdown.clone();
+            tasks.spawn(async move { me.job_loop(name, &mut stop).await });
+        }
+        let mut stop = shutdown.clone();
+        let _ = stop.wait_for(|s| *s).await;
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = tasks.join_next() => if next.is_none() { break },
+                _ = &mut deadline => {
+                    tracing::warn!("jobs still running at shutdown were stopped; they resume from their checkpoint");
+                    tasks.abort_all();
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn job_loop(&self, name: JobName, stop: &mut watch::Receiver<bool>) {
+        let Some(wake) = self.wake.get(&name).cloned() else {
+            return;
+        };
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let now = self.clock.now();
+            let (due, wait) = match self.snapshot() {
+                Ok(all) => match all.jobs.get(&name) {
+                    None => (true, Duration::ZERO),
+                    Some(s) if s.blocked => (false, MAX_SLEEP),
+                    Some(s) => match s.next_run {
+                        None => (true, Duration::ZERO),
+                        Some(t) if t <= now => (true, Duration::ZERO),
+                        Some(t) => (
+                            false,
+                            (t - now).to_std().unwrap_or(MAX_SLEEP).min(MAX_SLEEP),
+                        ),
+                    },
+                },
+                Err(e) => {
+                    tracing::error!(job = %name, error = %e, "cannot read the schedule");
+                    (false, MAX_SLEEP)
+                }
+            };
+            if due {
+                let _ = self.run_now(name).await;
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = wake.notified() => {
+                    let _ = self.run_now(name).await;
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

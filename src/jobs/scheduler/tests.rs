@@ -1,0 +1,229 @@
+use super::*;
+use crate::clock::ManualClock;
+use crate::transport::ErrorClass;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+struct CountingJob {
+    name: JobName,
+    runs: AtomicU32,
+    fail_with: Mutex<Vec<ErrorClass>>,
+}
+
+#[async_trait::async_trait]
+impl Job for CountingJob {
+    fn name(&self) -> JobName {
+        self.name
+    }
+    fn interval(&self) -> Duration {
+        Duration::from_secs(86400)
+    }
+    async fn run(&self) -> Result<JobReport, JobError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        match self.fail_with.lock().unwrap().pop() {
+            Some(class) => Err(JobError {
+                class,
+                message: "scripted".into(),
+            }),
+            None => Ok(JobReport {
+                summary: "ok".into(),
+            }),
+        }
+    }
+}
+
+fn job(name: JobName, failures: Vec<ErrorClass>) -> Arc<CountingJob> {
+    Arc::new(CountingJob {
+        name,
+        runs: AtomicU32::new(0),
+        fail_with: Mutex::new(failures),
+    })
+}
+
+fn backoff() -> Backoff {
+    Backoff {
+        initial: Duration::from_secs(30),
+        max: Duration::from_secs(3600),
+    }
+}
+
+fn start() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z")
+        .unwrap()
+        .into()
+}
+
+#[tokio::test]
+async fn a_week_of_daily_schedule_runs_seven_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let j = job(JobName::Usage, vec![]);
+    let s = Scheduler::open(
+        dir.path(),
+        vec![j.clone()],
+        Arc::new(clock.clone()),
+        backoff(),
+        true,
+    )
+    .unwrap();
+    for _ in 0..(7 * 24) {
+        s.run_due().await.unwrap();
+        clock.advance(Duration::from_secs(3600));
+    }
+    assert_eq!(j.runs.load(Ordering::SeqCst), 7);
+}
+
+#[tokio::test]
+async fn restart_neither_skips_nor_repeats_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let j = job(JobName::Usage, vec![]);
+    {
+        let s = Scheduler::open(
+            dir.path(),
+            vec![j.clone()],
+            Arc::new(clock.clone()),
+            backoff(),
+            true,
+        )
+        .unwrap();
+        s.run_due().await.unwrap();
+    }
+    assert_eq!(j.runs.load(Ordering::SeqCst), 1);
+    clock.advance(Duration::from_secs(3600));
+    // Restart an hour later: not due yet.
+    let s = Scheduler::open(
+        dir.path(),
+        vec![j.clone()],
+        Arc::new(clock.clone()),
+        backoff(),
+        true,
+    )
+    .unwrap();
+    s.run_due().await.unwrap();
+    assert_eq!(j.runs.load(Ordering::SeqCst), 1, "no repeat after restart");
+    // Restart after the service was down for 30 hours: the missed run happens once.
+    clock.advance(Duration::from_secs(30 * 3600));
+    let s = Scheduler::open(
+        dir.path(),
+        vec![j.clone()],
+        Arc::new(clock.clone()),
+        backoff(),
+        true,
+    )
+    .unwrap();
+    s.run_due().await.unwrap();
+    s.run_due().await.unwrap();
+    assert_eq!(
+        j.runs.load(Ordering::SeqCst),
+        2,
+        "the missed run is not skipped, and runs once"
+    );
+}
+
+#[tokio::test]
+async fn unavailable_failure_is_retried_with_backoff_not_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let j = job(JobName::Entitlements, vec![ErrorClass::Unavailable]);
+    let s = Scheduler::open(
+        dir.path(),
+        vec![j.clone()],
+        Arc::new(clock.clone()),
+        backoff(),
+        true,
+    )
+    .unwrap();
+    s.run_due().await.unwrap();
+    s.run_due().await.unwrap();
+    assert_eq!(j.runs.load(Ordering::SeqCst), 1, "no immediate retry");
+    clock.advance(Duration::from_secs(31));
+    s.run_due().await.unwrap();
+    assert_eq!(
+        j.runs.load(Ordering::SeqCst),
+        2,
+        "retried within the first backoff ceiling"
+    );
+    let snap = s.snapshot().unwrap();
+    assert_eq!(snap.jobs[&JobName::Entitlements].attempt, 0);
+    assert_eq!(
+        snap.jobs[&JobName::Entitlements].failures[&ErrorClass::Unavailable],
+        1
+    );
+}
+
+#[tokio::test]
+async fn rejected_failure_waits_for_unblock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let j = job(JobName::Entitlements, vec![ErrorClass::Rejected]);
+    let s = Scheduler::open(
+        dir.path(),
+        vec![j.clone()],
+        Arc::new(clock.clone()),
+        backoff(),
+        true,
+    )
+    .unwrap();
+    s.run_due().await.unwrap();
+    for _ in 0..48 {
+        clock.advance(Duration::from_secs(3600));
+        s.run_due().await.unwrap();
+    }
+    assert_eq!(
+        j.runs.load(Ordering::SeqCst),
+        1,
+        "no retry for two days after a 400"
+    );
+    s.unblock(JobName::Entitlements).unwrap();
+    s.run_due().await.unwrap();
+    assert_eq!(j.runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn two_runs_of_one_job_are_kept_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let j = job(JobName::Usage, vec![]);
+    let s = Scheduler::open(
+        dir.path(),
+        vec![j.clone()],
+        Arc::new(clock),
+        backoff(),
+        true,
+    )
+    .unwrap();
+    let _held = LockFile::try_acquire(&dir.path().join("locks").join("usage.lock"))
+        .unwrap()
+        .unwrap();
+    let e = s.run_now(JobName::Usage).await.unwrap_err();
+    assert!(
+        e.message.contains("another jfconnect process"),
+        "{}",
+        e.message
+    );
+    assert_eq!(j.runs.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn damaged_schedule_is_set_aside_and_jobs_become_due() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    std::fs::write(
+        dir.path().join("state/schedule.json"),
+        b"{\"format\":1,\"sha",
+    )
+    .unwrap();
+    let clock = ManualClock::new(start());
+    let j = job(JobName::Usage, vec![]);
+    let s = Scheduler::open(
+        dir.path(),
+        vec![j.clone()],
+        Arc::new(clock),
+        backoff(),
+        true,
+    )
+    .unwrap();
+    s.run_due().await.unwrap();
+    assert_eq!(j.runs.load(Ordering::SeqCst), 1);
+    assert!(dir.path().join("state/schedule.corrupt").exists());
+}

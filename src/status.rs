@@ -1,0 +1,267 @@
+//! One view of "how is jfconnect doing", built from the state files: used by `jfconnect
+//! status`, `GET /api/v1/jobs` and `/metrics`, so the three never disagree.
+//!
+//! Architecture invariant: this module only reads state; it never changes it.
+
+use crate::jobs::entitlements::EntitlementsState;
+use crate::jobs::schedule::{JobSchedule, Schedules};
+use crate::jobs::{JobError, JobName};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Registration and entitlements, as a person reads them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RegistrationView {
+    /// `registered`, `rejected` or `unregistered`.
+    pub state: &'static str,
+    /// The subscription, once registered.
+    pub subscription_id: Option<String>,
+    /// When the license was registered.
+    pub registered_at: Option<DateTime<Utc>>,
+    /// Why the license was refused.
+    pub message: Option<String>,
+}
+
+/// The entitlements being served.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EntitlementsView {
+    /// Subscription.
+    pub subscription_id: String,
+    /// Tier.
+    pub subscription_type: String,
+    /// How many entitlement lines.
+    pub count: usize,
+    /// When they last changed.
+    pub fetched_at: DateTime<Utc>,
+    /// When JES last confirmed them.
+    pub confirmed_at: DateTime<Utc>,
+    /// Seconds since JES last confirmed them.
+    pub age_seconds: i64,
+}
+
+/// One job's state.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JobView {
+    /// Job name.
+    pub name: JobName,
+    /// `running`, `scheduled`, `retrying`, `blocked` or `disabled`.
+    pub state: &'static str,
+    /// Last start.
+    pub last_run: Option<DateTime<Utc>>,
+    /// Last success.
+    pub last_success: Option<DateTime<Utc>>,
+    /// What the last success did.
+    pub last_summary: Option<String>,
+    /// Next planned run (absent when blocked or disabled).
+    pub next_run: Option<DateTime<Utc>>,
+    /// Consecutive failures.
+    pub attempt: u32,
+    /// Why the last run failed.
+    pub last_error: Option<JobError>,
+    /// Runs so far.
+    pub runs: u64,
+    /// Failures by class.
+    pub failures: BTreeMap<String, u64>,
+}
+
+/// Builds the registration view.
+pub fn registration(state: &EntitlementsState) -> RegistrationView {
+    match (&state.registration, &state.rejected) {
+        (Some(r), _) => RegistrationView {
+            state: "registered",
+            subscription_id: Some(r.subscription_id.clone()),
+            registered_at: Some(r.registered_at),
+            message: None,
+        },
+        (None, Some(rej)) => RegistrationView {
+            state: "rejected",
+            subscription_id: None,
+            registered_at: None,
+            message: Some(rej.message.clone()),
+        },
+        (None, None) => RegistrationView {
+            state: "unregistered",
+            subscription_id: None,
+            registered_at: None,
+            message: None,
+        },
+    }
+}
+
+/// Builds the entitlements view, if any entitlements are known.
+pub fn entitlements(state: &EntitlementsState, now: DateTime<Utc>) -> Option<EntitlementsView> {
+    state.current.as_ref().map(|c| EntitlementsView {
+        subscription_id: c.entitlements.subscription_id.clone(),
+        subscription_type: c.entitlements.subscription_type.clone(),
+        count: c.entitlements.entitlements.len(),
+        fetched_at: c.fetched_at,
+        confirmed_at: c.confirmed_at,
+        age_seconds: (now - c.confirmed_at).num_seconds().max(0),
+    })
+}
+
+/// Builds one view per job; `enabled` lists the jobs this mode runs, `running` those running.
+pub fn jobs(schedules: &Schedules, enabled: &[JobName], running: &[JobName]) -> Vec<JobView> {
+    JobName::ALL
+        .iter()
+        .map(|&name| {
+            let s = schedules.jobs.get(&name).cloned().unwrap_or_default();
+            let state = job_state(&s, enabled.contains(&name), running.contains(&name));
+            JobView {
+                name,
+                state,
+                last_run: s.last_run,
+                last_success: s.last_success,
+                last_summary: s.last_summary,
+                next_run: if state == "blocked" || state == "disabled" {
+                    None
+                } else {
+                    s.next_run
+                },
+                attempt: s.attempt,
+                last_error: s.last_error,
+                runs: s.runs,
+                failures: s
+                    .failures
+                    .iter()
+                    .map(|(c, n)| (c.as_str().to_string(), *n))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn job_state(s: &JobSchedule, enabled: bool, running: bool) -> &'static str {
+    if !enabled {
+        "disabled"
+    } else if running {
+        "running"
+    } else if s.blocked {
+        "blocked"
+    } else if s.attempt > 0 {
+        "retrying"
+    } else {
+        "scheduled"
+    }
+}
+
+/// Everything `status`, `GET /api/v1/jobs` and `/metrics` show.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatusReport {
+    /// This JPD.
+    pub jpd_id: String,
+    /// False when `jfconnect.enabled: false`.
+    pub enabled: bool,
+    /// Registration with JES.
+    pub registration: RegistrationView,
+    /// The entitlements served, if any.
+    pub entitlements: Option<EntitlementsView>,
+    /// Each job.
+    pub jobs: Vec<JobView>,
+    /// The outbound proxies in effect and where each setting came from (password masked).
+    pub proxies: Vec<crate::http::ProxyInfo>,
+}
+
+fn when(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    match t {
+        None => "-".into(),
+        Some(t) => {
+            let secs = (t - now).num_seconds();
+            let rel = if secs >= 0 {
+                format!("in {}", span(secs))
+            } else {
+                format!("{} ago", span(-secs))
+            };
+            format!("{} ({rel})", t.format("%Y-%m-%d %H:%M:%SZ"))
+        }
+    }
+}
+
+fn span(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// The report as a table for a person.
+pub fn render_table(r: &StatusReport, now: DateTime<Utc>) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<14} {v}\n"));
+    line("JPD id", r.jpd_id.clone());
+    line(
+        "service",
+        if r.enabled {
+            "enabled".into()
+        } else {
+            "disabled (jfconnect.enabled: false)".into()
+        },
+    );
+    let reg = match (&r.registration.subscription_id, &r.registration.message) {
+        (Some(sub), _) => format!("{} (subscription {sub})", r.registration.state),
+        (None, Some(m)) => format!("{}: {m}", r.registration.state),
+        _ => r.registration.state.to_string(),
+    };
+    line("registration", reg);
+    let ents = match &r.entitlements {
+        Some(e) => format!(
+            "{} entitlements, {} ({}), confirmed by JES {} ago",
+            e.count,
+            e.subscription_id,
+            e.subscription_type,
+            span(e.age_seconds)
+        ),
+        None => "none yet".into(),
+    };
+    line("entitlements", ents);
+    if r.proxies.is_empty() {
+        line("proxy", "none (direct connections)".into());
+    }
+    for p in &r.proxies {
+        let user = match (&p.username, p.password_set) {
+            (Some(u), true) => format!(", user {u}, password ***"),
+            (Some(u), false) => format!(", user {u}"),
+            _ => String::new(),
+        };
+        let bypass = p
+            .no_proxy
+            .as_deref()
+            .map(|n| format!(", bypassed for {n}"))
+            .unwrap_or_default();
+        line(
+            "proxy",
+            format!(
+                "{} for {} requests (from {}{user}{bypass})",
+                p.url, p.scope, p.source
+            ),
+        );
+    }
+    out.push('\n');
+    out.push_str(&format!(
+        "{:<13} {:<10} {:<34} {:<34} {}\n",
+        "JOB", "STATE", "LAST RUN", "NEXT RUN", "LAST OUTCOME"
+    ));
+    for j in &r.jobs {
+        let outcome = match (&j.last_error, &j.last_summary) {
+            (Some(e), _) => format!("failed ({}): {}", e.class, e.message),
+            (None, Some(s)) => s.clone(),
+            _ => "-".into(),
+        };
+        out.push_str(&format!(
+            "{:<13} {:<10} {:<34} {:<34} {}\n",
+            j.name.as_str(),
+            j.state,
+            when(j.last_run, now),
+            if j.state == "scheduled" && j.next_run.is_none() {
+                "due now".into()
+            } else {
+                when(j.next_run, now)
+            },
+            outcome
+        ));
+    }
+    out
+}
