@@ -101,3 +101,23 @@ async fn a_restarted_sim_still_recognises_files_it_received() {
     assert!(receipt.received[0].duplicate);
     assert_eq!(sim.stats().await.usage_received_duplicate, 2);
 }
+
+#[tokio::test]
+async fn concurrent_uploads_of_one_file_keep_it_once() {
+    let sim = start().await;
+    let token = sim.register().await;
+    let file = usage_file(42);
+    let batch: [&[u8]; 1] = [&file];
+    let uploads = (0..8).map(|_| sim.upload_usage(&token, &batch));
+    let mut fresh = 0;
+    for resp in futures_util::future::join_all(uploads).await {
+        let receipt: UsageBatchReceipt = resp.json().await.unwrap();
+        fresh += receipt.received.iter().filter(|r| !r.duplicate).count();
+    }
+    assert_eq!(fresh, 1);
+    let stats = sim.stats().await;
+    assert_eq!(
+        (stats.usage_received_unique, stats.usage_received_duplicate),
+        (1, 7)
+    );
+}

@@ -24,6 +24,7 @@ use base64::Engine;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Content-addressed store of received usage files.
@@ -31,12 +32,11 @@ pub(crate) struct UsageStore {
     dir: PathBuf,
     tmp: PathBuf,
     duplicate_log: PathBuf,
-    inner: Mutex<Known>,
-}
-
-struct Known {
-    digests: HashSet<[u8; 32]>,
-    duplicates: u64,
+    /// Held for a whole batch, disk writes included.
+    digests: Mutex<HashSet<[u8; 32]>>,
+    /// Mirrors `digests.len()`, so `/_sim/stats` never waits for a batch being written.
+    unique: AtomicU64,
+    duplicates: AtomicU64,
 }
 
 /// Why a batch was refused.
@@ -74,17 +74,18 @@ impl UsageStore {
             dir,
             tmp: tmp.to_path_buf(),
             duplicate_log,
-            inner: Mutex::new(Known {
-                digests,
-                duplicates,
-            }),
+            unique: AtomicU64::new(digests.len() as u64),
+            digests: Mutex::new(digests),
+            duplicates: AtomicU64::new(duplicates),
         })
     }
 
     /// (distinct files held, duplicates received).
     pub fn counts(&self) -> (u64, u64) {
-        let known = lock(&self.inner);
-        (known.digests.len() as u64, known.duplicates)
+        (
+            self.unique.load(Ordering::Relaxed),
+            self.duplicates.load(Ordering::Relaxed),
+        )
     }
 
     /// Checks and keeps a batch; answers one receipt per file, in order. Blocking.
@@ -120,12 +121,12 @@ impl UsageStore {
         }
         // One lock for the whole batch: a file is checked and written before anyone else can
         // ask whether it is known.
-        let mut known = lock(&self.inner);
+        let mut known = lock(&self.digests);
         let mut received = Vec::with_capacity(decoded.len());
         let mut duplicates = String::new();
         let mut duplicate_count = 0u64;
         for (digest, hex_digest, bytes) in decoded {
-            let duplicate = known.digests.contains(&digest);
+            let duplicate = known.contains(&digest);
             if duplicate {
                 duplicates.push_str(hex_digest);
                 duplicates.push('\n');
@@ -133,7 +134,8 @@ impl UsageStore {
             } else {
                 self.write_file(hex_digest, &bytes)
                     .map_err(BatchError::Disk)?;
-                known.digests.insert(digest);
+                known.insert(digest);
+                self.unique.fetch_add(1, Ordering::Relaxed);
             }
             received.push(UsageFileReceipt {
                 sha256: hex_digest.to_string(),
@@ -148,7 +150,8 @@ impl UsageStore {
                 .map_err(BatchError::Disk)?;
             log.write_all(duplicates.as_bytes())
                 .map_err(BatchError::Disk)?;
-            known.duplicates += duplicate_count;
+            self.duplicates
+                .fetch_add(duplicate_count, Ordering::Relaxed);
         }
         Ok(UsageBatchReceipt { received })
     }
