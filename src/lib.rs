@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod protocol;
 pub mod secret;
 pub mod service;
+pub mod sim;
 pub mod state;
 pub mod status;
 pub mod transport;
