@@ -170,6 +170,12 @@ impl Service {
                 Some(t) => t,
                 None => transport(&config)?,
             };
+            let pipeline_jobs = crate::jobs::usage::pipeline_jobs(
+                &config,
+                transport.clone(),
+                entitlements.clone(),
+                &jpd_id,
+            )?;
             let jobs: Vec<Arc<dyn Job>> = vec![Arc::new(EntitlementsTask {
                 job: EntitlementsJob {
                     transport,
@@ -180,6 +186,7 @@ impl Service {
                 },
                 interval: config.entitlements_interval,
             })];
+            let jobs: Vec<Arc<dyn Job>> = jobs.into_iter().chain(pipeline_jobs).collect();
             let backoff = Backoff {
                 initial: config.retry_initial,
                 max: config.retry_max,

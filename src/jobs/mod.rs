@@ -92,3 +92,4 @@ pub struct JobReport {
 pub mod entitlements;
 pub mod schedule;
 pub mod scheduler;
+pub mod usage;

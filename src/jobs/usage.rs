@@ -1,0 +1,108 @@
+//! The usage and archival jobs: thin adapters from the scheduler to the usage pipeline
+//! ([`crate::pipeline`]), which does the work and keeps the promises.
+//!
+//! The usage job needs the registration token from the entitlements job; until the license is
+//! registered it fails as *unavailable* and is retried with backoff. The archival job needs
+//! only the JPD. Progress goes to a bar when stderr is a terminal (`jfconnect jobs run`), and to
+//! log lines otherwise.
+
+use super::entitlements::EntitlementsStore;
+use super::scheduler::Job;
+use super::{JobError, JobName, JobReport};
+use crate::config::Config;
+use crate::jpd::online::OnlineJpd;
+use crate::jpd::Jpd;
+use crate::pipeline::{archive_uploaded, console_progress, upload_pending};
+use crate::transport::{ErrorClass, Transport};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Uploads pending usage files to JCS.
+pub struct UsageTask {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// JCS (or the bundle outbox).
+    pub transport: Arc<dyn Transport>,
+    /// Where the registration token is.
+    pub store: Arc<EntitlementsStore>,
+    /// This JPD's id.
+    pub jpd_id: String,
+}
+
+#[async_trait::async_trait]
+impl Job for UsageTask {
+    fn name(&self) -> JobName {
+        JobName::Usage
+    }
+    fn interval(&self) -> Duration {
+        self.config.usage_interval
+    }
+    async fn run(&self) -> Result<JobReport, JobError> {
+        let token = self
+            .store
+            .snapshot()
+            .registration
+            .map(|r| r.token)
+            .ok_or_else(|| JobError {
+                class: ErrorClass::Unavailable,
+                message: "the license is not registered yet, so usage cannot be sent to JCS; it will be retried after the entitlements job registers".into(),
+            })?;
+        let progress = console_progress();
+        let out = upload_pending(
+            &self.config,
+            self.transport.as_ref(),
+            &self.jpd_id,
+            &token,
+            progress.as_ref(),
+        )
+        .await?;
+        Ok(JobReport {
+            summary: out.summary(),
+        })
+    }
+}
+
+/// Archives uploaded usage files into the JPD and deletes the originals.
+pub struct ArchivalTask {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The JPD.
+    pub jpd: Arc<dyn Jpd>,
+}
+
+#[async_trait::async_trait]
+impl Job for ArchivalTask {
+    fn name(&self) -> JobName {
+        JobName::Archival
+    }
+    fn interval(&self) -> Duration {
+        self.config.archival_interval
+    }
+    async fn run(&self) -> Result<JobReport, JobError> {
+        let progress = console_progress();
+        let out = archive_uploaded(&self.config, self.jpd.as_ref(), progress.as_ref()).await?;
+        Ok(JobReport {
+            summary: out.summary(),
+        })
+    }
+}
+
+/// The usage and archival jobs for `config`, talking to the JPD over HTTP.
+pub fn pipeline_jobs(
+    config: &Config,
+    transport: Arc<dyn Transport>,
+    store: Arc<EntitlementsStore>,
+    jpd_id: &str,
+) -> Result<Vec<Arc<dyn Job>>, crate::http::ClientError> {
+    let config = Arc::new(config.clone());
+    let jpd: Arc<dyn Jpd> = Arc::new(OnlineJpd::new(&config)?);
+    Ok(vec![
+        Arc::new(UsageTask {
+            config: config.clone(),
+            transport,
+            store,
+            jpd_id: jpd_id.to_string(),
+        }),
+        Arc::new(ArchivalTask { config, jpd }),
+    ])
+}

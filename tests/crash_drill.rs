@@ -1,0 +1,284 @@
+//! The crash drill: the real binary runs `jobs run usage` and `jobs run archival` against the
+//! simulator and is SIGKILLed at seeded random instants; then the jobs finish cleanly and every
+//! usage file must have reached JCS, sit in exactly one verified archive, and be gone from the
+//! spool, while quarantined files stay.
+//!
+//! `JFCONNECT_DRILL_POINTS` sets the number of kill points (default 50; run 500 locally),
+//! `JFCONNECT_DRILL_SEED` the seed (printed, so a failure can be replayed).
+
+use jfconnect::pipeline::failpoint::{ALL, FAILPOINT_ENV};
+use jfconnect::sim::{self, SimOptions, SimStats};
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+struct Drill {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    valid: usize,
+    bad: Vec<String>,
+}
+
+impl Drill {
+    fn new(base_url: &str) -> Drill {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        fs::write(p.join("license"), "JFL-0123456789").unwrap();
+        fs::write(p.join("jpd.token"), "drill-token").unwrap();
+        fs::create_dir_all(p.join("spool")).unwrap();
+        let config = p.join("system.yaml");
+        fs::write(
+            &config,
+            format!(
+                "jfconnect:\n  data_dir: {d}/data\n  license:\n    file: {d}/license\n  jes:\n    url: {u}\n  jcs:\n    url: {u}\n  jpd:\n    url: {u}\n    token_file: {d}/jpd.token\n  usage:\n    spool_dir: {d}/spool\n    batch_size: 10\n  archival:\n    max_archive_bytes: 8192\n",
+                d = p.display(),
+                u = base_url
+            ),
+        )
+        .unwrap();
+        Drill {
+            dir,
+            config,
+            valid: 0,
+            bad: Vec::new(),
+        }
+    }
+
+    fn spool(&self) -> PathBuf {
+        self.dir.path().join("spool")
+    }
+
+    fn add_usage(&mut self, tag: &str, n: usize) {
+        for i in 0..n {
+            let body = format!(
+                r#"{{"product":"{}","timestamp":"2024-04-{:02}T08:00:00Z","tag":"{tag}","i":{i}}}"#,
+                ["xray", "artifactory"][i % 2],
+                1 + i % 3
+            );
+            self.put(&format!("u-{tag}-{i}.json"), body.as_bytes());
+            self.valid += 1;
+        }
+    }
+
+    fn add_bad(&mut self, tag: &str) {
+        let name = format!("bad-{tag}.json");
+        self.put(&name, b"{not json");
+        self.bad.push(name);
+    }
+
+    fn put(&self, name: &str, bytes: &[u8]) {
+        let tmp = self.spool().join(format!(".{name}.tmp"));
+        fs::write(&tmp, bytes).unwrap();
+        let f = fs::File::options().write(true).open(&tmp).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(10))
+            .unwrap();
+        drop(f);
+        fs::rename(&tmp, self.spool().join(name)).unwrap();
+    }
+
+    fn command(&self, job: &str) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_jfconnect"));
+        c.arg("--config")
+            .arg(&self.config)
+            .args(["jobs", "run", job])
+            .env("JFCONNECT_SPOOL_SETTLE_MS", "0")
+            .env("RUST_LOG", "warn")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("HTTP_PROXY")
+            .env_remove(FAILPOINT_ENV)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn run_clean(&self, job: &str) {
+        let out = self.command(job).output().unwrap();
+        assert!(
+            out.status.success(),
+            "clean {job} run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts `job` and SIGKILLs it after `delay` (if it is still running).
+    fn kill_after(&self, job: &str, delay: Duration) -> bool {
+        let mut child = self.command(job).stderr(Stdio::null()).spawn().unwrap();
+        let start = Instant::now();
+        while start.elapsed() < delay {
+            if child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        true
+    }
+}
+
+fn stats(base: &str) -> SimStats {
+    let url = format!("{base}/_sim/stats");
+    tokio::runtime::Handle::current().block_on(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .no_proxy()
+            .build()
+            .unwrap();
+        client.get(url).send().await.unwrap().json().await.unwrap()
+    })
+}
+
+/// How many times each usage file (by SHA-256) appears across the simulator's stored archives,
+/// each archive checked entry by entry against its index.
+fn archived(sim_dir: &Path) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    let mut stack = vec![sim_dir.join("artifactory")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.map(Result::unwrap) {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "zip") {
+                let mut z = zip::ZipArchive::new(fs::File::open(&p).unwrap()).unwrap();
+                let mut idx = String::new();
+                z.by_name("index.json")
+                    .unwrap()
+                    .read_to_string(&mut idx)
+                    .unwrap();
+                let idx: serde_json::Value = serde_json::from_str(&idx).unwrap();
+                for entry in idx["entries"].as_array().unwrap() {
+                    let mut body = Vec::new();
+                    z.by_name(entry["path"].as_str().unwrap())
+                        .unwrap()
+                        .read_to_end(&mut body)
+                        .unwrap();
+                    let sha = jfconnect::protocol::sha256_hex(&body);
+                    assert_eq!(sha, entry["sha256"].as_str().unwrap());
+                    *seen.entry(sha).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    seen
+}
+
+fn finish_and_check(drill: &Drill, base: &str, sim_dir: &Path) {
+    drill.run_clean("usage");
+    drill.run_clean("archival");
+    let s = stats(base);
+    assert_eq!(
+        s.usage_received_unique, drill.valid as u64,
+        "every file reached JCS"
+    );
+    assert_eq!(
+        s.archived_usage_files, drill.valid as u64,
+        "every file archived"
+    );
+    assert_eq!(s.archives_invalid, 0);
+    let seen = archived(sim_dir);
+    assert_eq!(seen.len(), drill.valid);
+    assert!(seen.values().all(|n| *n == 1), "a file is in two archives");
+    let left: Vec<_> = fs::read_dir(drill.spool()).unwrap().collect();
+    assert!(left.is_empty(), "spool not empty: {left:?}");
+    let q = drill.dir.path().join("data/quarantine");
+    for b in &drill.bad {
+        assert!(q.join(b).exists(), "{b} left quarantine");
+    }
+    println!(
+        "drill: {} files, {} duplicates received by JCS, {} archives",
+        drill.valid, s.usage_received_duplicate, s.archives_stored
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_files_survive_sigkill_at_random_instants() {
+    let points: usize = std::env::var("JFCONNECT_DRILL_POINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let seed: u64 = std::env::var("JFCONNECT_DRILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20241125);
+    println!("crash drill: {points} kill points, seed {seed}");
+    let sim_dir = tempfile::tempdir().unwrap();
+    let handle = sim::spawn_for_test(SimOptions::new(sim_dir.path()))
+        .await
+        .unwrap();
+    let base = handle.base_url();
+    let mut drill = Drill::new(&base);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let setup = drill.command("entitlements").output().unwrap();
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let mut killed = 0;
+    for round in 0..points {
+        drill.add_usage(&round.to_string(), rng.gen_range(1..=12));
+        if round % 10 == 3 {
+            drill.add_bad(&round.to_string());
+        }
+        let job = if rng.gen_bool(0.5) {
+            "usage"
+        } else {
+            "archival"
+        };
+        let delay = Duration::from_millis(rng.gen_range(5..400));
+        if tokio::task::block_in_place(|| drill.kill_after(job, delay)) {
+            killed += 1;
+        }
+    }
+    println!("{killed} of {points} runs were killed mid-way");
+    tokio::task::block_in_place(|| finish_and_check(&drill, &base, sim_dir.path()));
+    handle.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_aborting_at_each_failpoint_loses_nothing() {
+    let sim_dir = tempfile::tempdir().unwrap();
+    let handle = sim::spawn_for_test(SimOptions::new(sim_dir.path()))
+        .await
+        .unwrap();
+    let base = handle.base_url();
+    let mut drill = Drill::new(&base);
+    tokio::task::block_in_place(|| drill.run_clean("entitlements"));
+    for point in ALL {
+        drill.add_usage(point, 15);
+        if point.starts_with("quarantine") {
+            drill.add_bad(point);
+        }
+        let job = if point.starts_with("usage") || point.starts_with("quarantine") {
+            "usage"
+        } else {
+            "archival"
+        };
+        if job == "archival" {
+            tokio::task::block_in_place(|| drill.run_clean("usage"));
+        }
+        let out = tokio::task::block_in_place(|| {
+            drill
+                .command(job)
+                .env(FAILPOINT_ENV, point)
+                .output()
+                .unwrap()
+        });
+        assert!(
+            !out.status.success(),
+            "{point}: the run should have aborted"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("failpoint {point}")),
+            "{point}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    tokio::task::block_in_place(|| finish_and_check(&drill, &base, sim_dir.path()));
+    handle.stop().await.unwrap();
+}
