@@ -26,7 +26,7 @@ use std::fs;
 use std::io;
 
 /// Markers dropped (and the spool fsynced) per this many deletions.
-const DELETE_CHUNK: usize = 1024;
+const DELETE_CHUNK: usize = 8192;
 
 /// One archive that reached the JPD in this run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +107,7 @@ pub async fn archive_uploaded_with(
     let _lock = acquire_lock(&layout).await?;
     let ledger = Ledger::open(&layout.root)?;
     clear_tmp(&layout)?;
+    plan_store::sweep_done(&layout)?;
     let mut out = ArchivalOutcome {
         repo: config.archival_repo.clone(),
         ..Default::default()

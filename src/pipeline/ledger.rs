@@ -2,26 +2,25 @@
 //! shown by `status` and `/metrics`.
 //!
 //! *Pending* is implicit: a valid file in the spool with no marker. *Uploaded* is one empty
-//! marker file `<data_dir>/usage/ledger/uploaded/<h>/<sha256>` (16 shards by the first hex
-//! digit). A marker is created only after JCS acknowledged the file, and the shard folders are
-//! fsynced before the run goes on, so the claim never precedes the acknowledgement and never
-//! outlives a crash unwritten. An empty file has no content to tear, so creating it and
-//! fsyncing its folder is the whole of the temp-fsync-rename-fsync rule. *Archived* means the
-//! original is gone: the marker is removed after the original was deleted, and the archived
-//! total is kept in `counts.json`.
+//! marker file `<data_dir>/usage/ledger/uploaded/<sha256>`. A marker is created only after JCS
+//! acknowledged the file, and the folder is fsynced before the run goes on, so the claim never
+//! precedes the acknowledgement and is never lost once relied on. An empty file has no content
+//! to tear, so creating it and fsyncing its folder is the whole of the temp-fsync-rename-fsync
+//! rule. *Archived* means the original is gone: the marker is removed after the deletion of the
+//! original was made durable, and the archived total is kept in `counts.json`. Removing a
+//! marker needs no fsync: a marker that comes back after a crash names content that was
+//! uploaded, which is true.
 //!
 //! Lookups are one `stat` each and memory stays flat whatever the number of files; a million
-//! markers are a million directory entries spread over 16 folders. Writing a batch costs at
-//! most 16 folder fsyncs.
+//! markers are a million entries of one folder (hashed directory index on ext4 and XFS).
+//! Writing a batch costs one folder fsync — under a busy disk every fsync waits for a journal
+//! commit, so their number matters more than their size.
 
 use super::PipelineError;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-
-const SHARDS: &str = "0123456789abcdef";
 
 /// Counts of usage files by state, for `status` and `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,16 +74,9 @@ impl Ledger {
     /// Opens the ledger under `root` (`<data_dir>/usage`), creating its folders durably.
     pub fn open(root: &Path) -> Result<Self, PipelineError> {
         let uploaded = root.join("ledger").join("uploaded");
-        let mut created = false;
-        for c in SHARDS.chars() {
-            let d = uploaded.join(c.to_string());
-            if !d.is_dir() {
-                fs::create_dir_all(&d).map_err(|e| PipelineError::io("create", &d, e))?;
-                created = true;
-            }
-        }
-        if created {
-            for d in [uploaded.as_path(), uploaded.parent().unwrap_or(root), root] {
+        if !uploaded.is_dir() {
+            fs::create_dir_all(&uploaded).map_err(|e| PipelineError::io("create", &uploaded, e))?;
+            for d in [uploaded.parent().unwrap_or(root), root] {
                 crate::state::sync_dir(d).map_err(|e| PipelineError::fsync(d, e))?;
             }
         }
@@ -99,7 +91,7 @@ impl Ledger {
             && sha256
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        valid.then(|| self.uploaded.join(&sha256[..1]).join(sha256))
+        valid.then(|| self.uploaded.join(sha256))
     }
 
     /// True when the file with this SHA-256 was acknowledged and not yet archived.
@@ -112,7 +104,7 @@ impl Ledger {
         &self,
         shas: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), PipelineError> {
-        let mut touched = BTreeSet::new();
+        let mut any = false;
         for sha in shas {
             let Some(m) = self.marker(sha) else { continue };
             fs::OpenOptions::new()
@@ -121,31 +113,24 @@ impl Ledger {
                 .write(true)
                 .open(&m)
                 .map_err(|e| PipelineError::io("write", &m, e))?;
-            touched.insert(sha[..1].to_string());
+            any = true;
         }
-        self.sync_shards(&touched)
+        if any {
+            crate::state::sync_dir(&self.uploaded)
+                .map_err(|e| PipelineError::fsync(&self.uploaded, e))?;
+        }
+        Ok(())
     }
 
-    /// Removes the markers of archived files (after their originals were deleted).
+    /// Removes the markers of archived files (after their deletion was made durable).
     pub fn forget<'a>(&self, shas: impl IntoIterator<Item = &'a str>) -> Result<(), PipelineError> {
-        let mut touched = BTreeSet::new();
         for sha in shas {
             let Some(m) = self.marker(sha) else { continue };
             match fs::remove_file(&m) {
-                Ok(()) => {
-                    touched.insert(sha[..1].to_string());
-                }
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(PipelineError::io("remove", &m, e)),
             }
-        }
-        self.sync_shards(&touched)
-    }
-
-    fn sync_shards(&self, touched: &BTreeSet<String>) -> Result<(), PipelineError> {
-        for s in touched {
-            let d = self.uploaded.join(s);
-            crate::state::sync_dir(&d).map_err(|e| PipelineError::fsync(&d, e))?;
         }
         Ok(())
     }

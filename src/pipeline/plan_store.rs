@@ -246,10 +246,29 @@ pub fn load_dropped(layout: &Layout, k: usize) -> Result<HashSet<String>, Pipeli
     }
 }
 
-/// Removes the finished plan durably.
+fn done_plan_dir(layout: &Layout) -> PathBuf {
+    layout.root.join("archival").join("plan.done")
+}
+
+/// Retires the finished plan: one atomic rename to `plan.done/` (fsynced), then removal. A crash
+/// while removing leaves a `plan.done/` that the next run sweeps, never a half-removed active
+/// plan.
 pub fn finish(layout: &Layout) -> Result<(), PipelineError> {
     let dir = layout.plan_dir();
-    fs::remove_dir_all(&dir).map_err(|e| PipelineError::io("remove", &dir, e))?;
+    let done = done_plan_dir(layout);
+    sweep_done(layout)?;
+    fs::rename(&dir, &done).map_err(|e| PipelineError::io("retire", &dir, e))?;
     let parent = dir.parent().unwrap_or(&layout.root);
-    crate::state::sync_dir(parent).map_err(|e| PipelineError::fsync(parent, e))
+    crate::state::sync_dir(parent).map_err(|e| PipelineError::fsync(parent, e))?;
+    sweep_done(layout)
+}
+
+/// Removes a retired plan left by a crash.
+pub fn sweep_done(layout: &Layout) -> Result<(), PipelineError> {
+    let done = done_plan_dir(layout);
+    match fs::remove_dir_all(&done) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(PipelineError::io("remove", &done, e)),
+    }
 }
