@@ -263,3 +263,22 @@ async fn a_crash_while_quarantining_keeps_the_file() {
     assert!(env.quarantine().join("bad.json").exists());
     assert!(env.spool_names().is_empty());
 }
+
+#[tokio::test]
+async fn a_resumed_plan_rebuilds_the_identical_archive_and_skips_the_deploy() {
+    let env = Env::new();
+    let shas = uploaded_files(&env, 20).await;
+    let jpd = MemoryJpd::new();
+    archive(&env, &jpd, &failing_at("after-deploy"))
+        .await
+        .unwrap_err();
+    assert_eq!(jpd.deploys(), 1);
+    let out = archive(&env, &jpd, &opts()).await.unwrap();
+    assert!(out.resumed);
+    assert_eq!(
+        jpd.deploys(),
+        1,
+        "same name, same checksum: not deployed again"
+    );
+    assert_each_once(&jpd, &shas);
+}

@@ -12,12 +12,14 @@
 //! Any failure stops the run with nothing deleted that is not in a verified archive; the next
 //! run resumes at the saved step. See `docs/usage-pipeline.md`.
 
-use super::assemble::assemble;
+use super::archive::{Deflater, PreparedEntry};
+use super::assemble::{self, assemble, ArchiveBuilder, Assembled};
 use super::ledger::Ledger;
+use super::plan;
 use super::plan::{PlanInput, Planner};
 use super::plan_store::{self, ArchiveStep, PlanHeader, PlanWriter};
 use super::progress::Progress;
-use super::spool::{self, Identity, Scanned};
+use super::spool::{self, Identity, Scanned, UsageFile};
 use super::{acquire_lock, Layout, PipelineError, RunOptions};
 use crate::config::Config;
 use crate::jobs::JobError;
@@ -117,12 +119,29 @@ pub async fn archive_uploaded_with(
         jpd.check_token().await?;
         token_checked = true;
         out.resumed = true;
-        execute(&layout, &ledger, &plan, jpd, progress, opts, &mut out).await?;
+        execute(
+            &layout,
+            &ledger,
+            &plan,
+            Vec::new(),
+            jpd,
+            progress,
+            opts,
+            &mut out,
+        )
+        .await?;
     }
     let (l, lg, c, o) = (layout.clone(), ledger.clone(), config.clone(), opts.clone());
-    let (plan, scan) = tokio::task::spawn_blocking(move || make_plan(&l, &lg, &c, &o))
+    let planned = tokio::task::spawn_blocking(move || make_plan(&l, &lg, &c, &o))
         .await
-        .map_err(|e| PipelineError::io("plan", &layout.root, io::Error::other(e)))??;
+        .map_err(|e| PipelineError::io("plan", &layout.root, io::Error::other(e)))?;
+    let (plan, scan, built) = match planned {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = clear_tmp(&layout);
+            return Err(e);
+        }
+    };
     out.quarantined = scan.quarantined;
     out.pending = scan.pending;
     out.not_settled = scan.not_settled;
@@ -131,7 +150,10 @@ pub async fn archive_uploaded_with(
         if !token_checked {
             jpd.check_token().await?;
         }
-        execute(&layout, &ledger, &plan, jpd, progress, opts, &mut out).await?;
+        execute(
+            &layout, &ledger, &plan, built, jpd, progress, opts, &mut out,
+        )
+        .await?;
     }
     ledger.record_scan(scan.pending + scan.not_settled, 0)?;
     Ok(out)
@@ -153,13 +175,24 @@ struct ScanCounts {
     not_settled: u64,
 }
 
-/// Scans the spool and writes a plan of every uploaded file (blocking).
+/// What the planning scan found for one spool entry.
+enum PlanScan {
+    /// Uploaded: its plan input and its entry, already deflated.
+    Uploaded(UsageFile, std::io::Result<PreparedEntry>),
+    /// Anything else.
+    Other(Scanned),
+}
+
+/// Scans the spool and writes a plan of every uploaded file (blocking). In the same pass, each
+/// archive of the plan is assembled from the bytes just read and checked, so a file is read
+/// once; the archives are only temp files until the plan is committed and executed, and a
+/// resumed plan re-assembles them from the spool instead.
 fn make_plan(
     layout: &Layout,
     ledger: &Ledger,
     config: &Config,
     opts: &RunOptions,
-) -> Result<(Option<PlanHeader>, ScanCounts), PipelineError> {
+) -> Result<(Option<PlanHeader>, ScanCounts, Vec<Assembled>), PipelineError> {
     let now = chrono::Utc::now();
     let planner = Planner::new(
         &host_name(),
@@ -170,33 +203,55 @@ fn make_plan(
     let mut scan = spool::SpoolScan::open(&layout.spool)?;
     let mut counts = ScanCounts::default();
     let mut first_sha = None;
+    let mut built: Vec<Assembled> = Vec::new();
+    let mut current: Option<(usize, ArchiveBuilder)> = None;
+    let (dir, settle, max) = (&layout.spool, opts.settle, config.usage_max_file_bytes);
     loop {
         let names = scan.next_names(512)?;
         if names.is_empty() {
             break;
         }
-        let scanned = spool::examine_batch(
-            &layout.spool,
+        let scanned = spool::par_map(
             &names,
-            opts.settle,
-            config.usage_max_file_bytes,
-            false,
+            Deflater::new,
+            |deflater, name| match spool::examine(dir, name, settle, max, true) {
+                Scanned::Ready(mut f) if ledger.is_uploaded(&f.sha256) => {
+                    let content = std::mem::take(&mut f.content);
+                    let path = plan::entry_path(&f.head, &f.name, &f.sha256);
+                    let prepared = deflater.prepare(path, &content);
+                    PlanScan::Uploaded(f, prepared)
+                }
+                other => PlanScan::Other(other),
+            },
+            || PlanScan::Other(Scanned::NotSettled),
         );
         for s in scanned {
             match s {
-                Scanned::Ready(f) if ledger.is_uploaded(&f.sha256) => {
+                PlanScan::Uploaded(f, prepared) => {
+                    let path = layout.spool.join(&f.name);
+                    let prepared = prepared.map_err(|e| PipelineError::io("deflate", &path, e))?;
                     first_sha.get_or_insert_with(|| f.sha256.clone());
-                    writer.add(&PlanInput {
+                    let (k, _) = writer.add(&PlanInput {
                         name: &f.name,
                         sha256: &f.sha256,
                         head: &f.head,
                         ident: f.ident,
                     })?;
+                    if current.as_ref().map(|(i, _)| *i) != Some(k) {
+                        if let Some((_, b)) = current.take() {
+                            built.push(b.finish()?);
+                        }
+                        let out = assemble::archive_temp_path(layout, k);
+                        current = Some((k, ArchiveBuilder::create(layout, &out)?));
+                    }
+                    if let Some((_, b)) = current.as_mut() {
+                        b.add(&prepared, &f.sha256, &opts.failpoint)?;
+                    }
                 }
-                Scanned::Ready(_) => counts.pending += 1,
-                Scanned::NotSettled => counts.not_settled += 1,
-                Scanned::Skipped => {}
-                Scanned::Invalid { name, reason } => {
+                PlanScan::Other(Scanned::Ready(_)) => counts.pending += 1,
+                PlanScan::Other(Scanned::NotSettled) => counts.not_settled += 1,
+                PlanScan::Other(Scanned::Skipped) => {}
+                PlanScan::Other(Scanned::Invalid { name, reason }) => {
                     spool::quarantine(
                         &layout.spool,
                         &layout.quarantine,
@@ -209,13 +264,16 @@ fn make_plan(
             }
         }
     }
+    if let Some((_, b)) = current.take() {
+        built.push(b.finish()?);
+    }
     let id = format!(
         "{}-{}",
         now.format("%Y%m%dT%H%M%S%.6fZ"),
         first_sha.as_deref().map_or("", |s| &s[..12])
     );
     let plan = writer.commit(layout, id, now.to_rfc3339(), &config.archival_repo)?;
-    Ok((plan, counts))
+    Ok((plan, counts, built))
 }
 
 /// This machine's name, for archive paths.
@@ -228,23 +286,33 @@ fn host_name() -> String {
         .unwrap_or_else(|| "jfconnect".into())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn execute(
     layout: &Layout,
     ledger: &Ledger,
     plan: &PlanHeader,
+    prebuilt: Vec<Assembled>,
     jpd: &dyn Jpd,
     progress: &dyn Progress,
     opts: &RunOptions,
     out: &mut ArchivalOutcome,
 ) -> Result<(), PipelineError> {
     let mut steps = plan_store::load_progress(layout, plan)?;
+    let mut prebuilt: Vec<Option<Assembled>> = prebuilt.into_iter().map(Some).collect();
     progress.start("archive", plan.total_entries());
     for (k, spec) in plan.archives.iter().enumerate() {
         if let ArchiveStep::Planned = steps.steps[k] {
-            let (l, f) = (layout.clone(), opts.failpoint.clone());
-            let built = tokio::task::spawn_blocking(move || assemble(&l, k, &f))
-                .await
-                .map_err(|e| PipelineError::io("assemble", &layout.root, io::Error::other(e)))??;
+            let built = match prebuilt.get_mut(k).and_then(Option::take) {
+                Some(b) => b,
+                None => {
+                    let (l, f) = (layout.clone(), opts.failpoint.clone());
+                    tokio::task::spawn_blocking(move || assemble(&l, k, &f))
+                        .await
+                        .map_err(|e| {
+                            PipelineError::io("assemble", &layout.root, io::Error::other(e))
+                        })??
+                }
+            };
             if !built.dropped.is_empty() {
                 plan_store::save_dropped(layout, k, &built.dropped)?;
             }
@@ -302,7 +370,7 @@ async fn execute(
 async fn deploy_and_verify(
     plan: &PlanHeader,
     name: &str,
-    built: &super::assemble::Assembled,
+    built: &Assembled,
     jpd: &dyn Jpd,
     opts: &RunOptions,
 ) -> Result<(), PipelineError> {

@@ -46,9 +46,7 @@ pub fn assemble(
     k: usize,
     failpoint: &Failpoints,
 ) -> Result<Assembled, PipelineError> {
-    let tmp = layout.tmp_dir();
-    fs::create_dir_all(&tmp).map_err(|e| PipelineError::io("create", &tmp, e))?;
-    let out = tmp.join(format!("archive-{k:04}.zip.part"));
+    let out = archive_temp_path(layout, k);
     let result = write(layout, k, &out, failpoint);
     if result.is_err() {
         let _ = fs::remove_file(&out);
@@ -62,16 +60,7 @@ fn write(
     out: &Path,
     failpoint: &Failpoints,
 ) -> Result<Assembled, PipelineError> {
-    let tmp = layout.tmp_dir();
-    let werr = |e: io::Error| PipelineError::io("write the archive", out, e);
-    let file = File::create(out).map_err(werr)?;
-    let spill = tempfile::tempfile_in(&tmp).map_err(werr)?;
-    let index_spill = tempfile::tempfile_in(&tmp).map_err(werr)?;
-    let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-    let mut zip = ZipStream::new(sink, spill);
-    let mut index = IndexWriter::new(index_spill).map_err(werr)?;
-    let mut files = 0u64;
-    let mut dropped = Vec::new();
+    let mut builder = ArchiveBuilder::create(layout, out)?;
     let mut entries = plan_store::entries(layout, k)?;
     loop {
         let mut batch = Vec::new();
@@ -89,28 +78,90 @@ fn write(
         }
         for p in prepare_batch(&layout.spool, &batch)? {
             match p {
-                Prepared::Entry(entry, sha) => {
-                    failpoint.io("archive-enospc").map_err(werr)?;
-                    zip.add(&entry).map_err(werr)?;
-                    index.add(&entry.path, entry.size, &sha).map_err(werr)?;
-                    files += 1;
-                }
-                Prepared::Dropped(name) => dropped.push(name),
+                Prepared::Entry(entry, sha) => builder.add(&entry, &sha, failpoint)?,
+                Prepared::Dropped(name) => builder.dropped.push(name),
             }
         }
     }
-    index.append_to(&mut zip).map_err(werr)?;
-    let sink = zip.finish().map_err(werr)?;
-    let (buf, sha256, size) = sink.finish();
-    let file = buf.into_inner().map_err(|e| werr(e.into_error()))?;
-    file.sync_all().map_err(|e| PipelineError::fsync(out, e))?;
-    Ok(Assembled {
-        path: out.to_path_buf(),
-        sha256,
-        size,
-        files,
-        dropped,
-    })
+    builder.finish()
+}
+
+/// One archive being written: the zip, its index, and what went in.
+pub struct ArchiveBuilder {
+    out: PathBuf,
+    zip: ZipStream<HashingWriter<BufWriter<File>>>,
+    index: IndexWriter,
+    files: u64,
+    dropped: Vec<String>,
+}
+
+impl ArchiveBuilder {
+    /// Starts an archive at `out` (in the tmp folder of `layout`).
+    pub fn create(layout: &Layout, out: &Path) -> Result<Self, PipelineError> {
+        let tmp = layout.tmp_dir();
+        fs::create_dir_all(&tmp).map_err(|e| PipelineError::io("create", &tmp, e))?;
+        let werr = |e: io::Error| PipelineError::io("write the archive", out, e);
+        let file = File::create(out).map_err(werr)?;
+        let spill = tempfile::tempfile_in(&tmp).map_err(werr)?;
+        let index_spill = tempfile::tempfile_in(&tmp).map_err(werr)?;
+        let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+        Ok(ArchiveBuilder {
+            out: out.to_path_buf(),
+            zip: ZipStream::new(sink, spill),
+            index: IndexWriter::new(index_spill).map_err(werr)?,
+            files: 0,
+            dropped: Vec::new(),
+        })
+    }
+
+    fn werr(&self, e: io::Error) -> PipelineError {
+        PipelineError::io("write the archive", &self.out, e)
+    }
+
+    /// Appends one deflated usage file whose bytes have SHA-256 `sha256`.
+    pub fn add(
+        &mut self,
+        entry: &PreparedEntry,
+        sha256: &str,
+        failpoint: &Failpoints,
+    ) -> Result<(), PipelineError> {
+        let r = failpoint
+            .io("archive-enospc")
+            .and_then(|()| self.zip.add(entry))
+            .and_then(|()| self.index.add(&entry.path, entry.size, sha256));
+        r.map_err(|e| self.werr(e))?;
+        self.files += 1;
+        Ok(())
+    }
+
+    /// Writes the index and end records and fsyncs the file.
+    pub fn finish(self) -> Result<Assembled, PipelineError> {
+        let ArchiveBuilder {
+            out,
+            mut zip,
+            index,
+            files,
+            dropped,
+        } = self;
+        let werr = |e: io::Error| PipelineError::io("write the archive", &out, e);
+        index.append_to(&mut zip).map_err(werr)?;
+        let sink = zip.finish().map_err(werr)?;
+        let (buf, sha256, size) = sink.finish();
+        let file = buf.into_inner().map_err(|e| werr(e.into_error()))?;
+        file.sync_all().map_err(|e| PipelineError::fsync(&out, e))?;
+        Ok(Assembled {
+            path: out,
+            sha256,
+            size,
+            files,
+            dropped,
+        })
+    }
+}
+
+/// Where archive `k` of a plan is written.
+pub fn archive_temp_path(layout: &Layout, k: usize) -> PathBuf {
+    layout.tmp_dir().join(format!("archive-{k:04}.zip.part"))
 }
 
 /// Reads, checks and deflates a batch on every core; answers in plan order.

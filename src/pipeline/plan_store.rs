@@ -106,8 +106,8 @@ impl PlanWriter {
         })
     }
 
-    /// Places one uploaded file into the plan.
-    pub fn add(&mut self, f: &PlanInput<'_>) -> Result<(), PipelineError> {
+    /// Places one uploaded file into the plan; answers the index of its archive and its entry.
+    pub fn add(&mut self, f: &PlanInput<'_>) -> Result<(usize, PlanEntry), PipelineError> {
         let (k, entry) = self.planner.place(f);
         if self.current.as_ref().map(|(i, _)| *i) != Some(k) {
             self.close_current()?;
@@ -122,7 +122,7 @@ impl PlanWriter {
             w.write_all(b"\n")
                 .map_err(|e| PipelineError::io("write", &p, e))?;
         }
-        Ok(())
+        Ok((k, entry))
     }
 
     fn close_current(&mut self) -> Result<(), PipelineError> {

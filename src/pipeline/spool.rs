@@ -253,32 +253,46 @@ pub fn examine_batch(
     max: u64,
     keep: bool,
 ) -> Vec<Scanned> {
+    par_map(
+        names,
+        || (),
+        |_, n| examine(dir, n, settle, max, keep),
+        || Scanned::NotSettled,
+    )
+}
+
+/// Maps `items` on every core, each worker thread with its own `state` (made by `init`);
+/// answers in the items' order. Items of a worker that panicked (there should be none) map to
+/// `on_panic()`, so they are left for the next run.
+pub fn par_map<T: Sync, S, R: Send>(
+    items: &[T],
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &T) -> R + Sync,
+    on_panic: impl Fn() -> R,
+) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || names.len() < 8 {
-        return names
-            .iter()
-            .map(|n| examine(dir, n, settle, max, keep))
-            .collect();
+    if threads < 2 || items.len() < 8 {
+        let mut state = init();
+        return items.iter().map(|i| f(&mut state, i)).collect();
     }
-    let chunk = names.len().div_ceil(threads);
+    let chunk = items.len().div_ceil(threads);
+    let (init, f) = (&init, &f);
     std::thread::scope(|s| {
-        let handles: Vec<_> = names
+        let handles: Vec<_> = items
             .chunks(chunk)
             .map(|part| {
                 s.spawn(move || {
-                    part.iter()
-                        .map(|n| examine(dir, n, settle, max, keep))
-                        .collect::<Vec<_>>()
+                    let mut state = init();
+                    part.iter().map(|i| f(&mut state, i)).collect::<Vec<_>>()
                 })
             })
             .collect();
-        // A panicked worker (there should be none) leaves its files for the next run.
         handles
             .into_iter()
-            .zip(names.chunks(chunk))
+            .zip(items.chunks(chunk))
             .flat_map(|(h, part)| {
                 h.join()
-                    .unwrap_or_else(|_| part.iter().map(|_| Scanned::NotSettled).collect())
+                    .unwrap_or_else(|_| part.iter().map(|_| on_panic()).collect())
             })
             .collect()
     })
