@@ -240,8 +240,9 @@ pub fn examine(dir: &Path, name: &OsStr, settle: Duration, max: u64, keep: bool)
 fn read_capped(path: &Path, max: u64) -> io::Result<(Vec<u8>, fs::Metadata)> {
     let f = fs::File::open(path)?;
     let mut content = Vec::new();
-    f.take(max.saturating_add(1)).read_to_end(&mut content)?;
-    let meta = fs::symlink_metadata(path)?;
+    (&f).take(max.saturating_add(1)).read_to_end(&mut content)?;
+    // fstat of what was read: a file replaced since the first lstat shows another inode.
+    let meta = f.metadata()?;
     Ok((content, meta))
 }
 
