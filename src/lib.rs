@@ -15,4 +15,5 @@ pub mod secret;
 pub mod service;
 pub mod state;
 pub mod status;
+pub mod store_proxy;
 pub mod transport;
