@@ -303,15 +303,12 @@ pub fn classify_send_error(err: &reqwest::Error, service: &str, url: &Url) -> Tr
     let host = url.host_str().unwrap_or("?").to_string();
     let chain = error_chain(err);
     let lower = chain.to_lowercase();
+    let tls = lower.contains("certificate")
+        || lower.contains("tls handshake")
+        || lower.contains("invalid peer");
     let message = if err.is_timeout() {
         format!("{service} at {host} did not answer in time (timeout); it will be retried")
-    } else if lower.contains("dns")
-        || lower.contains("failed to lookup")
-        || lower.contains("name or service not known")
-    {
-        format!("cannot resolve the {service} host {host} (DNS); check the URL and the network, and that {host} is allowlisted in your firewall")
-    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
-    {
+    } else if tls {
         let why = if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
             "unknown issuer"
         } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
@@ -322,6 +319,11 @@ pub fn classify_send_error(err: &reqwest::Error, service: &str, url: &Url) -> Tr
             "handshake failed"
         };
         format!("the TLS certificate of {host} is not trusted ({why}); add your CA to jfconnect.tls.ca_file")
+    } else if lower.contains("dns error")
+        || lower.contains("failed to lookup")
+        || lower.contains("name or service not known")
+    {
+        format!("cannot resolve the {service} host {host} (DNS); check the URL and the network, and that {host} is allowlisted in your firewall")
     } else if lower.contains("connection refused") {
         format!("{service} at {host} refused the connection; check that it runs and that {host} is allowlisted in your firewall")
     } else if lower.contains("reset")
