@@ -113,14 +113,16 @@ impl Tinyproxy {
             .stderr(Stdio::null())
             .spawn()
             .expect("tinyproxy must be installed (.ci/run installs it)");
+        // Owned by the guard at once, so it is killed and waited for on every path.
+        let proxy = Tinyproxy {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Tinyproxy {
-                    child,
-                    port,
-                    log,
-                    _dir: dir,
-                };
+                return proxy;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
