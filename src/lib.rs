@@ -11,3 +11,4 @@ pub mod protocol;
 pub mod secret;
 pub mod state;
 pub mod transport;
+pub mod bundle;
