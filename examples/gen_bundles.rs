@@ -15,8 +15,7 @@ use flate2::write::DeflateEncoder;
 use flate2::Compression;
 use jfconnect::bundle::{
     format_time, generate_keypair, load_or_generate, sums_line, write_bundle, BundleSpec, Kind,
-    Manifest, ManifestEntry, PayloadEntry, PayloadSource, SecretKey, FORMAT_V1,
-    UNTRUSTED_COMMENT,
+    Manifest, ManifestEntry, PayloadEntry, PayloadSource, SecretKey, FORMAT_V1, UNTRUSTED_COMMENT,
 };
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -25,7 +24,9 @@ use std::io::Write;
 const JPD: &str = "jpd-test-0001";
 
 fn t(y: i32, m: u32, d: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).single().expect("valid date")
+    Utc.with_ymd_and_hms(y, m, d, 0, 0, 0)
+        .single()
+        .expect("valid date")
 }
 
 /// One zip entry as the hostile builder writes it.
@@ -83,7 +84,11 @@ fn assemble(parts: &[Part], at: &[(usize, u32)]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut central = Vec::new();
     for (i, p) in parts.iter().enumerate() {
-        let stored = if p.deflate { deflate(&p.data) } else { p.data.clone() };
+        let stored = if p.deflate {
+            deflate(&p.data)
+        } else {
+            p.data.clone()
+        };
         let method = p.method.unwrap_or(if p.deflate { 8 } else { 0 });
         let size = p.declared_size.unwrap_or(p.data.len() as u32);
         let offset = at
@@ -124,7 +129,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -140,7 +149,10 @@ const ENTITLEMENTS: &[u8] = br#"{"subscription":"test","entitlements":[{"product
 "#;
 
 fn base(name: &str, key: &SecretKey) -> Bundle {
-    let payload = vec![("payload/entitlements.json".to_string(), ENTITLEMENTS.to_vec())];
+    let payload = vec![(
+        "payload/entitlements.json".to_string(),
+        ENTITLEMENTS.to_vec(),
+    )];
     Bundle {
         manifest: Manifest {
             format: FORMAT_V1.into(),
@@ -226,13 +238,21 @@ fn hostile(key: &SecretKey) -> Vec<(&'static str, Vec<u8>)> {
         assemble(&parts, &[])
     };
 
-    out.push(("tampered-payload", with_parts("tp", &|p| {
-        find(p, "payload/entitlements.json").data[2] = b'X';
-    })));
-    out.push(("tampered-manifest", with_parts("tm", &|p| {
-        let m = find(p, "manifest.json");
-        m.data = String::from_utf8_lossy(&m.data).replace("\"sequence\": 11", "\"sequence\": 12").into_bytes();
-    })));
+    out.push((
+        "tampered-payload",
+        with_parts("tp", &|p| {
+            find(p, "payload/entitlements.json").data[2] = b'X';
+        }),
+    ));
+    out.push((
+        "tampered-manifest",
+        with_parts("tm", &|p| {
+            let m = find(p, "manifest.json");
+            m.data = String::from_utf8_lossy(&m.data)
+                .replace("\"sequence\": 11", "\"sequence\": 12")
+                .into_bytes();
+        }),
+    ));
     let whole = assemble(&good("truncated").parts(key), &[]);
     out.push(("truncated", whole[..whole.len() / 2].to_vec()));
     out.push(("not-a-zip", b"this is not a bundle\n".to_vec()));
@@ -242,14 +262,24 @@ fn hostile(key: &SecretKey) -> Vec<(&'static str, Vec<u8>)> {
         ("backslash-path", "payload\\..\\evil"),
         ("drive-letter-path", "C:/evil"),
     ] {
-        out.push((name, with_parts(name, &|p| p.insert(0, part(path, b"evil")))));
+        out.push((
+            name,
+            with_parts(name, &|p| p.insert(0, part(path, b"evil"))),
+        ));
     }
-    out.push(("duplicate-name", with_parts("dup", &|p| {
-        p.insert(0, part("payload/entitlements.json", b"{}"));
-    })));
-    out.push(("central-local-mismatch", with_parts("clm", &|p| {
-        find(p, "payload/entitlements.json").local_name = Some(b"payload/entitlementz.json".to_vec());
-    })));
+    out.push((
+        "duplicate-name",
+        with_parts("dup", &|p| {
+            p.insert(0, part("payload/entitlements.json", b"{}"));
+        }),
+    ));
+    out.push((
+        "central-local-mismatch",
+        with_parts("clm", &|p| {
+            find(p, "payload/entitlements.json").local_name =
+                Some(b"payload/entitlementz.json".to_vec());
+        }),
+    ));
     {
         // Entry B's local header lies inside entry A's data.
         let mut b = good("overlap");
@@ -260,26 +290,44 @@ fn hostile(key: &SecretKey) -> Vec<(&'static str, Vec<u8>)> {
         parts[0].data = [inner, parts[1].data.clone()].concat();
         out.push(("overlapping-entries", assemble(&parts, &[(1, a_data_at)])));
     }
-    out.push(("symlink", with_parts("symlink", &|p| {
-        let mut l = part("payload/link", b"/etc/passwd");
-        l.mode = 0o120777;
-        p.insert(0, l);
-    })));
-    out.push(("fifo-special-mode", with_parts("fifo", &|p| {
-        find(p, "payload/entitlements.json").mode = 0o010644;
-    })));
-    out.push(("setuid-special-mode", with_parts("setuid", &|p| {
-        find(p, "payload/entitlements.json").mode = 0o104755;
-    })));
-    out.push(("encrypted-entry", with_parts("enc", &|p| {
-        find(p, "payload/entitlements.json").flags = 1;
-    })));
-    out.push(("unsupported-compression", with_parts("bzip", &|p| {
-        find(p, "payload/entitlements.json").method = Some(12);
-    })));
-    out.push(("unlisted-entry", with_parts("unlisted", &|p| {
-        p.insert(0, part("payload/extra.json", b"{}"));
-    })));
+    out.push((
+        "symlink",
+        with_parts("symlink", &|p| {
+            let mut l = part("payload/link", b"/etc/passwd");
+            l.mode = 0o120777;
+            p.insert(0, l);
+        }),
+    ));
+    out.push((
+        "fifo-special-mode",
+        with_parts("fifo", &|p| {
+            find(p, "payload/entitlements.json").mode = 0o010644;
+        }),
+    ));
+    out.push((
+        "setuid-special-mode",
+        with_parts("setuid", &|p| {
+            find(p, "payload/entitlements.json").mode = 0o104755;
+        }),
+    ));
+    out.push((
+        "encrypted-entry",
+        with_parts("enc", &|p| {
+            find(p, "payload/entitlements.json").flags = 1;
+        }),
+    ));
+    out.push((
+        "unsupported-compression",
+        with_parts("bzip", &|p| {
+            find(p, "payload/entitlements.json").method = Some(12);
+        }),
+    ));
+    out.push((
+        "unlisted-entry",
+        with_parts("unlisted", &|p| {
+            p.insert(0, part("payload/extra.json", b"{}"));
+        }),
+    ));
     {
         let mut b = good("missing");
         b.payload.push(("payload/b.json".into(), b"{}".to_vec()));
@@ -287,36 +335,52 @@ fn hostile(key: &SecretKey) -> Vec<(&'static str, Vec<u8>)> {
         parts.retain(|p| p.name != b"payload/b.json");
         out.push(("missing-entry", assemble(&parts, &[])));
     }
-    out.push(("unsigned", with_parts("unsigned", &|p| {
-        p.retain(|x| x.name != b"SHA256SUMS.minisig");
-    })));
-    out.push(("legacy-signature", with_parts("legacy", &|p| {
-        // The legacy form differs in its algorithm tag ("Ed" instead of "ED").
-        let s = find(p, "SHA256SUMS.minisig");
-        let text = String::from_utf8_lossy(&s.data).into_owned();
-        s.data = replace_line(&text, 1, |l| {
-            use base64::Engine;
-            let e = base64::engine::general_purpose::STANDARD;
-            let mut raw = e.decode(l).expect("our own base64");
-            raw[1] = b'd';
-            e.encode(raw)
-        })
-        .into_bytes();
-    })));
+    out.push((
+        "unsigned",
+        with_parts("unsigned", &|p| {
+            p.retain(|x| x.name != b"SHA256SUMS.minisig");
+        }),
+    ));
+    out.push((
+        "legacy-signature",
+        with_parts("legacy", &|p| {
+            // The legacy form differs in its algorithm tag ("Ed" instead of "ED").
+            let s = find(p, "SHA256SUMS.minisig");
+            let text = String::from_utf8_lossy(&s.data).into_owned();
+            s.data = replace_line(&text, 1, |l| {
+                use base64::Engine;
+                let e = base64::engine::general_purpose::STANDARD;
+                let mut raw = e.decode(l).expect("our own base64");
+                raw[1] = b'd';
+                e.encode(raw)
+            })
+            .into_bytes();
+        }),
+    ));
     let foreign = generate_keypair();
     {
         let mut b = good("foreign");
         b.manifest.signing_key_id = foreign.id.to_string();
         out.push(("foreign-key", assemble(&b.parts(&foreign), &[])));
     }
-    out.push(("bad-signature", with_parts("badsig", &|p| {
-        let s = find(p, "SHA256SUMS");
-        s.data = String::from_utf8_lossy(&s.data).replacen('0', "1", 1).into_bytes();
-    })));
-    out.push(("edited-trusted-comment", with_parts("editedtc", &|p| {
-        let s = find(p, "SHA256SUMS.minisig");
-        s.data = String::from_utf8_lossy(&s.data).replace("sequence=11", "sequence=99").into_bytes();
-    })));
+    out.push((
+        "bad-signature",
+        with_parts("badsig", &|p| {
+            let s = find(p, "SHA256SUMS");
+            s.data = String::from_utf8_lossy(&s.data)
+                .replacen('0', "1", 1)
+                .into_bytes();
+        }),
+    ));
+    out.push((
+        "edited-trusted-comment",
+        with_parts("editedtc", &|p| {
+            let s = find(p, "SHA256SUMS.minisig");
+            s.data = String::from_utf8_lossy(&s.data)
+                .replace("sequence=11", "sequence=99")
+                .into_bytes();
+        }),
+    ));
     for (name, comment) in [
         ("trusted-comment-mismatch", "jfconnect-bundle/v1 bundle_id=fixture-tcm kind=entitlements jpd_id=jpd-test-0001 sequence=99"),
         ("malformed-trusted-comment", "timestamp:1700000000 file:SHA256SUMS hashed"),
@@ -327,16 +391,21 @@ fn hostile(key: &SecretKey) -> Vec<(&'static str, Vec<u8>)> {
                 key.sign(&sums, UNTRUSTED_COMMENT, comment).expect("printable").into_bytes();
         })));
     }
-    out.push(("signing-key-mismatch", simple("skm", &|b| {
-        b.manifest.signing_key_id = "0123456789ABCDEF".into();
-    })));
+    out.push((
+        "signing-key-mismatch",
+        simple("skm", &|b| {
+            b.manifest.signing_key_id = "0123456789ABCDEF".into();
+        }),
+    ));
     {
         let b = good("sums-incomplete");
         let (m, sums, _) = b.metadata(key);
         let short = sums.lines().next().unwrap_or_default().to_string() + "\n";
         let mut man: Manifest = serde_json::from_slice(&m).expect("ours");
         man.entries = b.entries();
-        let sig = key.sign(short.as_bytes(), UNTRUSTED_COMMENT, &man.trusted_comment()).expect("ok");
+        let sig = key
+            .sign(short.as_bytes(), UNTRUSTED_COMMENT, &man.trusted_comment())
+            .expect("ok");
         let parts = vec![
             part("payload/entitlements.json", ENTITLEMENTS),
             part("manifest.json", &m),
@@ -345,36 +414,73 @@ fn hostile(key: &SecretKey) -> Vec<(&'static str, Vec<u8>)> {
         ];
         out.push(("sums-incomplete", assemble(&parts, &[])));
     }
-    out.push(("malformed-manifest", with_parts("mm", &|p| {
-        let bad = b"{\"format\":\"jfconnect-bundle/v1\",\"kind\":7}".to_vec();
-        let sums = sums_line(&hex::encode(Sha256::digest(&bad)), "manifest.json");
-        let sig = key.sign(sums.as_bytes(), UNTRUSTED_COMMENT, "jfconnect-bundle/v1 x").expect("ok");
-        find(p, "manifest.json").data = bad;
-        find(p, "SHA256SUMS").data = sums.into_bytes();
-        find(p, "SHA256SUMS.minisig").data = sig.into_bytes();
-    })));
-    out.push(("unsupported-format", simple("fmt", &|b| b.manifest.format = "jfconnect-bundle/v2".into())));
-    out.push(("size-mismatch", simple("size", &|b| {
-        let mut e = b.entries();
-        e[0].size += 1;
-        b.manifest.entries = e;
-    })));
-    out.push(("wrong-kind", simple("kind", &|b| b.manifest.kind = Kind::Usage)));
-    out.push(("wrong-jpd", simple("jpd", &|b| b.manifest.jpd_id = "jpd-other-9999".into())));
-    out.push(("expired", simple("expired", &|b| b.manifest.expires = format_time(t(2026, 5, 20)))));
-    out.push(("clock-rollback", simple("clock", &|b| {
-        b.manifest.created = format_time(t(2099, 1, 1));
-        b.manifest.sequence = 12;
-    })));
-    out.push(("rollback-older-sequence", simple("older", &|b| b.manifest.sequence = 5)));
-    out.push(("same-sequence", simple("same", &|b| b.manifest.sequence = 10)));
-    out.push(("replay", simple("replay", &|b| {
-        b.manifest.bundle_id = "replayed-bundle".into();
-        b.manifest.sequence = 12;
-    })));
-    out.push(("zip-bomb", with_parts("bomb", &|p| {
-        find(p, "payload/entitlements.json").declared_size = Some(0xF000_0000);
-    })));
+    out.push((
+        "malformed-manifest",
+        with_parts("mm", &|p| {
+            let bad = b"{\"format\":\"jfconnect-bundle/v1\",\"kind\":7}".to_vec();
+            let sums = sums_line(&hex::encode(Sha256::digest(&bad)), "manifest.json");
+            let sig = key
+                .sign(sums.as_bytes(), UNTRUSTED_COMMENT, "jfconnect-bundle/v1 x")
+                .expect("ok");
+            find(p, "manifest.json").data = bad;
+            find(p, "SHA256SUMS").data = sums.into_bytes();
+            find(p, "SHA256SUMS.minisig").data = sig.into_bytes();
+        }),
+    ));
+    out.push((
+        "unsupported-format",
+        simple("fmt", &|b| b.manifest.format = "jfconnect-bundle/v2".into()),
+    ));
+    out.push((
+        "size-mismatch",
+        simple("size", &|b| {
+            let mut e = b.entries();
+            e[0].size += 1;
+            b.manifest.entries = e;
+        }),
+    ));
+    out.push((
+        "wrong-kind",
+        simple("kind", &|b| b.manifest.kind = Kind::Usage),
+    ));
+    out.push((
+        "wrong-jpd",
+        simple("jpd", &|b| b.manifest.jpd_id = "jpd-other-9999".into()),
+    ));
+    out.push((
+        "expired",
+        simple("expired", &|b| {
+            b.manifest.expires = format_time(t(2026, 5, 20))
+        }),
+    ));
+    out.push((
+        "clock-rollback",
+        simple("clock", &|b| {
+            b.manifest.created = format_time(t(2099, 1, 1));
+            b.manifest.sequence = 12;
+        }),
+    ));
+    out.push((
+        "rollback-older-sequence",
+        simple("older", &|b| b.manifest.sequence = 5),
+    ));
+    out.push((
+        "same-sequence",
+        simple("same", &|b| b.manifest.sequence = 10),
+    ));
+    out.push((
+        "replay",
+        simple("replay", &|b| {
+            b.manifest.bundle_id = "replayed-bundle".into();
+            b.manifest.sequence = 12;
+        }),
+    ));
+    out.push((
+        "zip-bomb",
+        with_parts("bomb", &|p| {
+            find(p, "payload/entitlements.json").declared_size = Some(0xF000_0000);
+        }),
+    ));
     {
         let mut b = good("ratio");
         b.payload = vec![("payload/zeros.bin".into(), vec![0u8; 2 << 20])];
@@ -394,17 +500,24 @@ fn hostile(key: &SecretKey) -> Vec<(&'static str, Vec<u8>)> {
         p.declared_size = Some(1000);
         out.push(("inflates-beyond-declared-size", assemble(&parts, &[])));
     }
-    out.push(("huge-manifest", with_parts("huge", &|p| {
-        let m = find(p, "manifest.json");
-        m.data.resize(33 << 20, b' ');
-        m.deflate = true;
-    })));
+    out.push((
+        "huge-manifest",
+        with_parts("huge", &|p| {
+            let m = find(p, "manifest.json");
+            m.data.resize(33 << 20, b' ');
+            m.deflate = true;
+        }),
+    ));
     {
         // A zip64 end record declaring a billion entries.
         let mut zip = assemble(&good("many").parts(key), &[]);
         let eocd = zip.len() - 22;
-        let cd_size = u64::from(u32::from_le_bytes(zip[eocd + 12..eocd + 16].try_into().expect("4")));
-        let cd_off = u64::from(u32::from_le_bytes(zip[eocd + 16..eocd + 20].try_into().expect("4")));
+        let cd_size = u64::from(u32::from_le_bytes(
+            zip[eocd + 12..eocd + 16].try_into().expect("4"),
+        ));
+        let cd_off = u64::from(u32::from_le_bytes(
+            zip[eocd + 16..eocd + 20].try_into().expect("4"),
+        ));
         zip.truncate(eocd);
         let z64_at = zip.len() as u64;
         zip.extend_from_slice(&0x0606_4b50u32.to_le_bytes());
@@ -439,19 +552,26 @@ fn examples(root: &Path, vendor: &SecretKey, jpd: &SecretKey) {
         expires: t(2126, 1, 1),
         sequence: seq,
     };
-    let usage = |n: u32| PayloadEntry {
+    let usage = |n: u32| {
+        PayloadEntry {
         path: format!("payload/usage/usage-{n}.json"),
         source: PayloadSource::Bytes(
             format!("{{\"product\":\"artifactory\",\"timestamp\":\"2026-01-0{n}T00:00:00Z\",\"storage_bytes\":{}}}\n", n * 1000)
                 .into_bytes(),
         ),
+    }
     };
     let registration = br#"{"jpd_id":"jpd-test-0001","license_key_sha256":"0000000000000000000000000000000000000000000000000000000000000000","jpd_public_key":"see keys/test-jpd.pub"}
 "#;
     let w = |name: &str, spec: BundleSpec, payload: Vec<PayloadEntry>, key: &SecretKey| {
         write_bundle(&dir.join(name), &spec, payload, key).expect("write example");
     };
-    w("usage.jfbundle", spec(Kind::Usage, "example-usage-1", 1), vec![usage(1), usage(2)], jpd);
+    w(
+        "usage.jfbundle",
+        spec(Kind::Usage, "example-usage-1", 1),
+        vec![usage(1), usage(2)],
+        jpd,
+    );
     w(
         "registration.jfbundle",
         spec(Kind::Registration, "example-registration-1", 1),

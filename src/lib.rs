@@ -3,6 +3,7 @@
 //! See `docs/architecture.md` for the code map. The binary (`main.rs`) is a thin shell around
 //! [`cli::run`].
 
+pub mod bundle;
 pub mod clock;
 pub mod config;
 pub mod http;
@@ -11,4 +12,3 @@ pub mod protocol;
 pub mod secret;
 pub mod state;
 pub mod transport;
-pub mod bundle;

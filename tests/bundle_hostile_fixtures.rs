@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use jfconnect::bundle::{
-    read_public_key, verify_bundle, BundleError as E, Expectations, ImportState, ImportStore,
-    Kind, Limits, PathProblem, TrustedKeys,
+    read_public_key, verify_bundle, BundleError as E, Expectations, ImportState, ImportStore, Kind,
+    Limits, PathProblem, TrustedKeys,
 };
 use jfconnect::clock::ManualClock;
 
@@ -20,9 +20,10 @@ fn root() -> PathBuf {
 /// The importing JPD's situation for every fixture: it has imported sequence 10 (created
 /// 2026-05-01, id `replayed-bundle`) and its clock says 2026-06-01.
 fn scenario(dir: &Path) -> (TrustedKeys, Expectations, ImportStore) {
-    let trust = TrustedKeys::new(vec![
-        read_public_key(&root().join("fixtures/keys/test-vendor.pub")).unwrap()
-    ]);
+    let trust = TrustedKeys::new(vec![read_public_key(
+        &root().join("fixtures/keys/test-vendor.pub"),
+    )
+    .unwrap()]);
     let store = ImportStore::new(dir.join("state/bundle-import.json"));
     let history = ImportState {
         last_sequence: Some(10),
@@ -48,10 +49,34 @@ fn expected(name: &str, e: &E) -> bool {
         "tampered-manifest" => matches!(e, E::HashMismatch(p) if p == "manifest.json"),
         "truncated" => matches!(e, E::Truncated),
         "not-a-zip" => matches!(e, E::NotAZip(_)),
-        "zip-slip" => matches!(e, E::UnsafePath { problem: P::DotSegment, .. }),
-        "absolute-path" => matches!(e, E::UnsafePath { problem: P::Absolute, .. }),
-        "backslash-path" => matches!(e, E::UnsafePath { problem: P::Backslash, .. }),
-        "drive-letter-path" => matches!(e, E::UnsafePath { problem: P::DriveLetter, .. }),
+        "zip-slip" => matches!(
+            e,
+            E::UnsafePath {
+                problem: P::DotSegment,
+                ..
+            }
+        ),
+        "absolute-path" => matches!(
+            e,
+            E::UnsafePath {
+                problem: P::Absolute,
+                ..
+            }
+        ),
+        "backslash-path" => matches!(
+            e,
+            E::UnsafePath {
+                problem: P::Backslash,
+                ..
+            }
+        ),
+        "drive-letter-path" => matches!(
+            e,
+            E::UnsafePath {
+                problem: P::DriveLetter,
+                ..
+            }
+        ),
         "duplicate-name" => matches!(e, E::DuplicateName(_)),
         "central-local-mismatch" => matches!(e, E::LocalHeaderMismatch { .. }),
         "overlapping-entries" => matches!(e, E::OverlappingEntries(..)),
@@ -74,11 +99,23 @@ fn expected(name: &str, e: &E) -> bool {
         "malformed-manifest" => matches!(e, E::MalformedManifest(_)),
         "unsupported-format" => matches!(e, E::UnsupportedFormat(_)),
         "size-mismatch" => matches!(e, E::SizeMismatch { .. }),
-        "wrong-kind" => matches!(e, E::WrongKind { actual: Kind::Usage, .. }),
+        "wrong-kind" => matches!(
+            e,
+            E::WrongKind {
+                actual: Kind::Usage,
+                ..
+            }
+        ),
         "wrong-jpd" => matches!(e, E::WrongJpd { .. }),
         "expired" => matches!(e, E::Expired { .. }),
         "clock-rollback" => matches!(e, E::ClockRollback { .. }),
-        "rollback-older-sequence" => matches!(e, E::OlderSequence { sequence: 5, last: 10 }),
+        "rollback-older-sequence" => matches!(
+            e,
+            E::OlderSequence {
+                sequence: 5,
+                last: 10
+            }
+        ),
         "same-sequence" => matches!(e, E::SameSequence(10)),
         "replay" => matches!(e, E::AlreadyImported(_)),
         "zip-bomb" => matches!(e, E::EntryTooLarge { .. }),
@@ -118,12 +155,19 @@ fn every_hostile_fixture_is_refused_with_its_own_error_and_changes_nothing() {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         match verify_bundle(&path, &trust, &expect, &Limits::default()) {
             Ok(_) => panic!("{name} was accepted"),
-            Err(e) => assert!(expected(&name, &e), "{name} refused with the wrong error: {e:?}"),
+            Err(e) => assert!(
+                expected(&name, &e),
+                "{name} refused with the wrong error: {e:?}"
+            ),
         }
         names.push(name);
     }
     assert!(names.len() >= 20, "only {} hostile fixtures", names.len());
-    assert_eq!(snapshot(dir.path()), before, "a refused bundle changed the disk");
+    assert_eq!(
+        snapshot(dir.path()),
+        before,
+        "a refused bundle changed the disk"
+    );
 }
 
 #[test]
@@ -135,7 +179,11 @@ fn every_refusal_message_is_one_sentence_without_newlines() {
         let msg = verify_bundle(&path, &trust, &expect, &Limits::default())
             .unwrap_err()
             .to_string();
-        assert!(!msg.contains('\n') && msg.len() < 400, "{}: {msg}", path.display());
+        assert!(
+            !msg.contains('\n') && msg.len() < 400,
+            "{}: {msg}",
+            path.display()
+        );
     }
 }
 

@@ -93,7 +93,11 @@ pub(crate) fn open_checked<'a>(
 }
 
 /// Streams `entry` through its size and SHA-256 checks, discarding the bytes.
-pub(crate) fn check(src: &dyn Source, entry: &ZipEntry, sha256: [u8; 32]) -> Result<(), BundleError> {
+pub(crate) fn check(
+    src: &dyn Source,
+    entry: &ZipEntry,
+    sha256: [u8; 32],
+) -> Result<(), BundleError> {
     let mut r = open_checked(src, entry, sha256);
     let mut buf = vec![0u8; 256 * 1024];
     loop {

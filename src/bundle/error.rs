@@ -144,7 +144,9 @@ pub enum BundleError {
     #[error("entry {0} is encrypted; bundles never are")]
     EncryptedEntry(String),
     /// An entry uses a compression method other than stored or deflate.
-    #[error("entry {path} uses compression method {method}; bundles use only stored (0) or deflate (8)")]
+    #[error(
+        "entry {path} uses compression method {method}; bundles use only stored (0) or deflate (8)"
+    )]
     UnsupportedCompression {
         /// The entry.
         path: String,
@@ -195,7 +197,9 @@ pub enum BundleError {
     #[error("the signature's trusted comment is not a jfconnect bundle comment: {0:?}")]
     MalformedTrustedComment(String),
     /// The trusted comment disagrees with `manifest.json`.
-    #[error("the signature's trusted comment {signed:?} disagrees with manifest.json ({manifest:?})")]
+    #[error(
+        "the signature's trusted comment {signed:?} disagrees with manifest.json ({manifest:?})"
+    )]
     TrustedCommentMismatch {
         /// What the signature says.
         signed: String,
@@ -242,7 +246,7 @@ pub enum BundleError {
     #[error("entry {0} does not match its signed SHA-256; the bundle was altered")]
     HashMismatch(String),
     /// The bundle is of another kind than expected here.
-    #[error("this is a {actual} bundle, but a {expected} bundle is expected here")]
+    #[error("this is a {actual} bundle, but the bundle expected here is of kind {expected}")]
     WrongKind {
         /// Expected kind.
         expected: Kind,

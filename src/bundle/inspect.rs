@@ -35,7 +35,10 @@ pub struct BundleSummary {
 pub fn inspect_bundle(path: &Path) -> Result<BundleSummary, BundleError> {
     let file = File::open(path).map_err(|e| BundleError::io("open", path, e))?;
     let limits = Limits::default();
-    let size = file.metadata().map_err(|e| BundleError::io("read", path, e))?.len();
+    let size = file
+        .metadata()
+        .map_err(|e| BundleError::io("read", path, e))?
+        .len();
     if size > limits.max_file_bytes {
         return Err(BundleError::FileTooLarge {
             size,
@@ -64,7 +67,10 @@ pub fn inspect_bundle(path: &Path) -> Result<BundleSummary, BundleError> {
 impl std::fmt::Display for BundleSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let m = &self.unverified_manifest;
-        writeln!(f, "NOT VERIFIED: claims read without checking any signature")?;
+        writeln!(
+            f,
+            "NOT VERIFIED: claims read without checking any signature"
+        )?;
         writeln!(f, "  format           {}", m.format)?;
         writeln!(f, "  kind             {}", m.kind)?;
         writeln!(f, "  bundle id        {}", m.bundle_id)?;
@@ -73,11 +79,20 @@ impl std::fmt::Display for BundleSummary {
         writeln!(f, "  expires          {}", m.expires)?;
         writeln!(f, "  sequence         {}", m.sequence)?;
         writeln!(f, "  signing key id   {} (manifest)", m.signing_key_id)?;
-        let sig_key = self.unverified_signing_key_id.as_deref().unwrap_or("(unsigned)");
+        let sig_key = self
+            .unverified_signing_key_id
+            .as_deref()
+            .unwrap_or("(unsigned)");
         writeln!(f, "  signature key id {sig_key}")?;
         writeln!(f, "  entries          {}", m.entries.len())?;
         for e in &m.entries {
-            writeln!(f, "    {:>12}  {}  {}", e.size, &e.sha256[..16.min(e.sha256.len())], e.path)?;
+            writeln!(
+                f,
+                "    {:>12}  {}  {}",
+                e.size,
+                &e.sha256[..16.min(e.sha256.len())],
+                e.path
+            )?;
         }
         Ok(())
     }

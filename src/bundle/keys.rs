@@ -117,7 +117,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join("k.key")).unwrap().permissions().mode();
+            let mode = fs::metadata(dir.path().join("k.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let pk = read_public_key(&dir.path().join("k.pub")).unwrap();

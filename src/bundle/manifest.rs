@@ -101,10 +101,7 @@ fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, BundleError> {
 /// Checks an id (bundle id, JPD id): 1–128 of `A-Z a-z 0-9 . _ - : @`, first alphanumeric.
 pub fn valid_id(s: &str) -> bool {
     let ok = |b: u8| b.is_ascii_alphanumeric() || b".-_:@".contains(&b);
-    !s.is_empty()
-        && s.len() <= 128
-        && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s.bytes().all(ok)
+    !s.is_empty() && s.len() <= 128 && s.as_bytes()[0].is_ascii_alphanumeric() && s.bytes().all(ok)
 }
 
 /// Checks that a zip entry name is a safe relative path.
@@ -155,7 +152,11 @@ impl Manifest {
         }
         if let Ok(f) = serde_json::from_slice::<FormatOnly>(bytes) {
             if f.format != FORMAT_V1 {
-                return Err(BundleError::UnsupportedFormat(f.format.to_string()));
+                let shown = f
+                    .format
+                    .as_str()
+                    .map_or_else(|| f.format.to_string(), String::from);
+                return Err(BundleError::UnsupportedFormat(shown));
             }
         }
         let m: Manifest = serde_json::from_slice(bytes)

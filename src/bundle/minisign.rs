@@ -110,7 +110,9 @@ impl PublicKey {
         let mut lines = text.lines();
         let first = lines.next().unwrap_or_default();
         if !first.starts_with(COMMENT_PREFIX) {
-            return Err(format!("the first line does not start with {COMMENT_PREFIX:?}"));
+            return Err(format!(
+                "the first line does not start with {COMMENT_PREFIX:?}"
+            ));
         }
         PublicKey::from_base64(lines.next().unwrap_or_default())
     }
@@ -160,7 +162,9 @@ impl SecretKey {
         let mut lines = text.lines();
         let first = lines.next().unwrap_or_default();
         if !first.starts_with(COMMENT_PREFIX) {
-            return Err(format!("the first line does not start with {COMMENT_PREFIX:?}"));
+            return Err(format!(
+                "the first line does not start with {COMMENT_PREFIX:?}"
+            ));
         }
         let bytes = B64
             .decode(lines.next().unwrap_or_default().trim())
@@ -177,9 +181,11 @@ impl SecretKey {
         match &bytes[2..4] {
             kdf if kdf == KDF_NONE => {}
             kdf if kdf == KDF_SCRYPT => {
-                return Err("it is password-protected; jfconnect needs an unencrypted key \
+                return Err(
+                    "it is password-protected; jfconnect needs an unencrypted key \
                             (remove the password with `minisign -C -W`)"
-                    .into())
+                        .into(),
+                )
             }
             _ => return Err("its key derivation function is unknown".into()),
         }

@@ -38,4 +38,6 @@ pub use manifest::{
 };
 pub use minisign::{generate_keypair, KeyId, MinisignSignature, PublicKey, SecretKey, TrustedKeys};
 pub use verify::{verify_bundle, verify_bytes, verify_file_with_pubkey, VerifiedBundle};
-pub use write::{new_bundle_id, UNTRUSTED_COMMENT, write_bundle, BundleSpec, PayloadEntry, PayloadSource};
+pub use write::{
+    new_bundle_id, write_bundle, BundleSpec, PayloadEntry, PayloadSource, UNTRUSTED_COMMENT,
+};

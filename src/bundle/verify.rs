@@ -105,9 +105,10 @@ fn check_all(
     // SHA256SUMS lists exactly manifest.json and the manifest's entries, with the same hashes.
     if signed.len() != manifest.entries.len() + 1 {
         return Err(BundleError::SumsMismatch(format!(
-            "it lists {} files, the manifest {} plus manifest.json",
+            "it lists {} files, but manifest.json and its {} entries make {}",
             signed.len(),
-            manifest.entries.len()
+            manifest.entries.len(),
+            manifest.entries.len() + 1
         )));
     }
     for e in &manifest.entries {
@@ -119,7 +120,12 @@ fn check_all(
                     e.path
                 )))
             }
-            None => return Err(BundleError::SumsMismatch(format!("{} is not listed", e.path))),
+            None => {
+                return Err(BundleError::SumsMismatch(format!(
+                    "{} is not listed",
+                    e.path
+                )))
+            }
         }
     }
 
@@ -132,7 +138,9 @@ fn check_all(
     let mut zip_paths: Vec<&String> = entries.keys().collect();
     zip_paths.sort();
     for path in zip_paths {
-        if ![MANIFEST, SUMS, SIGNATURE].contains(&path.as_str()) && !listed.contains_key(path.as_str()) {
+        if ![MANIFEST, SUMS, SIGNATURE].contains(&path.as_str())
+            && !listed.contains_key(path.as_str())
+        {
             return Err(BundleError::UnlistedEntry(path.clone()));
         }
     }
@@ -238,7 +246,11 @@ impl VerifiedBundle {
             .entries
             .get(path)
             .ok_or_else(|| BundleError::MissingEntry(path.to_string()))?;
-        Ok(entry::open_checked(&self.file, z, decode_sha(&listed.sha256)?))
+        Ok(entry::open_checked(
+            &self.file,
+            z,
+            decode_sha(&listed.sha256)?,
+        ))
     }
 
     /// Reads a payload entry whole, re-checking its size and SHA-256.

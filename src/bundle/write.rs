@@ -221,7 +221,11 @@ fn write_zip(
         sums.push_str(&sums_line(&e.sha256, &e.path));
     }
     let signature = key
-        .sign(sums.as_bytes(), UNTRUSTED_COMMENT, &manifest.trusted_comment())
+        .sign(
+            sums.as_bytes(),
+            UNTRUSTED_COMMENT,
+            &manifest.trusted_comment(),
+        )
         .map_err(BundleError::InvalidSpec)?;
     for (name, bytes) in [
         (MANIFEST, manifest_bytes.as_slice()),
@@ -232,8 +236,6 @@ fn write_zip(
         zip.write_all(bytes).map_err(io_err)?;
     }
     let buffered = zip.finish().map_err(|e| io_err(zip_err(e)))?;
-    buffered
-        .into_inner()
-        .map_err(|e| io_err(e.into_error()))?;
+    buffered.into_inner().map_err(|e| io_err(e.into_error()))?;
     Ok(manifest)
 }

@@ -207,7 +207,9 @@ fn find_directory(src: &dyn Source, limits: &Limits) -> Result<Directory, Bundle
         return Err(malformed("the central directory is larger than its limit"));
     }
     if dir.offset.checked_add(dir.size) != Some(dir_end_limit) {
-        return Err(malformed("the central directory is not where the end record says"));
+        return Err(malformed(
+            "the central directory is not where the end record says",
+        ));
     }
     Ok(dir)
 }
@@ -266,7 +268,10 @@ fn parse_central(f: &mut Fields<'_>, limits: &Limits) -> Result<Central, BundleE
         }
     }
     if external & 0x10 != 0 {
-        return Err(BundleError::SpecialFileMode { path, mode: 0o040000 });
+        return Err(BundleError::SpecialFileMode {
+            path,
+            mode: 0o040000,
+        });
     }
     if method != 0 && method != 8 {
         return Err(BundleError::UnsupportedCompression { path, method });
@@ -342,7 +347,9 @@ pub fn read_entries(src: &dyn Source, limits: &Limits) -> Result<Vec<ZipEntry>, 
         centrals.push(c);
     }
     if f.pos != cd.len() {
-        return Err(malformed("the central directory has bytes beyond its entries"));
+        return Err(malformed(
+            "the central directory has bytes beyond its entries",
+        ));
     }
     if total > limits.max_total_bytes {
         return Err(BundleError::TotalTooLarge {
@@ -369,7 +376,11 @@ pub fn read_entries(src: &dyn Source, limits: &Limits) -> Result<Vec<ZipEntry>, 
 
 fn check_local(src: &dyn Source, c: Central, dir_offset: u64) -> Result<ZipEntry, BundleError> {
     let Central { name, mut entry } = c;
-    if entry.header_offset.checked_add(30).is_none_or(|e| e > dir_offset) {
+    if entry
+        .header_offset
+        .checked_add(30)
+        .is_none_or(|e| e > dir_offset)
+    {
         return Err(malformed("a local header is outside the file's data area"));
     }
     let head = read_at(src, entry.header_offset, 30)?;
