@@ -14,8 +14,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use flate2::write::DeflateEncoder;
 use flate2::Compression;
 use jfconnect::bundle::{
-    format_time, generate_keypair, load_or_generate, sums_line, write_bundle, BundleSpec, Kind,
-    Manifest, ManifestEntry, PayloadEntry, PayloadSource, SecretKey, FORMAT_V1, UNTRUSTED_COMMENT,
+    format_time, load_or_generate, sums_line, write_bundle, BundleSpec, Kind, Manifest,
+    ManifestEntry, PayloadEntry, PayloadSource, SecretKey, FORMAT_V1, UNTRUSTED_COMMENT,
 };
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -224,7 +224,7 @@ fn replace_line(text: &str, idx: usize, f: impl Fn(&str) -> String) -> String {
     lines.join("\n") + "\n"
 }
 
-fn hostile(key: &SecretKey) -> Vec<(&'static str, Vec<u8>)> {
+fn hostile(key: &SecretKey, foreign: &SecretKey) -> Vec<(&'static str, Vec<u8>)> {
     let mut out: Vec<(&'static str, Vec<u8>)> = Vec::new();
     let good = |n: &str| base(n, key);
     let simple = |n: &str, f: &dyn Fn(&mut Bundle)| {
@@ -357,11 +357,10 @@ fn hostile(key: &SecretKey) -> Vec<(&'static str, Vec<u8>)> {
             .into_bytes();
         }),
     ));
-    let foreign = generate_keypair();
     {
         let mut b = good("foreign");
         b.manifest.signing_key_id = foreign.id.to_string();
-        out.push(("foreign-key", assemble(&b.parts(&foreign), &[])));
+        out.push(("foreign-key", assemble(&b.parts(foreign), &[])));
     }
     out.push((
         "bad-signature",
@@ -597,13 +596,14 @@ fn main() {
     let keys = root.join("fixtures/keys");
     let vendor = load_or_generate(&keys.join("test-vendor")).expect("vendor test key");
     let jpd = load_or_generate(&keys.join("test-jpd")).expect("jpd test key");
+    let foreign = load_or_generate(&keys.join("test-foreign")).expect("foreign test key");
     examples(&root, &vendor, &jpd);
     let bad = root.join("fixtures/bundles/bad");
     if bad.exists() {
         fs::remove_dir_all(&bad).expect("clear old fixtures");
     }
     fs::create_dir_all(&bad).expect("create fixtures/bundles/bad");
-    let all = hostile(&vendor);
+    let all = hostile(&vendor, &foreign);
     for (name, bytes) in &all {
         fs::write(bad.join(format!("{name}.jfbundle")), bytes).expect("write fixture");
     }

@@ -256,3 +256,29 @@ fn writer_refuses_paths_outside_payload_and_bad_ids() {
         "temp file left behind"
     );
 }
+
+#[test]
+fn bundle_with_more_entries_than_plain_zip_allows_uses_zip64_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = generate_keypair();
+    let trust = TrustedKeys::new(vec![key.public()]);
+    let store = ImportStore::new(dir.path().join("state/import.json"));
+    let out = dir.path().join("many.jfbundle");
+    let entries = (0..66_000u32).map(|i| PayloadEntry {
+        path: format!("payload/usage/{i}.json"),
+        source: PayloadSource::Bytes(format!("{{\"i\":{i}}}").into_bytes()),
+    });
+    let started = std::time::Instant::now();
+    write_bundle(&out, &spec("many", 1), entries, &key).unwrap();
+    eprintln!("66k-entry bundle written in {:.1?}", started.elapsed());
+    let v = verify_bundle(&out, &trust, &expect(&store, 1), &Limits::default()).unwrap();
+    assert_eq!(v.manifest().entries.len(), 66_000);
+    assert_eq!(
+        v.read_entry("payload/usage/65999.json").unwrap(),
+        b"{\"i\":65999}"
+    );
+    eprintln!(
+        "66k-entry bundle written and verified in {:.1?}",
+        started.elapsed()
+    );
+}

@@ -92,16 +92,17 @@ pub(crate) fn open_checked<'a>(
     DigestAdapter::new(open(src, entry), sha256, entry.size)
 }
 
-/// Streams `entry` through its size and SHA-256 checks, discarding the bytes.
+/// Streams `entry` through its size and SHA-256 checks, discarding the bytes; `buf` is the
+/// scratch buffer, shared across entries.
 pub(crate) fn check(
     src: &dyn Source,
     entry: &ZipEntry,
     sha256: [u8; 32],
+    buf: &mut [u8],
 ) -> Result<(), BundleError> {
     let mut r = open_checked(src, entry, sha256);
-    let mut buf = vec![0u8; 256 * 1024];
     loop {
-        match r.read(&mut buf) {
+        match r.read(buf) {
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -84,7 +84,7 @@ impl<R: Read> MaxSizeAdapter<R> {
 impl<R: Read> Read for MaxSizeAdapter<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // Ask for one byte beyond the limit so that an overflow is seen, not silently cut.
-        let room = (self.limit - self.seen).saturating_add(1);
+        let room = self.limit.saturating_sub(self.seen).saturating_add(1);
         let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         self.seen += n as u64;

@@ -195,7 +195,7 @@ impl Manifest {
             if !is_hex64(&e.sha256) {
                 return bad(format!("entry {path} has a malformed sha256"));
             }
-            if !seen.insert(path.to_ascii_lowercase()) {
+            if !seen.insert(path.to_lowercase()) {
                 return bad(format!("entry {path} is listed twice"));
             }
         }

@@ -160,9 +160,10 @@ fn check_all(
     check_policy(&manifest, expect)?;
 
     // Last, the expensive part: every payload byte against its signed size and SHA-256.
+    let mut buf = vec![0u8; 256 * 1024];
     for e in &manifest.entries {
         if let Some(z) = entries.get(&e.path) {
-            entry::check(src, z, decode_sha(&e.sha256)?)?;
+            entry::check(src, z, decode_sha(&e.sha256)?, &mut buf)?;
         }
     }
     Ok((manifest, entries))
