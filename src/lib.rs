@@ -4,6 +4,7 @@
 //! [`cli::run`].
 
 pub mod api;
+pub mod bundle;
 pub mod cli;
 pub mod clock;
 pub mod config;
