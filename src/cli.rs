@@ -43,6 +43,41 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The local simulator of JES, JCS and the JPD (for the demo, tests and benchmarks).
+    Sim {
+        /// What to do.
+        #[command(subcommand)]
+        action: SimAction,
+    },
+}
+
+/// `sim` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum SimAction {
+    /// Serve JES, JCS and the JPD endpoints on one address (see docs/protocol.md).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8046")]
+        listen: String,
+        /// Folder for received usage, artifacts and tokens.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Inject a fault: ENDPOINT=ACTION[xCOUNT], e.g. register=400, entitlements=500x3,
+        /// usage=reset, deploy=delay:2s, storage=mismatch (repeatable).
+        #[arg(long = "fault", value_name = "SPEC")]
+        faults: Vec<String>,
+        /// Accept only these license keys (repeatable); by default any key starting with JFL-
+        /// and at least 12 characters long.
+        #[arg(long = "accept-license", value_name = "KEY")]
+        accept_licenses: Vec<String>,
+        /// Require this token from jfconnect at the JPD endpoints (default: any non-empty one).
+        #[arg(long, value_name = "TOKEN")]
+        jpd_token: Option<String>,
+        /// Serve HTTPS with a CA and certificate made on start for `localhost`; the CA is
+        /// written to DIR/tls/ca.pem (trust it with jfconnect.tls.ca_file).
+        #[arg(long)]
+        tls: bool,
+    },
 }
 
 /// `jobs` sub-commands.
@@ -114,6 +149,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             action: JobsAction::Run { job },
         } => run_job(&cli, *job).await,
         Command::Status { json } => status(&cli, *json),
+        Command::Sim { action } => sim(action).await,
     }
 }
 
@@ -198,4 +234,36 @@ fn status(cli: &Cli, json: bool) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+async fn sim(action: &SimAction) -> Result<(), Failure> {
+    let SimAction::Serve {
+        listen,
+        data,
+        faults,
+        accept_licenses,
+        jpd_token,
+        tls,
+    } = action;
+    let mut opts = crate::sim::SimOptions::new(data.clone());
+    for spec in faults {
+        opts.faults
+            .push(crate::sim::parse_fault(spec).map_err(Failure::bad_input)?);
+    }
+    if !accept_licenses.is_empty() {
+        opts.accepted_licenses = Some(accept_licenses.clone());
+    }
+    opts.jpd_token = jpd_token.clone().map(crate::secret::Secret::new);
+    opts.tls = *tls;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Failure::failed(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener.local_addr().map_err(Failure::failed)?;
+    eprintln!(
+        "jfconnect simulator serving JES, JCS and the JPD on http://{addr} (data in {})",
+        data.display()
+    );
+    crate::sim::run(listener, opts, shutdown_signal())
+        .await
+        .map_err(Failure::failed)
 }

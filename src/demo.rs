@@ -1,7 +1,234 @@
-//! `jfconnect demo`: the whole connected flow once, against the in-process simulator.
-//! (Wired to the simulator when it lands.)
+//! `jfconnect demo`: the whole connected flow once, against the simulator started in-process,
+//! with a temporary data folder and license, printing each step in plain words.
+//!
+//! The demo drives the real service: the same `Service`, scheduler, jobs, transport and HTTP
+//! API as `serve`; only the remote side is the simulator, and jobs are run one by one instead
+//! of on their 24 h schedules.
+
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::jobs::{JobError, JobName, JobReport};
+use crate::service::Service;
+use crate::sim::{self, SimHandle, SimOptions};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the demo stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A step did not do what the demo expects.
+    #[error("demo step \"{step}\" went wrong: {reason}")]
+    Step {
+        /// The step.
+        step: &'static str,
+        /// What happened.
+        reason: String,
+    },
+    /// The output could not be written.
+    #[error("cannot write the demo's output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+fn step(step: &'static str) -> impl Fn(String) -> DemoError {
+    move |reason| DemoError::Step { step, reason }
+}
+
+/// The license the demo starts with: the simulator refuses it, as JES would an expired one.
+const BAD_LICENSE: &str = "TRIAL-EXPIRED";
+/// The license the demo fixes it with.
+const GOOD_LICENSE: &str = "JFL-DEMO-0000-1111-2222";
+
+struct Demo<'a, W: Write> {
+    out: &'a mut W,
+    service: Arc<Service>,
+    sim: SimHandle,
+    api: String,
+    http: reqwest::Client,
+}
 
 /// Runs the demo, writing each step to `out`.
-pub async fn run(_out: &mut impl std::io::Write) -> Result<(), String> {
-    Err("the demo needs the simulator, which is not built yet".into())
+pub async fn run(out: &mut impl Write) -> Result<(), DemoError> {
+    let dir = tempfile::tempdir()?;
+    let sim = sim::spawn(SimOptions::new(dir.path().join("sim")))
+        .await
+        .map_err(|e| step("start the simulator")(e.to_string()))?;
+    writeln!(out, "jfconnect demo: the connected flow once, against a local simulator of JES, JCS and the JPD")?;
+    writeln!(out, "  simulator  {}", sim.base_url())?;
+    writeln!(out, "  data       {}", dir.path().join("data").display())?;
+
+    let mut config = Config::defaults(dir.path().join("data"));
+    let base = url::Url::parse(&sim.base_url()).map_err(|e| step("configure")(e.to_string()))?;
+    config.jes_url = base.clone();
+    config.jcs_url = base.clone();
+    config.jpd_url = base;
+    config.jpd_token = Some(crate::secret::Secret::new("demo-jpd-token"));
+    let license = dir.path().join("license");
+    crate::state::write_private(&license, BAD_LICENSE.as_bytes())?;
+    config.license_file = Some(license);
+    config.retry_initial = Duration::from_secs(30);
+    let service = Arc::new(
+        Service::build(config, Arc::new(SystemClock), None, true)
+            .map_err(|e| step("build the service")(e.to_string()))?,
+    );
+
+    // The HTTP API alone (no background scheduler): the demo runs the jobs itself, in order.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api = format!("http://{}", listener.local_addr()?);
+    let app = crate::api::router(service.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    writeln!(out, "  HTTP API   {api} (JPD id {})\n", service.jpd_id)?;
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| step("HTTP client")(e.to_string()))?;
+    let mut demo = Demo {
+        out,
+        service,
+        sim,
+        api,
+        http,
+    };
+    let result = demo.steps().await;
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    let _ = demo.sim.stop().await;
+    result
+}
+
+impl<W: Write> Demo<'_, W> {
+    async fn run_job(&self, job: JobName) -> Result<JobReport, JobError> {
+        match &self.service.scheduler {
+            Some(s) => s.run_now(job).await,
+            None => Err(JobError::local("jfconnect is disabled")),
+        }
+    }
+
+    fn next_retry(&self, job: JobName) -> String {
+        let next = self
+            .service
+            .scheduler
+            .as_ref()
+            .and_then(|s| s.snapshot().ok())
+            .and_then(|all| all.jobs.get(&job).cloned());
+        match next {
+            Some(s) if s.blocked => {
+                "held back until the license changes or jfconnect restarts".into()
+            }
+            Some(s) => match s.next_run {
+                Some(t) => format!(
+                    "next try in {}s (exponential backoff with full jitter, attempt {})",
+                    (t - chrono::Utc::now()).num_seconds().max(0),
+                    s.attempt
+                ),
+                None => "due now".into(),
+            },
+            None => "not scheduled".into(),
+        }
+    }
+
+    async fn steps(&mut self) -> Result<(), DemoError> {
+        writeln!(self.out, "1. Register the license {BAD_LICENSE:?}… (the value is shown here only because it is a demo)")?;
+        let e = self
+            .run_job(JobName::Entitlements)
+            .await
+            .err()
+            .ok_or_else(|| step("register a bad license")("JES accepted it".into()))?;
+        writeln!(self.out, "   ✗ {} [{}]", e.message, e.class)?;
+        writeln!(
+            self.out,
+            "   → {}\n",
+            self.next_retry(JobName::Entitlements)
+        )?;
+
+        writeln!(
+            self.out,
+            "2. Fix the license through the API (PUT /api/v1/license)…"
+        )?;
+        let resp = self
+            .http
+            .put(format!("{}/api/v1/license", self.api))
+            .bearer_auth(self.service.api_token.expose())
+            .body(GOOD_LICENSE)
+            .send()
+            .await
+            .map_err(|e| step("PUT the license")(e.to_string()))?;
+        writeln!(
+            self.out,
+            "   API answered {}; the rejected block is lifted",
+            resp.status()
+        )?;
+        let r = self
+            .run_job(JobName::Entitlements)
+            .await
+            .map_err(|e| step("register the fixed license")(e.message))?;
+        writeln!(self.out, "   ✓ {}\n", r.summary)?;
+
+        writeln!(
+            self.out,
+            "3. JES fails once with HTTP 500 (simulator fault entitlements=500x1)…"
+        )?;
+        let fault =
+            sim::parse_fault("entitlements=500x1").map_err(|e| step("fault")(e.to_string()))?;
+        self.sim.set_faults(vec![fault]);
+        let e = self
+            .run_job(JobName::Entitlements)
+            .await
+            .err()
+            .ok_or_else(|| step("JES 500")("the refresh did not fail".into()))?;
+        writeln!(self.out, "   ✗ {} [{}]", e.message, e.class)?;
+        writeln!(
+            self.out,
+            "   → {}; retrying now instead of waiting",
+            self.next_retry(JobName::Entitlements)
+        )?;
+        let r = self
+            .run_job(JobName::Entitlements)
+            .await
+            .map_err(|e| step("retry after 500")(e.message))?;
+        writeln!(self.out, "   ✓ {}\n", r.summary)?;
+
+        self.show_entitlements().await
+    }
+
+    async fn show_entitlements(&mut self) -> Result<(), DemoError> {
+        writeln!(
+            self.out,
+            "Entitlements now served at GET {}/api/v1/entitlements:",
+            self.api
+        )?;
+        let v: serde_json::Value = self
+            .http
+            .get(format!("{}/api/v1/entitlements", self.api))
+            .bearer_auth(self.service.api_token.expose())
+            .send()
+            .await
+            .map_err(|e| step("GET entitlements")(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| step("GET entitlements")(e.to_string()))?;
+        writeln!(
+            self.out,
+            "   subscription {} ({})",
+            v["subscription_id"].as_str().unwrap_or("?"),
+            v["subscription_type"].as_str().unwrap_or("?")
+        )?;
+        for e in v["entitlements"].as_array().into_iter().flatten() {
+            writeln!(
+                self.out,
+                "   - {:<14} {}",
+                e["product"].as_str().unwrap_or("?"),
+                e["feature"].as_str().unwrap_or("?")
+            )?;
+        }
+        Ok(())
+    }
 }

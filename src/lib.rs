@@ -4,6 +4,7 @@
 //! [`cli::run`].
 
 pub mod api;
+pub mod bundle;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod jobs;
 pub mod protocol;
 pub mod secret;
 pub mod service;
+pub mod sim;
 pub mod state;
 pub mod status;
 pub mod store_proxy;

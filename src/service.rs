@@ -139,9 +139,9 @@ impl Job for EntitlementsTask {
 
 /// The transport the configuration asks for.
 pub fn transport(config: &Config) -> Result<Arc<dyn Transport>, ServiceError> {
-    let client = crate::http::build_client(config)?;
+    let outbound = crate::http::build(config)?;
     Ok(Arc::new(OnlineTransport::new(
-        client,
+        outbound,
         config.jes_url.clone(),
         config.jcs_url.clone(),
     )))

@@ -159,6 +159,8 @@ pub struct StatusReport {
     pub entitlements: Option<EntitlementsView>,
     /// Each job.
     pub jobs: Vec<JobView>,
+    /// The outbound proxies in effect and where each setting came from (password masked).
+    pub proxies: Vec<crate::http::ProxyInfo>,
 }
 
 fn when(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
@@ -215,6 +217,28 @@ pub fn render_table(r: &StatusReport, now: DateTime<Utc>) -> String {
         None => "none yet".into(),
     };
     line("entitlements", ents);
+    if r.proxies.is_empty() {
+        line("proxy", "none (direct connections)".into());
+    }
+    for p in &r.proxies {
+        let user = match (&p.username, p.password_set) {
+            (Some(u), true) => format!(", user {u}, password ***"),
+            (Some(u), false) => format!(", user {u}"),
+            _ => String::new(),
+        };
+        let bypass = p
+            .no_proxy
+            .as_deref()
+            .map(|n| format!(", bypassed for {n}"))
+            .unwrap_or_default();
+        line(
+            "proxy",
+            format!(
+                "{} for {} requests (from {}{user}{bypass})",
+                p.url, p.scope, p.source
+            ),
+        );
+    }
     out.push('\n');
     out.push_str(&format!(
         "{:<13} {:<10} {:<34} {:<34} {}\n",

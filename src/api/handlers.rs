@@ -100,6 +100,9 @@ pub fn report(s: &Service) -> status::StatusReport {
         registration: status::registration(&ents),
         entitlements: status::entitlements(&ents, s.clock.now()),
         jobs: status::jobs(&schedules, &enabled, &running),
+        proxies: crate::http::proxies_in_effect(&s.config, &|k| std::env::var(k).ok())
+            .map(|v| v.into_iter().map(|(info, _, _)| info).collect())
+            .unwrap_or_default(),
     }
 }
 

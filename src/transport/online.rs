@@ -4,7 +4,7 @@
 //! DNS failure to JES says the host may need allowlisting, because that is what it usually is.
 
 use super::{EntitlementsFetch, Transport, TransportError, UsageReceipt, UsageUpload};
-use crate::http::{classify_send_error, classify_status, error_detail};
+use crate::http::{error_detail, Outbound};
 use crate::protocol::{
     self, Entitlements, RegisterRequest, RegisterResponse, UsageBatch, UsageBatchReceipt,
     UsageFileWire,
@@ -17,15 +17,15 @@ use url::Url;
 
 /// Talks HTTPS to JES (entitlements) and JCS (consumption).
 pub struct OnlineTransport {
-    client: reqwest::Client,
+    outbound: Outbound,
     jes: Url,
     jcs: Url,
 }
 
 impl OnlineTransport {
-    /// A transport using `client` against the given base URLs.
-    pub fn new(client: reqwest::Client, jes: Url, jcs: Url) -> Self {
-        OnlineTransport { client, jes, jcs }
+    /// A transport using `outbound` against the given base URLs.
+    pub fn new(outbound: Outbound, jes: Url, jcs: Url) -> Self {
+        OnlineTransport { outbound, jes, jcs }
     }
 
     fn endpoint(base: &Url, path: &str) -> Result<Url, TransportError> {
@@ -36,10 +36,16 @@ impl OnlineTransport {
 }
 
 /// Reads a failed answer's body (bounded) for its error sentence.
-async fn failure(resp: reqwest::Response, service: &str, url: &Url) -> TransportError {
+async fn failure(
+    outbound: &Outbound,
+    resp: reqwest::Response,
+    service: &str,
+    url: &Url,
+) -> TransportError {
     let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
     let body = read_capped(resp, 64 * 1024).await.unwrap_or_default();
-    classify_status(status, service, url, &error_detail(&body))
+    outbound.status_error(status, &headers, service, url, &error_detail(&body))
 }
 
 async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, reqwest::Error> {
@@ -56,6 +62,7 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
 
 /// Reads and parses a JSON success body, bounded to `cap` bytes.
 async fn json_body<T: serde::de::DeserializeOwned>(
+    outbound: &Outbound,
     resp: reqwest::Response,
     service: &str,
     url: &Url,
@@ -63,7 +70,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
 ) -> Result<T, TransportError> {
     let body = read_capped(resp, cap + 1)
         .await
-        .map_err(|e| classify_send_error(&e, service, url))?;
+        .map_err(|e| outbound.send_error(&e, service, url))?;
     if body.len() > cap {
         return Err(TransportError::unavailable(
             None,
@@ -85,15 +92,16 @@ impl Transport for OnlineTransport {
     async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, TransportError> {
         let url = Self::endpoint(&self.jes, protocol::JES_REGISTER)?;
         let resp = self
+            .outbound
             .client
             .post(url.clone())
             .header(protocol::HEADER_JPD_ID, &req.jpd_id)
             .json(req)
             .send()
             .await
-            .map_err(|e| classify_send_error(&e, "JES", &url))?;
+            .map_err(|e| self.outbound.send_error(&e, "JES", &url))?;
         match resp.status() {
-            s if s.is_success() => json_body(resp, "JES", &url, MAX_ANSWER).await,
+            s if s.is_success() => json_body(&self.outbound, resp, "JES", &url, MAX_ANSWER).await,
             StatusCode::BAD_REQUEST => {
                 let body = read_capped(resp, 64 * 1024).await.unwrap_or_default();
                 let detail = error_detail(&body);
@@ -105,7 +113,7 @@ impl Transport for OnlineTransport {
                     ),
                 ))
             }
-            _ => Err(failure(resp, "JES", &url).await),
+            _ => Err(failure(&self.outbound, resp, "JES", &url).await),
         }
     }
 
@@ -117,6 +125,7 @@ impl Transport for OnlineTransport {
     ) -> Result<EntitlementsFetch, TransportError> {
         let url = Self::endpoint(&self.jes, protocol::JES_ENTITLEMENTS)?;
         let mut req = self
+            .outbound
             .client
             .get(url.clone())
             .bearer_auth(token.expose())
@@ -127,7 +136,7 @@ impl Transport for OnlineTransport {
         let resp = req
             .send()
             .await
-            .map_err(|e| classify_send_error(&e, "JES", &url))?;
+            .map_err(|e| self.outbound.send_error(&e, "JES", &url))?;
         match resp.status() {
             StatusCode::NOT_MODIFIED => Ok(EntitlementsFetch::NotModified),
             s if s.is_success() => {
@@ -136,10 +145,11 @@ impl Transport for OnlineTransport {
                     .get(header::ETAG)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
-                let entitlements: Entitlements = json_body(resp, "JES", &url, MAX_ANSWER).await?;
+                let entitlements: Entitlements =
+                    json_body(&self.outbound, resp, "JES", &url, MAX_ANSWER).await?;
                 Ok(EntitlementsFetch::Updated { etag, entitlements })
             }
-            _ => Err(failure(resp, "JES", &url).await),
+            _ => Err(failure(&self.outbound, resp, "JES", &url).await),
         }
     }
 
@@ -162,6 +172,7 @@ impl Transport for OnlineTransport {
                 .collect(),
         };
         let resp = self
+            .outbound
             .client
             .post(url.clone())
             .bearer_auth(token.expose())
@@ -169,11 +180,12 @@ impl Transport for OnlineTransport {
             .json(&body)
             .send()
             .await
-            .map_err(|e| classify_send_error(&e, "JCS", &url))?;
+            .map_err(|e| self.outbound.send_error(&e, "JCS", &url))?;
         if !resp.status().is_success() {
-            return Err(failure(resp, "JCS", &url).await);
+            return Err(failure(&self.outbound, resp, "JCS", &url).await);
         }
-        let receipt: UsageBatchReceipt = json_body(resp, "JCS", &url, MAX_ANSWER).await?;
+        let receipt: UsageBatchReceipt =
+            json_body(&self.outbound, resp, "JCS", &url, MAX_ANSWER).await?;
         receipt_for(batch, receipt)
     }
 

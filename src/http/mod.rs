@@ -1,0 +1,504 @@
+//! The one outbound HTTP client: timeouts, TLS trust and proxy set once for every remote (JES,
+//! JCS, the JPD, the store), and the one place where a failed request becomes a classified
+//! [`TransportError`] with a sentence a person can act on.
+//!
+//! Architecture invariant: every outbound request is sent by a client built here.
+
+use crate::config::Config;
+use crate::transport::{class_of_status, ErrorClass, TransportError};
+use std::error::Error as _;
+use url::Url;
+
+pub mod no_proxy;
+
+/// Errors building the client (bad CA file, bad proxy).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The CA file could not be read or holds no certificate.
+    #[error("cannot use jfconnect.tls.ca_file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The proxy setting could not be used.
+    #[error("cannot use the proxy {url}: {reason}")]
+    Proxy {
+        /// The proxy URL (no credentials).
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// reqwest refused the settings.
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
+
+/// A proxy jfconnect uses, as shown in `status` and in error sentences (no password).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProxyInfo {
+    /// Which requests use it: `all`, `https` or `http`.
+    pub scope: &'static str,
+    /// Its URL without credentials.
+    pub url: String,
+    /// The user name sent to it, if any.
+    pub username: Option<String>,
+    /// True when a password is sent (never the password itself).
+    pub password_set: bool,
+    /// Where the setting came from: `jfconnect.proxy.url` or `environment variable HTTPS_PROXY`.
+    pub source: String,
+    /// Hosts that bypass it, and where that list came from.
+    pub no_proxy: Option<String>,
+}
+
+/// The proxies in effect for `config`: the configured one, or else the standard
+/// `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` variables (upper or lower case) read by `env`.
+pub fn proxies_in_effect(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(ProxyInfo, Option<crate::secret::Secret>, Url)>, ClientError> {
+    if let Some(p) = &config.proxy {
+        let info = ProxyInfo {
+            scope: "all",
+            url: redact_url(&p.url),
+            username: p.username.clone(),
+            password_set: p.password.is_some(),
+            source: "jfconnect.proxy.url".into(),
+            no_proxy: config.no_proxy.clone(),
+        };
+        return Ok(vec![(info, p.password.clone(), p.url.clone())]);
+    }
+    let read = |upper: &str| {
+        env(upper)
+            .map(|v| (v, upper.to_string()))
+            .or_else(|| env(&upper.to_lowercase()).map(|v| (v, upper.to_lowercase())))
+            .filter(|(v, _)| !v.trim().is_empty())
+    };
+    let no_proxy = config
+        .no_proxy
+        .clone()
+        .or_else(|| read("NO_PROXY").map(|(v, _)| v));
+    let mut out = Vec::new();
+    for (var, scope) in [("HTTPS_PROXY", "https"), ("HTTP_PROXY", "http")] {
+        let Some((value, name)) = read(var) else {
+            continue;
+        };
+        let with_scheme = if value.contains("://") {
+            value.clone()
+        } else {
+            format!("http://{value}")
+        };
+        let url = Url::parse(&with_scheme).map_err(|e| ClientError::Proxy {
+            url: format!("environment variable {name}"),
+            reason: format!("not a URL ({e})"),
+        })?;
+        let username = (!url.username().is_empty()).then(|| decode(url.username()));
+        let password = url
+            .password()
+            .map(|p| crate::secret::Secret::new(decode(p)));
+        let info = ProxyInfo {
+            scope,
+            url: redact_url(&url),
+            username,
+            password_set: password.is_some(),
+            source: format!("environment variable {name}"),
+            no_proxy: no_proxy.clone(),
+        };
+        out.push((info, password, url));
+    }
+    Ok(out)
+}
+
+fn decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| s.to_string())
+}
+
+/// The outbound client with what it needs to explain its failures.
+#[derive(Clone)]
+pub struct Outbound {
+    /// The client.
+    pub client: reqwest::Client,
+    /// The proxies it uses.
+    pub proxies: Vec<ProxyInfo>,
+}
+
+/// Builds the outbound client from the configuration and the process environment.
+pub fn build(config: &Config) -> Result<Outbound, ClientError> {
+    build_with_env(config, &|k| std::env::var(k).ok())
+}
+
+/// Builds the outbound client; `env` answers environment variables (for tests).
+pub fn build_with_env(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Outbound, ClientError> {
+    // reqwest's own reading of the environment is turned off: the proxies used are exactly the
+    // ones `proxies_in_effect` reports, so `status` never lies about them.
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.request_timeout)
+        .user_agent(concat!("jfconnect/", env!("CARGO_PKG_VERSION")))
+        .use_rustls_tls()
+        .no_proxy();
+    if let Some(path) = &config.tls_ca_file {
+        let ca_err = |reason: String| ClientError::CaFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(ca_err("it holds no PEM certificate".into()));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let proxies = proxies_in_effect(config, env)?;
+    for (info, password, url) in &proxies {
+        let mut bare = url.clone();
+        let _ = bare.set_username("");
+        let _ = bare.set_password(None);
+        let made = match info.scope {
+            "https" => reqwest::Proxy::https(bare.as_str()),
+            "http" => reqwest::Proxy::http(bare.as_str()),
+            _ => reqwest::Proxy::all(bare.as_str()),
+        };
+        let mut p = made.map_err(|e| ClientError::Proxy {
+            url: info.url.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Some(user) = &info.username {
+            p = p.basic_auth(user, password.as_ref().map(|s| s.expose()).unwrap_or(""));
+        }
+        if let Some(no) = &info.no_proxy {
+            p = p.no_proxy(reqwest::NoProxy::from_string(no));
+        }
+        builder = builder.proxy(p);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| ClientError::Build(e.to_string()))?;
+    Ok(Outbound {
+        client,
+        proxies: proxies.into_iter().map(|(i, _, _)| i).collect(),
+    })
+}
+
+/// Builds the outbound client (without the proxy details; see [`build`]).
+pub fn build_client(config: &Config) -> Result<reqwest::Client, ClientError> {
+    build(config).map(|o| o.client)
+}
+
+impl Outbound {
+    /// The proxy a request to `url` goes through, if any.
+    pub fn proxy_for(&self, url: &Url) -> Option<&ProxyInfo> {
+        let host = url.host_str().unwrap_or("");
+        self.proxies.iter().find(|p| {
+            (p.scope == "all" || p.scope == url.scheme())
+                && !p
+                    .no_proxy
+                    .as_deref()
+                    .is_some_and(|n| no_proxy::NoProxyRule::parse(n).bypasses(host))
+        })
+    }
+
+    /// Classifies a failed send, blaming the proxy when it was the proxy that failed.
+    pub fn send_error(&self, err: &reqwest::Error, service: &str, url: &Url) -> TransportError {
+        if let Some(p) = self.proxy_for(url) {
+            let lower = error_chain(err).to_lowercase();
+            let host = url.host_str().unwrap_or("?");
+            if lower.contains("proxy authorization required") {
+                return proxy_credentials(p, 407);
+            }
+            if lower.contains("tunnel error: unsuccessful") {
+                return TransportError::rejected(None, format!(
+                    "the proxy at {} refused to open a tunnel (CONNECT) to {host}:{}; check jfconnect.proxy.username and proxy.password_file, and that the proxy allows CONNECT to that port",
+                    p.url, url.port_or_known_default().unwrap_or(443)
+                ));
+            }
+            if lower.contains("tunnel error")
+                || (lower.contains("connection refused") && !err.is_timeout())
+            {
+                return TransportError::unavailable(
+                    None,
+                    format!(
+                        "the proxy at {} cannot be reached ({}); check {} and that the proxy runs",
+                        p.url,
+                        if lower.contains("refused") {
+                            "connection refused"
+                        } else {
+                            "no tunnel"
+                        },
+                        p.source
+                    ),
+                );
+            }
+        }
+        classify_send_error(err, service, url)
+    }
+
+    /// Classifies an HTTP answer that is not a success, recognising a proxy's refusal: a 407,
+    /// or the 401 that some proxies (tinyproxy) send instead, told apart from the origin's own
+    /// 401 by the proxy's `Server` header with no `Via` (a relayed answer carries `Via`) or a
+    /// `Proxy-Authenticate` header.
+    pub fn status_error(
+        &self,
+        status: u16,
+        headers: &reqwest::header::HeaderMap,
+        service: &str,
+        url: &Url,
+        detail: &str,
+    ) -> TransportError {
+        if let Some(p) = self.proxy_for(url) {
+            let from_proxy = status == 407
+                || (status == 401
+                    && (headers.contains_key(reqwest::header::PROXY_AUTHENTICATE)
+                        || (!headers.contains_key(reqwest::header::VIA)
+                            && headers
+                                .get(reqwest::header::SERVER)
+                                .and_then(|v| v.to_str().ok())
+                                .is_some_and(|s| {
+                                    s.to_ascii_lowercase().starts_with("tinyproxy")
+                                }))));
+            if from_proxy {
+                return proxy_credentials(p, status);
+            }
+        }
+        classify_status(status, service, url, detail)
+    }
+}
+
+fn proxy_credentials(p: &ProxyInfo, status: u16) -> TransportError {
+    let user = p
+        .username
+        .as_deref()
+        .map(|u| format!("the credentials for user {u}"))
+        .unwrap_or_else(|| "the request (no credentials were sent)".into());
+    TransportError::rejected(
+        Some(status),
+        format!(
+            "the proxy at {} refused {user} (HTTP {status}); check jfconnect.proxy.username and proxy.password_file",
+            p.url
+        ),
+    )
+}
+
+/// A URL with any user name and password removed, for messages.
+pub fn redact_url(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+/// Turns a failed send (no HTTP answer) into a classified error naming `service` ("JES") and
+/// the host, with what to do next.
+pub fn classify_send_error(err: &reqwest::Error, service: &str, url: &Url) -> TransportError {
+    let host = url.host_str().unwrap_or("?").to_string();
+    let chain = error_chain(err);
+    let lower = chain.to_lowercase();
+    let tls = lower.contains("certificate")
+        || lower.contains("tls handshake")
+        || lower.contains("invalid peer");
+    let message = if err.is_timeout() {
+        format!("{service} at {host} did not answer in time (timeout); it will be retried")
+    } else if tls {
+        let why = if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
+            "unknown issuer"
+        } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+            "name mismatch"
+        } else if lower.contains("expired") {
+            "expired"
+        } else {
+            "handshake failed"
+        };
+        format!("the TLS certificate of {host} is not trusted ({why}); add your CA to jfconnect.tls.ca_file")
+    } else if lower.contains("dns error")
+        || lower.contains("failed to lookup")
+        || lower.contains("name or service not known")
+    {
+        format!("cannot resolve the {service} host {host} (DNS); check the URL and the network, and that {host} is allowlisted in your firewall")
+    } else if lower.contains("connection refused") {
+        format!("{service} at {host} refused the connection; check that it runs and that {host} is allowlisted in your firewall")
+    } else if lower.contains("reset")
+        || lower.contains("closed")
+        || lower.contains("incomplete")
+        || lower.contains("eof")
+    {
+        format!(
+            "the connection to {service} at {host} was cut before an answer; it will be retried"
+        )
+    } else {
+        format!("cannot reach {service} at {host}: {}; check the network and that {host} is allowlisted", first_line(&chain))
+    };
+    TransportError::unavailable(None, message)
+}
+
+/// Classifies an HTTP answer that is not a success.
+pub fn classify_status(status: u16, service: &str, url: &Url, detail: &str) -> TransportError {
+    let host = url.host_str().unwrap_or("?");
+    let class = class_of_status(status);
+    let detail = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", first_line(detail))
+    };
+    let message = match class {
+        ErrorClass::Rejected => {
+            format!("{service} at {host} refused the request (HTTP {status}){detail}")
+        }
+        _ => format!("{service} at {host} failed (HTTP {status}){detail}; it will be retried"),
+    };
+    TransportError {
+        class,
+        status: Some(status),
+        message,
+    }
+}
+
+fn error_chain(err: &reqwest::Error) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or("").trim();
+    line.chars().take(200).collect()
+}
+
+/// Pulls the `message` of a `{"error": {...}}` body, or a short prefix of the text.
+pub fn error_detail(body: &[u8]) -> String {
+    if let Ok(e) = serde_json::from_slice::<crate::protocol::ErrorBody>(body) {
+        return e.error.message;
+    }
+    first_line(&String::from_utf8_lossy(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProxyConfig;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    fn config() -> Config {
+        Config::defaults(std::path::PathBuf::from("/tmp/x"))
+    }
+
+    #[test]
+    fn configured_proxy_wins_over_environment() {
+        let mut c = config();
+        c.proxy = Some(ProxyConfig {
+            url: Url::parse("http://proxy.corp:3128").unwrap(),
+            username: Some("alice".into()),
+            password: Some(crate::secret::Secret::new("pw")),
+        });
+        let p = proxies_in_effect(&c, &env(&[("HTTPS_PROXY", "http://other:1")])).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].0.source, "jfconnect.proxy.url");
+        assert_eq!(p[0].0.scope, "all");
+        assert!(p[0].0.password_set);
+    }
+
+    #[test]
+    fn environment_proxies_are_used_when_none_is_configured() {
+        let p = proxies_in_effect(
+            &config(),
+            &env(&[
+                ("https_proxy", "http://bob:p%40ss@proxy:3128"),
+                ("HTTP_PROXY", "proxy2:8080"),
+                ("NO_PROXY", ".local"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].0.source, "environment variable https_proxy");
+        assert_eq!(p[0].0.username.as_deref(), Some("bob"));
+        assert_eq!(p[0].1.as_ref().unwrap().expose(), "p@ss");
+        assert!(
+            !p[0].0.url.contains("p%40ss") && !p[0].0.url.contains("bob"),
+            "{}",
+            p[0].0.url
+        );
+        assert_eq!(p[1].0.url, "http://proxy2:8080/");
+        assert_eq!(p[1].0.no_proxy.as_deref(), Some(".local"));
+    }
+
+    #[test]
+    fn no_proxy_decides_which_requests_blame_the_proxy() {
+        let mut c = config();
+        c.proxy = Some(ProxyConfig {
+            url: Url::parse("http://proxy:3128").unwrap(),
+            username: None,
+            password: None,
+        });
+        c.no_proxy = Some("jpd.local,10.0.0.0/8".into());
+        let o = build_with_env(&c, &env(&[])).unwrap();
+        assert!(o
+            .proxy_for(&Url::parse("https://jes.jfrog.io/x").unwrap())
+            .is_some());
+        assert!(
+            o.proxy_for(&Url::parse("http://127.0.0.1:8082/").unwrap())
+                .is_some(),
+            "loopback too, unless named"
+        );
+        assert!(o
+            .proxy_for(&Url::parse("http://jpd.local:8082/").unwrap())
+            .is_none());
+        assert!(o
+            .proxy_for(&Url::parse("http://10.1.2.3/").unwrap())
+            .is_none());
+    }
+
+    #[test]
+    fn tinyproxy_401_is_told_apart_from_the_origins_401() {
+        let mut c = config();
+        c.proxy = Some(ProxyConfig {
+            url: Url::parse("http://proxy:3128").unwrap(),
+            username: Some("alice".into()),
+            password: None,
+        });
+        let o = build_with_env(&c, &env(&[])).unwrap();
+        let url = Url::parse("http://jes.example.com/x").unwrap();
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::SERVER, "tinyproxy/1.11.1".parse().unwrap());
+        let e = o.status_error(401, &h, "JES", &url, "");
+        assert!(
+            e.message.starts_with(
+                "the proxy at http://proxy:3128/ refused the credentials for user alice (HTTP 401)"
+            ),
+            "{}",
+            e.message
+        );
+        h.insert(
+            reqwest::header::VIA,
+            "1.1 vm (tinyproxy/1.11.1)".parse().unwrap(),
+        );
+        let e = o.status_error(401, &h, "JES", &url, "");
+        assert!(
+            e.message.starts_with("JES at jes.example.com refused"),
+            "relayed origin 401: {}",
+            e.message
+        );
+        let e = o.status_error(407, &reqwest::header::HeaderMap::new(), "JES", &url, "");
+        assert!(e.message.contains("HTTP 407"), "{}", e.message);
+    }
+}

@@ -1,0 +1,333 @@
+//! The simulated entitlements server (JES): license registration and the entitlements of the
+//! subscription, served with a strong ETag so that jfconnect's polling costs a 304 when nothing
+//! changed, and changeable at run time (`POST /_sim/entitlements`) so tests can watch jfconnect
+//! pick up a new subscription.
+//!
+//! Tokens are kept on disk only as their SHA-256, so the data folder holds no usable secret; the
+//! license itself is never stored or logged.
+
+use super::routes::{bearer, parse_json, read_body, ApiError, SMALL_BODY_LIMIT};
+use super::state::{bump, SimState};
+use super::SimError;
+use crate::protocol::{
+    sha256_hex, Entitlement, Entitlements, RegisterRequest, RegisterResponse, HEADER_JPD_ID,
+};
+use crate::secret::Secret;
+use crate::state::write_atomic;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// The subscription JES serves to every registered JPD (the JPD id is filled in per request).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Subscription {
+    subscription_id: String,
+    subscription_type: String,
+    issued_at: String,
+    entitlements: Vec<Entitlement>,
+}
+
+impl Default for Subscription {
+    fn default() -> Self {
+        let line = |product: &str, feature: &str| Entitlement {
+            product: product.into(),
+            feature: feature.into(),
+            valid_from: None,
+            valid_until: None,
+        };
+        Subscription {
+            subscription_id: "sub-sim-0001".into(),
+            subscription_type: "enterprise_plus".into(),
+            issued_at: "2024-01-01T00:00:00Z".into(),
+            entitlements: vec![
+                line("artifactory", "ha"),
+                line("artifactory", "federation"),
+                line("xray", "scan"),
+                line("distribution", "edge"),
+            ],
+        }
+    }
+}
+
+/// Body of `POST /_sim/entitlements`: the new entitlements, other fields kept when absent.
+#[derive(Debug, Deserialize)]
+struct SubscriptionChange {
+    subscription_id: Option<String>,
+    subscription_type: Option<String>,
+    issued_at: Option<String>,
+    entitlements: Vec<Entitlement>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Book {
+    /// SHA-256 of each registration token → the JPD it was issued to.
+    tokens: HashMap<String, String>,
+    subscription: Subscription,
+}
+
+/// Registrations and the served subscription, persisted in `<data>/jes/state.json`.
+pub(crate) struct JesBook {
+    file: PathBuf,
+    book: Mutex<Book>,
+}
+
+impl JesBook {
+    /// Reads the book back, or starts an empty one.
+    pub fn load(dir: &Path) -> Result<JesBook, SimError> {
+        let file = dir.join("state.json");
+        let book = match std::fs::read(&file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| SimError::Corrupt {
+                path: file.clone(),
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Book::default(),
+            Err(e) => return Err(SimError::io("read", &file, e)),
+        };
+        Ok(JesBook {
+            file,
+            book: Mutex::new(book),
+        })
+    }
+
+    /// The JPD a token was issued to.
+    async fn jpd_of(&self, token: &str) -> Option<String> {
+        self.book
+            .lock()
+            .await
+            .tokens
+            .get(&sha256_hex(token.as_bytes()))
+            .cloned()
+    }
+
+    /// Applies `change` to the book and writes it to disk (while still holding the lock, so
+    /// writes land in order).
+    async fn update<T>(&self, change: impl FnOnce(&mut Book) -> T) -> Result<T, std::io::Error> {
+        let mut book = self.book.lock().await;
+        let out = change(&mut book);
+        let bytes = serde_json::to_vec_pretty(&*book).map_err(std::io::Error::other)?;
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || write_atomic(&file, &bytes))
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(out)
+    }
+}
+
+/// True when JES accepts `key`: listed in `accepted`, or with no list, `JFL-` and 12+ chars.
+pub(crate) fn license_accepted(key: &Secret, accepted: Option<&[String]>) -> bool {
+    match accepted {
+        Some(list) => list.iter().any(|k| key.ct_eq(k)),
+        None => key.expose().starts_with("JFL-") && key.expose().chars().count() >= 12,
+    }
+}
+
+/// True when an `If-None-Match` value names `etag` (or is `*`). Weak forms match too, as
+/// RFC 9110 asks for `If-None-Match`.
+pub(crate) fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match.split(',').map(str::trim).any(|candidate| {
+        candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag
+    })
+}
+
+fn valid_jpd_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// `POST /jes/api/v1/register`.
+pub(crate) async fn register(
+    State(state): State<Arc<SimState>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(body, SMALL_BODY_LIMIT).await?;
+    // serde's messages may quote a value, and that value may be the license: say only where.
+    let req: RegisterRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!(
+                "the body is not a valid register request (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    if !valid_jpd_id(&req.jpd_id) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_jpd_id",
+            "jpd_id must be 1 to 128 letters, digits, '-', '_', '.' or ':'",
+        ));
+    }
+    if !license_accepted(&req.license_key, state.accepted_licenses.as_deref()) {
+        tracing::info!(jpd_id = %req.jpd_id, "simulated JES refused a license");
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_license",
+            "the license key is not valid",
+        ));
+    }
+    let mut raw = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let token = format!("jes-{}", hex::encode(raw));
+    let jpd_id = req.jpd_id.clone();
+    let hash = sha256_hex(token.as_bytes());
+    let subscription_id = state
+        .jes
+        .update(move |book| {
+            book.tokens.insert(hash, jpd_id);
+            book.subscription.subscription_id.clone()
+        })
+        .await
+        .map_err(storage_failed)?;
+    tracing::info!(jpd_id = %req.jpd_id, "simulated JES registered a JPD");
+    Ok(Json(RegisterResponse {
+        registration_token: Secret::new(token),
+        subscription_id,
+    })
+    .into_response())
+}
+
+/// Checks the registration token and the JPD id header; answers the JPD id.
+pub(crate) async fn authorize(state: &SimState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(token) = bearer(headers) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "the request has no bearer registration token",
+        ));
+    };
+    let Some(jpd_id) = state.jes.jpd_of(token).await else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the registration token is not known; register again",
+        ));
+    };
+    match headers.get(HEADER_JPD_ID).and_then(|v| v.to_str().ok()) {
+        None => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_jpd_id",
+            format!("the request has no {HEADER_JPD_ID} header"),
+        )),
+        Some(id) if id != jpd_id => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "jpd_mismatch",
+            "the registration token was issued to another JPD",
+        )),
+        Some(_) => Ok(jpd_id),
+    }
+}
+
+/// `GET /jes/api/v1/entitlements`.
+pub(crate) async fn entitlements(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let jpd_id = authorize(&state, &headers).await?;
+    let sub = state.jes.book.lock().await.subscription.clone();
+    let served = Entitlements {
+        subscription_id: sub.subscription_id,
+        subscription_type: sub.subscription_type,
+        jpd_id,
+        issued_at: sub.issued_at,
+        entitlements: sub.entitlements,
+    };
+    let body = serde_json::to_vec(&served).map_err(|e| storage_failed(std::io::Error::other(e)))?;
+    let etag = format!("\"{}\"", sha256_hex(&body));
+    // A quoted hex digest is always a valid header value.
+    let etag_value = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| etag_matches(v, &etag));
+    if not_modified {
+        bump(&state.counters.entitlements_not_modified);
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
+    }
+    let content_type = HeaderValue::from_static("application/json");
+    Ok((
+        StatusCode::OK,
+        [
+            (header::ETAG, etag_value),
+            (header::CONTENT_TYPE, content_type),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `POST /_sim/entitlements`: replaces the served subscription.
+pub(crate) async fn set_entitlements(
+    State(state): State<Arc<SimState>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(body, SMALL_BODY_LIMIT).await?;
+    let change: SubscriptionChange = parse_json(&bytes, "entitlements change")?;
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let sub = state
+        .jes
+        .update(move |book| {
+            let sub = &mut book.subscription;
+            if let Some(id) = change.subscription_id {
+                sub.subscription_id = id;
+            }
+            if let Some(t) = change.subscription_type {
+                sub.subscription_type = t;
+            }
+            sub.issued_at = change.issued_at.unwrap_or(now);
+            sub.entitlements = change.entitlements;
+            sub.clone()
+        })
+        .await
+        .map_err(storage_failed)?;
+    Ok(Json(sub).into_response())
+}
+
+fn storage_failed(e: std::io::Error) -> ApiError {
+    tracing::warn!(error = %e, "simulated JES cannot save its state");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "storage_failed",
+        "the simulator cannot save its state",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_rule_wants_jfl_prefix_and_twelve_chars() {
+        assert!(license_accepted(&Secret::new("JFL-12345678"), None));
+        assert!(!license_accepted(&Secret::new("JFL-1234567"), None));
+        assert!(!license_accepted(&Secret::new("ABC-12345678"), None));
+    }
+
+    #[test]
+    fn explicit_list_replaces_the_default_rule() {
+        let list = vec!["KEY-A".to_string()];
+        assert!(license_accepted(&Secret::new("KEY-A"), Some(&list)));
+        assert!(!license_accepted(&Secret::new("JFL-12345678"), Some(&list)));
+    }
+
+    #[test]
+    fn if_none_match_accepts_lists_weak_forms_and_star() {
+        assert!(etag_matches("\"abc\"", "\"abc\""));
+        assert!(etag_matches("\"x\", W/\"abc\"", "\"abc\""));
+        assert!(etag_matches("*", "\"abc\""));
+        assert!(!etag_matches("\"abd\"", "\"abc\""));
+        assert!(!etag_matches("abc", "\"abc\""));
+    }
+}

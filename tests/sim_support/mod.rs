@@ -1,0 +1,186 @@
+//! Shared set-up for the simulator's integration tests: a simulator on 127.0.0.1:0 with its own
+//! temp data folder, a client with timeouts, and small request helpers.
+
+#![allow(dead_code)]
+
+use jfconnect::protocol::{self, sha256_hex, RegisterResponse, UsageBatch, UsageFileWire};
+use jfconnect::sim::{self, SimHandle, SimOptions, SimStats};
+use std::time::Duration;
+use tempfile::TempDir;
+
+pub const LICENSE: &str = "JFL-0123456789";
+pub const JPD: &str = "jpd-test-1";
+
+pub struct Sim {
+    pub handle: SimHandle,
+    pub dir: TempDir,
+    pub http: reqwest::Client,
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+pub async fn start() -> Sim {
+    start_with(|_| {}).await
+}
+
+pub async fn start_with(tune: impl FnOnce(&mut SimOptions)) -> Sim {
+    let dir = tempfile::tempdir().unwrap();
+    start_in(dir, tune).await
+}
+
+/// Starts a simulator on an existing data folder (restart tests).
+pub async fn start_in(dir: TempDir, tune: impl FnOnce(&mut SimOptions)) -> Sim {
+    let mut opts = SimOptions::new(dir.path());
+    tune(&mut opts);
+    let handle = sim::spawn_for_test(opts).await.unwrap();
+    Sim {
+        handle,
+        dir,
+        http: client(),
+    }
+}
+
+impl Sim {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.handle.base_url(), path)
+    }
+
+    /// Stops the simulator and hands back its data folder.
+    pub async fn stop(self) -> TempDir {
+        self.handle.stop().await.unwrap();
+        self.dir
+    }
+
+    pub async fn stats(&self) -> SimStats {
+        let resp = self.http.get(self.url("/_sim/stats")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    pub async fn register_raw(&self, license: &str, jpd: &str) -> reqwest::Response {
+        self.http
+            .post(self.url(protocol::JES_REGISTER))
+            .json(&serde_json::json!({
+                "jpd_id": jpd,
+                "license_key": license,
+                "jfconnect_version": "test",
+            }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers `JPD` with a good license; answers the registration token.
+    pub async fn register(&self) -> String {
+        let resp = self.register_raw(LICENSE, JPD).await;
+        assert_eq!(resp.status(), 200);
+        let body: RegisterResponse = resp.json().await.unwrap();
+        body.registration_token.expose().to_string()
+    }
+
+    pub async fn entitlements(&self, token: &str, etag: Option<&str>) -> reqwest::Response {
+        let mut req = self
+            .http
+            .get(self.url(protocol::JES_ENTITLEMENTS))
+            .bearer_auth(token)
+            .header(protocol::HEADER_JPD_ID, JPD);
+        if let Some(e) = etag {
+            req = req.header("If-None-Match", e);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn upload_usage(&self, token: &str, files: &[&[u8]]) -> reqwest::Response {
+        let batch = usage_batch(files);
+        self.http
+            .post(self.url(protocol::JCS_USAGE))
+            .bearer_auth(token)
+            .header(protocol::HEADER_JPD_ID, JPD)
+            .json(&batch)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn deploy(&self, repo_path: &str, bytes: Vec<u8>, sha: &str) -> reqwest::Response {
+        self.http
+            .put(self.url(&format!("/artifactory/{repo_path}")))
+            .bearer_auth("jpd-token")
+            .header(protocol::HEADER_CHECKSUM_SHA256, sha)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn set_faults(&self, specs: &[&str]) -> reqwest::Response {
+        self.http
+            .post(self.url("/_sim/faults"))
+            .json(&serde_json::json!({ "faults": specs }))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+pub fn usage_batch(files: &[&[u8]]) -> UsageBatch {
+    use base64::Engine;
+    UsageBatch {
+        jpd_id: JPD.into(),
+        files: files
+            .iter()
+            .enumerate()
+            .map(|(i, b)| UsageFileWire {
+                sha256: sha256_hex(b),
+                name: format!("usage-{i}.json"),
+                content_base64: base64::engine::general_purpose::STANDARD.encode(b),
+            })
+            .collect(),
+    }
+}
+
+/// A usage file's bytes.
+pub fn usage_file(n: usize) -> Vec<u8> {
+    format!(r#"{{"product":"artifactory","timestamp":"2024-05-01T00:00:00Z","n":{n}}}"#)
+        .into_bytes()
+}
+
+/// A zip archive holding `entries` and an index.json listing `listed` (path, bytes).
+pub fn archive(entries: &[(&str, &[u8])], listed: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    use zip::write::SimpleFileOptions;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = SimpleFileOptions::default();
+    for (name, bytes) in entries {
+        w.start_file(*name, opts).unwrap();
+        w.write_all(bytes).unwrap();
+    }
+    let index = serde_json::json!({
+        "format": 1,
+        "entries": listed.iter().map(|(p, b)| serde_json::json!({
+            "path": p, "size": b.len(), "sha256": sha256_hex(b),
+        })).collect::<Vec<_>>(),
+    });
+    w.start_file("index.json", opts).unwrap();
+    w.write_all(index.to_string().as_bytes()).unwrap();
+    w.finish().unwrap().into_inner()
+}
+
+/// Sends raw bytes on a fresh connection and reads the answer until the server closes or
+/// two seconds pass.
+pub async fn raw_request(sim: &Sim, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(sim.handle.addr())
+        .await
+        .unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
