@@ -136,6 +136,24 @@ pub fn build_with_env(
     config: &Config,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Outbound, ClientError> {
+    build_from(config, env, reqwest::redirect::Policy::default())
+}
+
+/// Builds the client the store proxy forwards with: like [`build`], but it never follows a
+/// redirect itself (the caller gets the store's 3xx, as from any proxy).
+pub fn build_for_store(config: &Config) -> Result<Outbound, ClientError> {
+    build_from(
+        config,
+        &|k| std::env::var(k).ok(),
+        reqwest::redirect::Policy::none(),
+    )
+}
+
+fn build_from(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    redirect: reqwest::redirect::Policy,
+) -> Result<Outbound, ClientError> {
     // reqwest's own reading of the environment is turned off: the proxies used are exactly the
     // ones `proxies_in_effect` reports, so `status` never lies about them.
     let mut builder = reqwest::Client::builder()
@@ -143,6 +161,7 @@ pub fn build_with_env(
         .timeout(config.request_timeout)
         .user_agent(concat!("jfconnect/", env!("CARGO_PKG_VERSION")))
         .use_rustls_tls()
+        .redirect(redirect)
         .no_proxy();
     if let Some(path) = &config.tls_ca_file {
         let ca_err = |reason: String| ClientError::CaFile {
