@@ -73,6 +73,10 @@ pub enum SimAction {
         /// Require this token from jfconnect at the JPD endpoints (default: any non-empty one).
         #[arg(long, value_name = "TOKEN")]
         jpd_token: Option<String>,
+        /// Serve HTTPS with a CA and certificate made on start for `localhost`; the CA is
+        /// written to DIR/tls/ca.pem (trust it with jfconnect.tls.ca_file).
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -239,6 +243,7 @@ async fn sim(action: &SimAction) -> Result<(), Failure> {
         faults,
         accept_licenses,
         jpd_token,
+        tls,
     } = action;
     let mut opts = crate::sim::SimOptions::new(data.clone());
     for spec in faults {
@@ -249,6 +254,7 @@ async fn sim(action: &SimAction) -> Result<(), Failure> {
         opts.accepted_licenses = Some(accept_licenses.clone());
     }
     opts.jpd_token = jpd_token.clone().map(crate::secret::Secret::new);
+    opts.tls = *tls;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure::failed(format!("cannot listen on {listen}: {e}")))?;

@@ -4,6 +4,7 @@
 //! [`cli::run`].
 
 pub mod api;
+pub mod bundle;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -18,4 +19,5 @@ pub mod service;
 pub mod sim;
 pub mod state;
 pub mod status;
+pub mod store_proxy;
 pub mod transport;

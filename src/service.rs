@@ -60,6 +60,8 @@ pub struct Service {
     pub license: LicenseSource,
     /// The jobs; `None` when the service is disabled.
     pub scheduler: Option<Arc<Scheduler>>,
+    /// The JFrog Store proxy; `None` when `store.url` is not set.
+    pub store: Option<Arc<crate::store_proxy::StoreProxy>>,
 }
 
 /// Reads `<data_dir>/jpd_id`, making one on first start.
@@ -201,7 +203,16 @@ impl Service {
         } else {
             None
         };
+        let store = match &config.store_url {
+            Some(url) if config.enabled => Some(Arc::new(crate::store_proxy::StoreProxy::new(
+                crate::http::build_for_store(&config)?.client,
+                url.clone(),
+                config.request_timeout,
+            ))),
+            _ => None,
+        };
         Ok(Service {
+            store,
             config: Arc::new(config),
             jpd_id,
             api_token,
@@ -233,11 +244,14 @@ pub async fn serve(
     }
     let app = api::router(service.clone());
     let mut server_stop = stop_rx.clone();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        })
-        .into_future();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    })
+    .into_future();
     tokio::pin!(server);
     tokio::pin!(shutdown);
     tokio::select! {

@@ -333,3 +333,99 @@ async fn license_and_token_never_appear_in_logs() {
         assert!(!logs.contains(secret), "{secret} leaked into logs");
     }
 }
+
+#[tokio::test]
+async fn store_proxy_is_off_without_a_store_url() {
+    let s = start(true).await;
+    let r = s.get("/api/v1/store/api/v1/products", Some(TOKEN)).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(error_code(r).await, "store_not_configured");
+    assert_eq!(
+        s.get("/api/v1/store/x", None).await.status(),
+        401,
+        "needs the token like every route"
+    );
+    s.shutdown().await;
+}
+
+/// What the test store received: URI, Authorization, X-Forwarded-For.
+type Forwarded = (String, Option<String>, Option<String>);
+
+#[tokio::test]
+async fn store_proxy_in_the_service_forwards_without_our_token() {
+    use axum::routing::get;
+    let seen: Arc<Mutex<Vec<Forwarded>>> = Arc::default();
+    let record = seen.clone();
+    let upstream = axum::Router::new().route(
+        "/{*rest}",
+        get(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+                let record = record.clone();
+                async move {
+                    let h = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                    };
+                    record.lock().unwrap().push((
+                        uri.to_string(),
+                        h("authorization"),
+                        h("x-forwarded-for"),
+                    ));
+                    "store says hi"
+                }
+            },
+        ),
+    );
+    let ul = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uaddr = ul.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(ul, upstream).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::defaults(dir.path().join("data"));
+    config.api_token = Some(jfconnect::secret::Secret::new(TOKEN));
+    config.store_url = Some(format!("http://{uaddr}/store").parse().unwrap());
+    let clock: SharedClock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let service = Arc::new(
+        Service::build(
+            config,
+            clock,
+            Some(Arc::new(MemoryTransport::default())),
+            true,
+        )
+        .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let done = tokio::spawn(service::serve(service.clone(), listener, async move {
+        let _ = rx.await;
+    }));
+    let r = client()
+        .get(format!("http://{addr}/api/v1/store/api/v1/products?q=xray"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "store says hi");
+    let r = client()
+        .get(format!("http://{addr}/api/v1/store/a/%252e%252e/b"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        1,
+        "the path trick never reached the store: {seen:?}"
+    );
+    assert_eq!(seen[0].0, "/store/api/v1/products?q=xray");
+    assert_eq!(seen[0].1, None, "our API token is never forwarded");
+    assert_eq!(seen[0].2.as_deref(), Some("127.0.0.1"));
+    let _ = tx.send(());
+    done.await.unwrap().unwrap();
+}

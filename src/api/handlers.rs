@@ -232,3 +232,12 @@ pub async fn method_not_allowed() -> ApiError {
         "this endpoint does not take that method",
     )
 }
+
+/// `/api/v1/store/*` when no store URL is configured.
+pub async fn store_not_configured() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_not_configured",
+        "the store proxy is off: set jfconnect.store.url",
+    )
+}

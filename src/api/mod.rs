@@ -17,7 +17,7 @@ use crate::protocol::ErrorBody;
 use crate::service::Service;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use axum::{Json, Router};
 use std::sync::Arc;
 
@@ -53,6 +53,15 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/api/v1/system/ping", get(handlers::ping))
         .route("/api/v1/system/liveness", get(handlers::ping))
         .route("/api/v1/system/readiness", get(handlers::readiness));
+    let store = match &service.store {
+        Some(proxy) => crate::store_proxy::router(proxy.clone()),
+        None => Router::new()
+            .route(
+                crate::store_proxy::MOUNT,
+                any(handlers::store_not_configured),
+            )
+            .route("/api/v1/store/{*rest}", any(handlers::store_not_configured)),
+    };
     let guarded = Router::new()
         .route("/api/v1/system/jpd_id", get(handlers::jpd_id))
         .route("/api/v1/entitlements", get(handlers::entitlements))
@@ -60,6 +69,9 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/api/v1/jobs/{name}/run", post(handlers::run_job))
         .route("/api/v1/license", put(handlers::put_license))
         .route("/metrics", get(metrics::metrics))
+        // Merged, not nested: nesting rewrites the path before the store proxy's raw-path
+        // check could see tricks such as `//host`.
+        .merge(store)
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),
             auth::require_token,

@@ -136,6 +136,24 @@ pub fn build_with_env(
     config: &Config,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Outbound, ClientError> {
+    build_from(config, env, reqwest::redirect::Policy::default())
+}
+
+/// Builds the client the store proxy forwards with: like [`build`], but it never follows a
+/// redirect itself (the caller gets the store's 3xx, as from any proxy).
+pub fn build_for_store(config: &Config) -> Result<Outbound, ClientError> {
+    build_from(
+        config,
+        &|k| std::env::var(k).ok(),
+        reqwest::redirect::Policy::none(),
+    )
+}
+
+fn build_from(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    redirect: reqwest::redirect::Policy,
+) -> Result<Outbound, ClientError> {
     // reqwest's own reading of the environment is turned off: the proxies used are exactly the
     // ones `proxies_in_effect` reports, so `status` never lies about them.
     let mut builder = reqwest::Client::builder()
@@ -143,6 +161,7 @@ pub fn build_with_env(
         .timeout(config.request_timeout)
         .user_agent(concat!("jfconnect/", env!("CARGO_PKG_VERSION")))
         .use_rustls_tls()
+        .redirect(redirect)
         .no_proxy();
     if let Some(path) = &config.tls_ca_file {
         let ca_err = |reason: String| ClientError::CaFile {
@@ -303,15 +322,12 @@ pub fn classify_send_error(err: &reqwest::Error, service: &str, url: &Url) -> Tr
     let host = url.host_str().unwrap_or("?").to_string();
     let chain = error_chain(err);
     let lower = chain.to_lowercase();
+    let tls = lower.contains("certificate")
+        || lower.contains("tls handshake")
+        || lower.contains("invalid peer");
     let message = if err.is_timeout() {
         format!("{service} at {host} did not answer in time (timeout); it will be retried")
-    } else if lower.contains("dns")
-        || lower.contains("failed to lookup")
-        || lower.contains("name or service not known")
-    {
-        format!("cannot resolve the {service} host {host} (DNS); check the URL and the network, and that {host} is allowlisted in your firewall")
-    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
-    {
+    } else if tls {
         let why = if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
             "unknown issuer"
         } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
@@ -322,6 +338,11 @@ pub fn classify_send_error(err: &reqwest::Error, service: &str, url: &Url) -> Tr
             "handshake failed"
         };
         format!("the TLS certificate of {host} is not trusted ({why}); add your CA to jfconnect.tls.ca_file")
+    } else if lower.contains("dns error")
+        || lower.contains("failed to lookup")
+        || lower.contains("name or service not known")
+    {
+        format!("cannot resolve the {service} host {host} (DNS); check the URL and the network, and that {host} is allowlisted in your firewall")
     } else if lower.contains("connection refused") {
         format!("{service} at {host} refused the connection; check that it runs and that {host} is allowlisted in your firewall")
     } else if lower.contains("reset")

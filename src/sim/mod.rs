@@ -25,6 +25,7 @@ mod paths;
 mod routes;
 mod server;
 mod state;
+pub mod tls;
 
 pub use archive::{verify_archive, ArchiveVerdict};
 pub use fault::{parse_fault, Endpoint, Fault, FaultAction};
@@ -71,6 +72,9 @@ pub enum SimError {
         /// What is wrong.
         reason: String,
     },
+    /// The TLS certificate or configuration could not be made.
+    #[error("simulator cannot set up TLS: {0}")]
+    Tls(String),
     /// The listening socket could not be set up.
     #[error("simulator cannot listen: {0}")]
     Listen(#[source] std::io::Error),
@@ -104,6 +108,8 @@ pub struct SimOptions {
     pub usage_body_limit: usize,
     /// Largest artifact accepted, in bytes (default 8 GiB).
     pub max_artifact_bytes: u64,
+    /// Serve HTTPS with a CA and certificate made on start (CA written to `<data>/tls/ca.pem`).
+    pub tls: bool,
 }
 
 impl SimOptions {
@@ -116,6 +122,7 @@ impl SimOptions {
             jpd_token: None,
             usage_body_limit: 64 * 1024 * 1024,
             max_artifact_bytes: 8 * 1024 * 1024 * 1024,
+            tls: false,
         }
     }
 }
@@ -126,8 +133,23 @@ pub async fn run(
     opts: SimOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SimError> {
+    let tls = make_tls(&opts)?;
     let state = Arc::new(state_open(opts).await?);
-    server::serve(listener, routes::router(state), shutdown).await
+    server::serve(
+        listener,
+        routes::router(state),
+        tls.map(|t| t.acceptor),
+        shutdown,
+    )
+    .await
+}
+
+fn make_tls(opts: &SimOptions) -> Result<Option<tls::SimTls>, SimError> {
+    if opts.tls {
+        tls::make(&opts.data_dir).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 async fn state_open(opts: SimOptions) -> Result<state::SimState, SimError> {
@@ -139,6 +161,7 @@ async fn state_open(opts: SimOptions) -> Result<state::SimState, SimError> {
 /// A simulator running in the background on `127.0.0.1`, stopped when dropped.
 pub struct SimHandle {
     addr: SocketAddr,
+    ca_file: Option<PathBuf>,
     state: Arc<state::SimState>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), SimError>>>,
@@ -150,9 +173,18 @@ impl SimHandle {
         self.addr
     }
 
-    /// `http://127.0.0.1:<port>`, to use as `jes.url`, `jcs.url` and `jpd.url`.
+    /// `http://127.0.0.1:<port>` (or `https://localhost:<port>` with TLS), to use as
+    /// `jes.url`, `jcs.url` and `jpd.url`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.ca_file {
+            Some(_) => format!("https://{}:{}", tls::TLS_HOST, self.addr.port()),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// With TLS, the CA certificate to trust (`jfconnect.tls.ca_file`).
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
     }
 
     /// The current figures (what `GET /_sim/stats` answers).
@@ -191,14 +223,22 @@ pub async fn spawn(opts: SimOptions) -> Result<SimHandle, SimError> {
         .await
         .map_err(SimError::Listen)?;
     let addr = listener.local_addr().map_err(SimError::Listen)?;
+    let tls = make_tls(&opts)?;
+    let ca_file = tls.as_ref().map(|t| t.ca_file.clone());
     let state = Arc::new(state_open(opts).await?);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = routes::router(state.clone());
-    let task = tokio::spawn(server::serve(listener, router, async move {
-        let _ = stop_rx.await;
-    }));
+    let task = tokio::spawn(server::serve(
+        listener,
+        router,
+        tls.map(|t| t.acceptor),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     Ok(SimHandle {
         addr,
+        ca_file,
         state,
         stop: Some(stop_tx),
         task: Some(task),

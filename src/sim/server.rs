@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// How long a client may take to send a request's headers (slow-loris guard).
@@ -47,6 +48,7 @@ impl ConnControl {
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SimError> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -58,7 +60,7 @@ pub(crate) async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    connections.spawn(connection(stream, router.clone(), stop_rx.clone()));
+                    connections.spawn(connection(stream, router.clone(), tls.clone(), stop_rx.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a moment rather than spin.
@@ -80,7 +82,12 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-async fn connection(stream: TcpStream, router: Router, stop: watch::Receiver<bool>) {
+async fn connection(
+    stream: TcpStream,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    stop: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
     let (stream, raw) = match duplicate(stream) {
         Ok(pair) => pair,
@@ -89,7 +96,16 @@ async fn connection(stream: TcpStream, router: Router, stop: watch::Receiver<boo
             return;
         }
     };
-    serve_stream(stream, raw, router, stop).await;
+    match tls {
+        None => serve_stream(stream, raw, router, stop).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => serve_stream(tls_stream, raw, router, stop).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "simulator TLS handshake failed"),
+                Err(_) => tracing::debug!("simulator TLS handshake timed out"),
+            }
+        }
+    }
 }
 
 /// Serves one connection over any byte stream; `raw` is a second handle on its TCP socket.

@@ -1,0 +1,43 @@
+//! Bundle format v1: signed zip files that carry usage out of, and entitlements into, an
+//! air-gapped JPD.
+//!
+//! A person carries the file across the gap and must be able to check it by hand with `unzip`,
+//! `sha256sum` and `minisign`, so the format is plain zip + `sha256sum` lines + a minisign
+//! signature (`docs/bundle-format.md` is the normative spec). Layout of this module:
+//! `manifest` (the signed metadata, pure), `minisign` (key and signature formats, pure),
+//! `keys` (key files on disk), `zipdir` (strict zip directory parser), `limits` (caps and
+//! streaming adapters), `entry` (reading one entry), `write` (the writer), `verify` (the
+//! verifier), `import_state` (replay/rollback history and policy), `inspect` (unverified view).
+//!
+//! Architecture invariant: nothing outside `verify` hands out bundle content, and it does so
+//! only after every check passed; no code here uses the `zip` crate's reader or `extract`.
+
+mod entry;
+mod error;
+mod import_state;
+mod inspect;
+mod keys;
+mod limits;
+mod manifest;
+mod minisign;
+mod verify;
+mod write;
+mod zipdir;
+
+pub use error::{BundleError, PathProblem};
+pub use import_state::{check_policy, Expectations, ImportState, ImportStore, CLOCK_SKEW};
+pub use inspect::{inspect_bundle, BundleSummary};
+pub use keys::{
+    keys_generate, load_or_generate, read_public_key, read_secret_key, read_trusted_keys,
+    write_public_key, write_secret_key,
+};
+pub use limits::{DigestAdapter, Limits, MaxSizeAdapter};
+pub use manifest::{
+    format_time, parse_sums, sums_line, Kind, Manifest, ManifestEntry, FORMAT_V1, MANIFEST,
+    PAYLOAD_PREFIX, SIGNATURE, SUMS,
+};
+pub use minisign::{generate_keypair, KeyId, MinisignSignature, PublicKey, SecretKey, TrustedKeys};
+pub use verify::{verify_bundle, verify_bytes, verify_file_with_pubkey, VerifiedBundle};
+pub use write::{
+    new_bundle_id, write_bundle, BundleSpec, PayloadEntry, PayloadSource, UNTRUSTED_COMMENT,
+};

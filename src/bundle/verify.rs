@@ -1,0 +1,275 @@
+//! Verifying a bundle before anything in it is believed (DESIGN.md promise 4).
+//!
+//! The checks run in the order `docs/bundle-format.md` fixes: caps and zip structure (from the
+//! raw directory, before any entry is inflated), the signature over `SHA256SUMS` by a trusted
+//! key, the trusted comment against the manifest, `SHA256SUMS` against the manifest and the zip,
+//! the policy (kind, JPD, expiry, clock, replay, sequence), and last every payload entry's size
+//! and SHA-256 while streaming it. Verification writes nothing; the import history changes only
+//! through [`VerifiedBundle::commit`].
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::entry;
+use super::error::BundleError;
+use super::import_state::{check_policy, Expectations, ImportStore};
+use super::keys::read_public_key;
+use super::limits::Limits;
+use super::manifest::{parse_sums, Manifest, FORMAT_V1, MANIFEST, SIGNATURE, SUMS};
+use super::minisign::{MinisignSignature, TrustedKeys};
+use super::zipdir::{read_entries, SliceSource, Source, ZipEntry};
+use crate::clock::SystemClock;
+
+/// A bundle that passed every check; its payload can be streamed (each entry re-checked).
+#[derive(Debug)]
+pub struct VerifiedBundle {
+    manifest: Manifest,
+    file: File,
+    path: PathBuf,
+    entries: HashMap<String, ZipEntry>,
+}
+
+/// Runs every check over `src`; returns the manifest and the zip entries by path.
+fn check_all(
+    src: &dyn Source,
+    trust: &TrustedKeys,
+    expect: &Expectations,
+    limits: &Limits,
+) -> Result<(Manifest, HashMap<String, ZipEntry>), BundleError> {
+    let size = src.len();
+    if size > limits.max_file_bytes {
+        return Err(BundleError::FileTooLarge {
+            size,
+            limit: limits.max_file_bytes,
+        });
+    }
+    let entries: HashMap<String, ZipEntry> = read_entries(src, limits)?
+        .into_iter()
+        .map(|e| (e.path.clone(), e))
+        .collect();
+    let sig_entry = entries.get(SIGNATURE).ok_or(BundleError::Unsigned)?;
+    let sums_entry = entries
+        .get(SUMS)
+        .ok_or(BundleError::MissingMetadata(SUMS))?;
+    let manifest_entry = entries
+        .get(MANIFEST)
+        .ok_or(BundleError::MissingMetadata(MANIFEST))?;
+
+    // Signature over SHA256SUMS, by a trusted key.
+    let sig_text = String::from_utf8(entry::read_all(src, sig_entry)?)
+        .map_err(|_| BundleError::MalformedSignature("it is not UTF-8".into()))?;
+    let sig = MinisignSignature::parse(&sig_text)?;
+    let key = trust
+        .get(sig.key_id)
+        .ok_or_else(|| BundleError::UnknownKey(sig.key_id.to_string()))?;
+    let sums_bytes = entry::read_all(src, sums_entry)?;
+    sig.verify(key, &sums_bytes)?;
+    if !sig.trusted_comment.starts_with(&format!("{FORMAT_V1} ")) {
+        return Err(BundleError::MalformedTrustedComment(sig.trusted_comment));
+    }
+
+    // The manifest, through its signed hash.
+    let sums = parse_sums(&sums_bytes)?;
+    drop(sums_bytes);
+    let mut signed: HashMap<&str, &str> = HashMap::with_capacity(sums.len());
+    for (hash, path) in &sums {
+        if signed.insert(path, hash).is_some() {
+            return Err(BundleError::SumsMismatch(format!("{path} is listed twice")));
+        }
+    }
+    let manifest_hash = signed
+        .get(MANIFEST)
+        .ok_or_else(|| BundleError::SumsMismatch("manifest.json is not listed".into()))?;
+    let manifest_bytes = entry::read_all(src, manifest_entry)?;
+    if hex::encode(entry::sha256(&manifest_bytes)) != *manifest_hash {
+        return Err(BundleError::HashMismatch(MANIFEST.into()));
+    }
+    let manifest = Manifest::parse(&manifest_bytes)?;
+    drop(manifest_bytes);
+    let expected_comment = manifest.trusted_comment();
+    if sig.trusted_comment != expected_comment {
+        return Err(BundleError::TrustedCommentMismatch {
+            signed: sig.trusted_comment,
+            manifest: expected_comment,
+        });
+    }
+    if manifest.signing_key_id != sig.key_id.to_string() {
+        return Err(BundleError::SigningKeyMismatch {
+            manifest: manifest.signing_key_id,
+            signature: sig.key_id.to_string(),
+        });
+    }
+
+    // SHA256SUMS lists exactly manifest.json and the manifest's entries, with the same hashes.
+    if signed.len() != manifest.entries.len() + 1 {
+        return Err(BundleError::SumsMismatch(format!(
+            "it lists {} files, but manifest.json and its {} entries make {}",
+            signed.len(),
+            manifest.entries.len(),
+            manifest.entries.len() + 1
+        )));
+    }
+    for e in &manifest.entries {
+        match signed.get(e.path.as_str()) {
+            Some(h) if *h == e.sha256 => {}
+            Some(_) => {
+                return Err(BundleError::SumsMismatch(format!(
+                    "{} has another hash than in the manifest",
+                    e.path
+                )))
+            }
+            None => {
+                return Err(BundleError::SumsMismatch(format!(
+                    "{} is not listed",
+                    e.path
+                )))
+            }
+        }
+    }
+
+    // The zip holds exactly the listed entries, of the listed sizes.
+    let listed: HashMap<&str, u64> = manifest
+        .entries
+        .iter()
+        .map(|e| (e.path.as_str(), e.size))
+        .collect();
+    let mut zip_paths: Vec<&String> = entries.keys().collect();
+    zip_paths.sort();
+    for path in zip_paths {
+        if ![MANIFEST, SUMS, SIGNATURE].contains(&path.as_str())
+            && !listed.contains_key(path.as_str())
+        {
+            return Err(BundleError::UnlistedEntry(path.clone()));
+        }
+    }
+    for e in &manifest.entries {
+        let z = entries
+            .get(&e.path)
+            .ok_or_else(|| BundleError::MissingEntry(e.path.clone()))?;
+        if z.size != e.size {
+            return Err(BundleError::SizeMismatch {
+                path: e.path.clone(),
+                expected: e.size,
+                actual: z.size,
+            });
+        }
+    }
+
+    check_policy(&manifest, expect)?;
+
+    // Last, the expensive part: every payload byte against its signed size and SHA-256.
+    let mut buf = vec![0u8; 256 * 1024];
+    for e in &manifest.entries {
+        if let Some(z) = entries.get(&e.path) {
+            entry::check(src, z, decode_sha(&e.sha256)?, &mut buf)?;
+        }
+    }
+    Ok((manifest, entries))
+}
+
+fn decode_sha(hex_text: &str) -> Result<[u8; 32], BundleError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_text, &mut out)
+        .map_err(|_| BundleError::MalformedManifest("a sha256 is not hex".into()))?;
+    Ok(out)
+}
+
+/// Verifies the bundle at `path`; see the module doc for the checks and their order.
+pub fn verify_bundle(
+    path: &Path,
+    trust: &TrustedKeys,
+    expect: &Expectations,
+    limits: &Limits,
+) -> Result<VerifiedBundle, BundleError> {
+    let file = File::open(path).map_err(|e| BundleError::io("open", path, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| BundleError::io("read", path, e))?;
+    if !meta.is_file() {
+        return Err(BundleError::NotAZip("it is not a regular file".into()));
+    }
+    let (manifest, entries) = check_all(&file, trust, expect, limits)?;
+    Ok(VerifiedBundle {
+        manifest,
+        file,
+        path: path.to_path_buf(),
+        entries,
+    })
+}
+
+/// Verifies a bundle held in memory; returns its manifest. Same checks as [`verify_bundle`].
+pub fn verify_bytes(
+    bytes: &[u8],
+    trust: &TrustedKeys,
+    expect: &Expectations,
+    limits: &Limits,
+) -> Result<Manifest, BundleError> {
+    check_all(&SliceSource(bytes), trust, expect, limits).map(|(m, _)| m)
+}
+
+/// `jfconnect bundle verify FILE --pubkey KEY`: signature, structure, hashes and expiry, with
+/// the one public key given, no kind or JPD expectation and no import history.
+pub fn verify_file_with_pubkey(path: &Path, pubkey: &Path) -> Result<Manifest, BundleError> {
+    let trust = TrustedKeys::new(vec![read_public_key(pubkey)?]);
+    let expect = Expectations {
+        kind: None,
+        jpd_id: None,
+        clock: std::sync::Arc::new(SystemClock),
+        history: None,
+    };
+    verify_bundle(path, &trust, &expect, &Limits::default()).map(|v| v.manifest)
+}
+
+impl VerifiedBundle {
+    /// The verified manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The bundle file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Streams the payload entry `path` (e.g. `payload/entitlements.json`). The reader fails
+    /// with an `InvalidData` error at its end if the bytes no longer match the signed SHA-256
+    /// (the file changed on disk since verification).
+    pub fn open_entry(&self, path: &str) -> Result<impl Read + Send + '_, BundleError> {
+        let listed = self
+            .manifest
+            .entries
+            .iter()
+            .find(|e| e.path == path)
+            .ok_or_else(|| BundleError::MissingEntry(path.to_string()))?;
+        let z = self
+            .entries
+            .get(path)
+            .ok_or_else(|| BundleError::MissingEntry(path.to_string()))?;
+        Ok(entry::open_checked(
+            &self.file,
+            z,
+            decode_sha(&listed.sha256)?,
+        ))
+    }
+
+    /// Reads a payload entry whole, re-checking its size and SHA-256.
+    pub fn read_entry(&self, path: &str) -> Result<Vec<u8>, BundleError> {
+        let z = self
+            .entries
+            .get(path)
+            .ok_or_else(|| BundleError::MissingEntry(path.to_string()))?;
+        let mut out = Vec::new();
+        self.open_entry(path)?
+            .read_to_end(&mut out)
+            .map_err(|e| entry::read_error(z, z.size, e))?;
+        Ok(out)
+    }
+
+    /// Records the bundle as imported in `store`. Call only after the bundle was applied;
+    /// until then a refused or failed import leaves the history unchanged.
+    pub fn commit(&self, store: &ImportStore) -> Result<(), BundleError> {
+        store.commit(&self.manifest)
+    }
+}

@@ -1,0 +1,112 @@
+//! Streaming bodies across the proxy, both ways, with an idle timeout.
+//!
+//! Bodies are never collected: each chunk read from one side is handed to the other, so a
+//! 1 GiB upload or download holds only the chunks in flight. The timeout is an IDLE timeout:
+//! a slow but moving transfer of any size is fine, while a store that stays silent for longer
+//! than the timeout (before its answer, or in the middle of a body) is given up on.
+
+use axum::body::Body;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// When bytes of one exchange last moved, shared between the upload stream and the code that
+/// waits for the store's answer.
+#[derive(Debug)]
+pub struct Activity {
+    origin: Instant,
+    /// Milliseconds since `origin` of the last chunk.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    /// Starts the clock now.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Records that bytes moved now.
+    pub fn touch(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// When bytes last moved.
+    pub fn last(&self) -> Instant {
+        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// The caller's request body as an upstream body, touching `activity` on every chunk.
+pub fn upstream_body(body: Body, activity: Arc<Activity>) -> reqwest::Body {
+    reqwest::Body::wrap_stream(
+        body.into_data_stream()
+            .inspect_ok(move |_| activity.touch()),
+    )
+}
+
+/// What ended a wait for the store's answer.
+#[derive(Debug)]
+pub enum Waited {
+    /// The store answered, or the send failed.
+    Done(Result<reqwest::Response, reqwest::Error>),
+    /// Nothing moved for `idle`.
+    Idle,
+}
+
+/// Waits for the store's answer while the upload moves; gives up once nothing moved for `idle`.
+pub async fn answer_or_idle<F>(pending: F, activity: &Activity, idle: Duration) -> Waited
+where
+    F: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>,
+{
+    tokio::pin!(pending);
+    loop {
+        let deadline = activity.last() + idle;
+        tokio::select! {
+            done = &mut pending => return Waited::Done(done),
+            _ = tokio::time::sleep_until(deadline) => {
+                if activity.last() + idle <= Instant::now() {
+                    return Waited::Idle;
+                }
+            }
+        }
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+/// The store's answer body as our response body; ends with an error (which cuts the caller's
+/// connection, so a truncated download is never mistaken for a whole one) if the store stays
+/// silent for `idle` mid-body or breaks the transfer.
+pub fn downstream_body(response: reqwest::Response, idle: Duration, host: String) -> Body {
+    let chunks: ChunkStream = Box::pin(response.bytes_stream());
+    let stream = futures_util::stream::unfold(Some(chunks), move |state| {
+        let host = host.clone();
+        async move {
+            let mut chunks = state?;
+            match tokio::time::timeout(idle, chunks.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(chunks))),
+                Ok(None) => None,
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(%host, error = %e, "the JFrog Store broke off a response body");
+                    Some((Err(std::io::Error::other(e)), None))
+                }
+                Err(_) => {
+                    tracing::warn!(%host, "the JFrog Store went silent in the middle of a response body");
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the JFrog Store at {host} went silent mid-body"),
+                    );
+                    Some((Err(e), None))
+                }
+            }
+        }
+    });
+    Body::from_stream(stream)
+}

@@ -1,0 +1,256 @@
+//! Real TLS and a real authenticating proxy, both on loopback: the HTTPS simulator (a CA made
+//! on start) and tinyproxy with BasicAuth, started by the test. `.ci/run` installs tinyproxy.
+
+use jfconnect::config::{Config, ProxyConfig};
+use jfconnect::protocol::RegisterRequest;
+use jfconnect::secret::Secret;
+use jfconnect::sim::{self, SimHandle, SimOptions};
+use jfconnect::transport::online::OnlineTransport;
+use jfconnect::transport::{ErrorClass, Transport, TransportError};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const PASSWORD: &str = "pr0xy-s3cret-pw";
+
+fn request() -> RegisterRequest {
+    RegisterRequest {
+        jpd_id: "jpd-tls-test".into(),
+        license_key: Secret::new("JFL-TLS-PROXY-TEST-0001"),
+        jfconnect_version: "test".into(),
+    }
+}
+
+async fn sim(dir: &Path, tls: bool) -> SimHandle {
+    let mut o = SimOptions::new(dir.join("sim"));
+    o.tls = tls;
+    sim::spawn(o).await.unwrap()
+}
+
+fn config(dir: &Path) -> Config {
+    let mut c = Config::defaults(dir.join("data"));
+    c.connect_timeout = Duration::from_secs(5);
+    c.request_timeout = Duration::from_secs(10);
+    c
+}
+
+async fn register(c: &Config, base: &str) -> Result<(), TransportError> {
+    let outbound = jfconnect::http::build_with_env(c, &|_| None).unwrap();
+    let base: url::Url = base.parse().unwrap();
+    OnlineTransport::new(outbound, base.clone(), base)
+        .register(&request())
+        .await
+        .map(drop)
+}
+
+#[tokio::test]
+async fn https_simulator_is_trusted_with_its_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sim(dir.path(), true).await;
+    assert!(s.base_url().starts_with("https://localhost:"));
+    let mut c = config(dir.path());
+    c.tls_ca_file = Some(s.ca_file().unwrap().to_path_buf());
+    register(&c, &s.base_url()).await.unwrap();
+}
+
+#[tokio::test]
+async fn https_simulator_is_refused_without_the_ca_with_the_tls_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sim(dir.path(), true).await;
+    let e = register(&config(dir.path()), &s.base_url())
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Unavailable);
+    assert_eq!(
+        e.message,
+        "the TLS certificate of localhost is not trusted (unknown issuer); add your CA to jfconnect.tls.ca_file"
+    );
+}
+
+#[tokio::test]
+async fn certificate_for_another_name_is_refused_as_a_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sim(dir.path(), true).await;
+    let mut c = config(dir.path());
+    c.tls_ca_file = Some(s.ca_file().unwrap().to_path_buf());
+    let e = register(&c, &format!("https://127.0.0.1:{}", s.addr().port()))
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("(name mismatch)"), "{}", e.message);
+}
+
+/// tinyproxy with BasicAuth on a free loopback port, stopped on drop.
+struct Tinyproxy {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tinyproxy {
+    fn start() -> Tinyproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.path().join("tinyproxy.log");
+        let conf = dir.path().join("tinyproxy.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{}\"\nLogLevel Info\nMaxClients 20\nBasicAuth alice {PASSWORD}\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tinyproxy must be installed (.ci/run installs it)");
+        // Owned by the guard at once, so it is killed and waited for on every path.
+        let proxy = Tinyproxy {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return proxy;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tinyproxy did not start on port {port}");
+    }
+
+    fn url(&self) -> url::Url {
+        format!("http://127.0.0.1:{}", self.port).parse().unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn via_proxy(dir: &Path, proxy: &Tinyproxy, password: &str) -> Config {
+    let mut c = config(dir);
+    c.proxy = Some(ProxyConfig {
+        url: proxy.url(),
+        username: Some("alice".into()),
+        password: Some(Secret::new(password)),
+    });
+    c
+}
+
+#[tokio::test]
+async fn right_proxy_credentials_pass_and_the_proxy_sees_the_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Tinyproxy::start();
+    let s = sim(dir.path(), false).await;
+    register(&via_proxy(dir.path(), &proxy, PASSWORD), &s.base_url())
+        .await
+        .unwrap();
+    let log = proxy.log();
+    assert!(
+        log.contains("/jes/api/v1/register"),
+        "tinyproxy log shows the call:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_proxy_credentials_give_the_proxy_sentence_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Tinyproxy::start();
+    let s = sim(dir.path(), false).await;
+    let e = register(
+        &via_proxy(dir.path(), &proxy, "wrong-password-xyz"),
+        &s.base_url(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Rejected);
+    assert_eq!(
+        e.message,
+        format!(
+            "the proxy at http://127.0.0.1:{}/ refused the credentials for user alice (HTTP 401); check jfconnect.proxy.username and proxy.password_file",
+            proxy.port
+        )
+    );
+    assert!(!format!("{e:?}").contains("wrong-password-xyz"));
+    assert_eq!(s.stats().register_calls, 0, "nothing reached the origin");
+}
+
+#[tokio::test]
+async fn no_proxy_bypasses_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Tinyproxy::start();
+    let s = sim(dir.path(), false).await;
+    let mut c = via_proxy(dir.path(), &proxy, "wrong-password-xyz");
+    c.no_proxy = Some("127.0.0.1".into());
+    register(&c, &s.base_url()).await.unwrap();
+    assert!(!proxy.log().contains("/jes/api/v1/register"));
+}
+
+#[tokio::test]
+async fn https_goes_through_the_proxy_with_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Tinyproxy::start();
+    let s = sim(dir.path(), true).await;
+    let mut c = via_proxy(dir.path(), &proxy, PASSWORD);
+    c.tls_ca_file = Some(s.ca_file().unwrap().to_path_buf());
+    register(&c, &s.base_url()).await.unwrap();
+    let log = proxy.log();
+    assert!(
+        log.contains("CONNECT"),
+        "tinyproxy tunnelled the request:\n{log}"
+    );
+    let mut bad = via_proxy(dir.path(), &proxy, "wrong-password-xyz");
+    bad.tls_ca_file = c.tls_ca_file.clone();
+    let e = register(&bad, &s.base_url()).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::Rejected);
+    assert!(
+        e.message.contains("refused to open a tunnel (CONNECT)"),
+        "{}",
+        e.message
+    );
+    assert!(!e.message.contains("wrong-password-xyz"));
+}
+
+#[tokio::test]
+async fn unreachable_proxy_has_its_own_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = sim(dir.path(), false).await;
+    let mut c = config(dir.path());
+    c.proxy = Some(ProxyConfig {
+        url: format!("http://127.0.0.1:{port}").parse().unwrap(),
+        username: None,
+        password: None,
+    });
+    let e = register(&c, &s.base_url()).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::Unavailable);
+    assert!(
+        e.message.starts_with(&format!(
+            "the proxy at http://127.0.0.1:{port}/ cannot be reached"
+        )),
+        "{}",
+        e.message
+    );
+}
