@@ -230,7 +230,7 @@ async fn usage_files_survive_sigkill_at_random_instants() {
         } else {
             "archival"
         };
-        let delay = Duration::from_millis(rng.gen_range(5..400));
+        let delay = Duration::from_millis(rng.gen_range(2..160));
         if tokio::task::block_in_place(|| drill.kill_after(job, delay)) {
             killed += 1;
         }
