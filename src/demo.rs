@@ -36,6 +36,36 @@ fn step(step: &'static str) -> impl Fn(String) -> DemoError {
 
 /// The license the demo starts with: the simulator refuses it, as JES would an expired one.
 const BAD_LICENSE: &str = "TRIAL-EXPIRED";
+/// How many usage files the demo drops into the spool.
+const USAGE_FILES: usize = 200;
+
+/// Writes `n` usage files the way a writer should (temp name, then rename), dated over the last
+/// few days, with their mtime set back past the spool's settle window (as files left there
+/// earlier by the Observability service would be).
+fn write_usage_files(spool: &std::path::Path, n: usize) -> std::io::Result<()> {
+    std::fs::create_dir_all(spool)?;
+    let now = chrono::Utc::now();
+    let products = ["artifactory", "xray", "distribution", "curation"];
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    for i in 0..n {
+        let ts = now - chrono::Duration::hours((i % 72) as i64);
+        let body = format!(
+            "{{\"product\":\"{}\",\"timestamp\":\"{}\",\"metric\":\"storage_bytes\",\"value\":{}}}\n",
+            products[i % products.len()],
+            ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            1_000_000 + i * 7919
+        );
+        let tmp = spool.join(format!(".usage-{i:04}.json.tmp"));
+        std::fs::write(&tmp, body)?;
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)?
+            .set_modified(old)?;
+        std::fs::rename(&tmp, spool.join(format!("usage-{i:04}.json")))?;
+    }
+    Ok(())
+}
+
 /// The license the demo fixes it with.
 const GOOD_LICENSE: &str = "JFL-DEMO-0000-1111-2222";
 
@@ -196,7 +226,61 @@ impl<W: Write> Demo<'_, W> {
             .map_err(|e| step("retry after 500")(e.message))?;
         writeln!(self.out, "   ✓ {}\n", r.summary)?;
 
+        self.usage().await?;
         self.show_entitlements().await
+    }
+
+    async fn usage(&mut self) -> Result<(), DemoError> {
+        let spool = self.service.config.usage_spool_dir.clone();
+        writeln!(
+            self.out,
+            "4. The Observability service leaves {USAGE_FILES} usage files in {}…",
+            spool.display()
+        )?;
+        write_usage_files(&spool, USAGE_FILES)
+            .map_err(|e| step("write usage files")(e.to_string()))?;
+        let r = self
+            .run_job(JobName::Usage)
+            .await
+            .map_err(|e| step("upload usage")(e.message))?;
+        let stats = self.sim.stats();
+        writeln!(self.out, "   ✓ {}", r.summary)?;
+        writeln!(
+            self.out,
+            "   JCS holds {} distinct usage files, each identified by the SHA-256 of its bytes\n",
+            stats.usage_received_unique
+        )?;
+
+        writeln!(
+            self.out,
+            "5. Archive the uploaded files into the JPD's Artifactory…"
+        )?;
+        let r = self
+            .run_job(JobName::Archival)
+            .await
+            .map_err(|e| step("archive usage")(e.message))?;
+        writeln!(self.out, "   ✓ {}", r.summary)?;
+        let left = std::fs::read_dir(&spool)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count()
+            })
+            .unwrap_or(0);
+        let stats = self.sim.stats();
+        writeln!(
+            self.out,
+            "   Artifactory verified {} usage files inside {} archive(s) by their index; the spool {}\n",
+            stats.archived_usage_files,
+            stats.archives_stored,
+            if left == 0 { "is empty".to_string() } else { format!("still holds {left} files") }
+        )?;
+        if left != 0 || stats.archived_usage_files != USAGE_FILES as u64 {
+            return Err(step("archive usage")(
+                "not every usage file was archived".into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn show_entitlements(&mut self) -> Result<(), DemoError> {

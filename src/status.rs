@@ -161,6 +161,8 @@ pub struct StatusReport {
     pub jobs: Vec<JobView>,
     /// The outbound proxies in effect and where each setting came from (password masked).
     pub proxies: Vec<crate::http::ProxyInfo>,
+    /// Usage files by state: pending, uploaded, archived, quarantined; bytes archived.
+    pub usage: crate::pipeline::Counts,
 }
 
 fn when(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {

@@ -22,6 +22,11 @@ fn demo_runs_the_connected_flow_and_exits_zero() {
         "exponential backoff with full jitter",
         "entitlements unchanged (JES answered 304 Not Modified)",
         "- xray           scan",
+        "uploaded 200 usage files",
+        "JCS holds 200 distinct usage files",
+        "archived 200 usage files into jfrog-usage-logs/",
+        "checksum verified, originals deleted",
+        "Artifactory verified 200 usage files inside 1 archive(s) by their index; the spool is empty",
     ] {
         assert!(
             stdout.contains(expected),

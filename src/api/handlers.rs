@@ -103,6 +103,7 @@ pub fn report(s: &Service) -> status::StatusReport {
         proxies: crate::http::proxies_in_effect(&s.config, &|k| std::env::var(k).ok())
             .map(|v| v.into_iter().map(|(info, _, _)| info).collect())
             .unwrap_or_default(),
+        usage: crate::pipeline::pipeline_counts(&s.config),
     }
 }
 

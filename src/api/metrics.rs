@@ -107,5 +107,21 @@ pub fn render(r: &StatusReport) -> String {
             u8::from(j.state == "running"),
         );
     }
+    p.family("jfconnect_usage_files", "gauge", "Usage files by state (pending, uploaded, archived since the data folder was made, quarantined).");
+    let u = &r.usage;
+    for (state, n) in [
+        ("pending", u.pending),
+        ("uploaded", u.uploaded),
+        ("archived", u.archived),
+        ("quarantined", u.quarantined),
+    ] {
+        p.sample("jfconnect_usage_files", &[("state", state)], n);
+    }
+    p.family(
+        "jfconnect_archived_bytes_total",
+        "counter",
+        "Bytes of usage archives uploaded to the JPD.",
+    );
+    p.sample("jfconnect_archived_bytes_total", &[], u.bytes_archived);
     p.0
 }
