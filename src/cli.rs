@@ -160,9 +160,7 @@ async fn serve(cli: &Cli) -> Result<(), Failure> {
             // A disabled service must start whatever else is wrong (JFrog users could not
             // disable JFConnect cleanly); it runs nothing that needs the rest.
             tracing::warn!(error = %f.message, "configuration has errors, but jfconnect is disabled; starting for health checks only");
-            let mut c = Config::defaults(PathBuf::from("jfconnect-data"));
-            c.enabled = false;
-            c
+            Config::disabled_fallback(cli.config.as_deref())
         }
         Err(f) => return Err(f),
     };

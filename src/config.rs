@@ -245,6 +245,39 @@ impl Config {
         }
     }
 
+    /// The configuration of a disabled service whose other keys are wrong: defaults, with the
+    /// port, bind address and data folder taken from the file or environment where they are
+    /// valid on their own, so health checks answer where the operator expects them.
+    pub fn disabled_fallback(file: Option<&Path>) -> Config {
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        let mut c = Config::defaults(PathBuf::from("jfconnect-data"));
+        c.enabled = false;
+        if let Ok((tree, _)) = layered_tree(file, &env) {
+            if let Some(d) = lookup(&tree, "data_dir").and_then(Value::as_str) {
+                c = Config {
+                    data_dir: PathBuf::from(d),
+                    ..c
+                };
+            }
+            if let Some(p) = lookup(&tree, "port")
+                .and_then(Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0)
+            {
+                c.port = p;
+            }
+            if let Some(b) = lookup(&tree, "bind")
+                .and_then(Value::as_str)
+                .filter(|b| b.parse::<std::net::IpAddr>().is_ok())
+            {
+                c.bind = b.to_string();
+            }
+        }
+        c
+    }
+
     /// Path of the state folder.
     pub fn state_dir(&self) -> PathBuf {
         self.data_dir.join("state")

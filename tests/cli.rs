@@ -1,0 +1,179 @@
+//! The binary's edges: exit codes 0/1/2 with one clear line on stderr, `status --json` for
+//! scripts, `enabled: false` that never fails startup, and SIGTERM that stops `serve` cleanly.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn jfconnect(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_jfconnect"));
+    c.current_dir(dir)
+        .env_remove("HTTPS_PROXY")
+        .env_remove("HTTP_PROXY");
+    c
+}
+
+fn config(dir: &Path, body: &str) -> std::path::PathBuf {
+    let p = dir.join("system.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "jfconnect:\n  data_dir: {}\n{body}",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn bad_config_exits_2_with_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "  usage:\n    interval: often\n");
+    let out = jfconnect(dir.path())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("jfconnect.usage.interval"), "{err}");
+}
+
+#[test]
+fn unknown_job_is_bad_usage_and_failed_job_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = jfconnect(dir.path())
+        .args(["jobs", "run", "nonsense"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let cfg = config(dir.path(), "");
+    let out = jfconnect(dir.path())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["jobs", "run", "entitlements"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no license is configured"), "{err}");
+}
+
+#[test]
+fn status_json_is_machine_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let out = jfconnect(dir.path())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["registration"]["state"], "unregistered");
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 3);
+    assert!(v["usage"]["pending"].is_u64());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_ping(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::Write;
+            let _ = s.write_all(
+                b"GET /api/v1/system/ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            );
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            if answer.starts_with("HTTP/1.1 200") {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("serve never answered ping on port {port}");
+}
+
+fn sigterm_and_wait(child: &mut std::process::Child) -> (Option<i32>, Duration) {
+    let t = Instant::now();
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code(), t.elapsed());
+        }
+        if t.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve did not stop within 15 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_stops_on_sigterm_with_exit_0_within_10_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(
+        dir.path(),
+        &format!("  port: {port}\n  bind: 127.0.0.1\n  jes:\n    url: http://127.0.0.1:9\n"),
+    );
+    let mut child = jfconnect(dir.path())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_ping(port);
+    let (code, took) = sigterm_and_wait(&mut child);
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+#[test]
+fn disabled_service_starts_even_with_other_keys_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("system.yaml");
+    // usage.interval is wrong; a disabled service must start all the same, on the port and
+    // address it was given.
+    std::fs::write(
+        &cfg,
+        "jfconnect:\n  enabled: false\n  usage:\n    interval: whenever\n",
+    )
+    .unwrap();
+    let mut child = jfconnect(dir.path())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .env("JF_JFCONNECT_PORT", port.to_string())
+        .env("JF_JFCONNECT_BIND", "127.0.0.1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_ping(port);
+    let (code, _) = sigterm_and_wait(&mut child);
+    assert_eq!(code, Some(0));
+}
