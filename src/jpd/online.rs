@@ -88,18 +88,24 @@ impl OnlineJpd {
     }
 }
 
-#[async_trait::async_trait]
-impl Jpd for OnlineJpd {
-    async fn check_token(&self) -> Result<(), TransportError> {
-        let url = self.url(ACCESS_TOKEN_CHECK, &[])?;
-        let resp = self
-            .outbound
+impl OnlineJpd {
+    /// An authenticated GET, its network failure classified for `service`.
+    async fn get(&self, url: &Url, service: &str) -> Result<reqwest::Response, TransportError> {
+        self.outbound
             .client
             .get(url.clone())
             .bearer_auth(self.token()?.expose())
             .send()
             .await
-            .map_err(|e| self.outbound.send_error(&e, "Access", &url))?;
+            .map_err(|e| self.outbound.send_error(&e, service, url))
+    }
+}
+
+#[async_trait::async_trait]
+impl Jpd for OnlineJpd {
+    async fn check_token(&self) -> Result<(), TransportError> {
+        let url = self.url(ACCESS_TOKEN_CHECK, &[])?;
+        let resp = self.get(&url, "Access").await?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -159,14 +165,7 @@ impl Jpd for OnlineJpd {
         path: &str,
     ) -> Result<Option<StorageInfo>, TransportError> {
         let url = self.url(ARTIFACTORY_STORAGE, &[repo, path])?;
-        let resp = self
-            .outbound
-            .client
-            .get(url.clone())
-            .bearer_auth(self.token()?.expose())
-            .send()
-            .await
-            .map_err(|e| self.outbound.send_error(&e, "Artifactory", &url))?;
+        let resp = self.get(&url, "Artifactory").await?;
         if resp.status().as_u16() == 404 {
             return Ok(None);
         }
