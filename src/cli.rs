@@ -30,7 +30,11 @@ pub enum Command {
     /// Run the service: the HTTP API on port 8030 and the jobs on their schedules.
     Serve,
     /// Run the whole connected flow once against a local simulator, printing each step.
-    Demo,
+    Demo {
+        /// Run the air-gapped round trip instead: bundles carried across by hand.
+        #[arg(long)]
+        airgapped: bool,
+    },
     /// Run one job now and exit (0 on success).
     Jobs {
         /// What to do with jobs.
@@ -43,11 +47,68 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Key pairs for signing bundles (minisign-compatible files).
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Air-gapped mode: signed bundles carried across the gap by a person.
+    Bundle {
+        /// What to do.
+        #[command(subcommand)]
+        action: BundleAction,
+    },
     /// The local simulator of JES, JCS and the JPD (for the demo, tests and benchmarks).
     Sim {
         /// What to do.
         #[command(subcommand)]
         action: SimAction,
+    },
+}
+
+/// `keys` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Write a fresh key pair to PREFIX.pub and PREFIX.key (mode 0600, unencrypted, as
+    /// `minisign -G -W`); refuses to overwrite.
+    Generate {
+        /// Path prefix of the two files.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
+}
+
+/// `bundle` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum BundleAction {
+    /// Run the usage job once into a signed usage bundle (or, with no usage pending, write a
+    /// registration bundle) and copy it to FILE.
+    Export {
+        /// Where to put the bundle.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Verify an entitlements bundle from the vendor and store its entitlements.
+    Import {
+        /// The bundle.
+        file: PathBuf,
+    },
+    /// Verify any bundle with one public key (no configuration needed).
+    Verify {
+        /// The bundle.
+        file: PathBuf,
+        /// The signer's minisign public key file.
+        #[arg(long, value_name = "KEY")]
+        pubkey: PathBuf,
+    },
+    /// Show what a bundle claims, WITHOUT verifying it.
+    Inspect {
+        /// The bundle.
+        file: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -77,6 +138,22 @@ pub enum SimAction {
         /// written to DIR/tls/ca.pem (trust it with jfconnect.tls.ca_file).
         #[arg(long)]
         tls: bool,
+    },
+    /// Play the vendor portal: answer a usage or registration bundle with a signed
+    /// entitlements bundle for that JPD.
+    Answer {
+        /// The incoming usage or registration bundle.
+        #[arg(long = "in", value_name = "BUNDLE")]
+        input: PathBuf,
+        /// The vendor's secret key.
+        #[arg(long, value_name = "VENDOR_KEY")]
+        key: PathBuf,
+        /// Where to write the entitlements bundle.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The vendor's state: pinned JPD keys, received usage, sequence.
+        #[arg(long, value_name = "DIR", default_value = "jfconnect-vendor")]
+        state: PathBuf,
     },
 }
 
@@ -142,9 +219,16 @@ fn clock() -> SharedClock {
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Serve => serve(&cli).await,
-        Command::Demo => crate::demo::run(&mut std::io::stdout())
+        Command::Demo { airgapped: false } => crate::demo::run(&mut std::io::stdout())
             .await
             .map_err(Failure::failed),
+        Command::Demo { airgapped: true } => crate::demo::run_airgapped(&mut std::io::stdout())
+            .await
+            .map_err(Failure::failed),
+        Command::Keys {
+            action: KeysAction::Generate { out },
+        } => crate::airgap::commands::keys_generate(out),
+        Command::Bundle { action } => bundle(&cli, action).await,
         Command::Jobs {
             action: JobsAction::Run { job },
         } => run_job(&cli, *job).await,
@@ -234,15 +318,33 @@ fn status(cli: &Cli, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
+async fn bundle(cli: &Cli, action: &BundleAction) -> Result<(), Failure> {
+    use crate::airgap::commands;
+    match action {
+        BundleAction::Verify { file, pubkey } => commands::verify(file, pubkey),
+        BundleAction::Inspect { file, json } => commands::inspect(file, *json),
+        BundleAction::Import { file } => commands::import(&load_config(cli)?, clock(), file),
+        BundleAction::Export { out } => commands::export(load_config(cli)?, clock(), out).await,
+    }
+}
+
 async fn sim(action: &SimAction) -> Result<(), Failure> {
-    let SimAction::Serve {
-        listen,
-        data,
-        faults,
-        accept_licenses,
-        jpd_token,
-        tls,
-    } = action;
+    let (listen, data, faults, accept_licenses, jpd_token, tls) = match action {
+        SimAction::Serve {
+            listen,
+            data,
+            faults,
+            accept_licenses,
+            jpd_token,
+            tls,
+        } => (listen, data, faults, accept_licenses, jpd_token, tls),
+        SimAction::Answer {
+            input,
+            key,
+            out,
+            state,
+        } => return crate::airgap::commands::sim_answer(input, key, out, state, clock()),
+    };
     let mut opts = crate::sim::SimOptions::new(data.clone());
     for spec in faults {
         opts.faults

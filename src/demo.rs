@@ -316,3 +316,8 @@ impl<W: Write> Demo<'_, W> {
         Ok(())
     }
 }
+
+/// `jfconnect demo --airgapped`: the air-gapped round trip once (see [`crate::airgap::demo`]).
+pub async fn run_airgapped(out: &mut impl Write) -> Result<(), DemoError> {
+    crate::airgap::demo::run(out).await
+}

@@ -3,6 +3,7 @@
 //! See `docs/architecture.md` for the code map. The binary (`main.rs`) is a thin shell around
 //! [`cli::run`].
 
+pub mod airgap;
 pub mod api;
 pub mod bundle;
 pub mod cli;

@@ -170,6 +170,11 @@ impl Service {
         let scheduler = if config.enabled {
             let transport = match transport_override {
                 Some(t) => t,
+                None if config.airgap_enabled => Arc::new(crate::airgap::AirGappedTransport::new(
+                    crate::airgap::Outbox::from_config(&config, &jpd_id),
+                    entitlements.clone(),
+                    clock.clone(),
+                )),
                 None => transport(&config)?,
             };
             let pipeline_jobs = crate::jobs::usage::pipeline_jobs(

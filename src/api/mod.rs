@@ -10,6 +10,7 @@
 mod auth;
 mod handlers;
 mod metrics;
+mod offline;
 
 pub use handlers::report;
 
@@ -72,6 +73,7 @@ pub fn router(service: Arc<Service>) -> Router {
         // Merged, not nested: nesting rewrites the path before the store proxy's raw-path
         // check could see tricks such as `//host`.
         .merge(store)
+        .merge(offline::router())
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),
             auth::require_token,

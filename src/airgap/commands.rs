@@ -1,0 +1,90 @@
+//! The air-gapped subcommands of the CLI: `keys generate`, `bundle export|import|verify|
+//! inspect` and `sim answer`. `cli.rs` parses; these print and map errors to exit codes
+//! (2 for a refused bundle or other bad input, 1 for a failure of this machine).
+
+use std::path::Path;
+
+use super::AirgapError;
+use crate::cli::Failure;
+use crate::clock::SharedClock;
+use crate::config::Config;
+
+fn failure(e: AirgapError) -> Failure {
+    if e.is_bad_input() {
+        Failure::bad_input(e)
+    } else {
+        Failure::failed(e)
+    }
+}
+
+/// `jfconnect keys generate --out PREFIX`.
+pub fn keys_generate(prefix: &Path) -> Result<(), Failure> {
+    let sk = crate::bundle::keys_generate(prefix).map_err(|e| failure(AirgapError::Bundle(e)))?;
+    println!(
+        "wrote {0}.pub (public, key id {1}) and {0}.key (secret, mode 0600; keep it private)",
+        prefix.display(),
+        sk.id
+    );
+    Ok(())
+}
+
+/// `jfconnect bundle verify FILE --pubkey KEY` (no configuration needed).
+pub fn verify(file: &Path, pubkey: &Path) -> Result<(), Failure> {
+    let m = crate::bundle::verify_file_with_pubkey(file, pubkey)
+        .map_err(|e| failure(AirgapError::Bundle(e)))?;
+    println!(
+        "VERIFIED: {} bundle {} of JPD {}, sequence {}, created {}, expires {}, {} payload entries, signed by key {}",
+        m.kind,
+        m.bundle_id,
+        m.jpd_id,
+        m.sequence,
+        m.created,
+        m.expires,
+        m.entries.len(),
+        m.signing_key_id
+    );
+    Ok(())
+}
+
+/// `jfconnect bundle inspect FILE [--json]`: claims only, marked NOT VERIFIED.
+pub fn inspect(file: &Path, json: bool) -> Result<(), Failure> {
+    let s = crate::bundle::inspect_bundle(file).map_err(|e| failure(AirgapError::Bundle(e)))?;
+    if json {
+        let text = serde_json::to_string_pretty(&s).map_err(Failure::failed)?;
+        println!("{text}");
+    } else {
+        print!("{s}");
+    }
+    Ok(())
+}
+
+/// `jfconnect bundle import FILE`.
+pub fn import(config: &Config, clock: SharedClock, file: &Path) -> Result<(), Failure> {
+    let store = super::import::open_store(config).map_err(failure)?;
+    let out = super::import_entitlements(config, &store, clock, file).map_err(failure)?;
+    println!("{}", out.summary());
+    println!("a running jfconnect serves them after its next entitlements run (POST /api/v1/jobs/entitlements/run to run it now)");
+    Ok(())
+}
+
+/// `jfconnect bundle export --out FILE`.
+pub async fn export(config: Config, clock: SharedClock, out: &Path) -> Result<(), Failure> {
+    let outcome = super::export_bundle(config, clock, out)
+        .await
+        .map_err(failure)?;
+    println!("{outcome}");
+    Ok(())
+}
+
+/// `jfconnect sim answer --in BUNDLE --key VENDOR_KEY --out FILE [--state DIR]`.
+pub fn sim_answer(
+    input: &Path,
+    key: &Path,
+    out: &Path,
+    state: &Path,
+    clock: SharedClock,
+) -> Result<(), Failure> {
+    let outcome = super::answer_bundle(state, key, input, out, clock).map_err(failure)?;
+    println!("{outcome}");
+    Ok(())
+}

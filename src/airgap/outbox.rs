@@ -1,0 +1,257 @@
+//! Writing signed bundles into the outbox, each with the next number of a durable per-kind
+//! sequence.
+//!
+//! The vendor refuses a sequence it has seen, so the counter must never go back: it is bumped
+//! and saved durably (`<data_dir>/state/bundle-sequence-<kind>.json`) *before* the bundle is
+//! written. A crash in between leaves a gap, which is harmless; the reverse order could reuse a
+//! number. Writers in one process are kept apart by a mutex and across processes (`serve` and
+//! a `jfconnect bundle export`) by a lock file. The bundle is written under a temp name,
+//! fsynced and renamed (`crate::bundle::write_bundle`): a bundle under its final name is whole,
+//! which is why it can count as the receipt of the usage it holds.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::payload::REGISTRATION_PATH;
+use super::payload::{bundle_file_name, parse_bundle_file_name, usage_path, RegistrationRecord};
+use super::AirgapError;
+use crate::bundle::{
+    load_or_generate, new_bundle_id, write_bundle, BundleSpec, Kind, PayloadEntry, PayloadSource,
+    SecretKey,
+};
+use crate::config::Config;
+use crate::transport::UsageUpload;
+
+/// How long an outgoing bundle stays importable at the vendor.
+pub const OUTGOING_VALIDITY: chrono::Duration = chrono::Duration::days(365);
+
+/// How long a writer waits for another process's outbox lock.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// Keeps writers of this process apart (the lock file keeps processes apart).
+static WRITERS: Mutex<()> = Mutex::new(());
+
+/// A bundle this JPD wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenBundle {
+    /// Where it is.
+    pub path: PathBuf,
+    /// What it carries.
+    pub kind: Kind,
+    /// Its sequence.
+    pub sequence: u64,
+    /// Its bundle id.
+    pub bundle_id: String,
+    /// Usage files inside (0 for a registration bundle).
+    pub usage_files: usize,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SequenceFile {
+    last: u64,
+}
+
+/// The outbox of one JPD: where its bundles go and the key they are signed with.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// `airgap.outbox_dir`.
+    pub dir: PathBuf,
+    /// `<data_dir>/state`.
+    pub state_dir: PathBuf,
+    /// `<data_dir>/keys/jpd` (`.pub` and `.key`).
+    pub key_prefix: PathBuf,
+    /// This JPD's id.
+    pub jpd_id: String,
+}
+
+/// The JPD's signing key prefix under `data_dir`.
+pub fn jpd_key_prefix(data_dir: &Path) -> PathBuf {
+    data_dir.join("keys").join("jpd")
+}
+
+impl Outbox {
+    /// The outbox `config` names, for the JPD `jpd_id`.
+    pub fn from_config(config: &Config, jpd_id: &str) -> Self {
+        Outbox {
+            dir: config.airgap_outbox_dir.clone(),
+            state_dir: config.state_dir(),
+            key_prefix: jpd_key_prefix(&config.data_dir),
+            jpd_id: jpd_id.to_string(),
+        }
+    }
+
+    /// The JPD's key pair, made on first need (secret key mode 0600).
+    pub fn signing_key(&self) -> Result<SecretKey, AirgapError> {
+        Ok(load_or_generate(&self.key_prefix)?)
+    }
+
+    /// Writes a registration bundle for the license with `license_fingerprint`.
+    pub fn write_registration(
+        &self,
+        license_fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<WrittenBundle, AirgapError> {
+        self.write(Kind::Registration, license_fingerprint, &[], now)
+    }
+
+    /// Writes a usage bundle holding `files` (each once, by SHA-256) and the registration
+    /// record, so the vendor can answer it like a registration.
+    pub fn write_usage(
+        &self,
+        license_fingerprint: &str,
+        files: &[UsageUpload],
+        now: DateTime<Utc>,
+    ) -> Result<WrittenBundle, AirgapError> {
+        self.write(Kind::Usage, license_fingerprint, files, now)
+    }
+
+    fn write(
+        &self,
+        kind: Kind,
+        license_fingerprint: &str,
+        files: &[UsageUpload],
+        now: DateTime<Utc>,
+    ) -> Result<WrittenBundle, AirgapError> {
+        let _in_process = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+        let _lock = self.lock()?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| AirgapError::io("create", &self.dir, e))?;
+        let key = self.signing_key()?;
+        let sequence = self.bump(kind)?;
+        let record = RegistrationRecord::new(&self.jpd_id, license_fingerprint, &key.public(), now);
+        let mut payload = vec![PayloadEntry {
+            path: REGISTRATION_PATH.into(),
+            source: PayloadSource::Bytes(record.to_bytes()),
+        }];
+        let mut seen = std::collections::HashSet::new();
+        for f in files {
+            // Two spool files with the same bytes are one usage file (identified by SHA-256).
+            if seen.insert(f.sha256.as_str()) {
+                payload.push(PayloadEntry {
+                    path: usage_path(&f.sha256),
+                    source: PayloadSource::Reader(Box::new(std::io::Cursor::new(
+                        f.content.clone(),
+                    ))),
+                });
+            }
+        }
+        let spec = BundleSpec {
+            kind,
+            bundle_id: new_bundle_id(),
+            jpd_id: self.jpd_id.clone(),
+            created: now,
+            expires: now + OUTGOING_VALIDITY,
+            sequence,
+        };
+        let path = self.dir.join(bundle_file_name(kind, now, sequence));
+        write_bundle(&path, &spec, payload, &key)?;
+        Ok(WrittenBundle {
+            path,
+            kind,
+            sequence,
+            bundle_id: spec.bundle_id,
+            usage_files: seen.len(),
+        })
+    }
+
+    /// The newest bundle of `kind` in the outbox (by sequence), if any.
+    pub fn newest(&self, kind: Kind) -> Option<PathBuf> {
+        let entries = std::fs::read_dir(&self.dir).ok()?;
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                match parse_bundle_file_name(&name) {
+                    Some((k, seq)) if k == kind => Some((seq, e.path())),
+                    _ => None,
+                }
+            })
+            .max_by_key(|(seq, _)| *seq)
+            .map(|(_, p)| p)
+    }
+
+    fn sequence_file(&self, kind: Kind) -> PathBuf {
+        self.state_dir.join(format!("bundle-sequence-{kind}.json"))
+    }
+
+    /// Bumps and saves the counter of `kind`; answers the new number.
+    fn bump(&self, kind: Kind) -> Result<u64, AirgapError> {
+        let path = self.sequence_file(kind);
+        let current: SequenceFile = crate::state::load(&path)?.unwrap_or_default();
+        let next = SequenceFile {
+            last: current.last + 1,
+        };
+        crate::state::save(&path, &next)?;
+        Ok(next.last)
+    }
+
+    fn lock(&self) -> Result<crate::state::LockFile, AirgapError> {
+        let path = self.state_dir.join("bundle-outbox.lock");
+        let deadline = Instant::now() + LOCK_WAIT;
+        loop {
+            match crate::state::LockFile::try_acquire(&path) {
+                Ok(Some(l)) => return Ok(l),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Ok(None) => return Err(AirgapError::Busy(path)),
+                Err(e) => return Err(AirgapError::io("lock", &path, e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{read_public_key, verify_file_with_pubkey};
+
+    fn outbox(dir: &Path) -> Outbox {
+        Outbox {
+            dir: dir.join("outbox"),
+            state_dir: dir.join("state"),
+            key_prefix: dir.join("keys/jpd"),
+            jpd_id: "jpd-unit-1".into(),
+        }
+    }
+
+    #[test]
+    fn each_bundle_gets_the_next_sequence_of_its_kind_and_verifies_with_the_jpd_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = outbox(dir.path());
+        let now = Utc::now();
+        let r1 = o.write_registration("00112233", now).unwrap();
+        let file = |s: &str| UsageUpload {
+            sha256: crate::protocol::sha256_hex(s.as_bytes()),
+            name: "u.json".into(),
+            content: bytes::Bytes::from(s.to_string()),
+        };
+        let same = file(r#"{"product":"xray","timestamp":"2026-01-01T00:00:00Z"}"#);
+        let u1 = o
+            .write_usage("00112233", &[same.clone(), same, file("{}")], now)
+            .unwrap();
+        let r2 = o.write_registration("00112233", now).unwrap();
+        assert_eq!((r1.sequence, u1.sequence, r2.sequence), (1, 1, 2));
+        assert_eq!(u1.usage_files, 2, "identical bytes are one usage file");
+        let pubkey = dir.path().join("keys/jpd.pub");
+        let m = verify_file_with_pubkey(&u1.path, &pubkey).unwrap();
+        assert_eq!(m.entries.len(), 3);
+        assert_eq!(
+            m.signing_key_id,
+            read_public_key(&pubkey).unwrap().id.to_string()
+        );
+        assert_eq!(o.newest(Kind::Registration), Some(r2.path));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("keys/jpd.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
