@@ -11,7 +11,7 @@ mod auth;
 mod handlers;
 mod metrics;
 
-pub use handlers::report;
+pub use handlers::{report, EntitlementsBody};
 
 use crate::protocol::ErrorBody;
 use crate::service::Service;
