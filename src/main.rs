@@ -3,10 +3,6 @@
 
 use clap::Parser;
 
-// glibc malloc was 15 % of the API's CPU under load; mimalloc gives ~40 % more requests per
-// second at the same RSS (docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
