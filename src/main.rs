@@ -2,6 +2,7 @@
 //! to an exit code (0 ok, 1 failure, 2 bad usage or bad input).
 
 use clap::Parser;
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

@@ -62,6 +62,8 @@ pub struct Service {
     pub scheduler: Option<Arc<Scheduler>>,
     /// The JFrog Store proxy; `None` when `store.url` is not set.
     pub store: Option<Arc<crate::store_proxy::StoreProxy>>,
+    /// The last rendered entitlements answer.
+    pub entitlements_body: crate::api::EntitlementsBody,
 }
 
 /// Reads `<data_dir>/jpd_id`, making one on first start.
@@ -218,6 +220,7 @@ impl Service {
         };
         Ok(Service {
             store,
+            entitlements_body: Default::default(),
             config: Arc::new(config),
             jpd_id,
             api_token,

@@ -429,3 +429,32 @@ async fn store_proxy_in_the_service_forwards_without_our_token() {
     let _ = tx.send(());
     done.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_change_of_entitlements_is_served_at_once_not_from_a_stale_cache() {
+    let s = start(true).await;
+    s.wait_for_entitlements().await;
+    let first: serde_json::Value = s
+        .get("/api/v1/entitlements", Some(TOKEN))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["subscription_id"], "sub-api");
+    s.service
+        .entitlements
+        .update(|st| {
+            if let Some(c) = st.current.as_mut() {
+                c.entitlements.subscription_id = "sub-changed".into();
+            }
+        })
+        .unwrap();
+    let second: serde_json::Value = s
+        .get("/api/v1/entitlements", Some(TOKEN))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["subscription_id"], "sub-changed");
+    s.shutdown().await;
+}

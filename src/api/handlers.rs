@@ -43,13 +43,47 @@ fn disabled() -> ApiError {
     )
 }
 
+/// The last rendered `GET /api/v1/entitlements` body, keyed by the store's version and the
+/// second it was rendered in (`age_seconds` changes once a second). Products poll this route
+/// hard; rendering once a second instead of once a request is most of its cost.
+#[derive(Default)]
+pub struct EntitlementsBody(std::sync::Mutex<Option<((u64, i64), Bytes)>>);
+
 /// `GET /api/v1/entitlements`: the entitlements valid now, with their age.
 pub async fn entitlements(State(s): State<Arc<Service>>) -> Result<Response, ApiError> {
     if !s.config.enabled {
         return Err(disabled());
     }
-    let state = s.entitlements.snapshot();
     let now = s.clock.now();
+    let key = (s.entitlements.version(), now.timestamp());
+    let cached = s
+        .entitlements_body
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .filter(|(k, _)| *k == key)
+        .map(|(_, body)| body.clone());
+    let body = match cached {
+        Some(body) => body,
+        None => {
+            let body = render_entitlements(&s, now)?;
+            *s.entitlements_body
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((key, body.clone()));
+            body
+        }
+    };
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
+fn render_entitlements(s: &Service, now: chrono::DateTime<chrono::Utc>) -> Result<Bytes, ApiError> {
+    let state = s.entitlements.snapshot();
     let Some(current) = state.current.as_ref() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -58,7 +92,7 @@ pub async fn entitlements(State(s): State<Arc<Service>>) -> Result<Response, Api
         ));
     };
     let served = valid_at(&current.entitlements, now);
-    Ok(Json(json!({
+    let body = json!({
         "jpd_id": s.jpd_id,
         "subscription_id": served.subscription_id,
         "subscription_type": served.subscription_type,
@@ -66,8 +100,14 @@ pub async fn entitlements(State(s): State<Arc<Service>>) -> Result<Response, Api
         "fetched_at": current.fetched_at,
         "confirmed_at": current.confirmed_at,
         "age_seconds": (now - current.confirmed_at).num_seconds().max(0),
-    }))
-    .into_response())
+    });
+    serde_json::to_vec(&body).map(Bytes::from).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "local",
+            format!("cannot render the entitlements: {e}"),
+        )
+    })
 }
 
 /// Builds the full status report the jobs endpoint and metrics share.

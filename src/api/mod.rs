@@ -12,7 +12,7 @@ mod handlers;
 mod metrics;
 mod offline;
 
-pub use handlers::report;
+pub use handlers::{report, EntitlementsBody};
 
 use crate::protocol::ErrorBody;
 use crate::service::Service;

@@ -69,6 +69,7 @@ pub struct Rejection {
 pub struct EntitlementsStore {
     path: PathBuf,
     current: RwLock<EntitlementsState>,
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl EntitlementsStore {
@@ -87,7 +88,13 @@ impl EntitlementsStore {
         Ok(EntitlementsStore {
             path,
             current: RwLock::new(current),
+            version: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// A number that changes whenever the state changes (for caches of derived views).
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// A copy of the current state.
@@ -111,6 +118,8 @@ impl EntitlementsStore {
             source,
         })?;
         *guard = next;
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 }
