@@ -142,3 +142,87 @@ fn payload_err(reason: String) -> AirgapError {
 pub fn open_store(config: &Config) -> Result<Arc<EntitlementsStore>, AirgapError> {
     Ok(Arc::new(EntitlementsStore::open(&config.state_dir())?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{
+        keys_generate, new_bundle_id, write_bundle, BundleSpec, PayloadEntry, PayloadSource,
+    };
+    use crate::protocol::Entitlement;
+    use chrono::Utc;
+
+    /// An entitlements bundle signed by the test's vendor key for `manifest_jpd`, whose
+    /// payload names `payload_jpd`.
+    fn bundle(
+        dir: &Path,
+        manifest_jpd: &str,
+        payload_jpd: &str,
+        seq: u64,
+        lines: Vec<Entitlement>,
+    ) -> PathBuf {
+        let sk = crate::bundle::read_secret_key(&dir.join("vendor.key")).unwrap();
+        let now = Utc::now();
+        let e = Entitlements {
+            subscription_id: "sub-1".into(),
+            subscription_type: "pro".into(),
+            jpd_id: payload_jpd.into(),
+            issued_at: crate::bundle::format_time(now),
+            entitlements: lines,
+        };
+        let out = dir.join(format!("e{seq}.jfbundle"));
+        let spec = BundleSpec {
+            kind: Kind::Entitlements,
+            bundle_id: new_bundle_id(),
+            jpd_id: manifest_jpd.into(),
+            created: now,
+            expires: now + chrono::Duration::days(1),
+            sequence: seq,
+        };
+        let payload = vec![PayloadEntry {
+            path: ENTITLEMENTS_PATH.into(),
+            source: PayloadSource::Bytes(serde_json::to_vec(&e).unwrap()),
+        }];
+        write_bundle(&out, &spec, payload, &sk).unwrap();
+        out
+    }
+
+    #[test]
+    fn entitlements_starting_later_are_stored_but_not_valid_yet_and_a_refusal_keeps_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        keys_generate(&dir.path().join("vendor")).unwrap();
+        let mut config = Config::defaults(dir.path().join("data"));
+        config.airgap_vendor_public_keys = vec![dir.path().join("vendor.pub")];
+        std::fs::create_dir_all(&config.data_dir).unwrap();
+        std::fs::write(config.data_dir.join("jpd_id"), "jpd-imp-1").unwrap();
+        let store = open_store(&config).unwrap();
+        let clock: SharedClock = Arc::new(crate::clock::SystemClock);
+        let later = crate::bundle::format_time(Utc::now() + chrono::Duration::days(10));
+        let line = |product: &str, from: Option<String>| Entitlement {
+            product: product.into(),
+            feature: "f".into(),
+            valid_from: from,
+            valid_until: None,
+        };
+        let lines = vec![line("xray", None), line("artifactory", Some(later))];
+        let good = bundle(dir.path(), "jpd-imp-1", "jpd-imp-1", 3, lines);
+        let out = import_entitlements(&config, &store, clock.clone(), &good).unwrap();
+        assert_eq!((out.entitlements, out.valid_now), (2, 1));
+        let stored = store.snapshot().current.unwrap();
+        assert_eq!(stored.etag, None);
+        assert_eq!(stored.entitlements.entitlements.len(), 2);
+
+        // Signed by the vendor for this JPD, but the payload names another JPD: refused,
+        // nothing stored, nothing committed.
+        let history_before = std::fs::read(history_path(&config)).unwrap();
+        let wrong = bundle(dir.path(), "jpd-imp-1", "jpd-else", 4, vec![]);
+        let err = import_entitlements(&config, &store, clock, &wrong).unwrap_err();
+        assert!(err.to_string().contains("jpd-else"), "{err}");
+        assert!(err.is_bad_input());
+        assert_eq!(store.snapshot().current.unwrap(), stored);
+        assert_eq!(
+            std::fs::read(history_path(&config)).unwrap(),
+            history_before
+        );
+    }
+}
