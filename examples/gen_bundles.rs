@@ -551,33 +551,47 @@ fn examples(root: &Path, vendor: &SecretKey, jpd: &SecretKey) {
         expires: t(2126, 1, 1),
         sequence: seq,
     };
+    // Payloads in the shapes of docs/bundle-format.md §9: usage files named by their SHA-256,
+    // and the registration record every outgoing bundle carries.
     let usage = |n: u32| {
+        let bytes = format!(
+            "{{\"product\":\"artifactory\",\"timestamp\":\"2026-01-0{n}T00:00:00Z\",\"storage_bytes\":{}}}\n",
+            n * 1000
+        )
+        .into_bytes();
         PayloadEntry {
-        path: format!("payload/usage/usage-{n}.json"),
-        source: PayloadSource::Bytes(
-            format!("{{\"product\":\"artifactory\",\"timestamp\":\"2026-01-0{n}T00:00:00Z\",\"storage_bytes\":{}}}\n", n * 1000)
-                .into_bytes(),
-        ),
-    }
+            path: format!(
+                "payload/usage/{}.json",
+                jfconnect::protocol::sha256_hex(&bytes)
+            ),
+            source: PayloadSource::Bytes(bytes),
+        }
     };
-    let registration = br#"{"jpd_id":"jpd-test-0001","license_key_sha256":"0000000000000000000000000000000000000000000000000000000000000000","jpd_public_key":"see keys/test-jpd.pub"}
-"#;
+    let record = jfconnect::airgap::RegistrationRecord::new(
+        JPD,
+        &jfconnect::secret::Secret::new("JFL-EXAMPLE-LICENSE-0001").fingerprint(),
+        &jpd.public(),
+        t(2026, 1, 1),
+    );
+    let mut registration = serde_json::to_vec_pretty(&record).expect("registration record");
+    registration.push(b'\n');
+    let registration_entry = || PayloadEntry {
+        path: "payload/registration.json".into(),
+        source: PayloadSource::Bytes(registration.clone()),
+    };
     let w = |name: &str, spec: BundleSpec, payload: Vec<PayloadEntry>, key: &SecretKey| {
         write_bundle(&dir.join(name), &spec, payload, key).expect("write example");
     };
     w(
         "usage.jfbundle",
         spec(Kind::Usage, "example-usage-1", 1),
-        vec![usage(1), usage(2)],
+        vec![registration_entry(), usage(1), usage(2)],
         jpd,
     );
     w(
         "registration.jfbundle",
         spec(Kind::Registration, "example-registration-1", 1),
-        vec![PayloadEntry {
-            path: "payload/registration.json".into(),
-            source: PayloadSource::Bytes(registration.to_vec()),
-        }],
+        vec![registration_entry()],
         jpd,
     );
     w(

@@ -80,3 +80,25 @@ fn manifest_schema_requires_exactly_the_manifest_fields() {
     required.sort();
     assert_eq!(fields, required);
 }
+
+#[test]
+fn example_registration_and_usage_bundles_are_answered_by_the_vendor_portal() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, example) in ["registration", "usage"].iter().enumerate() {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jfconnect"))
+            .args(["sim", "answer", "--in"])
+            .arg(format!("bundles/examples/{example}.jfbundle"))
+            .args(["--key", "fixtures/keys/test-vendor.key", "--out"])
+            .arg(dir.path().join(format!("answer-{i}.jfbundle")))
+            .arg("--state")
+            .arg(dir.path().join("vendor"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(dir.path().join(format!("answer-{i}.jfbundle")).exists());
+    }
+}
