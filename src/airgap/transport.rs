@@ -177,6 +177,10 @@ impl Transport for AirGappedTransport {
         })
     }
 
+    fn unchanged(&self) -> &'static str {
+        "entitlements unchanged (no newer entitlements bundle was imported)"
+    }
+
     fn describe(&self) -> String {
         format!("air-gapped: bundles in {}", self.outbox.dir.display())
     }

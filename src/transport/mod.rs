@@ -156,6 +156,11 @@ pub trait Transport: Send + Sync + 'static {
 
     /// A short description for status output ("online: https://jes.example.com").
     fn describe(&self) -> String;
+
+    /// What an unchanged subscription means on this transport, for the job's report.
+    fn unchanged(&self) -> &'static str {
+        "entitlements unchanged (JES answered 304 Not Modified)"
+    }
 }
 
 #[cfg(test)]
