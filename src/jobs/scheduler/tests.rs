@@ -46,6 +46,12 @@ fn backoff() -> Backoff {
     }
 }
 
+/// Opens the scheduler over `dir` with the one job `j`, as a (re)start of the service does.
+fn restart(dir: &tempfile::TempDir, j: &Arc<CountingJob>, clock: &ManualClock) -> Scheduler {
+    let jobs: Vec<Arc<dyn Job>> = vec![j.clone()];
+    Scheduler::open(dir.path(), jobs, Arc::new(clock.clone()), backoff(), true).unwrap()
+}
+
 fn start() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z")
         .unwrap()
@@ -57,14 +63,7 @@ async fn a_week_of_daily_schedule_runs_seven_times() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(start());
     let j = job(JobName::Usage, vec![]);
-    let s = Scheduler::open(
-        dir.path(),
-        vec![j.clone()],
-        Arc::new(clock.clone()),
-        backoff(),
-        true,
-    )
-    .unwrap();
+    let s = restart(&dir, &j, &clock);
     for _ in 0..(7 * 24) {
         s.run_due().await.unwrap();
         clock.advance(Duration::from_secs(3600));
@@ -78,39 +77,18 @@ async fn restart_neither_skips_nor_repeats_a_run() {
     let clock = ManualClock::new(start());
     let j = job(JobName::Usage, vec![]);
     {
-        let s = Scheduler::open(
-            dir.path(),
-            vec![j.clone()],
-            Arc::new(clock.clone()),
-            backoff(),
-            true,
-        )
-        .unwrap();
+        let s = restart(&dir, &j, &clock);
         s.run_due().await.unwrap();
     }
     assert_eq!(j.runs.load(Ordering::SeqCst), 1);
     clock.advance(Duration::from_secs(3600));
     // Restart an hour later: not due yet.
-    let s = Scheduler::open(
-        dir.path(),
-        vec![j.clone()],
-        Arc::new(clock.clone()),
-        backoff(),
-        true,
-    )
-    .unwrap();
+    let s = restart(&dir, &j, &clock);
     s.run_due().await.unwrap();
     assert_eq!(j.runs.load(Ordering::SeqCst), 1, "no repeat after restart");
     // Restart after the service was down for 30 hours: the missed run happens once.
     clock.advance(Duration::from_secs(30 * 3600));
-    let s = Scheduler::open(
-        dir.path(),
-        vec![j.clone()],
-        Arc::new(clock.clone()),
-        backoff(),
-        true,
-    )
-    .unwrap();
+    let s = restart(&dir, &j, &clock);
     s.run_due().await.unwrap();
     s.run_due().await.unwrap();
     assert_eq!(
@@ -125,14 +103,7 @@ async fn unavailable_failure_is_retried_with_backoff_not_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(start());
     let j = job(JobName::Entitlements, vec![ErrorClass::Unavailable]);
-    let s = Scheduler::open(
-        dir.path(),
-        vec![j.clone()],
-        Arc::new(clock.clone()),
-        backoff(),
-        true,
-    )
-    .unwrap();
+    let s = restart(&dir, &j, &clock);
     s.run_due().await.unwrap();
     s.run_due().await.unwrap();
     assert_eq!(j.runs.load(Ordering::SeqCst), 1, "no immediate retry");
@@ -156,14 +127,7 @@ async fn rejected_failure_waits_for_unblock() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(start());
     let j = job(JobName::Entitlements, vec![ErrorClass::Rejected]);
-    let s = Scheduler::open(
-        dir.path(),
-        vec![j.clone()],
-        Arc::new(clock.clone()),
-        backoff(),
-        true,
-    )
-    .unwrap();
+    let s = restart(&dir, &j, &clock);
     s.run_due().await.unwrap();
     for _ in 0..48 {
         clock.advance(Duration::from_secs(3600));
@@ -184,14 +148,7 @@ async fn two_runs_of_one_job_are_kept_apart() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(start());
     let j = job(JobName::Usage, vec![]);
-    let s = Scheduler::open(
-        dir.path(),
-        vec![j.clone()],
-        Arc::new(clock),
-        backoff(),
-        true,
-    )
-    .unwrap();
+    let s = restart(&dir, &j, &clock);
     let _held = LockFile::try_acquire(&dir.path().join("locks").join("usage.lock"))
         .unwrap()
         .unwrap();
@@ -215,14 +172,7 @@ async fn damaged_schedule_is_set_aside_and_jobs_become_due() {
     .unwrap();
     let clock = ManualClock::new(start());
     let j = job(JobName::Usage, vec![]);
-    let s = Scheduler::open(
-        dir.path(),
-        vec![j.clone()],
-        Arc::new(clock),
-        backoff(),
-        true,
-    )
-    .unwrap();
+    let s = restart(&dir, &j, &clock);
     s.run_due().await.unwrap();
     assert_eq!(j.runs.load(Ordering::SeqCst), 1);
     assert!(dir.path().join("state/schedule.corrupt").exists());
