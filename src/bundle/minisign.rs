@@ -128,9 +128,11 @@ impl PublicKey {
 
     /// The whole public key file, as `minisign -G` writes it.
     pub fn to_file_string(&self) -> String {
+        // minisign prints the id here with `%" PRIX64`: no leading zeros, so a key whose id
+        // starts with 0 must be written the same way for the files to match byte for byte.
         format!(
-            "{COMMENT_PREFIX}minisign public key {}\n{}\n",
-            self.id,
+            "{COMMENT_PREFIX}minisign public key {:X}\n{}\n",
+            u64::from_le_bytes(self.id.0),
             self.to_base64()
         )
     }
@@ -416,5 +418,26 @@ mod tests {
             MinisignSignature::parse(&lines.join("\n")),
             Err(BundleError::LegacySignature)
         ));
+    }
+}
+
+#[cfg(test)]
+mod key_file_comment_tests {
+    use super::*;
+
+    #[test]
+    fn public_key_comment_prints_the_id_like_minisign_without_leading_zeros() {
+        let mut pk = generate_keypair().public();
+        pk.id = KeyId(0x003C_D2FC_D01F_2B5Au64.to_le_bytes());
+        let text = pk.to_file_string();
+        assert!(
+            text.starts_with("untrusted comment: minisign public key 3CD2FCD01F2B5A\n"),
+            "{text}"
+        );
+        assert_eq!(
+            PublicKey::parse(&text).unwrap().id,
+            pk.id,
+            "the id comes from the key, not the comment"
+        );
     }
 }
