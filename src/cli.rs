@@ -240,13 +240,15 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 async fn serve(cli: &Cli) -> Result<(), Failure> {
     let config = match load_config(cli) {
         Ok(c) => c,
-        Err(f) if Config::is_disabled(cli.config.as_deref()) => {
-            // A disabled service must start whatever else is wrong (JFrog users could not
-            // disable JFConnect cleanly); it runs nothing that needs the rest.
-            tracing::warn!(error = %f.message, "configuration has errors, but jfconnect is disabled; starting for health checks only");
-            Config::disabled_fallback(cli.config.as_deref())
-        }
-        Err(f) => return Err(f),
+        // A disabled service must start whatever else is wrong (JFrog users could not disable
+        // JFConnect cleanly); it runs nothing that needs the rest.
+        Err(f) => match Config::disabled_fallback(cli.config.as_deref()) {
+            Some(c) => {
+                tracing::warn!(error = %f.message, "configuration has errors, but jfconnect is disabled; starting for health checks only");
+                c
+            }
+            None => return Err(f),
+        },
     };
     let addr = format!("{}:{}", config.bind, config.port);
     let service = Arc::new(Service::build(config, clock(), None, true)?);

@@ -217,10 +217,7 @@ impl Config {
 
     /// Loads the configuration: defaults < `file` (if any) < the process environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let env: BTreeMap<String, String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-            .collect();
-        Config::load_from(file, &env)
+        Config::load_from(file, &process_env())
     }
 
     /// Like [`Config::load`] with an explicit environment (for tests).
@@ -233,55 +230,48 @@ impl Config {
         build(raw, &from_env)
     }
 
-    /// True when the file or environment turns the service off, read leniently so that a
-    /// disabled service starts even when other keys are wrong.
-    pub fn is_disabled(file: Option<&Path>) -> bool {
-        let env: BTreeMap<String, String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-            .collect();
-        match layered_tree(file, &env) {
-            Ok((tree, _)) => matches!(lookup(&tree, "enabled"), Some(Value::Bool(false))),
-            Err(_) => false,
+    /// When the file or environment turns the service off (read leniently, so that a disabled
+    /// service starts even when other keys are wrong): the defaults, with the port, bind
+    /// address and data folder taken from the file or environment where they are valid on
+    /// their own, so health checks answer where the operator expects them. `None` when the
+    /// service is not disabled.
+    pub fn disabled_fallback(file: Option<&Path>) -> Option<Config> {
+        let (tree, _) = layered_tree(file, &process_env()).ok()?;
+        if !matches!(lookup(&tree, "enabled"), Some(Value::Bool(false))) {
+            return None;
         }
-    }
-
-    /// The configuration of a disabled service whose other keys are wrong: defaults, with the
-    /// port, bind address and data folder taken from the file or environment where they are
-    /// valid on their own, so health checks answer where the operator expects them.
-    pub fn disabled_fallback(file: Option<&Path>) -> Config {
-        let env: BTreeMap<String, String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-            .collect();
-        let mut c = Config::defaults(PathBuf::from("jfconnect-data"));
+        let data_dir = lookup(&tree, "data_dir")
+            .and_then(Value::as_str)
+            .unwrap_or("jfconnect-data");
+        let mut c = Config::defaults(PathBuf::from(data_dir));
         c.enabled = false;
-        if let Ok((tree, _)) = layered_tree(file, &env) {
-            if let Some(d) = lookup(&tree, "data_dir").and_then(Value::as_str) {
-                c = Config {
-                    data_dir: PathBuf::from(d),
-                    ..c
-                };
-            }
-            if let Some(p) = lookup(&tree, "port")
-                .and_then(Value::as_u64)
-                .and_then(|p| u16::try_from(p).ok())
-                .filter(|p| *p != 0)
-            {
-                c.port = p;
-            }
-            if let Some(b) = lookup(&tree, "bind")
-                .and_then(Value::as_str)
-                .filter(|b| b.parse::<std::net::IpAddr>().is_ok())
-            {
-                c.bind = b.to_string();
-            }
+        if let Some(p) = lookup(&tree, "port")
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+        {
+            c.port = p;
         }
-        c
+        if let Some(b) = lookup(&tree, "bind")
+            .and_then(Value::as_str)
+            .filter(|b| b.parse::<std::net::IpAddr>().is_ok())
+        {
+            c.bind = b.to_string();
+        }
+        Some(c)
     }
 
     /// Path of the state folder.
     pub fn state_dir(&self) -> PathBuf {
         self.data_dir.join("state")
     }
+}
+
+/// The `JF_JFCONNECT_*` variables of this process.
+fn process_env() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect()
 }
 
 /// Reads the file (if any) into a YAML tree under `jfconnect`, then lays the environment over

@@ -212,6 +212,9 @@ fn proxy_credentials_without_url_are_refused() {
 fn disabled_is_detected_even_when_other_keys_are_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let f = file(&dir, "jfconnect:\n  enabled: false\n  port: nonsense\n");
-    assert!(Config::is_disabled(Some(&f)));
+    let fallback = Config::disabled_fallback(Some(&f)).expect("disabled is detected");
+    assert!(!fallback.enabled);
     assert!(Config::load_from(Some(&f), &env(&[])).is_err());
+    let enabled = file(&dir, "jfconnect:\n  port: nonsense\n");
+    assert!(Config::disabled_fallback(Some(&enabled)).is_none());
 }
