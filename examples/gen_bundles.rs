@@ -567,7 +567,7 @@ fn examples(root: &Path, vendor: &SecretKey, jpd: &SecretKey) {
             source: PayloadSource::Bytes(bytes),
         }
     };
-    let record = jfconnect::airgap::RegistrationRecord::new(
+    let record = jfconnect::transport::payload::RegistrationRecord::new(
         JPD,
         &jfconnect::secret::Secret::new("JFL-EXAMPLE-LICENSE-0001").fingerprint(),
         &jpd.public(),

@@ -3,20 +3,22 @@
 //! See `docs/architecture.md` for the code map. The binary (`main.rs`) is a thin shell around
 //! [`cli::run`].
 
-pub mod airgap;
 pub mod api;
+pub mod app;
 pub mod bundle;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod entitlements;
 pub mod http;
 pub mod jobs;
 pub mod jpd;
 pub mod pipeline;
 pub mod protocol;
+pub mod remote;
 pub mod secret;
-pub mod service;
+pub mod server;
 pub mod sim;
 pub mod state;
 pub mod status;

@@ -3,7 +3,8 @@
 //!
 //! Architecture invariant: this module only reads state; it never changes it.
 
-use crate::jobs::entitlements::EntitlementsState;
+use crate::app::App;
+use crate::entitlements::EntitlementsState;
 use crate::jobs::schedule::{JobSchedule, Schedules};
 use crate::jobs::{JobError, JobName};
 use chrono::{DateTime, Utc};
@@ -266,4 +267,36 @@ pub fn render_table(r: &StatusReport, now: DateTime<Utc>) -> String {
         ));
     }
     out
+}
+
+/// Builds the status report of `s`: the one builder, used by `jfconnect status`,
+/// `GET /api/v1/jobs` and `/metrics`. Reads only.
+pub fn report(s: &App) -> StatusReport {
+    let schedules = s
+        .scheduler()
+        .and_then(|sch| sch.snapshot().ok())
+        .unwrap_or_default();
+    let enabled: Vec<JobName> = s.scheduler().map(|x| x.job_names()).unwrap_or_default();
+    let running: Vec<JobName> = s
+        .scheduler()
+        .map(|x| {
+            enabled
+                .iter()
+                .copied()
+                .filter(|j| x.is_running(*j))
+                .collect()
+        })
+        .unwrap_or_default();
+    let ents = s.entitlements().snapshot();
+    StatusReport {
+        jpd_id: s.jpd_id().to_string(),
+        enabled: s.config().enabled,
+        registration: registration(&ents),
+        entitlements: entitlements(&ents, s.clock().now()),
+        jobs: jobs(&schedules, &enabled, &running),
+        proxies: crate::http::proxies_in_effect(s.config(), &|k| std::env::var(k).ok())
+            .map(|v| v.into_iter().map(|(info, _, _)| info).collect())
+            .unwrap_or_default(),
+        usage: crate::pipeline::pipeline_counts(s.config()),
+    }
 }

@@ -1,17 +1,17 @@
 //! The offline HTTP endpoints: a registration bundle to download, an entitlements bundle to
 //! upload, both behind the API token; refusals are 400 with the bundle's sentence.
 
-use jfconnect::airgap::answer_bundle;
+use jfconnect::app::App;
 use jfconnect::clock::{SharedClock, SystemClock};
 use jfconnect::config::Config;
-use jfconnect::service::Service;
+use jfconnect::sim::vendor::answer_bundle;
 use std::sync::Arc;
 
 const TOKEN: &str = "offline-api-token-0123456789";
 
 struct Running {
     base: String,
-    service: Arc<Service>,
+    service: Arc<App>,
     dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -28,7 +28,7 @@ async fn start() -> Running {
     config.license_file = Some(lic);
     config.api_token = Some(jfconnect::secret::Secret::new(TOKEN));
     let clock: SharedClock = Arc::new(SystemClock);
-    let service = Arc::new(Service::build(config, clock, None, true).unwrap());
+    let service = Arc::new(App::build(config, clock, None, true).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let app = jfconnect::api::router(service.clone());
@@ -95,7 +95,7 @@ async fn offline_registration_round_trip_over_http() {
         jfconnect::bundle::verify_file_with_pubkey(&reg, &r.dir.path().join("data/keys/jpd.pub"))
             .unwrap();
     assert_eq!(m.kind, jfconnect::bundle::Kind::Registration);
-    assert_eq!(m.jpd_id, r.service.jpd_id);
+    assert_eq!(m.jpd_id, r.service.jpd_id());
 
     // The vendor's answer goes back up and is served at once.
     let answer = r.dir.path().join("answer.jfbundle");

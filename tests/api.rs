@@ -1,9 +1,9 @@
 //! The HTTP API end to end: auth, errors, caps, metrics, graceful shutdown, secrets in logs.
 
+use jfconnect::app::{self as service, App};
 use jfconnect::clock::{ManualClock, SharedClock};
 use jfconnect::config::Config;
 use jfconnect::protocol::{Entitlement, Entitlements};
-use jfconnect::service::{self, Service};
 use jfconnect::transport::memory::MemoryTransport;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -16,8 +16,8 @@ const TOKEN: &str = "test-api-token-0123456789";
 struct Running {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<Result<(), service::ServiceError>>,
-    service: Arc<Service>,
+    done: tokio::task::JoinHandle<Result<(), service::AppError>>,
+    service: Arc<App>,
     _dir: tempfile::TempDir,
 }
 
@@ -46,13 +46,17 @@ async fn start(enabled: bool) -> Running {
     config.api_token = Some(jfconnect::secret::Secret::new(TOKEN));
     let transport = Arc::new(MemoryTransport::new(LICENSE, "\"e1\"", entitlements()));
     let clock: SharedClock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let service = Arc::new(Service::build(config, clock, Some(transport), true).unwrap());
+    let service = Arc::new(App::build(config, clock, Some(transport), true).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let done = tokio::spawn(service::serve(service.clone(), listener, async move {
-        let _ = rx.await;
-    }));
+    let done = tokio::spawn(jfconnect::server::serve(
+        service.clone(),
+        listener,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     Running {
         addr,
         stop: Some(tx),
@@ -82,7 +86,7 @@ impl Running {
     }
     async fn wait_for_entitlements(&self) {
         for _ in 0..200 {
-            if self.service.entitlements.snapshot().current.is_some() {
+            if self.service.entitlements().snapshot().current.is_some() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -145,7 +149,7 @@ async fn guarded_routes_refuse_missing_and_wrong_tokens() {
     }
     let r = s.get("/api/v1/system/jpd_id", Some(TOKEN)).await;
     assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.unwrap(), s.service.jpd_id);
+    assert_eq!(r.text().await.unwrap(), s.service.jpd_id());
     s.shutdown().await;
 }
 
@@ -269,7 +273,7 @@ async fn disabled_service_answers_health_and_runs_nothing() {
     assert_eq!(error_code(r).await, "disabled");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
-        s.service.entitlements.snapshot().registration.is_none(),
+        s.service.entitlements().snapshot().registration.is_none(),
         "no job ran"
     );
     s.shutdown().await;
@@ -388,7 +392,7 @@ async fn store_proxy_in_the_service_forwards_without_our_token() {
     config.store_url = Some(format!("http://{uaddr}/store").parse().unwrap());
     let clock: SharedClock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let service = Arc::new(
-        Service::build(
+        App::build(
             config,
             clock,
             Some(Arc::new(MemoryTransport::default())),
@@ -399,9 +403,13 @@ async fn store_proxy_in_the_service_forwards_without_our_token() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let done = tokio::spawn(service::serve(service.clone(), listener, async move {
-        let _ = rx.await;
-    }));
+    let done = tokio::spawn(jfconnect::server::serve(
+        service.clone(),
+        listener,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     let r = client()
         .get(format!("http://{addr}/api/v1/store/api/v1/products?q=xray"))
         .bearer_auth(TOKEN)
@@ -442,7 +450,7 @@ async fn a_change_of_entitlements_is_served_at_once_not_from_a_stale_cache() {
         .unwrap();
     assert_eq!(first["subscription_id"], "sub-api");
     s.service
-        .entitlements
+        .entitlements()
         .update(|st| {
             if let Some(c) = st.current.as_mut() {
                 c.entitlements.subscription_id = "sub-changed".into();

@@ -1,10 +1,10 @@
 //! The service as a whole: a refused license waits for a change of the license file, and what
 //! it learned survives a restart.
 
+use jfconnect::app::App;
 use jfconnect::clock::SystemClock;
 use jfconnect::config::Config;
 use jfconnect::protocol::{Entitlement, Entitlements};
-use jfconnect::service::{self, Service};
 use jfconnect::transport::memory::{MemoryTransport, Operation};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +48,7 @@ async fn refused_license_is_retried_only_after_the_license_file_changes() {
     std::fs::write(dir.path().join("license"), "JFL-REFUSED-LICENSE").unwrap();
     let transport = Arc::new(MemoryTransport::new(GOOD, "\"e\"", ents()));
     let svc = Arc::new(
-        Service::build(
+        App::build(
             config(dir.path()),
             Arc::new(SystemClock),
             Some(transport.clone()),
@@ -58,15 +58,19 @@ async fn refused_license_is_retried_only_after_the_license_file_changes() {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(service::serve(svc.clone(), listener, async move {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(jfconnect::server::serve(
+        svc.clone(),
+        listener,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     until("the rejection", || {
-        svc.entitlements.snapshot().rejected.is_some()
+        svc.entitlements().snapshot().rejected.is_some()
     })
     .await;
     // Held back: no second register while the license stays the same (longer than the poll).
-    tokio::time::sleep(service::LICENSE_POLL + Duration::from_secs(1)).await;
+    tokio::time::sleep(jfconnect::server::LICENSE_POLL + Duration::from_secs(1)).await;
     let registers = transport
         .calls()
         .iter()
@@ -78,7 +82,7 @@ async fn refused_license_is_retried_only_after_the_license_file_changes() {
     );
     std::fs::write(dir.path().join("license"), GOOD).unwrap();
     until("registration after the license changed", || {
-        svc.entitlements.snapshot().registration.is_some()
+        svc.entitlements().snapshot().registration.is_some()
     })
     .await;
     let _ = tx.send(());
@@ -95,14 +99,14 @@ async fn entitlements_and_registration_survive_a_restart_and_are_served_while_je
     std::fs::write(dir.path().join("license"), GOOD).unwrap();
     let transport = Arc::new(MemoryTransport::new(GOOD, "\"e\"", ents()));
     {
-        let svc = Service::build(
+        let svc = App::build(
             config(dir.path()),
             Arc::new(SystemClock),
             Some(transport.clone()),
             true,
         )
         .unwrap();
-        svc.scheduler
+        svc.scheduler()
             .as_ref()
             .unwrap()
             .run_now(jfconnect::jobs::JobName::Entitlements)
@@ -115,29 +119,28 @@ async fn entitlements_and_registration_survive_a_restart_and_are_served_while_je
         Operation::Entitlements,
         jfconnect::transport::TransportError::unavailable(None, "down"),
     );
-    let svc = Service::build(
+    let svc = App::build(
         config(dir.path()),
         Arc::new(SystemClock),
         Some(down.clone()),
         true,
     )
     .unwrap();
-    let state = svc.entitlements.snapshot();
+    let state = svc.entitlements().snapshot();
     assert_eq!(state.current.as_ref().unwrap().entitlements, ents());
     assert!(
         state.registration.is_some(),
         "no need to register again after a restart"
     );
     let e = svc
-        .scheduler
-        .as_ref()
+        .scheduler()
         .unwrap()
         .run_now(jfconnect::jobs::JobName::Entitlements)
         .await
         .unwrap_err();
     assert_eq!(e.class, jfconnect::transport::ErrorClass::Unavailable);
     assert_eq!(
-        svc.entitlements.snapshot().current.unwrap().entitlements,
+        svc.entitlements().snapshot().current.unwrap().entitlements,
         ents(),
         "last good copy kept"
     );

@@ -1,7 +1,7 @@
 //! Bearer-token check for the guarded routes, compared in constant time.
 
 use super::ApiError;
-use crate::service::Service;
+use super::ApiState;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 /// Lets the request through only with `Authorization: Bearer <api token>`.
 pub async fn require_token(
-    State(service): State<Arc<Service>>,
+    State(service): State<Arc<ApiState>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -25,7 +25,7 @@ pub async fn require_token(
             "unauthorized",
             "this endpoint needs Authorization: Bearer <token> (see jfconnect.api.token_file)",
         )),
-        Some(t) if service.api_token.ct_eq(t.trim()) => Ok(next.run(request).await),
+        Some(t) if service.api_token().ct_eq(t.trim()) => Ok(next.run(request).await),
         Some(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

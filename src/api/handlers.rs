@@ -1,9 +1,10 @@
-//! Route handlers: small functions over the shared [`Service`].
+//! Route handlers: small functions over the shared [`App`].
 
 use super::ApiError;
-use crate::jobs::entitlements::valid_at;
+use super::ApiState;
+use crate::app::App;
+use crate::entitlements::valid_at;
 use crate::jobs::JobName;
-use crate::service::Service;
 use crate::status;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -21,8 +22,8 @@ pub async fn ping() -> &'static str {
 }
 
 /// `GET /api/v1/system/readiness`: ready, or disabled (still 200: a disabled service is healthy).
-pub async fn readiness(State(s): State<Arc<Service>>) -> Response {
-    let status = if s.config.enabled {
+pub async fn readiness(State(s): State<Arc<ApiState>>) -> Response {
+    let status = if s.config().enabled {
         "ready"
     } else {
         "disabled"
@@ -31,8 +32,8 @@ pub async fn readiness(State(s): State<Arc<Service>>) -> Response {
 }
 
 /// `GET /api/v1/system/jpd_id`: this JPD's id, as plain text.
-pub async fn jpd_id(State(s): State<Arc<Service>>) -> String {
-    s.jpd_id.clone()
+pub async fn jpd_id(State(s): State<Arc<ApiState>>) -> String {
+    s.jpd_id().to_string()
 }
 
 fn disabled() -> ApiError {
@@ -50,12 +51,12 @@ fn disabled() -> ApiError {
 pub struct EntitlementsBody(std::sync::Mutex<Option<((u64, i64), Bytes)>>);
 
 /// `GET /api/v1/entitlements`: the entitlements valid now, with their age.
-pub async fn entitlements(State(s): State<Arc<Service>>) -> Result<Response, ApiError> {
-    if !s.config.enabled {
+pub async fn entitlements(State(s): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    if !s.config().enabled {
         return Err(disabled());
     }
-    let now = s.clock.now();
-    let key = (s.entitlements.version(), now.timestamp());
+    let now = s.clock().now();
+    let key = (s.entitlements().version(), now.timestamp());
     let cached = s
         .entitlements_body
         .0
@@ -82,8 +83,8 @@ pub async fn entitlements(State(s): State<Arc<Service>>) -> Result<Response, Api
         .into_response())
 }
 
-fn render_entitlements(s: &Service, now: chrono::DateTime<chrono::Utc>) -> Result<Bytes, ApiError> {
-    let state = s.entitlements.snapshot();
+fn render_entitlements(s: &App, now: chrono::DateTime<chrono::Utc>) -> Result<Bytes, ApiError> {
+    let state = s.entitlements().snapshot();
     let Some(current) = state.current.as_ref() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -93,7 +94,7 @@ fn render_entitlements(s: &Service, now: chrono::DateTime<chrono::Utc>) -> Resul
     };
     let served = valid_at(&current.entitlements, now);
     let body = json!({
-        "jpd_id": s.jpd_id,
+        "jpd_id": s.jpd_id(),
         "subscription_id": served.subscription_id,
         "subscription_type": served.subscription_type,
         "entitlements": served.entitlements,
@@ -110,58 +111,21 @@ fn render_entitlements(s: &Service, now: chrono::DateTime<chrono::Utc>) -> Resul
     })
 }
 
-/// Builds the full status report the jobs endpoint and metrics share.
-pub fn report(s: &Service) -> status::StatusReport {
-    let schedules = s
-        .scheduler
-        .as_ref()
-        .and_then(|sch| sch.snapshot().ok())
-        .unwrap_or_default();
-    let enabled: Vec<JobName> = s
-        .scheduler
-        .as_ref()
-        .map(|x| x.job_names())
-        .unwrap_or_default();
-    let running: Vec<JobName> = s
-        .scheduler
-        .as_ref()
-        .map(|x| {
-            enabled
-                .iter()
-                .copied()
-                .filter(|j| x.is_running(*j))
-                .collect()
-        })
-        .unwrap_or_default();
-    let ents = s.entitlements.snapshot();
-    status::StatusReport {
-        jpd_id: s.jpd_id.clone(),
-        enabled: s.config.enabled,
-        registration: status::registration(&ents),
-        entitlements: status::entitlements(&ents, s.clock.now()),
-        jobs: status::jobs(&schedules, &enabled, &running),
-        proxies: crate::http::proxies_in_effect(&s.config, &|k| std::env::var(k).ok())
-            .map(|v| v.into_iter().map(|(info, _, _)| info).collect())
-            .unwrap_or_default(),
-        usage: crate::pipeline::pipeline_counts(&s.config),
-    }
-}
-
 /// `GET /api/v1/jobs`: each job's last and next run and last error.
-pub async fn jobs(State(s): State<Arc<Service>>) -> Json<status::StatusReport> {
-    Json(report(&s))
+pub async fn jobs(State(s): State<Arc<ApiState>>) -> Json<status::StatusReport> {
+    Json(status::report(&s))
 }
 
 /// `POST /api/v1/jobs/{name}/run`: run a job now (answers at once; the job runs in the
 /// background).
 pub async fn run_job(
-    State(s): State<Arc<Service>>,
+    State(s): State<Arc<ApiState>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let job: JobName = name
         .parse()
         .map_err(|e: String| ApiError::new(StatusCode::NOT_FOUND, "unknown_job", e))?;
-    let scheduler = s.scheduler.as_ref().ok_or_else(disabled)?;
+    let scheduler = s.scheduler().ok_or_else(disabled)?;
     if !scheduler.job_names().contains(&job) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -186,7 +150,7 @@ struct LicenseBody {
 /// `PUT /api/v1/license`: replace the license (raw text, or JSON `{"license_key": "..."}`)
 /// and register again at once.
 pub async fn put_license(
-    State(s): State<Arc<Service>>,
+    State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -228,8 +192,8 @@ pub async fn put_license(
             "the license must be one line of text, at most 64 KiB",
         ));
     }
-    let scheduler = s.scheduler.as_ref().ok_or_else(disabled)?;
-    let Some(path) = s.license.path.as_ref() else {
+    let scheduler = s.scheduler().ok_or_else(disabled)?;
+    let Some(path) = s.license().path.as_ref() else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "no_license_file",

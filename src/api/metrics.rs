@@ -1,8 +1,8 @@
 //! `GET /metrics` in the Prometheus text format, written by hand (a handful of gauges and
 //! counters do not need a metrics library).
 
-use super::handlers::report;
-use crate::service::Service;
+use super::ApiState;
+use crate::status::report;
 use crate::status::StatusReport;
 use axum::extract::State;
 use axum::http::header;
@@ -11,7 +11,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 /// The metrics page.
-pub async fn metrics(State(s): State<Arc<Service>>) -> impl IntoResponse {
+pub async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         render(&report(&s)),

@@ -12,10 +12,10 @@ mod handlers;
 mod metrics;
 mod offline;
 
-pub use handlers::{report, EntitlementsBody};
+use handlers::EntitlementsBody;
 
+use crate::app::App;
 use crate::protocol::ErrorBody;
-use crate::service::Service;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
@@ -48,13 +48,31 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The API's routes over the shared service.
-pub fn router(service: Arc<Service>) -> Router {
+/// What the handlers share: the app, read through its methods, and the API's own cache of the
+/// rendered entitlements answer.
+pub struct ApiState {
+    app: Arc<App>,
+    entitlements_body: EntitlementsBody,
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.app
+    }
+}
+
+/// The API's routes over the built app.
+pub fn router(app: Arc<App>) -> Router {
+    let service = Arc::new(ApiState {
+        app,
+        entitlements_body: EntitlementsBody::default(),
+    });
     let open = Router::new()
         .route("/api/v1/system/ping", get(handlers::ping))
         .route("/api/v1/system/liveness", get(handlers::ping))
         .route("/api/v1/system/readiness", get(handlers::readiness));
-    let store = match &service.store {
+    let store = match service.store() {
         Some(proxy) => crate::store_proxy::router(proxy.clone()),
         None => Router::new()
             .route(

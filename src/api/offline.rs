@@ -9,8 +9,11 @@
 //! needs to fill in by hand here.
 
 use super::ApiError;
-use crate::airgap::{import_entitlements, AirgapError, Outbox};
-use crate::service::Service;
+use super::ApiState;
+use crate::app::App;
+use crate::transport::airgapped::AirgapError;
+use crate::transport::inbox::import_entitlements;
+use crate::transport::outbox::Outbox;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -22,7 +25,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 /// The offline routes (mounted among the token-guarded ones).
-pub fn router() -> Router<Arc<Service>> {
+pub fn router() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/api/v1/offline/start_register", get(start_register))
         .route(
@@ -35,8 +38,8 @@ fn max_bundle_bytes() -> u64 {
     crate::bundle::Limits::default().max_file_bytes
 }
 
-fn require_airgap(service: &Service) -> Result<(), ApiError> {
-    if service.config.airgap_enabled {
+fn require_airgap(service: &App) -> Result<(), ApiError> {
+    if service.config().airgap_enabled {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -65,12 +68,12 @@ fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
 }
 
 /// `GET /api/v1/offline/start_register`: a fresh signed registration bundle, as a download.
-async fn start_register(State(service): State<Arc<Service>>) -> Result<Response, ApiError> {
+async fn start_register(State(service): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     require_airgap(&service)?;
     let license = service
-        .license
+        .license()
         .read()
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "no_license", e.message))?
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "no_license", e.to_string()))?
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::CONFLICT,
@@ -78,8 +81,8 @@ async fn start_register(State(service): State<Arc<Service>>) -> Result<Response,
                 AirgapError::NoLicense.to_string(),
             )
         })?;
-    let outbox = Outbox::from_config(&service.config, &service.jpd_id);
-    let (fp, now) = (license.fingerprint(), service.clock.now());
+    let outbox = Outbox::from_config(service.config(), service.jpd_id());
+    let (fp, now) = (license.fingerprint(), service.clock().now());
     let written = tokio::task::spawn_blocking(move || outbox.write_registration(&fp, now))
         .await
         .map_err(|e| internal("write the registration bundle", e))?
@@ -116,7 +119,7 @@ fn too_large() -> ApiError {
 /// `POST /api/v1/offline/register`: the raw body is an entitlements bundle; verified and
 /// imported exactly as `jfconnect bundle import` does.
 async fn register(
-    State(service): State<Arc<Service>>,
+    State(service): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -140,7 +143,7 @@ async fn register(
     if declared.is_some_and(|n| n > max_bundle_bytes()) {
         return Err(too_large());
     }
-    let data_dir = service.config.data_dir.clone();
+    let data_dir = service.config().data_dir.clone();
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-offline-register-")
         .tempfile_in(&data_dir)
@@ -165,9 +168,9 @@ async fn register(
     let svc = service.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let r = import_entitlements(
-            &svc.config,
-            &svc.entitlements,
-            svc.clock.clone(),
+            svc.config(),
+            svc.entitlements(),
+            svc.clock().clone(),
             tmp.path(),
         );
         drop(tmp);

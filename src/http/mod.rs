@@ -5,7 +5,7 @@
 //! Architecture invariant: every outbound request is sent by a client built here.
 
 use crate::config::Config;
-use crate::transport::{class_of_status, ErrorClass, TransportError};
+use crate::remote::{class_of_status, ErrorClass, TransportError};
 use std::error::Error as _;
 use url::Url;
 

@@ -6,7 +6,7 @@
 //! Architecture invariant: jobs reach JES/JCS only through `Transport` and the JPD only through
 //! `Jpd`; they never know which transport they hold.
 
-use crate::transport::{ErrorClass, TransportError};
+use crate::remote::{ErrorClass, TransportError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;

@@ -7,7 +7,7 @@
 //! Architecture invariant: this module does no I/O.
 
 use super::{JobError, JobName, JobReport};
-use crate::transport::ErrorClass;
+use crate::remote::ErrorClass;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};

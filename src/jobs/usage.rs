@@ -6,11 +6,10 @@
 //! only the JPD. Progress goes to a bar when stderr is a terminal (`jfconnect jobs run`), and to
 //! log lines otherwise.
 
-use super::entitlements::EntitlementsStore;
 use super::scheduler::Job;
 use super::{JobError, JobName, JobReport};
 use crate::config::Config;
-use crate::jpd::online::OnlineJpd;
+use crate::entitlements::EntitlementsStore;
 use crate::jpd::Jpd;
 use crate::pipeline::{archive_uploaded, console_progress, upload_pending};
 use crate::transport::{ErrorClass, Transport};
@@ -87,16 +86,17 @@ impl Job for ArchivalTask {
     }
 }
 
-/// The usage and archival jobs for `config`, talking to the JPD over HTTP.
+/// The usage and archival jobs for `config`, sending usage through `transport` and archives
+/// to `jpd`.
 pub fn pipeline_jobs(
     config: &Config,
     transport: Arc<dyn Transport>,
     store: Arc<EntitlementsStore>,
     jpd_id: &str,
-) -> Result<Vec<Arc<dyn Job>>, crate::http::ClientError> {
+    jpd: Arc<dyn Jpd>,
+) -> Vec<Arc<dyn Job>> {
     let config = Arc::new(config.clone());
-    let jpd: Arc<dyn Jpd> = Arc::new(OnlineJpd::new(&config)?);
-    Ok(vec![
+    vec![
         Arc::new(UsageTask {
             config: config.clone(),
             transport,
@@ -104,5 +104,14 @@ pub fn pipeline_jobs(
             jpd_id: jpd_id.to_string(),
         }),
         Arc::new(ArchivalTask { config, jpd }),
-    ])
+    ]
+}
+
+impl From<crate::pipeline::PipelineError> for JobError {
+    fn from(e: crate::pipeline::PipelineError) -> Self {
+        JobError {
+            class: e.class(),
+            message: e.to_string(),
+        }
+    }
 }

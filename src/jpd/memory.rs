@@ -4,7 +4,7 @@
 
 use super::{Jpd, TOKEN_HINT};
 use crate::protocol::{Checksums, StorageInfo};
-use crate::transport::TransportError;
+use crate::remote::TransportError;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;

@@ -13,7 +13,7 @@ pub mod memory;
 pub mod online;
 
 use crate::protocol::StorageInfo;
-use crate::transport::TransportError;
+use crate::remote::TransportError;
 use std::path::Path;
 
 /// The sentence added to every 401/403 from the JPD: which setting to fix.

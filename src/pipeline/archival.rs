@@ -22,7 +22,6 @@ use super::progress::Progress;
 use super::spool::{self, Identity, Scanned, UsageFile};
 use super::{acquire_lock, Layout, PipelineError, RunOptions};
 use crate::config::Config;
-use crate::jobs::JobError;
 use crate::jpd::Jpd;
 use std::fs;
 use std::io;
@@ -92,10 +91,8 @@ pub async fn archive_uploaded(
     config: &Config,
     jpd: &dyn Jpd,
     progress: &dyn Progress,
-) -> Result<ArchivalOutcome, JobError> {
-    archive_uploaded_with(config, jpd, progress, &RunOptions::from_env())
-        .await
-        .map_err(JobError::from)
+) -> Result<ArchivalOutcome, PipelineError> {
+    archive_uploaded_with(config, jpd, progress, &RunOptions::from_env()).await
 }
 
 /// Finishes the active plan, then plans and archives the files uploaded since.

@@ -1,8 +1,7 @@
 //! The pipeline's one error type, and how each kind becomes a classified [`JobError`].
 
-use crate::jobs::JobError;
+use crate::remote::{ErrorClass, TransportError};
 use crate::state::StateError;
-use crate::transport::{ErrorClass, TransportError};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -114,14 +113,5 @@ impl PipelineError {
 
 /// True when `e` means "no space left on device".
 pub fn is_disk_full(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
-}
-
-impl From<PipelineError> for JobError {
-    fn from(e: PipelineError) -> Self {
-        JobError {
-            class: e.class(),
-            message: e.to_string(),
-        }
-    }
+    e.kind() == io::ErrorKind::StorageFull
 }

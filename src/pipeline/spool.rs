@@ -321,7 +321,7 @@ pub fn quarantine(
     let src = spool.join(name);
     match fs::rename(&src, &dest) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(18) => copy_then_remove(&src, &dest)?,
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => copy_then_remove(&src, &dest)?,
         Err(e) => return Err(PipelineError::io("quarantine", &src, e)),
     }
     crate::state::sync_dir(quarantine).map_err(|e| PipelineError::fsync(quarantine, e))?;

@@ -12,7 +12,6 @@ use super::progress::Progress;
 use super::spool::{self, Scanned, UsageFile};
 use super::{acquire_lock, Layout, PipelineError, RunOptions};
 use crate::config::Config;
-use crate::jobs::JobError;
 use crate::secret::Secret;
 use crate::transport::{Transport, UsageUpload};
 use std::collections::{HashSet, VecDeque};
@@ -64,11 +63,9 @@ pub async fn upload_pending(
     jpd_id: &str,
     token: &Secret,
     progress: &dyn Progress,
-) -> Result<UsageOutcome, JobError> {
+) -> Result<UsageOutcome, PipelineError> {
     let opts = RunOptions::from_env();
-    upload_pending_with(config, transport, jpd_id, token, progress, &opts)
-        .await
-        .map_err(JobError::from)
+    upload_pending_with(config, transport, jpd_id, token, progress, &opts).await
 }
 
 /// Uploads every pending usage file in batches of `config.usage_batch_size`. On a failed

@@ -26,6 +26,7 @@ mod routes;
 mod server;
 mod state;
 pub mod tls;
+pub mod vendor;
 
 pub use archive::{verify_archive, ArchiveVerdict};
 pub use fault::{parse_fault, Endpoint, Fault, FaultAction};

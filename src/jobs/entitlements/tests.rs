@@ -1,8 +1,12 @@
 use super::*;
 use crate::clock::ManualClock;
+use crate::entitlements::{valid_at, EntitlementsStore, LicenseSource};
 use crate::protocol::Entitlement;
+use crate::protocol::Entitlements;
+use crate::remote::TransportError;
 use crate::transport::memory::{MemoryTransport, Operation};
-use crate::transport::TransportError;
+use chrono::{DateTime, Utc};
+use std::path::PathBuf;
 
 const GOOD: &str = "JFL-GOOD-LICENSE-0001";
 
@@ -87,7 +91,7 @@ async fn refused_license_is_recorded_as_rejected_without_the_license() {
         rej.license_fingerprint,
         Secret::new("JFL-BAD-LICENSE").fingerprint()
     );
-    let on_disk = std::fs::read_to_string(f.job.store.path.clone()).unwrap();
+    let on_disk = std::fs::read_to_string(f.job.store.path()).unwrap();
     assert!(
         !on_disk.contains("JFL-BAD-LICENSE"),
         "the license never reaches the state file"
@@ -167,7 +171,7 @@ async fn missing_license_is_a_local_error_naming_the_key() {
 async fn state_survives_a_restart() {
     let f = fixture(GOOD);
     f.job.run().await.unwrap();
-    let reopened = EntitlementsStore::open(f.job.store.path.parent().unwrap()).unwrap();
+    let reopened = EntitlementsStore::open(f.job.store.path().parent().unwrap()).unwrap();
     assert_eq!(reopened.snapshot(), f.job.store.snapshot());
 }
 

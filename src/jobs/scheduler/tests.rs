@@ -1,6 +1,6 @@
 use super::*;
 use crate::clock::ManualClock;
-use crate::transport::ErrorClass;
+use crate::remote::ErrorClass;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 struct CountingJob {

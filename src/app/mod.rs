@@ -1,12 +1,15 @@
-//! The running service: builds the parts from the configuration and wires them together.
+//! The application: builds every part from a `Config` and wires them together.
 //!
-//! `serve` takes an already-bound listener and a shutdown future (mini-redis style), so tests
-//! bind `127.0.0.1:0` and read the real port back. The binary is a thin shell around it.
+//! This is the one place that picks the transport (online or air-gapped) and the JPD client by
+//! mode; everything below receives a trait object. [`crate::server::serve`] runs what is built
+//! here.
 
-use crate::api;
+pub mod export;
+
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::jobs::entitlements::{EntitlementsJob, EntitlementsStore, LicenseSource};
+use crate::entitlements::{EntitlementsStore, LicenseSource};
+use crate::jobs::entitlements::EntitlementsJob;
 use crate::jobs::schedule::Backoff;
 use crate::jobs::scheduler::{Job, Scheduler};
 use crate::jobs::{JobError, JobName, JobReport};
@@ -14,16 +17,13 @@ use crate::secret::Secret;
 use crate::state::{self, StateError};
 use crate::transport::online::OnlineTransport;
 use crate::transport::Transport;
-use std::future::{Future, IntoFuture};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// Errors that stop the service from starting.
 #[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
+pub enum AppError {
     /// The data folder or a file in it could not be used.
     #[error("cannot use the data folder {path}: {source}")]
     DataDir {
@@ -44,32 +44,58 @@ pub enum ServiceError {
     Server(std::io::Error),
 }
 
-/// Everything the API handlers and the jobs share.
-pub struct Service {
+/// The built application: every part a mode needs, made once from a `Config`. Read through
+/// its methods; what it holds is decided here and nowhere else.
+pub struct App {
+    config: Arc<Config>,
+    jpd_id: String,
+    api_token: Secret,
+    clock: SharedClock,
+    entitlements: Arc<EntitlementsStore>,
+    license: LicenseSource,
+    scheduler: Option<Arc<Scheduler>>,
+    store: Option<Arc<crate::store_proxy::StoreProxy>>,
+}
+
+impl App {
     /// The configuration.
-    pub config: Arc<Config>,
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
     /// This JPD's id.
-    pub jpd_id: String,
-    /// Token products must present.
-    pub api_token: Secret,
+    pub fn jpd_id(&self) -> &str {
+        &self.jpd_id
+    }
+    /// The token products must present.
+    pub fn api_token(&self) -> &Secret {
+        &self.api_token
+    }
     /// Time.
-    pub clock: SharedClock,
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
     /// Registration and entitlements.
-    pub entitlements: Arc<EntitlementsStore>,
+    pub fn entitlements(&self) -> &Arc<EntitlementsStore> {
+        &self.entitlements
+    }
     /// Where the license is read from.
-    pub license: LicenseSource,
+    pub fn license(&self) -> &LicenseSource {
+        &self.license
+    }
     /// The jobs; `None` when the service is disabled.
-    pub scheduler: Option<Arc<Scheduler>>,
+    pub fn scheduler(&self) -> Option<&Arc<Scheduler>> {
+        self.scheduler.as_ref()
+    }
     /// The JFrog Store proxy; `None` when `store.url` is not set.
-    pub store: Option<Arc<crate::store_proxy::StoreProxy>>,
-    /// The last rendered entitlements answer.
-    pub entitlements_body: crate::api::EntitlementsBody,
+    pub fn store(&self) -> Option<&Arc<crate::store_proxy::StoreProxy>> {
+        self.store.as_ref()
+    }
 }
 
 /// Reads `<data_dir>/jpd_id`, making one on first start.
-pub fn jpd_id(data_dir: &Path) -> Result<String, ServiceError> {
+pub fn jpd_id(data_dir: &Path) -> Result<String, AppError> {
     let path = data_dir.join("jpd_id");
-    let err = |source| ServiceError::DataDir {
+    let err = |source| AppError::DataDir {
         path: path.clone(),
         source,
     };
@@ -87,12 +113,12 @@ pub fn jpd_id(data_dir: &Path) -> Result<String, ServiceError> {
 
 /// The API token: from `api.token_file`, or `<data_dir>/api.token` made on first start (mode
 /// 0600). Its path is logged, never its value.
-pub fn api_token(config: &Config) -> Result<Secret, ServiceError> {
+pub fn api_token(config: &Config) -> Result<Secret, AppError> {
     if let Some(t) = &config.api_token {
         return Ok(t.clone());
     }
     let path = config.data_dir.join("api.token");
-    let err = |source| ServiceError::DataDir {
+    let err = |source| AppError::DataDir {
         path: path.clone(),
         source,
     };
@@ -142,7 +168,7 @@ impl Job for EntitlementsTask {
 }
 
 /// The transport the configuration asks for.
-pub fn transport(config: &Config) -> Result<Arc<dyn Transport>, ServiceError> {
+pub fn transport(config: &Config) -> Result<Arc<dyn Transport>, AppError> {
     let outbound = crate::http::build(config)?;
     Ok(Arc::new(OnlineTransport::new(
         outbound,
@@ -151,7 +177,7 @@ pub fn transport(config: &Config) -> Result<Arc<dyn Transport>, ServiceError> {
     )))
 }
 
-impl Service {
+impl App {
     /// Builds the service. `transport` overrides the one the configuration asks for (tests);
     /// `restart` lifts rejected blocks (true for `serve`, false for one-off commands).
     pub fn build(
@@ -159,9 +185,9 @@ impl Service {
         clock: SharedClock,
         transport_override: Option<Arc<dyn Transport>>,
         restart: bool,
-    ) -> Result<Service, ServiceError> {
+    ) -> Result<App, AppError> {
         let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| ServiceError::DataDir {
+        std::fs::create_dir_all(&data_dir).map_err(|source| AppError::DataDir {
             path: data_dir.clone(),
             source,
         })?;
@@ -172,11 +198,13 @@ impl Service {
         let scheduler = if config.enabled {
             let transport = match transport_override {
                 Some(t) => t,
-                None if config.airgap_enabled => Arc::new(crate::airgap::AirGappedTransport::new(
-                    crate::airgap::Outbox::from_config(&config, &jpd_id),
-                    entitlements.clone(),
-                    clock.clone(),
-                )),
+                None if config.airgap_enabled => {
+                    Arc::new(crate::transport::airgapped::AirGappedTransport::new(
+                        crate::transport::outbox::Outbox::from_config(&config, &jpd_id),
+                        entitlements.clone(),
+                        clock.clone(),
+                    ))
+                }
                 None => transport(&config)?,
             };
             let pipeline_jobs = crate::jobs::usage::pipeline_jobs(
@@ -184,7 +212,8 @@ impl Service {
                 transport.clone(),
                 entitlements.clone(),
                 &jpd_id,
-            )?;
+                Arc::new(crate::jpd::online::OnlineJpd::new(&config)?),
+            );
             let jobs: Vec<Arc<dyn Job>> = vec![Arc::new(EntitlementsTask {
                 job: EntitlementsJob {
                     transport,
@@ -218,9 +247,8 @@ impl Service {
             ))),
             _ => None,
         };
-        Ok(Service {
+        Ok(App {
             store,
-            entitlements_body: Default::default(),
             config: Arc::new(config),
             jpd_id,
             api_token,
@@ -229,79 +257,5 @@ impl Service {
             license,
             scheduler,
         })
-    }
-}
-
-/// How long running jobs get to finish after a shutdown signal, and the HTTP server to drain.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
-
-/// Serves the API on `listener` and runs the jobs until `shutdown` completes; then stops
-/// accepting, lets running jobs finish or checkpoint, and returns within ~10 s.
-pub async fn serve(
-    service: Arc<Service>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServiceError> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut background = tokio::task::JoinSet::new();
-    if let Some(s) = &service.scheduler {
-        background.spawn(s.clone().run_forever(stop_rx.clone(), SHUTDOWN_GRACE));
-        background.spawn(watch_license(service.clone(), stop_rx.clone()));
-    } else {
-        tracing::warn!("jfconnect is disabled (jfconnect.enabled: false): answering health checks only, running no job");
-    }
-    let app = api::router(service.clone());
-    let mut server_stop = stop_rx.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = server_stop.wait_for(|s| *s).await;
-    })
-    .into_future();
-    tokio::pin!(server);
-    tokio::pin!(shutdown);
-    tokio::select! {
-        r = &mut server => return r.map_err(ServiceError::Server),
-        _ = &mut shutdown => {}
-    }
-    tracing::info!("shutting down: no new requests; letting running jobs finish or checkpoint");
-    let _ = stop_tx.send(true);
-    let drain = async {
-        let _ = (&mut server).await;
-        while background.join_next().await.is_some() {}
-    };
-    if tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown grace period over; stopping now");
-    }
-    Ok(())
-}
-
-/// How often the license file is checked for a change.
-pub const LICENSE_POLL: Duration = Duration::from_secs(5);
-
-async fn watch_license(service: Arc<Service>, mut stop: watch::Receiver<bool>) {
-    let Some(scheduler) = service.scheduler.clone() else {
-        return;
-    };
-    let fingerprint = |s: &Service| s.license.read().ok().flatten().map(|l| l.fingerprint());
-    let mut last = fingerprint(&service);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(LICENSE_POLL) => {}
-            _ = stop.changed() => return,
-        }
-        let now = fingerprint(&service);
-        if now != last {
-            last = now;
-            tracing::info!("the license changed; registering again");
-            if let Err(e) = scheduler.unblock(JobName::Entitlements) {
-                tracing::error!(error = %e, "cannot reschedule the entitlements job");
-            }
-        }
     }
 }

@@ -1,14 +1,15 @@
 //! `jfconnect demo`: the whole connected flow once, against the simulator started in-process,
 //! with a temporary data folder and license, printing each step in plain words.
 //!
-//! The demo drives the real service: the same `Service`, scheduler, jobs, transport and HTTP
+//! The demo drives the real service: the same `App`, scheduler, jobs, transport and HTTP
 //! API as `serve`; only the remote side is the simulator, and jobs are run one by one instead
 //! of on their 24 h schedules.
 
+pub mod airgapped;
+use crate::app::App;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::jobs::{JobError, JobName, JobReport};
-use crate::service::Service;
 use crate::sim::{self, SimHandle, SimOptions};
 use std::io::Write;
 use std::sync::Arc;
@@ -71,7 +72,7 @@ const GOOD_LICENSE: &str = "JFL-DEMO-0000-1111-2222";
 
 struct Demo<'a, W: Write> {
     out: &'a mut W,
-    service: Arc<Service>,
+    service: Arc<App>,
     sim: SimHandle,
     api: String,
     http: reqwest::Client,
@@ -98,7 +99,7 @@ pub async fn run(out: &mut impl Write) -> Result<(), DemoError> {
     config.license_file = Some(license);
     config.retry_initial = Duration::from_secs(30);
     let service = Arc::new(
-        Service::build(config, Arc::new(SystemClock), None, true)
+        App::build(config, Arc::new(SystemClock), None, true)
             .map_err(|e| step("build the service")(e.to_string()))?,
     );
 
@@ -114,7 +115,7 @@ pub async fn run(out: &mut impl Write) -> Result<(), DemoError> {
             })
             .await
     });
-    writeln!(out, "  HTTP API   {api} (JPD id {})\n", service.jpd_id)?;
+    writeln!(out, "  HTTP API   {api} (JPD id {})\n", service.jpd_id())?;
 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -136,7 +137,7 @@ pub async fn run(out: &mut impl Write) -> Result<(), DemoError> {
 
 impl<W: Write> Demo<'_, W> {
     async fn run_job(&self, job: JobName) -> Result<JobReport, JobError> {
-        match &self.service.scheduler {
+        match &self.service.scheduler() {
             Some(s) => s.run_now(job).await,
             None => Err(JobError::local("jfconnect is disabled")),
         }
@@ -145,8 +146,7 @@ impl<W: Write> Demo<'_, W> {
     fn next_retry(&self, job: JobName) -> String {
         let next = self
             .service
-            .scheduler
-            .as_ref()
+            .scheduler()
             .and_then(|s| s.snapshot().ok())
             .and_then(|all| all.jobs.get(&job).cloned());
         match next {
@@ -186,7 +186,7 @@ impl<W: Write> Demo<'_, W> {
         let resp = self
             .http
             .put(format!("{}/api/v1/license", self.api))
-            .bearer_auth(self.service.api_token.expose())
+            .bearer_auth(self.service.api_token().expose())
             .body(GOOD_LICENSE)
             .send()
             .await
@@ -231,7 +231,7 @@ impl<W: Write> Demo<'_, W> {
     }
 
     async fn usage(&mut self) -> Result<(), DemoError> {
-        let spool = self.service.config.usage_spool_dir.clone();
+        let spool = self.service.config().usage_spool_dir.clone();
         writeln!(
             self.out,
             "4. The Observability service leaves {USAGE_FILES} usage files in {}…",
@@ -292,7 +292,7 @@ impl<W: Write> Demo<'_, W> {
         let v: serde_json::Value = self
             .http
             .get(format!("{}/api/v1/entitlements", self.api))
-            .bearer_auth(self.service.api_token.expose())
+            .bearer_auth(self.service.api_token().expose())
             .send()
             .await
             .map_err(|e| step("GET entitlements")(e.to_string()))?
@@ -319,5 +319,5 @@ impl<W: Write> Demo<'_, W> {
 
 /// `jfconnect demo --airgapped`: the air-gapped round trip once (see [`crate::airgap::demo`]).
 pub async fn run_airgapped(out: &mut impl Write) -> Result<(), DemoError> {
-    crate::airgap::demo::run(out).await
+    airgapped::run(out).await
 }

@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use super::AirgapError;
-use crate::cli::Failure;
+use super::Failure;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::transport::airgapped::AirgapError;
 
 fn failure(e: AirgapError) -> Failure {
     if e.is_bad_input() {
@@ -60,8 +60,9 @@ pub fn inspect(file: &Path, json: bool) -> Result<(), Failure> {
 
 /// `jfconnect bundle import FILE`.
 pub fn import(config: &Config, clock: SharedClock, file: &Path) -> Result<(), Failure> {
-    let store = super::import::open_store(config).map_err(failure)?;
-    let out = super::import_entitlements(config, &store, clock, file).map_err(failure)?;
+    let store = crate::transport::inbox::open_store(config).map_err(failure)?;
+    let out = crate::transport::inbox::import_entitlements(config, &store, clock, file)
+        .map_err(failure)?;
     println!("{}", out.summary());
     println!("a running jfconnect serves them after its next entitlements run (POST /api/v1/jobs/entitlements/run to run it now)");
     Ok(())
@@ -69,7 +70,7 @@ pub fn import(config: &Config, clock: SharedClock, file: &Path) -> Result<(), Fa
 
 /// `jfconnect bundle export --out FILE`.
 pub async fn export(config: Config, clock: SharedClock, out: &Path) -> Result<(), Failure> {
-    let outcome = super::export_bundle(config, clock, out)
+    let outcome = crate::app::export::export_bundle(config, clock, out)
         .await
         .map_err(failure)?;
     println!("{outcome}");
@@ -84,7 +85,8 @@ pub fn sim_answer(
     state: &Path,
     clock: SharedClock,
 ) -> Result<(), Failure> {
-    let outcome = super::answer_bundle(state, key, input, out, clock).map_err(failure)?;
+    let outcome =
+        crate::sim::vendor::answer_bundle(state, key, input, out, clock).map_err(failure)?;
     println!("{outcome}");
     Ok(())
 }

@@ -12,14 +12,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{answer_bundle, import_entitlements};
+use super::DemoError;
+use crate::app::App;
 use crate::bundle::Kind;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
-use crate::demo::DemoError;
 use crate::jobs::{JobName, JobReport};
-use crate::service::Service;
+use crate::sim::vendor::answer_bundle;
 use crate::sim::{self, SimOptions};
+use crate::transport::inbox::import_entitlements;
 
 /// How many usage files the demo drops into the spool.
 const USAGE_FILES: usize = 12;
@@ -56,7 +57,7 @@ fn write_usage_files(spool: &Path, n: usize) -> std::io::Result<()> {
 struct Run<'a, W: Write> {
     out: &'a mut W,
     dir: PathBuf,
-    service: Arc<Service>,
+    service: Arc<App>,
     clock: SharedClock,
 }
 
@@ -103,7 +104,7 @@ pub async fn run(out: &mut impl Write) -> Result<(), DemoError> {
     config.license_file = Some(license);
     config.retry_initial = Duration::from_secs(30);
     let service = Arc::new(
-        Service::build(config, clock.clone(), None, true)
+        App::build(config, clock.clone(), None, true)
             .map_err(|e| step("build the service")(e.to_string()))?,
     );
     let mut run = Run {
@@ -119,7 +120,7 @@ pub async fn run(out: &mut impl Write) -> Result<(), DemoError> {
 
 impl<W: Write> Run<'_, W> {
     async fn job(&self, job: JobName) -> Result<JobReport, crate::jobs::JobError> {
-        match &self.service.scheduler {
+        match &self.service.scheduler() {
             Some(s) => s.run_now(job).await,
             None => Err(crate::jobs::JobError::local("jfconnect is disabled")),
         }
@@ -143,8 +144,8 @@ impl<W: Write> Run<'_, W> {
 
     fn import(&mut self, file: &Path) -> Result<(), DemoError> {
         let o = import_entitlements(
-            &self.service.config,
-            &self.service.entitlements,
+            self.service.config(),
+            self.service.entitlements(),
             self.clock.clone(),
             file,
         )
@@ -184,8 +185,8 @@ impl<W: Write> Run<'_, W> {
             .map_err(|e| step("entitlements after import")(e.message))?;
         writeln!(self.out, "   entitlements job: {}", r.summary)?;
         let again = import_entitlements(
-            &self.service.config,
-            &self.service.entitlements,
+            self.service.config(),
+            self.service.entitlements(),
             self.clock.clone(),
             &answer1,
         );
@@ -194,7 +195,7 @@ impl<W: Write> Run<'_, W> {
             Ok(_) => return Err(step("replay")("a replayed bundle was accepted".into())),
         }
 
-        let spool = self.service.config.usage_spool_dir.clone();
+        let spool = self.service.config().usage_spool_dir.clone();
         writeln!(
             self.out,
             "4. The Observability service leaves {USAGE_FILES} usage files in {}",
@@ -247,7 +248,7 @@ impl<W: Write> Run<'_, W> {
         std::fs::create_dir_all(&check)?;
         std::fs::copy(&usage, check.join("b.jfbundle"))?;
         std::fs::copy(
-            self.service.config.data_dir.join("keys").join("jpd.pub"),
+            self.service.config().data_dir.join("keys").join("jpd.pub"),
             check.join("jpd.pub"),
         )?;
         writeln!(
@@ -263,7 +264,7 @@ impl<W: Write> Run<'_, W> {
     }
 
     fn newest(&self, kind: Kind) -> Result<PathBuf, DemoError> {
-        super::Outbox::from_config(&self.service.config, &self.service.jpd_id)
+        crate::transport::outbox::Outbox::from_config(self.service.config(), self.service.jpd_id())
             .newest(kind)
             .ok_or_else(|| step("outbox")(format!("no {kind} bundle was written")))
     }

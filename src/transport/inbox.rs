@@ -10,15 +10,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::airgapped::AirgapError;
 use super::payload::{ENTITLEMENTS_PATH, MAX_ENTITLEMENTS_BYTES};
-use super::AirgapError;
 use crate::bundle::{
     read_trusted_keys, verify_bundle, BundleError, Expectations, ImportStore, Kind, Limits,
     Manifest,
 };
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::jobs::entitlements::{valid_at, EntitlementsStore, StoredEntitlements};
+use crate::entitlements::{valid_at, EntitlementsStore, StoredEntitlements};
 use crate::protocol::Entitlements;
 
 static IMPORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -14,15 +14,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::outbox::{Outbox, WrittenBundle};
-use super::transport::AirGappedTransport;
-use super::AirgapError;
 use crate::bundle::Kind;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::jobs::entitlements::EntitlementsJob;
 use crate::jobs::scheduler::Job;
 use crate::jobs::usage::UsageTask;
+use crate::transport::airgapped::AirGappedTransport;
+use crate::transport::airgapped::AirgapError;
+use crate::transport::outbox::{Outbox, WrittenBundle};
 use crate::transport::Transport;
 
 /// Usage files per bundle when exporting by hand: as many as fit the upload's byte cap.
@@ -77,9 +77,8 @@ pub async fn export_bundle(
     config.usage_batch_size = config.usage_batch_size.max(EXPORT_BATCH);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| AirgapError::io("create", &config.data_dir, e))?;
-    let jpd_id =
-        crate::service::jpd_id(&config.data_dir).map_err(|e| AirgapError::Job(e.to_string()))?;
-    let store = super::import::open_store(&config)?;
+    let jpd_id = super::jpd_id(&config.data_dir).map_err(|e| AirgapError::Job(e.to_string()))?;
+    let store = crate::transport::inbox::open_store(&config)?;
     let transport = Arc::new(AirGappedTransport::new(
         Outbox::from_config(&config, &jpd_id),
         store.clone(),
@@ -90,7 +89,7 @@ pub async fn export_bundle(
         let job = EntitlementsJob {
             transport: dyn_transport.clone(),
             store: store.clone(),
-            license: crate::service::license_source(&config),
+            license: super::license_source(&config),
             jpd_id: jpd_id.clone(),
             clock: clock.clone(),
         };

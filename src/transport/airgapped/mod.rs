@@ -2,7 +2,7 @@
 //!
 //! The jobs call it exactly as they call the online transport. `register` writes a
 //! registration bundle and answers an offline token; `fetch_entitlements` has nobody to ask,
-//! so it answers what was imported (see [`super::import`]) or tells the person what to carry
+//! so it answers what was imported (see [`super::inbox`]) or tells the person what to carry
 //! across; `upload_usage` writes a usage bundle, and that bundle, written and fsynced, is the
 //! receipt: every file in it is acknowledged and the pipeline moves on unchanged (archival
 //! included).
@@ -11,13 +11,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::outbox::{Outbox, WrittenBundle};
-use super::AirgapError;
+mod error;
 use crate::bundle::Kind;
 use crate::clock::SharedClock;
-use crate::jobs::entitlements::{EntitlementsState, EntitlementsStore};
+use crate::entitlements::{EntitlementsState, EntitlementsStore};
 use crate::protocol::{RegisterRequest, RegisterResponse};
 use crate::secret::Secret;
 use crate::transport::{EntitlementsFetch, Transport, TransportError, UsageReceipt, UsageUpload};
+pub use error::AirgapError;
 
 /// The registration token of an air-gapped JPD: there is no JES to issue one.
 pub const OFFLINE_TOKEN: &str = "offline";

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::airgapped::AirgapError;
 use super::payload::REGISTRATION_PATH;
 use super::payload::{bundle_file_name, parse_bundle_file_name, usage_path, RegistrationRecord};
-use super::AirgapError;
 use crate::bundle::{
     load_or_generate, new_bundle_id, write_bundle, BundleSpec, Kind, PayloadEntry, PayloadSource,
     SecretKey,

@@ -19,10 +19,6 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::payload::{
-    usage_sha_of, RegistrationRecord, ENTITLEMENTS_PATH, MAX_REGISTRATION_BYTES, REGISTRATION_PATH,
-};
-use super::AirgapError;
 use crate::bundle::{
     inspect_bundle, new_bundle_id, read_secret_key, verify_bundle, write_bundle, BundleError,
     BundleSpec, Expectations, Kind, Limits, PayloadEntry, PayloadSource, PublicKey, TrustedKeys,
@@ -30,6 +26,10 @@ use crate::bundle::{
 };
 use crate::clock::SharedClock;
 use crate::protocol::{Entitlement, Entitlements};
+use crate::transport::airgapped::AirgapError;
+use crate::transport::payload::{
+    usage_sha_of, RegistrationRecord, ENTITLEMENTS_PATH, MAX_REGISTRATION_BYTES, REGISTRATION_PATH,
+};
 
 /// How long an answered entitlements bundle stays importable.
 pub const ANSWER_VALIDITY: chrono::Duration = chrono::Duration::days(30);

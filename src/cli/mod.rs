@@ -3,10 +3,11 @@
 //! Exit codes (DESIGN.md): 0 ok, 1 failure, 2 bad usage or bad input. Errors go to stderr as
 //! one clear line.
 
+pub mod airgap;
+use crate::app::{self, App};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::jobs::JobName;
-use crate::service::{self, Service};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -198,10 +199,10 @@ impl Failure {
     }
 }
 
-impl From<service::ServiceError> for Failure {
-    fn from(e: service::ServiceError) -> Self {
+impl From<app::AppError> for Failure {
+    fn from(e: app::AppError) -> Self {
         match e {
-            service::ServiceError::Client(_) => Failure::bad_input(e),
+            app::AppError::Client(_) => Failure::bad_input(e),
             _ => Failure::failed(e),
         }
     }
@@ -227,7 +228,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             .map_err(Failure::failed),
         Command::Keys {
             action: KeysAction::Generate { out },
-        } => crate::airgap::commands::keys_generate(out),
+        } => airgap::keys_generate(out),
         Command::Bundle { action } => bundle(&cli, action).await,
         Command::Jobs {
             action: JobsAction::Run { job },
@@ -251,12 +252,12 @@ async fn serve(cli: &Cli) -> Result<(), Failure> {
         },
     };
     let addr = format!("{}:{}", config.bind, config.port);
-    let service = Arc::new(Service::build(config, clock(), None, true)?);
+    let service = Arc::new(App::build(config, clock(), None, true)?);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| Failure::failed(format!("cannot listen on {addr}: {e}")))?;
-    tracing::info!(address = %addr, jpd_id = %service.jpd_id, "jfconnect is serving");
-    service::serve(service, listener, shutdown_signal())
+    tracing::info!(address = %addr, jpd_id = %service.jpd_id(), "jfconnect is serving");
+    crate::server::serve(service, listener, shutdown_signal())
         .await
         .map_err(Failure::failed)
 }
@@ -287,10 +288,9 @@ async fn run_job(cli: &Cli, job: JobName) -> Result<(), Failure> {
             "jfconnect is disabled (jfconnect.enabled: false); no job runs",
         ));
     }
-    let service = Service::build(config, clock(), None, false)?;
+    let service = App::build(config, clock(), None, false)?;
     let scheduler = service
-        .scheduler
-        .as_ref()
+        .scheduler()
         .ok_or_else(|| Failure::failed("no job runs in this mode"))?;
     match scheduler.run_now(job).await {
         Ok(report) => {
@@ -306,22 +306,22 @@ async fn run_job(cli: &Cli, job: JobName) -> Result<(), Failure> {
 
 fn status(cli: &Cli, json: bool) -> Result<(), Failure> {
     let config = load_config(cli)?;
-    let service = Service::build(config, clock(), None, false)?;
-    let report = crate::api::report(&service);
+    let service = App::build(config, clock(), None, false)?;
+    let report = crate::status::report(&service);
     if json {
         let text = serde_json::to_string_pretty(&report).map_err(Failure::failed)?;
         println!("{text}");
     } else {
         print!(
             "{}",
-            crate::status::render_table(&report, service.clock.now())
+            crate::status::render_table(&report, service.clock().now())
         );
     }
     Ok(())
 }
 
 async fn bundle(cli: &Cli, action: &BundleAction) -> Result<(), Failure> {
-    use crate::airgap::commands;
+    use airgap as commands;
     match action {
         BundleAction::Verify { file, pubkey } => commands::verify(file, pubkey),
         BundleAction::Inspect { file, json } => commands::inspect(file, *json),
@@ -345,7 +345,7 @@ async fn sim(action: &SimAction) -> Result<(), Failure> {
             key,
             out,
             state,
-        } => return crate::airgap::commands::sim_answer(input, key, out, state, clock()),
+        } => return airgap::sim_answer(input, key, out, state, clock()),
     };
     let mut opts = crate::sim::SimOptions::new(data.clone());
     for spec in faults {

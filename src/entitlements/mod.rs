@@ -1,0 +1,184 @@
+//! What jfconnect knows about its registration and entitlements, and where the license comes
+//! from.
+//!
+//! [`EntitlementsStore`] is the durable `state/entitlements.json` with an in-memory copy the API
+//! reads without touching disk. The entitlements job is its only writer; the API, status and
+//! the air-gapped transport read it.
+
+use crate::protocol::Entitlements;
+use crate::secret::Secret;
+use crate::state::{self, StateError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+/// Why the license could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LicenseError {
+    /// The file exists and is empty.
+    #[error("the license file {} is empty; put the license key in it", .0.display())]
+    Empty(PathBuf),
+    /// The file could not be read.
+    #[error("cannot read the license file {}: {source}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What jfconnect knows about its registration and entitlements; `state/entitlements.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EntitlementsState {
+    /// The current registration, if the license was accepted.
+    pub registration: Option<Registration>,
+    /// The last good entitlements.
+    pub current: Option<StoredEntitlements>,
+    /// The last refusal of the license, if the current license was refused.
+    pub rejected: Option<Rejection>,
+}
+
+/// A license accepted by JES.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Registration {
+    /// Bearer token for JES and JCS (the state file is mode 0600).
+    pub token: Secret,
+    /// The subscription the license belongs to.
+    pub subscription_id: String,
+    /// Fingerprint of the license that was registered.
+    pub license_fingerprint: String,
+    /// When.
+    pub registered_at: DateTime<Utc>,
+}
+
+/// Entitlements as last received.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredEntitlements {
+    /// ETag JES gave them.
+    pub etag: Option<String>,
+    /// When they were last received changed.
+    pub fetched_at: DateTime<Utc>,
+    /// When JES last confirmed them (a 200 or a 304).
+    pub confirmed_at: DateTime<Utc>,
+    /// The entitlements.
+    pub entitlements: Entitlements,
+}
+
+/// A license JES refused.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Rejection {
+    /// Fingerprint of the refused license.
+    pub license_fingerprint: String,
+    /// JES's answer, as a sentence.
+    pub message: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The durable entitlements state with an in-memory copy the API reads without touching disk.
+pub struct EntitlementsStore {
+    path: PathBuf,
+    current: RwLock<EntitlementsState>,
+    version: std::sync::atomic::AtomicU64,
+}
+
+impl EntitlementsStore {
+    /// Opens `state/entitlements.json` under `state_dir`; a damaged file is set aside (the job
+    /// registers again, which is safe).
+    pub fn open(state_dir: &Path) -> Result<Self, StateError> {
+        let path = state_dir.join("entitlements.json");
+        let current = state::load_or_set_aside(&path)?.unwrap_or_default();
+        if path.exists() {
+            state::set_private(&path).map_err(|source| StateError::Io {
+                action: "protect",
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(EntitlementsStore {
+            path,
+            current: RwLock::new(current),
+            version: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// The state file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A number that changes whenever the state changes (for caches of derived views).
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A copy of the current state.
+    pub fn snapshot(&self) -> EntitlementsState {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Applies `change`, writes it durably (mode 0600: it holds the registration token), then
+    /// makes it visible.
+    pub fn update(&self, change: impl FnOnce(&mut EntitlementsState)) -> Result<(), StateError> {
+        let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = guard.clone();
+        change(&mut next);
+        state::save(&self.path, &next)?;
+        state::set_private(&self.path).map_err(|source| StateError::Io {
+            action: "protect",
+            path: self.path.clone(),
+            source,
+        })?;
+        *guard = next;
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Where the license is read from.
+#[derive(Debug, Clone)]
+pub struct LicenseSource {
+    /// The license file (configured, or `<data_dir>/license` when set through the API).
+    pub path: Option<PathBuf>,
+}
+
+impl LicenseSource {
+    /// Reads the license; `Ok(None)` when none is configured.
+    pub fn read(&self) -> Result<Option<Secret>, LicenseError> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        match Secret::from_file(path) {
+            Ok(s) if s.is_empty() => Err(LicenseError::Empty(path.clone())),
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(LicenseError::Unreadable {
+                path: path.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+/// Filters entitlements to those valid at `now` (a window that starts later is kept but not
+/// served until then).
+pub fn valid_at(entitlements: &Entitlements, now: DateTime<Utc>) -> Entitlements {
+    let parse = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let mut out = entitlements.clone();
+    out.entitlements.retain(|e| {
+        parse(&e.valid_from).is_none_or(|from| from <= now)
+            && parse(&e.valid_until).is_none_or(|until| now < until)
+    });
+    out
+}

@@ -1,0 +1,88 @@
+//! Runs a built [`App`]: the HTTP API on a bound listener and the jobs on their schedules,
+//! until a shutdown future completes.
+//!
+//! `serve` takes an already-bound listener and a shutdown future (mini-redis style), so tests
+//! bind `127.0.0.1:0` and read the real port back. The binary is a thin shell around it.
+
+use crate::api;
+use crate::app::{App, AppError};
+use crate::jobs::JobName;
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How long running jobs get to finish after a shutdown signal, and the HTTP server to drain.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// Serves the API on `listener` and runs the jobs until `shutdown` completes; then stops
+/// accepting, lets running jobs finish or checkpoint, and returns within ~10 s.
+pub async fn serve(
+    service: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut background = tokio::task::JoinSet::new();
+    if let Some(s) = &service.scheduler() {
+        background.spawn(Arc::clone(s).run_forever(stop_rx.clone(), SHUTDOWN_GRACE));
+        background.spawn(watch_license(service.clone(), stop_rx.clone()));
+    } else {
+        tracing::warn!("jfconnect is disabled (jfconnect.enabled: false): answering health checks only, running no job");
+    }
+    let app = api::router(service.clone());
+    let mut server_stop = stop_rx.clone();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    })
+    .into_future();
+    tokio::pin!(server);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        r = &mut server => return r.map_err(AppError::Server),
+        _ = &mut shutdown => {}
+    }
+    tracing::info!("shutting down: no new requests; letting running jobs finish or checkpoint");
+    let _ = stop_tx.send(true);
+    let drain = async {
+        let _ = (&mut server).await;
+        while background.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over; stopping now");
+    }
+    Ok(())
+}
+
+/// How often the license file is checked for a change.
+pub const LICENSE_POLL: Duration = Duration::from_secs(5);
+
+async fn watch_license(service: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let Some(scheduler) = service.scheduler() else {
+        return;
+    };
+    let fingerprint = |s: &App| s.license().read().ok().flatten().map(|l| l.fingerprint());
+    let mut last = fingerprint(&service);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LICENSE_POLL) => {}
+            _ = stop.changed() => return,
+        }
+        let now = fingerprint(&service);
+        if now != last {
+            last = now;
+            tracing::info!("the license changed; registering again");
+            if let Err(e) = scheduler.unblock(JobName::Entitlements) {
+                tracing::error!(error = %e, "cannot reschedule the entitlements job");
+            }
+        }
+    }
+}
