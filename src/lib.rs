@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod cli;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod entitlements;
 pub mod http;
@@ -19,6 +20,7 @@ pub mod protocol;
 pub mod remote;
 pub mod secret;
 pub mod server;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod state;
 pub mod status;

@@ -9,7 +9,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::transport::airgapped::AirgapError;
 
-fn failure(e: AirgapError) -> Failure {
+pub(super) fn failure(e: AirgapError) -> Failure {
     if e.is_bad_input() {
         Failure::bad_input(e)
     } else {
@@ -73,20 +73,6 @@ pub async fn export(config: Config, clock: SharedClock, out: &Path) -> Result<()
     let outcome = crate::app::export::export_bundle(config, clock, out)
         .await
         .map_err(failure)?;
-    println!("{outcome}");
-    Ok(())
-}
-
-/// `jfconnect sim answer --in BUNDLE --key VENDOR_KEY --out FILE [--state DIR]`.
-pub fn sim_answer(
-    input: &Path,
-    key: &Path,
-    out: &Path,
-    state: &Path,
-    clock: SharedClock,
-) -> Result<(), Failure> {
-    let outcome =
-        crate::sim::vendor::answer_bundle(state, key, input, out, clock).map_err(failure)?;
     println!("{outcome}");
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! one clear line.
 
 pub mod airgap;
+#[cfg(feature = "sim")]
+mod sim;
 use crate::app::{self, App};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
@@ -31,6 +33,7 @@ pub enum Command {
     /// Run the service: the HTTP API on port 8030 and the jobs on their schedules.
     Serve,
     /// Run the whole connected flow once against a local simulator, printing each step.
+    #[cfg(feature = "demo")]
     Demo {
         /// Run the air-gapped round trip instead: bundles carried across by hand.
         #[arg(long)]
@@ -61,10 +64,11 @@ pub enum Command {
         action: BundleAction,
     },
     /// The local simulator of JES, JCS and the JPD (for the demo, tests and benchmarks).
+    #[cfg(feature = "sim")]
     Sim {
         /// What to do.
         #[command(subcommand)]
-        action: SimAction,
+        action: sim::SimAction,
     },
 }
 
@@ -110,51 +114,6 @@ pub enum BundleAction {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-    },
-}
-
-/// `sim` sub-commands.
-#[derive(Debug, Subcommand)]
-pub enum SimAction {
-    /// Serve JES, JCS and the JPD endpoints on one address (see docs/protocol.md).
-    Serve {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8046")]
-        listen: String,
-        /// Folder for received usage, artifacts and tokens.
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
-        /// Inject a fault: ENDPOINT=ACTION[xCOUNT], e.g. register=400, entitlements=500x3,
-        /// usage=reset, deploy=delay:2s, storage=mismatch (repeatable).
-        #[arg(long = "fault", value_name = "SPEC")]
-        faults: Vec<String>,
-        /// Accept only these license keys (repeatable); by default any key starting with JFL-
-        /// and at least 12 characters long.
-        #[arg(long = "accept-license", value_name = "KEY")]
-        accept_licenses: Vec<String>,
-        /// Require this token from jfconnect at the JPD endpoints (default: any non-empty one).
-        #[arg(long, value_name = "TOKEN")]
-        jpd_token: Option<String>,
-        /// Serve HTTPS with a CA and certificate made on start for `localhost`; the CA is
-        /// written to DIR/tls/ca.pem (trust it with jfconnect.tls.ca_file).
-        #[arg(long)]
-        tls: bool,
-    },
-    /// Play the vendor portal: answer a usage or registration bundle with a signed
-    /// entitlements bundle for that JPD.
-    Answer {
-        /// The incoming usage or registration bundle.
-        #[arg(long = "in", value_name = "BUNDLE")]
-        input: PathBuf,
-        /// The vendor's secret key.
-        #[arg(long, value_name = "VENDOR_KEY")]
-        key: PathBuf,
-        /// Where to write the entitlements bundle.
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-        /// The vendor's state: pinned JPD keys, received usage, sequence.
-        #[arg(long, value_name = "DIR", default_value = "jfconnect-vendor")]
-        state: PathBuf,
     },
 }
 
@@ -220,9 +179,11 @@ fn clock() -> SharedClock {
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Serve => serve(&cli).await,
+        #[cfg(feature = "demo")]
         Command::Demo { airgapped: false } => crate::demo::run(&mut std::io::stdout())
             .await
             .map_err(Failure::failed),
+        #[cfg(feature = "demo")]
         Command::Demo { airgapped: true } => crate::demo::run_airgapped(&mut std::io::stdout())
             .await
             .map_err(Failure::failed),
@@ -234,7 +195,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             action: JobsAction::Run { job },
         } => run_job(&cli, *job).await,
         Command::Status { json } => status(&cli, *json),
-        Command::Sim { action } => sim(action).await,
+        #[cfg(feature = "sim")]
+        Command::Sim { action } => sim::run(action, clock()).await,
     }
 }
 
@@ -328,44 +290,4 @@ async fn bundle(cli: &Cli, action: &BundleAction) -> Result<(), Failure> {
         BundleAction::Import { file } => commands::import(&load_config(cli)?, clock(), file),
         BundleAction::Export { out } => commands::export(load_config(cli)?, clock(), out).await,
     }
-}
-
-async fn sim(action: &SimAction) -> Result<(), Failure> {
-    let (listen, data, faults, accept_licenses, jpd_token, tls) = match action {
-        SimAction::Serve {
-            listen,
-            data,
-            faults,
-            accept_licenses,
-            jpd_token,
-            tls,
-        } => (listen, data, faults, accept_licenses, jpd_token, tls),
-        SimAction::Answer {
-            input,
-            key,
-            out,
-            state,
-        } => return airgap::sim_answer(input, key, out, state, clock()),
-    };
-    let mut opts = crate::sim::SimOptions::new(data.clone());
-    for spec in faults {
-        opts.faults
-            .push(crate::sim::parse_fault(spec).map_err(Failure::bad_input)?);
-    }
-    if !accept_licenses.is_empty() {
-        opts.accepted_licenses = Some(accept_licenses.clone());
-    }
-    opts.jpd_token = jpd_token.clone().map(crate::secret::Secret::new);
-    opts.tls = *tls;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Failure::failed(format!("cannot listen on {listen}: {e}")))?;
-    let addr = listener.local_addr().map_err(Failure::failed)?;
-    eprintln!(
-        "jfconnect simulator serving JES, JCS and the JPD on http://{addr} (data in {})",
-        data.display()
-    );
-    crate::sim::run(listener, opts, shutdown_signal())
-        .await
-        .map_err(Failure::failed)
 }
