@@ -24,7 +24,7 @@ fn main() {
         .unwrap_or_else(std::env::temp_dir);
     let work = tempfile::tempdir_in(&base).expect("work dir");
     let mut config = Config::defaults(work.path().join("data"));
-    config.usage_spool_dir = work.path().join("spool");
+    config.usage.spool_dir = work.path().join("spool");
     let layout = Layout::new(&config);
     std::fs::create_dir_all(&layout.spool).expect("spool");
 

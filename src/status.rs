@@ -294,7 +294,7 @@ pub fn report(s: &App) -> StatusReport {
         registration: registration(&ents),
         entitlements: entitlements(&ents, s.clock().now()),
         jobs: jobs(&schedules, &enabled, &running),
-        proxies: crate::http::proxies_in_effect(s.config(), &|k| std::env::var(k).ok())
+        proxies: crate::http::proxies_in_effect(s.config())
             .map(|v| v.into_iter().map(|(info, _, _)| info).collect())
             .unwrap_or_default(),
         usage: crate::pipeline::pipeline_counts(s.config()),

@@ -20,13 +20,13 @@ async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
     jfconnect::bundle::keys_generate(&dir.path().join("vendor")).unwrap();
     let mut config = Config::defaults(dir.path().join("data"));
-    config.airgap_enabled = true;
-    config.airgap_outbox_dir = dir.path().join("outbox");
-    config.airgap_vendor_public_keys = vec![dir.path().join("vendor.pub")];
+    config.airgap.enabled = true;
+    config.airgap.outbox_dir = dir.path().join("outbox");
+    config.airgap.vendor_public_keys = vec![dir.path().join("vendor.pub")];
     let lic = dir.path().join("license");
     std::fs::write(&lic, "JFL-OFFLINE-HTTP-0001").unwrap();
-    config.license_file = Some(lic);
-    config.api_token = Some(jfconnect::secret::Secret::new(TOKEN));
+    config.license.file = Some(lic);
+    config.api.token = Some(jfconnect::secret::Secret::new(TOKEN));
     let clock: SharedClock = Arc::new(SystemClock);
     let service = Arc::new(App::build(config, clock, None, true).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

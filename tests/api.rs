@@ -42,8 +42,8 @@ async fn start(enabled: bool) -> Running {
     config.enabled = enabled;
     let lic = dir.path().join("license");
     std::fs::write(&lic, LICENSE).unwrap();
-    config.license_file = Some(lic);
-    config.api_token = Some(jfconnect::secret::Secret::new(TOKEN));
+    config.license.file = Some(lic);
+    config.api.token = Some(jfconnect::secret::Secret::new(TOKEN));
     let transport = Arc::new(MemoryTransport::new(LICENSE, "\"e1\"", entitlements()));
     let clock: SharedClock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let service = Arc::new(App::build(config, clock, Some(transport), true).unwrap());
@@ -388,8 +388,8 @@ async fn store_proxy_in_the_service_forwards_without_our_token() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::defaults(dir.path().join("data"));
-    config.api_token = Some(jfconnect::secret::Secret::new(TOKEN));
-    config.store_url = Some(format!("http://{uaddr}/store").parse().unwrap());
+    config.api.token = Some(jfconnect::secret::Secret::new(TOKEN));
+    config.store.url = Some(format!("http://{uaddr}/store").parse().unwrap());
     let clock: SharedClock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let service = Arc::new(
         App::build(

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 fn transport(base: &str, request_timeout: Duration) -> OnlineTransport {
     let mut config = Config::defaults(std::path::PathBuf::from("unused"));
-    config.request_timeout = request_timeout;
-    config.connect_timeout = Duration::from_secs(2);
-    let outbound = jfconnect::http::build_with_env(&config, &|_| None).unwrap();
+    config.http.request_timeout = request_timeout;
+    config.http.connect_timeout = Duration::from_secs(2);
+    let outbound = jfconnect::http::build(&config).unwrap();
     let base: url::Url = base.parse().unwrap();
     OnlineTransport::new(outbound, base.clone(), base)
 }

@@ -166,7 +166,7 @@ async fn jpd_401_is_rejected_and_leaves_every_file_in_place() {
 #[tokio::test]
 async fn archives_split_before_max_archive_bytes() {
     let mut env = Env::new();
-    env.config.archival_max_archive_bytes = 4096;
+    env.config.archival.max_archive_bytes = 4096;
     let shas = uploaded_files(&env, 40).await;
     let jpd = MemoryJpd::new();
     let out = archive(&env, &jpd, &opts()).await.unwrap();
@@ -216,7 +216,7 @@ async fn usage_file_survives_a_crash_at_every_durability_step() {
         .filter(|p| !p.starts_with("usage-") && !p.starts_with("quarantine"))
     {
         let mut env = Env::new();
-        env.config.archival_max_archive_bytes = 8192;
+        env.config.archival.max_archive_bytes = 8192;
         let shas = uploaded_files(&env, 30).await;
         let jpd = MemoryJpd::new();
         let err = archive(&env, &jpd, &failing_at(point)).await.unwrap_err();

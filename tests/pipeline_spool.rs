@@ -80,7 +80,7 @@ async fn malformed_files_are_quarantined_with_a_reason_and_counted() {
 #[tokio::test]
 async fn oversize_files_are_quarantined_not_read_whole() {
     let mut env = Env::new();
-    env.config.usage_max_file_bytes = 100;
+    env.config.usage.max_file_bytes = 100;
     let big = format!(
         r#"{{"product":"a","timestamp":"2024-01-01T00:00:00Z","x":"{}"}}"#,
         "y".repeat(200)

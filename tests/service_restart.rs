@@ -28,7 +28,7 @@ fn ents() -> Entitlements {
 
 fn config(dir: &std::path::Path) -> Config {
     let mut c = Config::defaults(dir.join("data"));
-    c.license_file = Some(dir.join("license"));
+    c.license.file = Some(dir.join("license"));
     c
 }
 

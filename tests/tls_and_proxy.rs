@@ -1,7 +1,7 @@
 //! Real TLS and a real authenticating proxy, both on loopback: the HTTPS simulator (a CA made
 //! on start) and tinyproxy with BasicAuth, started by the test. `.ci/run` installs tinyproxy.
 
-use jfconnect::config::{Config, ProxyConfig};
+use jfconnect::config::Config;
 use jfconnect::protocol::RegisterRequest;
 use jfconnect::secret::Secret;
 use jfconnect::sim::{self, SimHandle, SimOptions};
@@ -29,13 +29,13 @@ async fn sim(dir: &Path, tls: bool) -> SimHandle {
 
 fn config(dir: &Path) -> Config {
     let mut c = Config::defaults(dir.join("data"));
-    c.connect_timeout = Duration::from_secs(5);
-    c.request_timeout = Duration::from_secs(10);
+    c.http.connect_timeout = Duration::from_secs(5);
+    c.http.request_timeout = Duration::from_secs(10);
     c
 }
 
 async fn register(c: &Config, base: &str) -> Result<(), TransportError> {
-    let outbound = jfconnect::http::build_with_env(c, &|_| None).unwrap();
+    let outbound = jfconnect::http::build(c).unwrap();
     let base: url::Url = base.parse().unwrap();
     OnlineTransport::new(outbound, base.clone(), base)
         .register(&request())
@@ -49,7 +49,7 @@ async fn https_simulator_is_trusted_with_its_ca_file() {
     let s = sim(dir.path(), true).await;
     assert!(s.base_url().starts_with("https://localhost:"));
     let mut c = config(dir.path());
-    c.tls_ca_file = Some(s.ca_file().unwrap().to_path_buf());
+    c.tls.ca_file = Some(s.ca_file().unwrap().to_path_buf());
     register(&c, &s.base_url()).await.unwrap();
 }
 
@@ -72,7 +72,7 @@ async fn certificate_for_another_name_is_refused_as_a_mismatch() {
     let dir = tempfile::tempdir().unwrap();
     let s = sim(dir.path(), true).await;
     let mut c = config(dir.path());
-    c.tls_ca_file = Some(s.ca_file().unwrap().to_path_buf());
+    c.tls.ca_file = Some(s.ca_file().unwrap().to_path_buf());
     let e = register(&c, &format!("https://127.0.0.1:{}", s.addr().port()))
         .await
         .unwrap_err();
@@ -147,11 +147,9 @@ impl Drop for Tinyproxy {
 
 fn via_proxy(dir: &Path, proxy: &Tinyproxy, password: &str) -> Config {
     let mut c = config(dir);
-    c.proxy = Some(ProxyConfig {
-        url: proxy.url(),
-        username: Some("alice".into()),
-        password: Some(Secret::new(password)),
-    });
+    c.proxy.url = Some(proxy.url());
+    c.proxy.username = Some("alice".into());
+    c.proxy.password = Some(Secret::new(password));
     c
 }
 
@@ -199,7 +197,7 @@ async fn no_proxy_bypasses_the_proxy() {
     let proxy = Tinyproxy::start();
     let s = sim(dir.path(), false).await;
     let mut c = via_proxy(dir.path(), &proxy, "wrong-password-xyz");
-    c.no_proxy = Some("127.0.0.1".into());
+    c.proxy.no_proxy = Some("127.0.0.1".into());
     register(&c, &s.base_url()).await.unwrap();
     assert!(!proxy.log().contains("/jes/api/v1/register"));
 }
@@ -210,7 +208,7 @@ async fn https_goes_through_the_proxy_with_connect() {
     let proxy = Tinyproxy::start();
     let s = sim(dir.path(), true).await;
     let mut c = via_proxy(dir.path(), &proxy, PASSWORD);
-    c.tls_ca_file = Some(s.ca_file().unwrap().to_path_buf());
+    c.tls.ca_file = Some(s.ca_file().unwrap().to_path_buf());
     register(&c, &s.base_url()).await.unwrap();
     let log = proxy.log();
     assert!(
@@ -218,7 +216,7 @@ async fn https_goes_through_the_proxy_with_connect() {
         "tinyproxy tunnelled the request:\n{log}"
     );
     let mut bad = via_proxy(dir.path(), &proxy, "wrong-password-xyz");
-    bad.tls_ca_file = c.tls_ca_file.clone();
+    bad.tls.ca_file = c.tls.ca_file.clone();
     let e = register(&bad, &s.base_url()).await.unwrap_err();
     assert_eq!(e.class, ErrorClass::Rejected);
     assert!(
@@ -239,11 +237,7 @@ async fn unreachable_proxy_has_its_own_sentence() {
         .port();
     let s = sim(dir.path(), false).await;
     let mut c = config(dir.path());
-    c.proxy = Some(ProxyConfig {
-        url: format!("http://127.0.0.1:{port}").parse().unwrap(),
-        username: None,
-        password: None,
-    });
+    c.proxy.url = Some(format!("http://127.0.0.1:{port}").parse().unwrap());
     let e = register(&c, &s.base_url()).await.unwrap_err();
     assert_eq!(e.class, ErrorClass::Unavailable);
     assert!(

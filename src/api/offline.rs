@@ -39,7 +39,7 @@ fn max_bundle_bytes() -> u64 {
 }
 
 fn require_airgap(service: &App) -> Result<(), ApiError> {
-    if service.config().airgap_enabled {
+    if service.config().airgap.enabled {
         Ok(())
     } else {
         Err(ApiError::new(

@@ -71,10 +71,10 @@ pub async fn export_bundle(
     clock: SharedClock,
     out: &Path,
 ) -> Result<ExportOutcome, AirgapError> {
-    if !config.airgap_enabled {
+    if !config.airgap.enabled {
         return Err(AirgapError::NotAirGapped("jfconnect bundle export"));
     }
-    config.usage_batch_size = config.usage_batch_size.max(EXPORT_BATCH);
+    config.usage.batch_size = config.usage.batch_size.max(EXPORT_BATCH);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| AirgapError::io("create", &config.data_dir, e))?;
     let jpd_id = super::jpd_id(&config.data_dir).map_err(|e| AirgapError::Job(e.to_string()))?;

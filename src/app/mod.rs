@@ -114,7 +114,7 @@ pub fn jpd_id(data_dir: &Path) -> Result<String, AppError> {
 /// The API token: from `api.token_file`, or `<data_dir>/api.token` made on first start (mode
 /// 0600). Its path is logged, never its value.
 pub fn api_token(config: &Config) -> Result<Secret, AppError> {
-    if let Some(t) = &config.api_token {
+    if let Some(t) = &config.api.token {
         return Ok(t.clone());
     }
     let path = config.data_dir.join("api.token");
@@ -142,7 +142,8 @@ pub fn license_source(config: &Config) -> LicenseSource {
     LicenseSource {
         path: Some(
             config
-                .license_file
+                .license
+                .file
                 .clone()
                 .unwrap_or_else(|| config.data_dir.join("license")),
         ),
@@ -172,8 +173,8 @@ pub fn transport(config: &Config) -> Result<Arc<dyn Transport>, AppError> {
     let outbound = crate::http::build(config)?;
     Ok(Arc::new(OnlineTransport::new(
         outbound,
-        config.jes_url.clone(),
-        config.jcs_url.clone(),
+        config.jes.url.clone(),
+        config.jcs.url.clone(),
     )))
 }
 
@@ -198,7 +199,7 @@ impl App {
         let scheduler = if config.enabled {
             let transport = match transport_override {
                 Some(t) => t,
-                None if config.airgap_enabled => {
+                None if config.airgap.enabled => {
                     Arc::new(crate::transport::airgapped::AirGappedTransport::new(
                         crate::transport::outbox::Outbox::from_config(&config, &jpd_id),
                         entitlements.clone(),
@@ -222,12 +223,12 @@ impl App {
                     jpd_id: jpd_id.clone(),
                     clock: clock.clone(),
                 },
-                interval: config.entitlements_interval,
+                interval: config.entitlements.interval,
             })];
             let jobs: Vec<Arc<dyn Job>> = jobs.into_iter().chain(pipeline_jobs).collect();
             let backoff = Backoff {
-                initial: config.retry_initial,
-                max: config.retry_max,
+                initial: config.retry.initial,
+                max: config.retry.max,
             };
             Some(Arc::new(Scheduler::open(
                 &data_dir,
@@ -239,11 +240,11 @@ impl App {
         } else {
             None
         };
-        let store = match &config.store_url {
+        let store = match &config.store.url {
             Some(url) if config.enabled => Some(Arc::new(crate::store_proxy::StoreProxy::new(
                 crate::http::build_for_store(&config)?.client,
                 url.clone(),
-                config.request_timeout,
+                config.http.request_timeout,
             ))),
             _ => None,
         };

@@ -25,10 +25,10 @@ fn defaults_apply_without_file_or_environment() {
     let c = Config::load_from(None, &env(&[])).unwrap();
     assert!(c.enabled);
     assert_eq!(c.port, 8030);
-    assert_eq!(c.usage_interval, Duration::from_secs(86400));
-    assert_eq!(c.archival_repo, "jfrog-usage-logs");
+    assert_eq!(c.usage.interval, Duration::from_secs(86400));
+    assert_eq!(c.archival.repo, "jfrog-usage-logs");
     assert_eq!(
-        c.usage_spool_dir,
+        c.usage.spool_dir,
         PathBuf::from("jfconnect-data/usage/spool")
     );
 }
@@ -42,7 +42,7 @@ fn file_overrides_defaults_and_environment_overrides_file() {
     );
     let c = Config::load_from(Some(&f), &env(&[])).unwrap();
     assert_eq!(c.port, 9000);
-    assert_eq!(c.usage_interval, Duration::from_secs(900));
+    assert_eq!(c.usage.interval, Duration::from_secs(900));
     let c = Config::load_from(
         Some(&f),
         &env(&[
@@ -51,9 +51,9 @@ fn file_overrides_defaults_and_environment_overrides_file() {
         ]),
     )
     .unwrap();
-    assert_eq!(c.usage_spool_dir, PathBuf::from("/from/env"));
+    assert_eq!(c.usage.spool_dir, PathBuf::from("/from/env"));
     assert_eq!(c.port, 9100);
-    assert_eq!(c.usage_interval, Duration::from_secs(900));
+    assert_eq!(c.usage.interval, Duration::from_secs(900));
 }
 
 #[test]
@@ -144,7 +144,7 @@ fn secrets_are_read_from_files_and_never_printed() {
         &env(&[("JF_JFCONNECT_JPD_TOKEN_FILE", tok.to_str().unwrap())]),
     )
     .unwrap();
-    assert_eq!(c.jpd_token.as_ref().unwrap().expose(), "s3cr3t-token");
+    assert_eq!(c.jpd.token.as_ref().unwrap().expose(), "s3cr3t-token");
     assert!(!format!("{c:?}").contains("s3cr3t"));
 }
 
@@ -176,7 +176,7 @@ fn vendor_keys_list_comes_from_comma_separated_environment() {
         &env(&[("JF_JFCONNECT_AIRGAP_VENDOR_PUBLIC_KEYS", &v)]),
     )
     .unwrap();
-    assert_eq!(c.airgap_vendor_public_keys, vec![a, b]);
+    assert_eq!(c.airgap.vendor_public_keys, vec![a, b]);
 }
 
 #[test]
@@ -217,4 +217,114 @@ fn disabled_is_detected_even_when_other_keys_are_wrong() {
     assert!(Config::load_from(Some(&f), &env(&[])).is_err());
     let enabled = file(&dir, "jfconnect:\n  port: nonsense\n");
     assert!(Config::disabled_fallback(Some(&enabled)).is_none());
+}
+
+#[test]
+fn every_field_is_a_key_with_its_environment_name() {
+    let keys = keys();
+    let find = |path: &str| keys.iter().find(|k| k.path == path);
+    let spool = find("usage.spool_dir").expect("usage.spool_dir is a key");
+    assert_eq!(spool.env, "JF_JFCONNECT_USAGE_SPOOL_DIR");
+    assert_eq!(spool.kind, Kind::Text);
+    assert_eq!(find("port").map(|k| k.kind), Some(Kind::Number));
+    assert_eq!(find("airgap.enabled").map(|k| k.kind), Some(Kind::Bool));
+    assert_eq!(
+        find("airgap.vendor_public_keys").map(|k| k.kind),
+        Some(Kind::List)
+    );
+    // Secrets read by validation are not keys; the files naming them are.
+    assert!(find("api.token").is_none());
+    assert!(find("api.token_file").is_some());
+    for k in keys {
+        assert_eq!(k.env, env_name(&k.path));
+    }
+}
+
+/// The keys in README.md's configuration table (first column, `a`, `b` for shared rows).
+fn readme_keys() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("\n## Configuration\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README.md has a Configuration section");
+    section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .flat_map(|l| {
+            let first = l.split('|').nth(1).unwrap_or_default().to_string();
+            first
+                .split(',')
+                .map(|k| k.trim().trim_matches('`').to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn readme_key_table_lists_exactly_the_keys_of_the_typed_config() {
+    let documented = readme_keys();
+    let known: Vec<String> = keys().iter().map(|k| k.path.clone()).collect();
+    for k in &documented {
+        assert!(
+            known.contains(k),
+            "README.md documents `{k}`, which is not a config key"
+        );
+    }
+    for k in &known {
+        assert!(
+            documented.contains(k),
+            "config key `{k}` ({}) is missing from README.md's table",
+            env_name(k)
+        );
+    }
+}
+
+#[test]
+fn every_documented_key_is_read_from_its_environment_variable() {
+    // A key added to the table is settable through the variable derived from its path.
+    let dir = tempfile::tempdir().unwrap();
+    let readable = dir.path().join("f");
+    std::fs::write(&readable, "x").unwrap();
+    for k in keys() {
+        let value = match (k.kind, k.path.as_str()) {
+            (Kind::Bool, _) => "true".to_string(),
+            (Kind::Number, "archival.max_archive_bytes") => "4096".into(),
+            (Kind::Number, _) => "9".into(),
+            (_, p) if p.ends_with("url") => "http://example.com/".into(),
+            (_, p)
+                if p.ends_with("interval") || p.starts_with("retry.") || p.starts_with("http.") =>
+            {
+                "1h".into()
+            }
+            (_, "bind") => "127.0.0.1".into(),
+            (_, "archival.repo") => "repo".into(),
+            (_, "proxy.username" | "proxy.password_file") => continue,
+            _ => readable.display().to_string(),
+        };
+        let loaded = Config::load_from(None, &env(&[(k.env.as_str(), value.as_str())]));
+        assert!(loaded.is_ok(), "{} ({}): {loaded:?}", k.path, k.env);
+    }
+}
+
+#[test]
+fn process_environment_for_other_parts_is_captured_at_load() {
+    let c = Config::load_from(
+        None,
+        &env(&[
+            ("HTTPS_PROXY", "http://user:pw@proxy:3128"),
+            ("JFCONNECT_SPOOL_SETTLE_MS", "0"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.env.var("HTTPS_PROXY").as_deref(),
+        Some("http://user:pw@proxy:3128")
+    );
+    assert_eq!(c.env.spool_settle(), Some(Duration::ZERO));
+    assert!(
+        !format!("{c:?}").contains("pw@"),
+        "the proxy password stays out of Debug"
+    );
 }

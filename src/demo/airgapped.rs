@@ -93,16 +93,16 @@ pub async fn run(out: &mut impl Write) -> Result<(), DemoError> {
 
     let clock: SharedClock = Arc::new(SystemClock);
     let mut config = Config::defaults(dir.join("data"));
-    config.airgap_enabled = true;
-    config.airgap_outbox_dir = dir.join("outbox");
-    config.airgap_vendor_public_keys = vec![dir.join("vendor.pub")];
-    config.jpd_url =
+    config.airgap.enabled = true;
+    config.airgap.outbox_dir = dir.join("outbox");
+    config.airgap.vendor_public_keys = vec![dir.join("vendor.pub")];
+    config.jpd.url =
         url::Url::parse(&sim.base_url()).map_err(|e| step("configure")(e.to_string()))?;
-    config.jpd_token = Some(crate::secret::Secret::new("demo-jpd-token"));
+    config.jpd.token = Some(crate::secret::Secret::new("demo-jpd-token"));
     let license = dir.join("license");
     crate::state::write_private(&license, LICENSE.as_bytes())?;
-    config.license_file = Some(license);
-    config.retry_initial = Duration::from_secs(30);
+    config.license.file = Some(license);
+    config.retry.initial = Duration::from_secs(30);
     let service = Arc::new(
         App::build(config, clock.clone(), None, true)
             .map_err(|e| step("build the service")(e.to_string()))?,
@@ -195,7 +195,7 @@ impl<W: Write> Run<'_, W> {
             Ok(_) => return Err(step("replay")("a replayed bundle was accepted".into())),
         }
 
-        let spool = self.service.config().usage_spool_dir.clone();
+        let spool = self.service.config().usage.spool_dir.clone();
         writeln!(
             self.out,
             "4. The Observability service leaves {USAGE_FILES} usage files in {}",

@@ -90,14 +90,14 @@ pub async fn run(out: &mut impl Write) -> Result<(), DemoError> {
 
     let mut config = Config::defaults(dir.path().join("data"));
     let base = url::Url::parse(&sim.base_url()).map_err(|e| step("configure")(e.to_string()))?;
-    config.jes_url = base.clone();
-    config.jcs_url = base.clone();
-    config.jpd_url = base;
-    config.jpd_token = Some(crate::secret::Secret::new("demo-jpd-token"));
+    config.jes.url = base.clone();
+    config.jcs.url = base.clone();
+    config.jpd.url = base;
+    config.jpd.token = Some(crate::secret::Secret::new("demo-jpd-token"));
     let license = dir.path().join("license");
     crate::state::write_private(&license, BAD_LICENSE.as_bytes())?;
-    config.license_file = Some(license);
-    config.retry_initial = Duration::from_secs(30);
+    config.license.file = Some(license);
+    config.retry.initial = Duration::from_secs(30);
     let service = Arc::new(
         App::build(config, Arc::new(SystemClock), None, true)
             .map_err(|e| step("build the service")(e.to_string()))?,
@@ -231,7 +231,7 @@ impl<W: Write> Demo<'_, W> {
     }
 
     async fn usage(&mut self) -> Result<(), DemoError> {
-        let spool = self.service.config().usage_spool_dir.clone();
+        let spool = self.service.config().usage.spool_dir.clone();
         writeln!(
             self.out,
             "4. The Observability service leaves {USAGE_FILES} usage files in {}…",

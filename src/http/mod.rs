@@ -53,29 +53,34 @@ pub struct ProxyInfo {
 }
 
 /// The proxies in effect for `config`: the configured one, or else the standard
-/// `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` variables (upper or lower case) read by `env`.
+/// `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` variables (upper or lower case) of the environment
+/// captured with the configuration.
 pub fn proxies_in_effect(
     config: &Config,
-    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<(ProxyInfo, Option<crate::secret::Secret>, Url)>, ClientError> {
-    if let Some(p) = &config.proxy {
+    let p = &config.proxy;
+    if let Some(url) = &p.url {
         let info = ProxyInfo {
             scope: "all",
-            url: redact_url(&p.url),
+            url: redact_url(url),
             username: p.username.clone(),
             password_set: p.password.is_some(),
             source: "jfconnect.proxy.url".into(),
-            no_proxy: config.no_proxy.clone(),
+            no_proxy: p.no_proxy.clone(),
         };
-        return Ok(vec![(info, p.password.clone(), p.url.clone())]);
+        return Ok(vec![(info, p.password.clone(), url.clone())]);
     }
+    let env = &config.env;
     let read = |upper: &str| {
-        env(upper)
+        env.var(upper)
             .map(|v| (v, upper.to_string()))
-            .or_else(|| env(&upper.to_lowercase()).map(|v| (v, upper.to_lowercase())))
+            .or_else(|| {
+                env.var(&upper.to_lowercase())
+                    .map(|v| (v, upper.to_lowercase()))
+            })
             .filter(|(v, _)| !v.trim().is_empty())
     };
-    let no_proxy = config
+    let no_proxy = p
         .no_proxy
         .clone()
         .or_else(|| read("NO_PROXY").map(|(v, _)| v));
@@ -126,44 +131,31 @@ pub struct Outbound {
     pub proxies: Vec<ProxyInfo>,
 }
 
-/// Builds the outbound client from the configuration and the process environment.
+/// Builds the outbound client from the configuration (and the proxy variables captured with it).
 pub fn build(config: &Config) -> Result<Outbound, ClientError> {
-    build_with_env(config, &|k| std::env::var(k).ok())
-}
-
-/// Builds the outbound client; `env` answers environment variables (for tests).
-pub fn build_with_env(
-    config: &Config,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Outbound, ClientError> {
-    build_from(config, env, reqwest::redirect::Policy::default())
+    build_from(config, reqwest::redirect::Policy::default())
 }
 
 /// Builds the client the store proxy forwards with: like [`build`], but it never follows a
 /// redirect itself (the caller gets the store's 3xx, as from any proxy).
 pub fn build_for_store(config: &Config) -> Result<Outbound, ClientError> {
-    build_from(
-        config,
-        &|k| std::env::var(k).ok(),
-        reqwest::redirect::Policy::none(),
-    )
+    build_from(config, reqwest::redirect::Policy::none())
 }
 
 fn build_from(
     config: &Config,
-    env: &dyn Fn(&str) -> Option<String>,
     redirect: reqwest::redirect::Policy,
 ) -> Result<Outbound, ClientError> {
     // reqwest's own reading of the environment is turned off: the proxies used are exactly the
     // ones `proxies_in_effect` reports, so `status` never lies about them.
     let mut builder = reqwest::Client::builder()
-        .connect_timeout(config.connect_timeout)
-        .timeout(config.request_timeout)
+        .connect_timeout(config.http.connect_timeout)
+        .timeout(config.http.request_timeout)
         .user_agent(concat!("jfconnect/", env!("CARGO_PKG_VERSION")))
         .use_rustls_tls()
         .redirect(redirect)
         .no_proxy();
-    if let Some(path) = &config.tls_ca_file {
+    if let Some(path) = &config.tls.ca_file {
         let ca_err = |reason: String| ClientError::CaFile {
             path: path.display().to_string(),
             reason,
@@ -178,7 +170,7 @@ fn build_from(
             builder = builder.add_root_certificate(cert);
         }
     }
-    let proxies = proxies_in_effect(config, env)?;
+    let proxies = proxies_in_effect(config)?;
     for (info, password, url) in &proxies {
         let mut bare = url.clone();
         let _ = bare.set_username("");
@@ -407,15 +399,21 @@ pub fn error_detail(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProxyConfig;
-    use std::collections::HashMap;
+    use crate::config::ProcessEnv;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| m.get(k).cloned()
+    fn env(pairs: &[(&str, &str)]) -> ProcessEnv {
+        ProcessEnv::from_vars(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn proxy(c: &mut Config, url: &str, username: Option<&str>, password: Option<&str>) {
+        c.proxy.url = Some(Url::parse(url).unwrap());
+        c.proxy.username = username.map(String::from);
+        c.proxy.password = password.map(crate::secret::Secret::new);
     }
 
     fn config() -> Config {
@@ -425,12 +423,9 @@ mod tests {
     #[test]
     fn configured_proxy_wins_over_environment() {
         let mut c = config();
-        c.proxy = Some(ProxyConfig {
-            url: Url::parse("http://proxy.corp:3128").unwrap(),
-            username: Some("alice".into()),
-            password: Some(crate::secret::Secret::new("pw")),
-        });
-        let p = proxies_in_effect(&c, &env(&[("HTTPS_PROXY", "http://other:1")])).unwrap();
+        proxy(&mut c, "http://proxy.corp:3128", Some("alice"), Some("pw"));
+        c.env = env(&[("HTTPS_PROXY", "http://other:1")]);
+        let p = proxies_in_effect(&c).unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].0.source, "jfconnect.proxy.url");
         assert_eq!(p[0].0.scope, "all");
@@ -439,15 +434,13 @@ mod tests {
 
     #[test]
     fn environment_proxies_are_used_when_none_is_configured() {
-        let p = proxies_in_effect(
-            &config(),
-            &env(&[
-                ("https_proxy", "http://bob:p%40ss@proxy:3128"),
-                ("HTTP_PROXY", "proxy2:8080"),
-                ("NO_PROXY", ".local"),
-            ]),
-        )
-        .unwrap();
+        let mut c = config();
+        c.env = env(&[
+            ("https_proxy", "http://bob:p%40ss@proxy:3128"),
+            ("HTTP_PROXY", "proxy2:8080"),
+            ("NO_PROXY", ".local"),
+        ]);
+        let p = proxies_in_effect(&c).unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].0.source, "environment variable https_proxy");
         assert_eq!(p[0].0.username.as_deref(), Some("bob"));
@@ -464,13 +457,9 @@ mod tests {
     #[test]
     fn no_proxy_decides_which_requests_blame_the_proxy() {
         let mut c = config();
-        c.proxy = Some(ProxyConfig {
-            url: Url::parse("http://proxy:3128").unwrap(),
-            username: None,
-            password: None,
-        });
-        c.no_proxy = Some("jpd.local,10.0.0.0/8".into());
-        let o = build_with_env(&c, &env(&[])).unwrap();
+        proxy(&mut c, "http://proxy:3128", None, None);
+        c.proxy.no_proxy = Some("jpd.local,10.0.0.0/8".into());
+        let o = build(&c).unwrap();
         assert!(o
             .proxy_for(&Url::parse("https://jes.jfrog.io/x").unwrap())
             .is_some());
@@ -490,12 +479,8 @@ mod tests {
     #[test]
     fn tinyproxy_401_is_told_apart_from_the_origins_401() {
         let mut c = config();
-        c.proxy = Some(ProxyConfig {
-            url: Url::parse("http://proxy:3128").unwrap(),
-            username: Some("alice".into()),
-            password: None,
-        });
-        let o = build_with_env(&c, &env(&[])).unwrap();
+        proxy(&mut c, "http://proxy:3128", Some("alice"), None);
+        let o = build(&c).unwrap();
         let url = Url::parse("http://jes.example.com/x").unwrap();
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(reqwest::header::SERVER, "tinyproxy/1.11.1".parse().unwrap());

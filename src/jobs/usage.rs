@@ -34,7 +34,7 @@ impl Job for UsageTask {
         JobName::Usage
     }
     fn interval(&self) -> Duration {
-        self.config.usage_interval
+        self.config.usage.interval
     }
     async fn run(&self) -> Result<JobReport, JobError> {
         let token = self
@@ -75,7 +75,7 @@ impl Job for ArchivalTask {
         JobName::Archival
     }
     fn interval(&self) -> Duration {
-        self.config.archival_interval
+        self.config.archival.interval
     }
     async fn run(&self) -> Result<JobReport, JobError> {
         let progress = console_progress();

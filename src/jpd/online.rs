@@ -25,12 +25,12 @@ pub struct OnlineJpd {
 }
 
 impl OnlineJpd {
-    /// A client for `config.jpd_url` with `config.jpd_token`.
+    /// A client for `config.jpd.url` with `config.jpd.token`.
     pub fn new(config: &Config) -> Result<Self, ClientError> {
         Ok(OnlineJpd {
             outbound: build(config)?,
-            base: config.jpd_url.clone(),
-            token: config.jpd_token.clone(),
+            base: config.jpd.url.clone(),
+            token: config.jpd.token.clone(),
         })
     }
 
@@ -191,7 +191,7 @@ mod tests {
 
     fn jpd(base: &str) -> OnlineJpd {
         let mut c = Config::defaults(std::env::temp_dir());
-        c.jpd_url = Url::parse(base).unwrap();
+        c.jpd.url = Url::parse(base).unwrap();
         OnlineJpd::new(&c).unwrap()
     }
 

@@ -92,7 +92,7 @@ pub async fn archive_uploaded(
     jpd: &dyn Jpd,
     progress: &dyn Progress,
 ) -> Result<ArchivalOutcome, PipelineError> {
-    archive_uploaded_with(config, jpd, progress, &RunOptions::from_env()).await
+    archive_uploaded_with(config, jpd, progress, &RunOptions::from_config(config)).await
 }
 
 /// Finishes the active plan, then plans and archives the files uploaded since.
@@ -108,7 +108,7 @@ pub async fn archive_uploaded_with(
     clear_tmp(&layout)?;
     plan_store::sweep_done(&layout)?;
     let mut out = ArchivalOutcome {
-        repo: config.archival_repo.clone(),
+        repo: config.archival.repo.clone(),
         ..Default::default()
     };
     let mut token_checked = false;
@@ -194,7 +194,7 @@ fn make_plan(
     let planner = Planner::new(
         &host_name(),
         now.date_naive(),
-        config.archival_max_archive_bytes,
+        config.archival.max_archive_bytes,
     );
     let mut writer = PlanWriter::begin(layout, planner)?;
     let mut scan = spool::SpoolScan::open(&layout.spool)?;
@@ -202,7 +202,7 @@ fn make_plan(
     let mut first_sha = None;
     let mut built: Vec<Assembled> = Vec::new();
     let mut current: Option<(usize, ArchiveBuilder)> = None;
-    let (dir, settle, max) = (&layout.spool, opts.settle, config.usage_max_file_bytes);
+    let (dir, settle, max) = (&layout.spool, opts.settle, config.usage.max_file_bytes);
     loop {
         let names = scan.next_names(512)?;
         if names.is_empty() {
@@ -269,7 +269,7 @@ fn make_plan(
         now.format("%Y%m%dT%H%M%S%.6fZ"),
         first_sha.as_deref().map_or("", |s| &s[..12])
     );
-    let plan = writer.commit(layout, id, now.to_rfc3339(), &config.archival_repo)?;
+    let plan = writer.commit(layout, id, now.to_rfc3339(), &config.archival.repo)?;
     Ok((plan, counts, built))
 }
 

@@ -41,7 +41,7 @@ use std::time::Duration;
 pub const SETTLE_WINDOW: Duration = Duration::from_secs(2);
 
 /// Environment variable overriding [`SETTLE_WINDOW`] in milliseconds (tests, demo).
-pub const SETTLE_ENV: &str = "JFCONNECT_SPOOL_SETTLE_MS";
+pub use crate::config::SETTLE_ENV;
 
 /// Knobs of one run that are not configuration: tests and the demo set them.
 #[derive(Debug, Clone)]
@@ -53,16 +53,11 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
-    /// The settle window from [`SETTLE_ENV`] (default [`SETTLE_WINDOW`]) and the failpoint
-    /// from `JFCONNECT_FAILPOINT` (which aborts the process).
-    pub fn from_env() -> Self {
-        let settle = std::env::var(SETTLE_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_millis)
-            .unwrap_or(SETTLE_WINDOW);
+    /// The settle window from [`SETTLE_ENV`] as captured in `config` (default
+    /// [`SETTLE_WINDOW`]) and the failpoint from `JFCONNECT_FAILPOINT` (which aborts the process).
+    pub fn from_config(config: &Config) -> Self {
         RunOptions {
-            settle,
+            settle: config.env.spool_settle().unwrap_or(SETTLE_WINDOW),
             failpoint: failpoint::Failpoints::from_env(),
         }
     }
@@ -83,7 +78,7 @@ impl Layout {
     /// The layout for `config`.
     pub fn new(config: &Config) -> Self {
         Layout {
-            spool: config.usage_spool_dir.clone(),
+            spool: config.usage.spool_dir.clone(),
             quarantine: config.data_dir.join("quarantine"),
             root: config.data_dir.join("usage"),
         }

@@ -75,14 +75,14 @@ pub fn import_entitlements(
     clock: SharedClock,
     file: &Path,
 ) -> Result<ImportOutcome, AirgapError> {
-    if config.airgap_vendor_public_keys.is_empty() {
+    if config.airgap.vendor_public_keys.is_empty() {
         return Err(AirgapError::NoVendorKeys);
     }
     // Two imports in this process (HTTP and HTTP) run one after the other, so the second
     // sees the first one's history; `commit` re-checks it against the disk in any case.
     let _one_at_a_time = IMPORTS.lock().unwrap_or_else(|e| e.into_inner());
     let jpd_id = read_jpd_id(&config.data_dir)?;
-    let trust = read_trusted_keys(&config.airgap_vendor_public_keys)?;
+    let trust = read_trusted_keys(&config.airgap.vendor_public_keys)?;
     let history = ImportStore::new(history_path(config));
     let expect = Expectations {
         kind: Some(Kind::Entitlements),
@@ -192,7 +192,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         keys_generate(&dir.path().join("vendor")).unwrap();
         let mut config = Config::defaults(dir.path().join("data"));
-        config.airgap_vendor_public_keys = vec![dir.path().join("vendor.pub")];
+        config.airgap.vendor_public_keys = vec![dir.path().join("vendor.pub")];
         std::fs::create_dir_all(&config.data_dir).unwrap();
         std::fs::write(config.data_dir.join("jpd_id"), "jpd-imp-1").unwrap();
         let store = open_store(&config).unwrap();

@@ -77,7 +77,7 @@ impl Outbox {
     /// The outbox `config` names, for the JPD `jpd_id`.
     pub fn from_config(config: &Config, jpd_id: &str) -> Self {
         Outbox {
-            dir: config.airgap_outbox_dir.clone(),
+            dir: config.airgap.outbox_dir.clone(),
             state_dir: config.state_dir(),
             key_prefix: jpd_key_prefix(&config.data_dir),
             jpd_id: jpd_id.to_string(),

@@ -21,14 +21,14 @@ impl Env {
     pub fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::defaults(dir.path().join("data"));
-        config.usage_spool_dir = dir.path().join("spool");
-        config.usage_batch_size = 7;
-        fs::create_dir_all(&config.usage_spool_dir).unwrap();
+        config.usage.spool_dir = dir.path().join("spool");
+        config.usage.batch_size = 7;
+        fs::create_dir_all(&config.usage.spool_dir).unwrap();
         Env { dir, config }
     }
 
     pub fn spool(&self) -> &Path {
-        &self.config.usage_spool_dir
+        &self.config.usage.spool_dir
     }
 
     pub fn quarantine(&self) -> PathBuf {

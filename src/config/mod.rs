@@ -1,0 +1,465 @@
+//! Configuration: nested typed sections, layered as built-in defaults < YAML file < environment,
+//! then one [`Config::validate`] step.
+//!
+//! The file is `system.yaml`-shaped (top key `jfconnect:`). Every key can be overridden by an
+//! environment variable named after its path: `jfconnect.usage.spool_dir` is
+//! `JF_JFCONNECT_USAGE_SPOOL_DIR`. Unknown keys, wrong types, bad intervals, bad URLs and
+//! unreadable secret files are refused with an error naming the key (and the variable, when the
+//! value came from the environment). Secrets are never in the YAML, only paths to files holding
+//! them, and are held as [`Secret`] once read.
+//!
+//! One place defines a key: its field (with its doc comment) in a section below and its default
+//! in that section's `Default`. The key list, the environment names and the kind of value an
+//! environment string holds are derived from those defaults ([`keys`]); a key that needs more
+//! than its type's own parsing gets a check in `validate.rs`.
+//!
+//! Architecture invariant: this module reads files and the environment only in [`Config::load`]
+//! and its helpers; everything else gets a finished `Config` (the process environment other
+//! parts need, such as the standard proxy variables, travels in [`Config::env`]).
+
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+mod env;
+mod keys;
+mod layers;
+mod serde_forms;
+mod validate;
+
+pub use env::{ProcessEnv, SETTLE_ENV};
+pub use keys::{env_name, keys, Key, Kind};
+pub use serde_forms::parse_interval;
+
+/// Prefix of every environment override.
+pub const ENV_PREFIX: &str = "JF_JFCONNECT_";
+
+/// Data folder when neither the file nor the environment names one.
+const DEFAULT_DATA_DIR: &str = "jfconnect-data";
+
+/// A refused configuration: which key, where it came from, what is wrong.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The file is not YAML, or its top level is not `jfconnect:`.
+    #[error("config file {path} is not valid: {reason}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// One key is wrong.
+    #[error("config key {key}{}: {reason}", .env.as_ref().map(|e| format!(" (from environment variable {e})")).unwrap_or_default())]
+    Key {
+        /// Full dotted key, e.g. `jfconnect.usage.interval`.
+        key: String,
+        /// The environment variable the value came from, if any.
+        env: Option<String>,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+}
+
+/// The finished configuration: the `jfconnect:` section of `system.yaml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// When false, `serve` answers ping/health, reports "disabled" and runs no job.
+    pub enabled: bool,
+    /// HTTP API port.
+    pub port: u16,
+    /// Address the HTTP API binds to.
+    pub bind: String,
+    /// Where state, keys, locks and quarantine live.
+    pub data_dir: PathBuf,
+    /// `license.*`
+    pub license: LicenseSection,
+    /// `api.*`
+    pub api: ApiSection,
+    /// `jes.*`: the entitlements server.
+    pub jes: JesSection,
+    /// `jcs.*`: the consumption server.
+    pub jcs: JcsSection,
+    /// `jpd.*`: the JPD's Artifactory/Access.
+    pub jpd: JpdSection,
+    /// `entitlements.*`
+    pub entitlements: EntitlementsSection,
+    /// `usage.*`
+    pub usage: UsageSection,
+    /// `archival.*`
+    pub archival: ArchivalSection,
+    /// `airgap.*`
+    pub airgap: AirgapSection,
+    /// `proxy.*`: an explicitly configured outbound proxy.
+    pub proxy: ProxySection,
+    /// `tls.*`
+    pub tls: TlsSection,
+    /// `store.*`
+    pub store: StoreSection,
+    /// `http.*`: outbound timeouts.
+    pub http: HttpSection,
+    /// `retry.*`: backoff after an *unavailable* failure.
+    pub retry: RetrySection,
+    /// What other parts need from the process environment, captured once at load.
+    #[serde(skip)]
+    pub env: ProcessEnv,
+}
+
+/// `jfconnect.license.*`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LicenseSection {
+    /// File holding the JPD's license key.
+    pub file: Option<PathBuf>,
+}
+
+/// `jfconnect.api.*`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSection {
+    /// File holding the token products present; none means "generate `<data_dir>/api.token`".
+    pub token_file: Option<PathBuf>,
+    /// The token read from `token_file`.
+    #[serde(skip)]
+    pub token: Option<Secret>,
+}
+
+/// `jfconnect.jes.*`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JesSection {
+    /// Entitlements server.
+    #[serde(deserialize_with = "serde_forms::http_url")]
+    pub url: Url,
+}
+
+impl Default for JesSection {
+    fn default() -> Self {
+        JesSection {
+            url: serde_forms::constant_url("https://jes.jfrog.io/"),
+        }
+    }
+}
+
+/// `jfconnect.jcs.*`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JcsSection {
+    /// Consumption server.
+    #[serde(deserialize_with = "serde_forms::http_url")]
+    pub url: Url,
+}
+
+impl Default for JcsSection {
+    fn default() -> Self {
+        JcsSection {
+            url: serde_forms::constant_url("https://jcs.jfrog.io/"),
+        }
+    }
+}
+
+/// `jfconnect.jpd.*`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JpdSection {
+    /// The JPD's Artifactory/Access base URL.
+    #[serde(deserialize_with = "serde_forms::http_url")]
+    pub url: Url,
+    /// File holding the token for the JPD.
+    pub token_file: Option<PathBuf>,
+    /// The token read from `token_file`.
+    #[serde(skip)]
+    pub token: Option<Secret>,
+}
+
+impl Default for JpdSection {
+    fn default() -> Self {
+        JpdSection {
+            url: serde_forms::constant_url("http://localhost:8082/"),
+            token_file: None,
+            token: None,
+        }
+    }
+}
+
+/// `jfconnect.entitlements.*`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EntitlementsSection {
+    /// How often entitlements are refreshed.
+    #[serde(with = "serde_forms::interval")]
+    pub interval: Duration,
+}
+
+impl Default for EntitlementsSection {
+    fn default() -> Self {
+        EntitlementsSection {
+            interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `jfconnect.usage.*`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsageSection {
+    /// Folder the Observability service drops usage files into (empty in the file: the default
+    /// `<data_dir>/usage/spool`, filled in by validation).
+    pub spool_dir: PathBuf,
+    /// How often usage is uploaded.
+    #[serde(with = "serde_forms::interval")]
+    pub interval: Duration,
+    /// Usage files per upload request.
+    pub batch_size: usize,
+    /// Usage files larger than this are quarantined.
+    pub max_file_bytes: u64,
+}
+
+impl Default for UsageSection {
+    fn default() -> Self {
+        UsageSection {
+            spool_dir: PathBuf::new(),
+            interval: Duration::from_secs(24 * 3600),
+            batch_size: 500,
+            max_file_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `jfconnect.archival.*`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchivalSection {
+    /// How often uploaded usage is archived.
+    #[serde(with = "serde_forms::interval")]
+    pub interval: Duration,
+    /// Artifactory repository the archives go to.
+    pub repo: String,
+    /// An archive is split before it would exceed this many bytes.
+    pub max_archive_bytes: u64,
+}
+
+impl Default for ArchivalSection {
+    fn default() -> Self {
+        ArchivalSection {
+            interval: Duration::from_secs(24 * 3600),
+            repo: "jfrog-usage-logs".into(),
+            max_archive_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// `jfconnect.airgap.*`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AirgapSection {
+    /// Air-gapped mode: bundles instead of HTTPS to JES/JCS.
+    pub enabled: bool,
+    /// Where outgoing bundles are written (empty in the file: the default `<data_dir>/outbox`,
+    /// filled in by validation).
+    pub outbox_dir: PathBuf,
+    /// Trusted vendor public keys (minisign format files).
+    pub vendor_public_keys: Vec<PathBuf>,
+}
+
+/// `jfconnect.proxy.*`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxySection {
+    /// Proxy URL, `http://host:port`; none: the standard proxy variables apply.
+    #[serde(deserialize_with = "serde_forms::optional_http_url")]
+    pub url: Option<Url>,
+    /// User name for basic auth.
+    pub username: Option<String>,
+    /// File holding the password for basic auth.
+    pub password_file: Option<PathBuf>,
+    /// The password read from `password_file`.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+    /// Hosts, `.domains` and CIDRs that bypass the proxy.
+    pub no_proxy: Option<String>,
+}
+
+/// `jfconnect.tls.*`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// Extra trusted CA certificates (PEM).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `jfconnect.store.*`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// JFrog Store URL for the store proxy.
+    #[serde(deserialize_with = "serde_forms::optional_http_url")]
+    pub url: Option<Url>,
+}
+
+/// `jfconnect.http.*`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Connect timeout of every outbound call.
+    #[serde(with = "serde_forms::interval")]
+    pub connect_timeout: Duration,
+    /// Whole-request timeout of every outbound call.
+    #[serde(with = "serde_forms::interval")]
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// `jfconnect.retry.*`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrySection {
+    /// First retry delay after an *unavailable* failure.
+    #[serde(with = "serde_forms::interval")]
+    pub initial: Duration,
+    /// Largest retry delay.
+    #[serde(with = "serde_forms::interval")]
+    pub max: Duration,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        RetrySection {
+            initial: Duration::from_secs(30),
+            max: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Default for Config {
+    /// The built-in defaults, before validation fills in the paths derived from `data_dir`.
+    fn default() -> Self {
+        Config {
+            enabled: true,
+            port: 8030,
+            bind: "0.0.0.0".into(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            license: LicenseSection::default(),
+            api: ApiSection::default(),
+            jes: JesSection::default(),
+            jcs: JcsSection::default(),
+            jpd: JpdSection::default(),
+            entitlements: EntitlementsSection::default(),
+            usage: UsageSection::default(),
+            archival: ArchivalSection::default(),
+            airgap: AirgapSection::default(),
+            proxy: ProxySection::default(),
+            tls: TlsSection::default(),
+            store: StoreSection::default(),
+            http: HttpSection::default(),
+            retry: RetrySection::default(),
+            env: ProcessEnv::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Built-in defaults, rooted at `data_dir`, with an empty process environment.
+    pub fn defaults(data_dir: PathBuf) -> Config {
+        let mut c = Config {
+            data_dir,
+            ..Config::default()
+        };
+        c.fill_derived_paths();
+        c
+    }
+
+    /// Loads the configuration: defaults < `file` (if any) < the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_with(file, ProcessEnv::capture())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        Config::load_with(file, ProcessEnv::from_vars(env.clone()))
+    }
+
+    fn load_with(file: Option<&Path>, env: ProcessEnv) -> Result<Config, ConfigError> {
+        let layered = layers::layered_tree(file, &env)?;
+        let mut config = layers::deserialize(layered.tree, &layered.origins)?;
+        config.env = env;
+        config.validate(&layered.origins)?;
+        Ok(config)
+    }
+
+    /// When the file or environment turns the service off (read leniently, so that a disabled
+    /// service starts even when other keys are wrong): the defaults, with the port, bind
+    /// address and data folder taken from the file or environment where they are valid on
+    /// their own, so health checks answer where the operator expects them. `None` when the
+    /// service is not disabled.
+    pub fn disabled_fallback(file: Option<&Path>) -> Option<Config> {
+        let env = ProcessEnv::capture();
+        let tree = layers::layered_tree(file, &env).ok()?.tree;
+        if !matches!(
+            layers::lookup(&tree, "enabled"),
+            Some(serde_yaml::Value::Bool(false))
+        ) {
+            return None;
+        }
+        let data_dir = layers::lookup(&tree, "data_dir")
+            .and_then(serde_yaml::Value::as_str)
+            .unwrap_or(DEFAULT_DATA_DIR);
+        let mut c = Config::defaults(PathBuf::from(data_dir));
+        c.enabled = false;
+        c.env = env;
+        if let Some(p) = layers::lookup(&tree, "port")
+            .and_then(serde_yaml::Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+        {
+            c.port = p;
+        }
+        if let Some(b) = layers::lookup(&tree, "bind")
+            .and_then(serde_yaml::Value::as_str)
+            .filter(|b| b.parse::<std::net::IpAddr>().is_ok())
+        {
+            c.bind = b.to_string();
+        }
+        Some(c)
+    }
+
+    /// Path of the state folder.
+    pub fn state_dir(&self) -> PathBuf {
+        self.data_dir.join("state")
+    }
+
+    /// Fills the paths whose defaults live under `data_dir`, where they are not set.
+    fn fill_derived_paths(&mut self) {
+        if self.usage.spool_dir.as_os_str().is_empty() {
+            self.usage.spool_dir = self.data_dir.join("usage").join("spool");
+        }
+        if self.airgap.outbox_dir.as_os_str().is_empty() {
+            self.airgap.outbox_dir = self.data_dir.join("outbox");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

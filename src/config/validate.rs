@@ -1,0 +1,93 @@
+//! The one validation step: what a key's type alone cannot refuse (a zero port, an unreadable
+//! file, a proxy user without a proxy), the secrets read once into [`Secret`], and the paths
+//! whose defaults live under `data_dir`.
+
+use super::layers::Origins;
+use super::{Config, ConfigError};
+use crate::secret::Secret;
+use std::path::Path;
+
+impl Config {
+    /// Checks the deserialized configuration and finishes it; every refusal names its key.
+    pub(crate) fn validate(&mut self, origins: &Origins) -> Result<(), ConfigError> {
+        let err = |key: &str, reason: String| origins.error(key, reason);
+        if self.port == 0 {
+            return Err(err("port", "0 is not a port; use 1-65535".into()));
+        }
+        if self.bind.parse::<std::net::IpAddr>().is_err() {
+            return Err(err("bind", format!("{:?} is not an IP address", self.bind)));
+        }
+        if let Some(l) = &self.license.file {
+            readable(l).map_err(|r| err("license.file", r))?;
+        }
+        self.api.token =
+            secret(self.api.token_file.as_deref()).map_err(|r| err("api.token_file", r))?;
+        self.jpd.token =
+            secret(self.jpd.token_file.as_deref()).map_err(|r| err("jpd.token_file", r))?;
+        if self.usage.batch_size == 0 {
+            return Err(err("usage.batch_size", "must be at least 1".into()));
+        }
+        if self.usage.max_file_bytes == 0 {
+            return Err(err("usage.max_file_bytes", "must be at least 1".into()));
+        }
+        let repo = &self.archival.repo;
+        let repo_ok = !repo.is_empty()
+            && repo
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+            && !repo.starts_with('.');
+        if !repo_ok {
+            return Err(err(
+                "archival.repo",
+                format!("{repo:?} is not a repository key (letters, digits, - _ .)"),
+            ));
+        }
+        if self.archival.max_archive_bytes < 1024 {
+            return Err(err(
+                "archival.max_archive_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        for k in &self.airgap.vendor_public_keys {
+            readable(k).map_err(|r| err("airgap.vendor_public_keys", r))?;
+        }
+        let proxy = &mut self.proxy;
+        proxy.username = proxy.username.take().filter(|u| !u.is_empty());
+        proxy.password =
+            secret(proxy.password_file.as_deref()).map_err(|r| err("proxy.password_file", r))?;
+        if proxy.url.is_none() && (proxy.username.is_some() || proxy.password.is_some()) {
+            return Err(err(
+                "proxy.url",
+                "proxy.username or proxy.password_file is set but proxy.url is not".into(),
+            ));
+        }
+        if let Some(ca) = &self.tls.ca_file {
+            readable(ca).map_err(|r| err("tls.ca_file", r))?;
+        }
+        if self.retry.max < self.retry.initial {
+            return Err(err(
+                "retry.max",
+                "must not be shorter than retry.initial".into(),
+            ));
+        }
+        self.fill_derived_paths();
+        Ok(())
+    }
+}
+
+/// Reads the secret file at `path`, if one is named; refuses an unreadable or empty one.
+fn secret(path: Option<&Path>) -> Result<Option<Secret>, String> {
+    let Some(path) = path else { return Ok(None) };
+    let secret = Secret::from_file(path)
+        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    if secret.is_empty() {
+        return Err(format!("secret file {} is empty", path.display()));
+    }
+    Ok(Some(secret))
+}
+
+fn readable(path: &Path) -> Result<(), String> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
