@@ -164,6 +164,12 @@ pub struct StatusReport {
     pub proxies: Vec<crate::http::ProxyInfo>,
     /// Usage files by state: pending, uploaded, archived, quarantined; bytes archived.
     pub usage: crate::pipeline::Counts,
+    /// The config file in use and how it was found.
+    pub config_file: String,
+    /// The data folder in use.
+    pub data_dir: String,
+    /// This node (`shared.node.id`).
+    pub node_id: String,
 }
 
 fn when(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
@@ -194,6 +200,9 @@ fn span(secs: i64) -> String {
 pub fn render_table(r: &StatusReport, now: DateTime<Utc>) -> String {
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<14} {v}\n"));
+    line("config file", r.config_file.clone());
+    line("data folder", r.data_dir.clone());
+    line("node", r.node_id.clone());
     line("JPD id", r.jpd_id.clone());
     line(
         "service",
@@ -298,5 +307,8 @@ pub fn report(s: &App) -> StatusReport {
             .map(|v| v.into_iter().map(|(info, _, _)| info).collect())
             .unwrap_or_default(),
         usage: crate::pipeline::pipeline_counts(s.config()),
+        config_file: s.config().file_description(),
+        data_dir: s.config().data_dir.display().to_string(),
+        node_id: s.config().shared.node.id.clone(),
     }
 }

@@ -4,6 +4,7 @@
 //! one clear line.
 
 pub mod airgap;
+mod config;
 #[cfg(feature = "sim")]
 mod sim;
 use crate::app::{self, App};
@@ -18,8 +19,9 @@ use std::sync::Arc;
 #[derive(Debug, Parser)]
 #[command(name = "jfconnect", version, about, long_about = None)]
 pub struct Cli {
-    /// The YAML configuration file (top key `jfconnect:`); every key can also be set by a
-    /// JF_JFCONNECT_<KEY> environment variable.
+    /// The configuration file, a JFrog system.yaml (its `jfconnect:` and `shared:` sections);
+    /// default $JFCONNECT_CONFIG, else $JFROG_HOME/jfconnect/var/etc/system.yaml when it
+    /// exists, else none. Every key can also be set by a JF_JFCONNECT_<KEY> variable.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// What to do.
@@ -50,6 +52,12 @@ pub enum Command {
         /// Print JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Check the configuration: `config check [--show]`.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        action: config::ConfigAction,
     },
     /// Key pairs for signing bundles (minisign-compatible files).
     Keys {
@@ -195,6 +203,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             action: JobsAction::Run { job },
         } => run_job(&cli, *job).await,
         Command::Status { json } => status(&cli, *json),
+        Command::Config { action } => config::run(&cli, action),
         #[cfg(feature = "sim")]
         Command::Sim { action } => sim::run(action, clock()).await,
     }
@@ -213,6 +222,12 @@ async fn serve(cli: &Cli) -> Result<(), Failure> {
             None => return Err(f),
         },
     };
+    tracing::info!(
+        config_file = %config.file_description(),
+        data_dir = %config.data_dir.display(),
+        node = %config.shared.node.id,
+        "jfconnect starting"
+    );
     let addr = format!("{}:{}", config.bind, config.port);
     let service = Arc::new(App::build(config, clock(), None, true)?);
     let listener = tokio::net::TcpListener::bind(&addr)

@@ -17,7 +17,13 @@ const CAPTURED: &[&str] = &[
     "NO_PROXY",
     "no_proxy",
     SETTLE_ENV,
+    CONFIG_ENV,
+    "JFROG_HOME",
+    "HOSTNAME",
 ];
+
+/// Environment variable naming the config file when `--config` is absent.
+pub const CONFIG_ENV: &str = "JFCONNECT_CONFIG";
 
 /// Environment variable overriding the spool settle window, in milliseconds (tests, demo).
 pub const SETTLE_ENV: &str = "JFCONNECT_SPOOL_SETTLE_MS";
@@ -33,7 +39,7 @@ impl ProcessEnv {
     pub(crate) fn capture() -> ProcessEnv {
         ProcessEnv {
             vars: std::env::vars()
-                .filter(|(k, _)| k.starts_with(super::ENV_PREFIX) || CAPTURED.contains(&k.as_str()))
+                .filter(|(k, _)| is_override(k) || CAPTURED.contains(&k.as_str()))
                 .collect(),
         }
     }
@@ -48,11 +54,9 @@ impl ProcessEnv {
         self.vars.get(name).cloned()
     }
 
-    /// The `JF_JFCONNECT_*` overrides.
+    /// The `JF_JFCONNECT_*` and `JF_SHARED_*` overrides.
     pub(crate) fn overrides(&self) -> impl Iterator<Item = (&String, &String)> {
-        self.vars
-            .iter()
-            .filter(|(k, _)| k.starts_with(super::ENV_PREFIX))
+        self.vars.iter().filter(|(k, _)| is_override(k))
     }
 
     /// The spool settle window set by [`SETTLE_ENV`], if any.
@@ -69,4 +73,8 @@ impl fmt::Debug for ProcessEnv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set().entries(self.vars.keys()).finish()
     }
+}
+
+fn is_override(name: &str) -> bool {
+    name.starts_with(super::ENV_PREFIX) || name.starts_with(super::shared::SHARED_ENV_PREFIX)
 }

@@ -1,67 +1,117 @@
 //! Layering: the file's `jfconnect:` tree, the `JF_JFCONNECT_*` variables laid over it, then one
 //! typed deserialization whose errors name the key.
 
-use super::keys::{by_env, env_name, Kind};
-use super::{Config, ConfigError, ProcessEnv, ENV_PREFIX};
+use super::keys::{by_env, Kind, Section};
+use super::{ConfigError, ProcessEnv, ENV_PREFIX};
+use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
-use std::collections::HashSet;
-use std::path::Path;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
-/// Where each key's value came from, for error messages.
-#[derive(Debug, Default)]
-pub(crate) struct Origins {
-    /// Keys (paths under `jfconnect.`) whose value came from the environment.
-    from_env: HashSet<String>,
+/// Where each key's value came from: the environment, a line of the file, or the default.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Full key (`jfconnect.usage.interval`) to the variable that set it.
+    from_env: HashMap<String, String>,
+    /// The file read, if any.
+    file: Option<PathBuf>,
+    /// Full key to the line of the file that sets it.
+    lines: HashMap<String, usize>,
 }
 
-impl Origins {
-    /// A refusal of `key` (a path under `jfconnect.`), naming the variable when the value came
-    /// from the environment.
-    pub(crate) fn error(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+/// Where one key's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The built-in default.
+    Default,
+    /// A line of the config file.
+    File(PathBuf, usize),
+    /// An environment variable.
+    Env(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(path, line) => write!(f, "{}:{line}", path.display()),
+            Source::Env(name) => write!(f, "variable {name}"),
+        }
+    }
+}
+
+impl Sources {
+    /// Where the value of `full_key` (e.g. `jfconnect.usage.interval`) came from.
+    pub fn source(&self, full_key: &str) -> Source {
+        if let Some(var) = self.from_env.get(full_key) {
+            return Source::Env(var.clone());
+        }
+        match (&self.file, self.lines.get(full_key)) {
+            (Some(file), Some(line)) => Source::File(file.clone(), *line),
+            _ => Source::Default,
+        }
+    }
+
+    /// A refusal of `full_key`, naming the variable when the value came from the environment.
+    pub(crate) fn error(&self, full_key: &str, reason: impl Into<String>) -> ConfigError {
         ConfigError::Key {
-            key: format!("jfconnect.{key}"),
-            env: self.from_env.contains(key).then(|| env_name(key)),
+            key: full_key.to_string(),
+            env: self.from_env.get(full_key).cloned(),
             reason: reason.into(),
         }
     }
 }
 
-/// The merged tree under `jfconnect` and where its values came from.
+/// The merged trees of the sections jfconnect reads, and where their values came from.
 pub(crate) struct Layered {
-    pub(crate) tree: Value,
-    pub(crate) origins: Origins,
+    pub(crate) jfconnect: Value,
+    pub(crate) shared: Value,
+    pub(crate) sources: Sources,
+    /// Other services' top-level sections, ignored.
+    pub(crate) ignored: Vec<String>,
 }
 
-/// Reads the file (if any) into a YAML tree under `jfconnect`, then lays the environment over it.
+/// Reads the file (if any), keeps its `jfconnect:` and `shared:` trees, then lays the
+/// environment over them.
 pub(crate) fn layered_tree(file: Option<&Path>, env: &ProcessEnv) -> Result<Layered, ConfigError> {
-    let mut root = match file {
-        Some(path) => file_tree(path)?,
-        None => Value::Mapping(Mapping::new()),
+    let mut layered = match file {
+        Some(path) => file_trees(path)?,
+        None => Layered {
+            jfconnect: Value::Mapping(Mapping::new()),
+            shared: Value::Mapping(Mapping::new()),
+            sources: Sources::default(),
+            ignored: Vec::new(),
+        },
     };
-    let mut origins = Origins::default();
     for (name, value) in env.overrides() {
         let Some(key) = by_env(name) else {
+            if !name.starts_with(ENV_PREFIX) {
+                // `JF_SHARED_*` variables jfconnect does not read belong to other services.
+                continue;
+            }
             return Err(ConfigError::Key {
                 key: name.trim_start_matches(ENV_PREFIX).to_lowercase(),
                 env: Some(name.clone()),
-                reason: "no such setting; see docs/configuration in README.md".into(),
+                reason: "no such setting; see the Configuration section of README.md".into(),
             });
         };
         let v = env_value(value, key.kind).map_err(|reason| ConfigError::Key {
-            key: format!("jfconnect.{}", key.path),
+            key: key.full(),
             env: Some(name.clone()),
             reason,
         })?;
-        set_path(&mut root, &key.path, v);
-        origins.from_env.insert(key.path.clone());
+        let tree = match key.section {
+            Section::Jfconnect => &mut layered.jfconnect,
+            Section::Shared => &mut layered.shared,
+        };
+        set_path(tree, &key.path, v);
+        layered.sources.from_env.insert(key.full(), name.clone());
     }
-    Ok(Layered {
-        tree: root,
-        origins,
-    })
+    Ok(layered)
 }
 
-fn file_tree(path: &Path) -> Result<Value, ConfigError> {
+fn file_trees(path: &Path) -> Result<Layered, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -71,28 +121,64 @@ fn file_tree(path: &Path) -> Result<Value, ConfigError> {
         reason,
     };
     let doc: Value = serde_yaml::from_str(&text).map_err(|e| syntax(e.to_string()))?;
-    match doc {
-        Value::Null => Ok(Value::Mapping(Mapping::new())),
-        Value::Mapping(mut m) => {
-            let inner = m
-                .remove("jfconnect")
-                .ok_or_else(|| syntax("the top-level key must be `jfconnect:`".into()))?;
-            if let Some((k, _)) = m.into_iter().next() {
-                return Err(syntax(format!(
-                    "unknown top-level key {}; only `jfconnect:` is read",
-                    yaml_key(&k)
-                )));
-            }
-            match inner {
-                Value::Null => Ok(Value::Mapping(Mapping::new())),
-                v @ Value::Mapping(_) => Ok(v),
-                _ => Err(syntax("`jfconnect:` must hold a mapping of keys".into())),
-            }
+    let mut top = match doc {
+        Value::Null => Mapping::new(),
+        Value::Mapping(m) => m,
+        _ => {
+            return Err(syntax(
+                "the top level must be a mapping with `jfconnect:`".into(),
+            ))
         }
-        _ => Err(syntax(
-            "the top level must be a mapping with `jfconnect:`".into(),
-        )),
+    };
+    let section = |top: &mut Mapping, name: &str| match top.shift_remove(name) {
+        None | Some(Value::Null) => Ok(Value::Mapping(Mapping::new())),
+        Some(v @ Value::Mapping(_)) => Ok(v),
+        Some(_) => Err(syntax(format!("`{name}:` must hold a mapping of keys"))),
+    };
+    let jfconnect = section(&mut top, "jfconnect")?;
+    let shared = section(&mut top, "shared")?;
+    let ignored: Vec<String> = top.keys().map(yaml_key).collect();
+    Ok(Layered {
+        jfconnect,
+        shared,
+        sources: Sources {
+            from_env: HashMap::new(),
+            file: Some(path.to_path_buf()),
+            lines: key_lines(&text),
+        },
+        ignored,
+    })
+}
+
+/// The line (1-based) of every `key:` of a block-style YAML text, by full dotted path. Keys
+/// written in flow style (`{a: 1}`) are not found; their source shows as the file without a
+/// line only through the value itself.
+fn key_lines(text: &str) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let body = line.trim_start();
+        if body.is_empty()
+            || body.starts_with('#')
+            || body.starts_with('-')
+            || body.starts_with("---")
+        {
+            continue;
+        }
+        let indent = line.len() - body.len();
+        let Some((key, _)) = body.split_once(':') else {
+            continue;
+        };
+        let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        let mut path: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).collect();
+        path.push(key);
+        out.insert(path.join("."), n + 1);
+        stack.push((indent, key.to_string()));
     }
+    out
 }
 
 fn yaml_key(v: &Value) -> String {
@@ -149,9 +235,13 @@ pub(crate) fn lookup<'a>(root: &'a Value, key: &str) -> Option<&'a Value> {
     key.split('.').try_fold(root, |node, part| node.get(part))
 }
 
-/// The typed configuration from the merged tree, before validation.
-pub(crate) fn deserialize(tree: Value, origins: &Origins) -> Result<Config, ConfigError> {
-    serde_path_to_error::deserialize::<_, Config>(tree).map_err(|e| {
+/// The typed section `T` from its merged tree, before validation; errors name the full key.
+pub(crate) fn deserialize<T: DeserializeOwned>(
+    section: Section,
+    tree: Value,
+    sources: &Sources,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize::<_, T>(tree).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         // serde_yaml appends its own location, which points into a tree we built.
@@ -168,7 +258,10 @@ pub(crate) fn deserialize(tree: Value, origins: &Origins) -> Result<Config, Conf
             Some(field) => (path, format!("unknown key `{field}`")),
             None => (path, reason),
         };
-        origins.error(key.trim_start_matches('.'), reason)
+        sources.error(
+            &format!("{}.{}", section.name(), key.trim_start_matches('.')),
+            reason,
+        )
     })
 }
 

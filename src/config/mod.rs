@@ -27,12 +27,18 @@ use url::Url;
 mod env;
 mod keys;
 mod layers;
+mod locate;
 mod serde_forms;
+mod shared;
+mod show;
 mod validate;
 
-pub use env::{ProcessEnv, SETTLE_ENV};
-pub use keys::{env_name, keys, Key, Kind};
+pub use env::{ProcessEnv, CONFIG_ENV, SETTLE_ENV};
+pub use keys::{env_name, keys, shared_keys, Key, Kind, Section};
+pub use layers::{Source, Sources};
+pub use locate::ConfigFile;
 pub use serde_forms::parse_interval;
+pub use shared::{Database, Node, Security, Shared, SHARED_ENV_PREFIX};
 
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "JF_JFCONNECT_";
@@ -114,6 +120,15 @@ pub struct Config {
     /// What other parts need from the process environment, captured once at load.
     #[serde(skip)]
     pub env: ProcessEnv,
+    /// The keys read from the file's `shared:` section.
+    #[serde(skip)]
+    pub shared: Shared,
+    /// The config file read, and how it was found (none: defaults and variables only).
+    #[serde(skip)]
+    pub file: Option<ConfigFile>,
+    /// Where each key's value came from.
+    #[serde(skip)]
+    pub sources: Sources,
 }
 
 /// `jfconnect.license.*`
@@ -373,6 +388,9 @@ impl Default for Config {
             http: HttpSection::default(),
             retry: RetrySection::default(),
             env: ProcessEnv::default(),
+            shared: Shared::default(),
+            file: None,
+            sources: Sources::default(),
         }
     }
 }
@@ -388,24 +406,41 @@ impl Config {
         c
     }
 
-    /// Loads the configuration: defaults < `file` (if any) < the process environment.
-    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        Config::load_with(file, ProcessEnv::capture())
+    /// Loads the configuration: defaults < the config file < the process environment. The
+    /// file is `explicit` (`--config`), else found as [`ConfigFile::locate`] says.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let env = ProcessEnv::capture();
+        let file = ConfigFile::locate(explicit, &env)?;
+        Config::load_with(file, env)
     }
 
-    /// Like [`Config::load`] with an explicit environment (for tests).
+    /// Loads `file` (if any) with an explicit environment and no lookup (for tests).
     pub fn load_from(
         file: Option<&Path>,
         env: &BTreeMap<String, String>,
     ) -> Result<Config, ConfigError> {
-        Config::load_with(file, ProcessEnv::from_vars(env.clone()))
+        Config::load_with(
+            file.map(ConfigFile::given),
+            ProcessEnv::from_vars(env.clone()),
+        )
     }
 
-    fn load_with(file: Option<&Path>, env: ProcessEnv) -> Result<Config, ConfigError> {
-        let layered = layers::layered_tree(file, &env)?;
-        let mut config = layers::deserialize(layered.tree, &layered.origins)?;
+    fn load_with(file: Option<ConfigFile>, env: ProcessEnv) -> Result<Config, ConfigError> {
+        let layered = layers::layered_tree(file.as_ref().map(|f| f.path.as_path()), &env)?;
+        if !layered.ignored.is_empty() {
+            tracing::debug!(
+                sections = %layered.ignored.join(", "),
+                "ignoring other services' sections of the config file"
+            );
+        }
+        let sources = layered.sources;
+        let mut config: Config =
+            layers::deserialize(Section::Jfconnect, layered.jfconnect, &sources)?;
+        config.shared = layers::deserialize(Section::Shared, layered.shared, &sources)?;
         config.env = env;
-        config.validate(&layered.origins)?;
+        config.file = file;
+        config.validate(&sources)?;
+        config.sources = sources;
         Ok(config)
     }
 
@@ -414,9 +449,12 @@ impl Config {
     /// address and data folder taken from the file or environment where they are valid on
     /// their own, so health checks answer where the operator expects them. `None` when the
     /// service is not disabled.
-    pub fn disabled_fallback(file: Option<&Path>) -> Option<Config> {
+    pub fn disabled_fallback(explicit: Option<&Path>) -> Option<Config> {
         let env = ProcessEnv::capture();
-        let tree = layers::layered_tree(file, &env).ok()?.tree;
+        let file = ConfigFile::locate(explicit, &env).ok()?;
+        let tree = layers::layered_tree(file.as_ref().map(|f| f.path.as_path()), &env)
+            .ok()?
+            .jfconnect;
         if !matches!(
             layers::lookup(&tree, "enabled"),
             Some(serde_yaml::Value::Bool(false))
@@ -429,6 +467,7 @@ impl Config {
         let mut c = Config::defaults(PathBuf::from(data_dir));
         c.enabled = false;
         c.env = env;
+        c.file = file;
         if let Some(p) = layers::lookup(&tree, "port")
             .and_then(serde_yaml::Value::as_u64)
             .and_then(|p| u16::try_from(p).ok())
@@ -443,6 +482,14 @@ impl Config {
             c.bind = b.to_string();
         }
         Some(c)
+    }
+
+    /// The config file in use, and how it was found, as `status` and `serve` print it.
+    pub fn file_description(&self) -> String {
+        match &self.file {
+            Some(f) => f.to_string(),
+            None => "none (built-in defaults and environment variables)".into(),
+        }
     }
 
     /// Path of the state folder.

@@ -149,9 +149,9 @@ fn secrets_are_read_from_files_and_never_printed() {
 }
 
 #[test]
-fn top_level_must_be_jfconnect() {
+fn top_level_must_be_a_mapping_of_sections() {
     let dir = tempfile::tempdir().unwrap();
-    let f = file(&dir, "shared:\n  x: 1\n");
+    let f = file(&dir, "- jfconnect\n");
     assert!(matches!(
         Config::load_from(Some(&f), &env(&[])),
         Err(ConfigError::Syntax { .. })
@@ -161,6 +161,184 @@ fn top_level_must_be_jfconnect() {
         Config::load_from(Some(&f), &env(&[])),
         Err(ConfigError::Syntax { .. })
     ));
+    let f = file(&dir, "jfconnect: 5\n");
+    assert!(matches!(
+        Config::load_from(Some(&f), &env(&[])),
+        Err(ConfigError::Syntax { .. })
+    ));
+}
+
+/// The shape of a real JPD's system.yaml: other services' sections and shared keys jfconnect
+/// does not read.
+const JPD_SYSTEM_YAML: &str = "\
+configVersion: 1
+shared:
+  node:
+    id: art-node-1
+    ip: 10.0.0.5
+    haEnabled: false
+  database:
+    type: postgresql
+    driver: org.postgresql.Driver
+    url: jdbc:postgresql://db:5432/artifactory
+    username: artifactory
+    password: db-s3cret
+  extraJavaOpts: -Xmx4g
+  security:
+    masterKeyFile: /opt/jfrog/var/etc/security/master.key
+    joinKeyFile: /opt/jfrog/var/etc/security/join.key
+artifactory:
+  port: 8081
+access:
+  database:
+    maxOpenConnections: 80
+router:
+  entrypoints:
+    externalPort: 8082
+jfconnect:
+  port: 9030
+  usage:
+    interval: 1h
+";
+
+#[test]
+fn a_jpd_system_yaml_is_read_with_other_sections_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = file(&dir, JPD_SYSTEM_YAML);
+    let c = Config::load_from(Some(&f), &env(&[])).unwrap();
+    assert_eq!(c.port, 9030);
+    assert_eq!(c.usage.interval, Duration::from_secs(3600));
+    assert_eq!(c.shared.node.id, "art-node-1");
+    assert_eq!(c.shared.database.kind.as_deref(), Some("postgresql"));
+    assert_eq!(
+        c.shared.database.password.as_ref().map(|p| p.expose()),
+        Some("db-s3cret")
+    );
+    assert_eq!(
+        c.shared.security.master_key_file,
+        Some(PathBuf::from("/opt/jfrog/var/etc/security/master.key"))
+    );
+    assert!(!format!("{c:?}").contains("db-s3cret"));
+}
+
+#[test]
+fn unknown_keys_inside_jfconnect_stay_errors_beside_other_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = file(&dir, &format!("{JPD_SYSTEM_YAML}  prot: 1\n"));
+    let (key, _, reason) = key_error(Config::load_from(Some(&f), &env(&[])));
+    assert_eq!(key, "jfconnect.prot");
+    assert!(reason.contains("unknown key"), "{reason}");
+}
+
+#[test]
+fn a_wrong_type_under_a_shared_key_jfconnect_reads_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = file(&dir, "shared:\n  node:\n    id: [1, 2]\n");
+    let (key, _, _) = key_error(Config::load_from(Some(&f), &env(&[])));
+    assert_eq!(key, "shared.node.id");
+}
+
+#[test]
+fn node_id_comes_from_shared_then_its_variable_else_the_host_name() {
+    let c = Config::load_from(None, &env(&[("HOSTNAME", "box-7")])).unwrap();
+    assert_eq!(c.shared.node.id, "box-7");
+    let c = Config::load_from(None, &env(&[])).unwrap();
+    assert!(!c.shared.node.id.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let f = file(&dir, JPD_SYSTEM_YAML);
+    let c = Config::load_from(
+        Some(&f),
+        &env(&[
+            ("JF_SHARED_NODE_ID", "from-env"),
+            ("JF_SHARED_NODE_IP", "1.2.3.4"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.shared.node.id, "from-env");
+    assert_eq!(
+        c.sources.source("shared.node.id"),
+        Source::Env("JF_SHARED_NODE_ID".into())
+    );
+}
+
+#[test]
+fn unknown_shared_variables_are_ignored_but_unknown_jfconnect_ones_are_not() {
+    assert!(Config::load_from(None, &env(&[("JF_SHARED_EXTRAJAVAOPTS", "-Xmx1g")])).is_ok());
+    assert!(Config::load_from(None, &env(&[("JF_JFCONNECT_EXTRA", "1")])).is_err());
+}
+
+#[test]
+fn sources_name_the_file_line_the_variable_or_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = file(&dir, JPD_SYSTEM_YAML);
+    let c = Config::load_from(Some(&f), &env(&[("JF_JFCONNECT_BIND", "127.0.0.1")])).unwrap();
+    assert_eq!(
+        c.sources.source("jfconnect.port"),
+        Source::File(f.clone(), 26)
+    );
+    assert_eq!(
+        c.sources.source("jfconnect.usage.interval"),
+        Source::File(f.clone(), 28)
+    );
+    assert_eq!(
+        c.sources.source("shared.node.id"),
+        Source::File(f.clone(), 4)
+    );
+    assert_eq!(
+        c.sources.source("jfconnect.bind"),
+        Source::Env("JF_JFCONNECT_BIND".into())
+    );
+    assert_eq!(c.sources.source("jfconnect.jes.url"), Source::Default);
+    let shown = c.show();
+    let line = |key: &str| {
+        shown
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("{key} missing from:\n{shown}"))
+            .to_string()
+    };
+    assert!(line("jfconnect.port").contains("9030"), "{shown}");
+    assert!(
+        line("jfconnect.port").ends_with(&format!("{}:26", f.display())),
+        "{shown}"
+    );
+    assert!(
+        line("jfconnect.bind").ends_with("variable JF_JFCONNECT_BIND"),
+        "{shown}"
+    );
+    assert!(line("jfconnect.jes.url").ends_with("default"), "{shown}");
+    assert!(line("shared.database.password").contains("***"), "{shown}");
+    assert!(!shown.contains("db-s3cret"), "{shown}");
+}
+
+#[test]
+fn config_file_is_looked_up_when_not_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = file(&dir, "jfconnect:\n");
+    let pe = |pairs: &[(&str, &str)]| ProcessEnv::from_vars(env(pairs));
+    let given = ConfigFile::locate(Some(&f), &pe(&[("JFCONNECT_CONFIG", "/x")])).unwrap();
+    assert_eq!(given.map(|g| g.found_by), Some("--config"));
+    let by_env = ConfigFile::locate(None, &pe(&[("JFCONNECT_CONFIG", "/x/s.yaml")])).unwrap();
+    assert_eq!(
+        by_env,
+        Some(ConfigFile {
+            path: PathBuf::from("/x/s.yaml"),
+            found_by: "$JFCONNECT_CONFIG"
+        })
+    );
+    let home = dir.path().join("home");
+    let etc = home.join("jfconnect/var/etc");
+    let home_str = home.display().to_string();
+    assert_eq!(
+        ConfigFile::locate(None, &pe(&[("JFROG_HOME", &home_str)])).unwrap(),
+        None,
+        "no file under JFROG_HOME: defaults"
+    );
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("system.yaml"), "jfconnect:\n").unwrap();
+    let by_home = ConfigFile::locate(None, &pe(&[("JFROG_HOME", &home_str)])).unwrap();
+    assert_eq!(by_home.map(|f| f.path), Some(etc.join("system.yaml")));
+    assert_eq!(ConfigFile::locate(None, &pe(&[])).unwrap(), None);
 }
 
 #[test]
@@ -265,7 +443,11 @@ fn readme_keys() -> Vec<String> {
 #[test]
 fn readme_key_table_lists_exactly_the_keys_of_the_typed_config() {
     let documented = readme_keys();
-    let known: Vec<String> = keys().iter().map(|k| k.path.clone()).collect();
+    let known: Vec<String> = keys()
+        .iter()
+        .map(|k| k.path.clone())
+        .chain(shared_keys().iter().map(|k| k.full()))
+        .collect();
     for k in &documented {
         assert!(
             known.contains(k),
@@ -275,8 +457,7 @@ fn readme_key_table_lists_exactly_the_keys_of_the_typed_config() {
     for k in &known {
         assert!(
             documented.contains(k),
-            "config key `{k}` ({}) is missing from README.md's table",
-            env_name(k)
+            "config key `{k}` is missing from README.md's table"
         );
     }
 }

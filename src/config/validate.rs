@@ -2,15 +2,15 @@
 //! file, a proxy user without a proxy), the secrets read once into [`Secret`], and the paths
 //! whose defaults live under `data_dir`.
 
-use super::layers::Origins;
+use super::layers::Sources;
 use super::{Config, ConfigError};
 use crate::secret::Secret;
 use std::path::Path;
 
 impl Config {
     /// Checks the deserialized configuration and finishes it; every refusal names its key.
-    pub(crate) fn validate(&mut self, origins: &Origins) -> Result<(), ConfigError> {
-        let err = |key: &str, reason: String| origins.error(key, reason);
+    pub(crate) fn validate(&mut self, sources: &Sources) -> Result<(), ConfigError> {
+        let err = |key: &str, reason: String| sources.error(&format!("jfconnect.{key}"), reason);
         if self.port == 0 {
             return Err(err("port", "0 is not a port; use 1-65535".into()));
         }
@@ -70,6 +70,15 @@ impl Config {
                 "must not be shorter than retry.initial".into(),
             ));
         }
+        let shared_err =
+            |key: &str, reason: String| sources.error(&format!("shared.{key}"), reason);
+        if let Some(p) = &self.shared.database.password_file {
+            self.shared.database.password =
+                secret(Some(p)).map_err(|r| shared_err("database.password_file", r))?;
+        }
+        if self.shared.node.id.trim().is_empty() {
+            self.shared.node.id = host_name(&self.env);
+        }
         self.fill_derived_paths();
         Ok(())
     }
@@ -90,4 +99,14 @@ fn readable(path: &Path) -> Result<(), String> {
     std::fs::File::open(path)
         .map(drop)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// This machine's host name: `$HOSTNAME`, else the kernel's, else `localhost`.
+fn host_name(env: &super::ProcessEnv) -> String {
+    env.var("HOSTNAME")
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
