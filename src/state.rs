@@ -187,6 +187,21 @@ impl LockFile {
     }
 }
 
+/// Takes the lock at `path`, trying again every 50 ms for up to `wait` (zero: one try), without
+/// blocking an async worker; `Ok(None)` when another holder kept it the whole time.
+pub async fn wait_for_lock(path: &Path, wait: std::time::Duration) -> io::Result<Option<LockFile>> {
+    let tries = (wait.as_millis() / 50).max(1);
+    for attempt in 0..tries {
+        if let Some(l) = LockFile::try_acquire(path)? {
+            return Ok(Some(l));
+        }
+        if attempt + 1 < tries {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

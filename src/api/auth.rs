@@ -25,7 +25,9 @@ pub async fn require_token(
             "unauthorized",
             "this endpoint needs Authorization: Bearer <token> (see jfconnect.api.token_file)",
         )),
-        Some(t) if service.api_token().ct_eq(t.trim()) => Ok(next.run(request).await),
+        Some(t) if service.api_token().is_some_and(|k| k.ct_eq(t.trim())) => {
+            Ok(next.run(request).await)
+        }
         Some(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

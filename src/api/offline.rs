@@ -12,8 +12,6 @@ use super::ApiError;
 use super::ApiState;
 use crate::app::App;
 use crate::transport::airgapped::AirgapError;
-use crate::transport::inbox::import_entitlements;
-use crate::transport::outbox::Outbox;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -70,23 +68,7 @@ fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
 /// `GET /api/v1/offline/start_register`: a fresh signed registration bundle, as a download.
 async fn start_register(State(service): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     require_airgap(&service)?;
-    let license = service
-        .license()
-        .read()
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "no_license", e.to_string()))?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "no_license",
-                AirgapError::NoLicense.to_string(),
-            )
-        })?;
-    let outbox = Outbox::from_config(service.config(), service.jpd_id());
-    let (fp, now) = (license.fingerprint(), service.clock().now());
-    let written = tokio::task::spawn_blocking(move || outbox.write_registration(&fp, now))
-        .await
-        .map_err(|e| internal("write the registration bundle", e))?
-        .map_err(failed)?;
+    let written = service.registration_bundle().await.map_err(failed)?;
     let bytes = tokio::fs::read(&written.path)
         .await
         .map_err(|e| internal("read the registration bundle", e))?;
@@ -165,20 +147,11 @@ async fn register(
         tmp.write_all(&chunk)
             .map_err(|e| internal("write the temp file", e))?;
     }
-    let svc = service.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let r = import_entitlements(
-            svc.config(),
-            svc.entitlements(),
-            svc.clock().clone(),
-            tmp.path(),
-        );
-        drop(tmp);
-        r
-    })
-    .await
-    .map_err(|e| internal("import the bundle", e))?
-    .map_err(failed)?;
+    let outcome = service
+        .import_entitlements_bundle(tmp.path())
+        .await
+        .map_err(failed)?;
+    drop(tmp);
     Ok(Json(serde_json::json!({
         "imported": true,
         "bundle_id": outcome.manifest.bundle_id,

@@ -4,7 +4,9 @@
 //! mode; everything below receives a trait object. [`crate::server::serve`] runs what is built
 //! here.
 
-pub mod export;
+mod airgap;
+
+pub use airgap::ExportOutcome;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -15,7 +17,10 @@ use crate::jobs::scheduler::{Job, Scheduler};
 use crate::jobs::{JobError, JobName, JobReport};
 use crate::secret::Secret;
 use crate::state::{self, StateError};
+use crate::transport::airgapped::AirGappedTransport;
+use crate::transport::inbox::Inbox;
 use crate::transport::online::OnlineTransport;
+use crate::transport::outbox::Outbox;
 use crate::transport::Transport;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,12 +54,14 @@ pub enum AppError {
 pub struct App {
     config: Arc<Config>,
     jpd_id: String,
-    api_token: Secret,
+    api_token: Option<Secret>,
     clock: SharedClock,
     entitlements: Arc<EntitlementsStore>,
     license: LicenseSource,
     scheduler: Option<Arc<Scheduler>>,
     store: Option<Arc<crate::store_proxy::StoreProxy>>,
+    outbox: Option<Outbox>,
+    inbox: Option<Inbox>,
 }
 
 impl App {
@@ -67,8 +74,10 @@ impl App {
         &self.jpd_id
     }
     /// The token products must present.
-    pub fn api_token(&self) -> &Secret {
-        &self.api_token
+    /// `None` in a one-off command on a data folder that has none yet: only `serve` (and the
+    /// demo, which serves) makes one, so a command that only reads never writes a token.
+    pub fn api_token(&self) -> Option<&Secret> {
+        self.api_token.as_ref()
     }
     /// Time.
     pub fn clock(&self) -> &SharedClock {
@@ -136,6 +145,20 @@ pub fn api_token(config: &Config) -> Result<Secret, AppError> {
     }
 }
 
+/// The API token if one is configured or was made before; never makes one.
+pub fn existing_api_token(config: &Config) -> Result<Option<Secret>, AppError> {
+    if let Some(t) = &config.api.token {
+        return Ok(Some(t.clone()));
+    }
+    let path = config.data_dir.join("api.token");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(Some(Secret::new(s.trim()))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(AppError::DataDir { path, source }),
+    }
+}
+
 /// The license file: the configured one, or `<data_dir>/license` (where `PUT /api/v1/license`
 /// writes when none is configured).
 pub fn license_source(config: &Config) -> LicenseSource {
@@ -193,20 +216,31 @@ impl App {
             source,
         })?;
         let jpd_id = jpd_id(&data_dir)?;
-        let api_token = api_token(&config)?;
+        let api_token = if restart {
+            Some(api_token(&config)?)
+        } else {
+            existing_api_token(&config)?
+        };
         let entitlements = Arc::new(EntitlementsStore::open(&config.state_dir())?);
         let license = license_source(&config);
+        let (outbox, inbox) = if config.airgap.enabled {
+            (
+                Some(Outbox::from_config(&config, &jpd_id)),
+                Some(Inbox::from_config(&config)),
+            )
+        } else {
+            (None, None)
+        };
         let scheduler = if config.enabled {
-            let transport = match transport_override {
-                Some(t) => t,
-                None if config.airgap.enabled => {
-                    Arc::new(crate::transport::airgapped::AirGappedTransport::new(
-                        crate::transport::outbox::Outbox::from_config(&config, &jpd_id),
-                        entitlements.clone(),
-                        clock.clone(),
-                    ))
-                }
-                None => transport(&config)?,
+            let transport: Arc<dyn Transport> = match (transport_override, &outbox, &inbox) {
+                (Some(t), _, _) => t,
+                (None, Some(outbox), Some(inbox)) => Arc::new(AirGappedTransport::new(
+                    outbox.clone(),
+                    inbox.clone(),
+                    entitlements.clone(),
+                    clock.clone(),
+                )),
+                _ => transport(&config)?,
             };
             let pipeline_jobs = crate::jobs::usage::pipeline_jobs(
                 &config,
@@ -250,6 +284,8 @@ impl App {
         };
         Ok(App {
             store,
+            outbox,
+            inbox,
             config: Arc::new(config),
             jpd_id,
             api_token,

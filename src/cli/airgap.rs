@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::Failure;
+use crate::app::App;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::transport::airgapped::AirgapError;
@@ -58,10 +59,12 @@ pub fn inspect(file: &Path, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `jfconnect bundle import FILE`.
-pub fn import(config: &Config, clock: SharedClock, file: &Path) -> Result<(), Failure> {
-    let store = crate::transport::inbox::open_store(config).map_err(failure)?;
-    let out = crate::transport::inbox::import_entitlements(config, &store, clock, file)
+/// `jfconnect bundle import FILE`: verified, then applied by the entitlements job.
+pub async fn import(config: Config, clock: SharedClock, file: &Path) -> Result<(), Failure> {
+    let app = App::build(config, clock, None, false)?;
+    let out = app
+        .import_entitlements_bundle(file)
+        .await
         .map_err(failure)?;
     println!("{}", out.summary());
     println!("a running jfconnect serves them after its next entitlements run (POST /api/v1/jobs/entitlements/run to run it now)");
@@ -70,9 +73,8 @@ pub fn import(config: &Config, clock: SharedClock, file: &Path) -> Result<(), Fa
 
 /// `jfconnect bundle export --out FILE`.
 pub async fn export(config: Config, clock: SharedClock, out: &Path) -> Result<(), Failure> {
-    let outcome = crate::app::export::export_bundle(config, clock, out)
-        .await
-        .map_err(failure)?;
+    let app = App::build(config, clock, None, false)?;
+    let outcome = app.export_usage_bundle(out).await.map_err(failure)?;
     println!("{outcome}");
     Ok(())
 }

@@ -302,7 +302,7 @@ async fn bundle(cli: &Cli, action: &BundleAction) -> Result<(), Failure> {
     match action {
         BundleAction::Verify { file, pubkey } => commands::verify(file, pubkey),
         BundleAction::Inspect { file, json } => commands::inspect(file, *json),
-        BundleAction::Import { file } => commands::import(&load_config(cli)?, clock(), file),
+        BundleAction::Import { file } => commands::import(load_config(cli)?, clock(), file).await,
         BundleAction::Export { out } => commands::export(load_config(cli)?, clock(), out).await,
     }
 }

@@ -20,7 +20,6 @@ use crate::config::Config;
 use crate::jobs::{JobName, JobReport};
 use crate::sim::vendor::answer_bundle;
 use crate::sim::{self, SimOptions};
-use crate::transport::inbox::import_entitlements;
 
 /// How many usage files the demo drops into the spool.
 const USAGE_FILES: usize = 12;
@@ -34,8 +33,8 @@ fn step(step: &'static str) -> impl Fn(String) -> DemoError {
 /// Usage files in the documented shape, with their mtime past the spool's settle window.
 fn write_usage_files(spool: &Path, n: usize) -> std::io::Result<()> {
     std::fs::create_dir_all(spool)?;
-    let now = chrono::Utc::now();
-    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let old = std::time::SystemTime::from(now) - Duration::from_secs(60);
     for i in 0..n {
         let ts = now - chrono::Duration::hours(i as i64);
         let body = format!(
@@ -142,14 +141,12 @@ impl<W: Write> Run<'_, W> {
         Ok(out)
     }
 
-    fn import(&mut self, file: &Path) -> Result<(), DemoError> {
-        let o = import_entitlements(
-            self.service.config(),
-            self.service.entitlements(),
-            self.clock.clone(),
-            file,
-        )
-        .map_err(|e| step("import")(e.to_string()))?;
+    async fn import(&mut self, file: &Path) -> Result<(), DemoError> {
+        let o = self
+            .service
+            .import_entitlements_bundle(file)
+            .await
+            .map_err(|e| step("import")(e.to_string()))?;
         writeln!(self.out, "   ✓ {}", o.summary())?;
         Ok(())
     }
@@ -178,18 +175,13 @@ impl<W: Write> Run<'_, W> {
             "3. Back inside the gap: jfconnect bundle import {}",
             answer1.display()
         )?;
-        self.import(&answer1)?;
+        self.import(&answer1).await?;
         let r = self
             .job(JobName::Entitlements)
             .await
             .map_err(|e| step("entitlements after import")(e.message))?;
         writeln!(self.out, "   entitlements job: {}", r.summary)?;
-        let again = import_entitlements(
-            self.service.config(),
-            self.service.entitlements(),
-            self.clock.clone(),
-            &answer1,
-        );
+        let again = self.service.import_entitlements_bundle(&answer1).await;
         match again {
             Err(e) => writeln!(self.out, "   importing it a second time is refused: {e}\n")?,
             Ok(_) => return Err(step("replay")("a replayed bundle was accepted".into())),
@@ -225,7 +217,7 @@ impl<W: Write> Run<'_, W> {
             "   and the carried-back answer is imported: jfconnect bundle import {}",
             answer2.display()
         )?;
-        self.import(&answer2)?;
+        self.import(&answer2).await?;
         writeln!(self.out)?;
 
         writeln!(self.out, "6. Archival runs unchanged: uploaded usage is archived into the JPD's Artifactory, then deleted")?;

@@ -45,9 +45,9 @@ const USAGE_FILES: usize = 200;
 /// earlier by the Observability service would be).
 fn write_usage_files(spool: &std::path::Path, n: usize) -> std::io::Result<()> {
     std::fs::create_dir_all(spool)?;
-    let now = chrono::Utc::now();
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
     let products = ["artifactory", "xray", "distribution", "curation"];
-    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    let old = std::time::SystemTime::from(now) - Duration::from_secs(60);
     for i in 0..n {
         let ts = now - chrono::Duration::hours((i % 72) as i64);
         let body = format!(
@@ -75,7 +75,7 @@ struct Demo<'a, W: Write> {
     service: Arc<App>,
     sim: SimHandle,
     api: String,
-    http: reqwest::Client,
+    http: crate::http::Client,
 }
 
 /// Runs the demo, writing each step to `out`.
@@ -117,9 +117,7 @@ pub async fn run(out: &mut impl Write) -> Result<(), DemoError> {
     });
     writeln!(out, "  HTTP API   {api} (JPD id {})\n", service.jpd_id())?;
 
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
+    let http = crate::http::loopback_client(Duration::from_secs(30))
         .map_err(|e| step("HTTP client")(e.to_string()))?;
     let mut demo = Demo {
         out,
@@ -156,7 +154,9 @@ impl<W: Write> Demo<'_, W> {
             Some(s) => match s.next_run {
                 Some(t) => format!(
                     "next try in {}s (exponential backoff with full jitter, attempt {})",
-                    (t - chrono::Utc::now()).num_seconds().max(0),
+                    (t - crate::clock::Clock::now(&crate::clock::SystemClock))
+                        .num_seconds()
+                        .max(0),
                     s.attempt
                 ),
                 None => "due now".into(),
@@ -186,7 +186,12 @@ impl<W: Write> Demo<'_, W> {
         let resp = self
             .http
             .put(format!("{}/api/v1/license", self.api))
-            .bearer_auth(self.service.api_token().expose())
+            .bearer_auth(
+                self.service
+                    .api_token()
+                    .map(|t| t.expose())
+                    .unwrap_or_default(),
+            )
             .body(GOOD_LICENSE)
             .send()
             .await
@@ -292,7 +297,12 @@ impl<W: Write> Demo<'_, W> {
         let v: serde_json::Value = self
             .http
             .get(format!("{}/api/v1/entitlements", self.api))
-            .bearer_auth(self.service.api_token().expose())
+            .bearer_auth(
+                self.service
+                    .api_token()
+                    .map(|t| t.expose())
+                    .unwrap_or_default(),
+            )
             .send()
             .await
             .map_err(|e| step("GET entitlements")(e.to_string()))?

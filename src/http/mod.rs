@@ -35,6 +35,19 @@ pub enum ClientError {
     Build(String),
 }
 
+/// The HTTP client type every outbound caller holds; built only here.
+pub use reqwest::Client;
+
+/// A client for a loopback peer jfconnect runs itself (the demo calling its own API): no
+/// proxy, the system's roots, a whole-request timeout.
+pub fn loopback_client(timeout: std::time::Duration) -> Result<Client, ClientError> {
+    Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| ClientError::Build(e.to_string()))
+}
+
 /// A proxy jfconnect uses, as shown in `status` and in error sentences (no password).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProxyInfo {

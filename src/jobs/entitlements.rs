@@ -79,9 +79,7 @@ impl EntitlementsJob {
                     })
                     .map_err(local)?;
                 Ok(JobReport {
-                    summary: format!(
-                        "{prefix}entitlements unchanged (JES answered 304 Not Modified)"
-                    ),
+                    summary: format!("{prefix}{}", self.transport.unchanged()),
                 })
             }
             Ok(EntitlementsFetch::Updated { etag, entitlements }) => {

@@ -7,7 +7,7 @@
 use super::schedule::{Backoff, Schedules};
 use super::{JobError, JobName, JobReport};
 use crate::clock::SharedClock;
-use crate::state::{self, LockFile, StateError};
+use crate::state::{self, StateError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -23,6 +23,15 @@ pub trait Job: Send + Sync + 'static {
     fn interval(&self) -> Duration;
     /// Does the work once.
     async fn run(&self) -> Result<JobReport, JobError>;
+}
+
+/// Why [`Scheduler::run_now_prepared`] failed: in the caller's step, or in the job.
+#[derive(Debug)]
+pub enum Prepared<E> {
+    /// The step run under the lock before the job refused; the job did not run.
+    Prepare(E),
+    /// The job failed (or could not start).
+    Job(JobError),
 }
 
 /// The scheduler: persisted schedules, job locks, and wake-ups for "run now".
@@ -110,31 +119,52 @@ impl Scheduler {
             .unwrap_or(&false)
     }
 
-    /// Runs `name` now, whatever its schedule, and records the outcome.
+    /// Runs `name` now, whatever its schedule, and records the outcome. Fails at once when
+    /// another process holds the job's lock.
     pub async fn run_now(&self, name: JobName) -> Result<JobReport, JobError> {
+        self.run_now_prepared(name, Duration::ZERO, || Ok::<(), JobError>(()))
+            .await
+            .map_err(|e| match e {
+                Prepared::Prepare(e) | Prepared::Job(e) => e,
+            })
+    }
+
+    /// Takes `name`'s lock (waiting up to `wait` for another run to end), runs `prepare` under
+    /// it, then runs the job and records the outcome, still under the lock. A `prepare` that
+    /// fails ends there: the job does not run and nothing is recorded. This is how an import
+    /// hands the entitlements job its input without a second writer of the store.
+    pub async fn run_now_prepared<E>(
+        &self,
+        name: JobName,
+        wait: Duration,
+        prepare: impl FnOnce() -> Result<(), E>,
+    ) -> Result<JobReport, Prepared<E>> {
         let job = self
             .jobs
             .get(&name)
             .ok_or_else(|| {
-                JobError::local(format!("the {name} job is not available in this mode"))
+                Prepared::Job(JobError::local(format!(
+                    "the {name} job is not available in this mode"
+                )))
             })?
             .clone();
         let lock_path = self.lock_dir.join(format!("{name}.lock"));
-        let _lock = match LockFile::try_acquire(&lock_path) {
+        let _lock = match state::wait_for_lock(&lock_path, wait).await {
             Ok(Some(l)) => l,
             Ok(None) => {
-                return Err(JobError::local(format!(
+                return Err(Prepared::Job(JobError::local(format!(
                     "another jfconnect process is running the {name} job now (lock {})",
                     lock_path.display()
-                )))
+                ))))
             }
             Err(e) => {
-                return Err(JobError::local(format!(
+                return Err(Prepared::Job(JobError::local(format!(
                     "cannot take the lock {}: {e}",
                     lock_path.display()
-                )))
+                ))))
             }
         };
+        prepare().map_err(Prepared::Prepare)?;
         self.set_running(name, true);
         let started = self.clock.now();
         tracing::info!(job = %name, "job started");
@@ -162,7 +192,7 @@ impl Scheduler {
         if let Err(e) = recorded {
             tracing::error!(job = %name, error = %e, "cannot record the job's outcome");
         }
-        outcome
+        outcome.map_err(Prepared::Job)
     }
 
     fn set_running(&self, name: JobName, on: bool) {

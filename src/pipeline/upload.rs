@@ -68,7 +68,7 @@ pub async fn upload_pending(
     upload_pending_with(config, transport, jpd_id, token, progress, &opts).await
 }
 
-/// Uploads every pending usage file in batches of `config.usage.batch_size`. On a failed
+/// Uploads every pending usage file in batches of `config.usage.batch_size` (or what the transport asks for). On a failed
 /// request the run stops and the files of that batch (and all later ones) stay pending.
 pub async fn upload_pending_with(
     config: &Config,
@@ -81,7 +81,7 @@ pub async fn upload_pending_with(
     let layout = Layout::new(config);
     let _lock = acquire_lock(&layout).await?;
     let ledger = Ledger::open(&layout.root)?;
-    let batch_size = config.usage.batch_size.max(1);
+    let batch_size = transport.batch_size(config.usage.batch_size).max(1);
     let mut out = UsageOutcome::default();
     progress.start("upload", spool::count_candidates(&layout.spool));
     let mut scan = spool::SpoolScan::open(&layout.spool)?;

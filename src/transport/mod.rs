@@ -79,7 +79,12 @@ pub trait Transport: Send + Sync + 'static {
     fn describe(&self) -> String;
 
     /// What an unchanged subscription means on this transport, for the job's report.
-    fn unchanged(&self) -> &'static str {
-        "entitlements unchanged (JES answered 304 Not Modified)"
+    fn unchanged(&self) -> String {
+        "entitlements unchanged (JES answered 304 Not Modified)".into()
+    }
+
+    /// How many usage files to hand `upload_usage` at once, given the configured batch size.
+    fn batch_size(&self, configured: usize) -> usize {
+        configured
     }
 }

@@ -157,6 +157,60 @@ impl Outbox {
         })
     }
 
+    /// The last sequence given to a bundle of `kind` (0 before the first).
+    pub fn last_sequence(&self, kind: Kind) -> Result<u64, AirgapError> {
+        let current: SequenceFile =
+            crate::state::load(&self.sequence_file(kind))?.unwrap_or_default();
+        Ok(current.last)
+    }
+
+    /// The JPD's public key file, which checks every bundle of this outbox.
+    pub fn public_key_file(&self) -> PathBuf {
+        let mut p = self.key_prefix.clone().into_os_string();
+        p.push(".pub");
+        p.into()
+    }
+
+    /// The bundles of `kind` in the outbox with a sequence above `after`, oldest first, each
+    /// checked with the JPD's public key before its manifest is read.
+    pub fn written_since(&self, kind: Kind, after: u64) -> Result<Vec<WrittenBundle>, AirgapError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(AirgapError::io("list", &self.dir, e)),
+        };
+        let mut found: Vec<(u64, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                match parse_bundle_file_name(&name) {
+                    Some((k, seq)) if k == kind && seq > after => Some((seq, e.path())),
+                    _ => None,
+                }
+            })
+            .collect();
+        found.sort();
+        let key = self.public_key_file();
+        found
+            .into_iter()
+            .map(|(sequence, path)| {
+                let m = crate::bundle::verify_file_with_pubkey(&path, &key)?;
+                let usage_files = m
+                    .entries
+                    .iter()
+                    .filter(|e| e.path != REGISTRATION_PATH)
+                    .count();
+                Ok(WrittenBundle {
+                    path,
+                    kind,
+                    sequence,
+                    bundle_id: m.bundle_id,
+                    usage_files,
+                })
+            })
+            .collect()
+    }
+
     /// The newest bundle of `kind` in the outbox (by sequence), if any.
     pub fn newest(&self, kind: Kind) -> Option<PathBuf> {
         let entries = std::fs::read_dir(&self.dir).ok()?;

@@ -149,7 +149,7 @@ async fn two_runs_of_one_job_are_kept_apart() {
     let clock = ManualClock::new(start());
     let j = job(JobName::Usage, vec![]);
     let s = restart(&dir, &j, &clock);
-    let _held = LockFile::try_acquire(&dir.path().join("locks").join("usage.lock"))
+    let _held = crate::state::LockFile::try_acquire(&dir.path().join("locks").join("usage.lock"))
         .unwrap()
         .unwrap();
     let e = s.run_now(JobName::Usage).await.unwrap_err();

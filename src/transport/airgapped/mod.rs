@@ -2,19 +2,19 @@
 //!
 //! The jobs call it exactly as they call the online transport. `register` writes a
 //! registration bundle and answers an offline token; `fetch_entitlements` has nobody to ask,
-//! so it answers what was imported (see [`super::inbox`]) or tells the person what to carry
-//! across; `upload_usage` writes a usage bundle, and that bundle, written and fsynced, is the
-//! receipt: every file in it is acknowledged and the pipeline moves on unchanged (archival
-//! included).
+//! so it answers from the inbox (see [`super::inbox`]), tagged with the imported bundle's
+//! sequence and digest, or tells the person what to carry across; `upload_usage` writes a
+//! usage bundle, and that bundle, written and fsynced, is the receipt: every file in it is
+//! acknowledged and the pipeline moves on unchanged (archival included).
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::outbox::{Outbox, WrittenBundle};
 mod error;
+use super::inbox::Inbox;
 use crate::bundle::Kind;
 use crate::clock::SharedClock;
-use crate::entitlements::{EntitlementsState, EntitlementsStore};
+use crate::entitlements::EntitlementsStore;
 use crate::protocol::{RegisterRequest, RegisterResponse};
 use crate::secret::Secret;
 use crate::transport::{EntitlementsFetch, Transport, TransportError, UsageReceipt, UsageUpload};
@@ -23,13 +23,16 @@ pub use error::AirgapError;
 /// The registration token of an air-gapped JPD: there is no JES to issue one.
 pub const OFFLINE_TOKEN: &str = "offline";
 
+/// Usage files per bundle: a bundle carries as many as one upload call hands it, so the
+/// transport asks for large batches (a person carries one file, not hundreds).
+pub const BUNDLE_BATCH: usize = 100_000;
+
 /// The transport of air-gapped mode; see the module doc.
 pub struct AirGappedTransport {
     outbox: Outbox,
+    inbox: Inbox,
     store: Arc<EntitlementsStore>,
-    state_file: PathBuf,
     clock: SharedClock,
-    written: Mutex<Vec<WrittenBundle>>,
 }
 
 fn local(e: AirgapError) -> TransportError {
@@ -37,35 +40,25 @@ fn local(e: AirgapError) -> TransportError {
 }
 
 impl AirGappedTransport {
-    /// A transport writing into `outbox`, answering entitlements from `store` (whose file is
-    /// `<state_dir>/entitlements.json`).
-    pub fn new(outbox: Outbox, store: Arc<EntitlementsStore>, clock: SharedClock) -> Self {
-        let state_file = outbox.state_dir.join("entitlements.json");
+    /// A transport writing into `outbox`, answering entitlements from `inbox`, reading the
+    /// registration from `store`.
+    pub fn new(
+        outbox: Outbox,
+        inbox: Inbox,
+        store: Arc<EntitlementsStore>,
+        clock: SharedClock,
+    ) -> Self {
         AirGappedTransport {
             outbox,
+            inbox,
             store,
-            state_file,
             clock,
-            written: Mutex::new(Vec::new()),
         }
     }
 
     /// The outbox it writes into.
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
-    }
-
-    /// The bundles this transport wrote since it was made (or since the last call), oldest
-    /// first.
-    pub fn take_written(&self) -> Vec<WrittenBundle> {
-        std::mem::take(&mut *self.written.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    fn remember(&self, b: &WrittenBundle) {
-        self.written
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(b.clone());
     }
 
     fn fingerprint(&self) -> Option<String> {
@@ -83,11 +76,9 @@ impl AirGappedTransport {
         let outbox = self.outbox.clone();
         let fp = license_fingerprint.to_string();
         let now = self.clock.now();
-        let b = tokio::task::spawn_blocking(move || outbox.write_registration(&fp, now))
+        tokio::task::spawn_blocking(move || outbox.write_registration(&fp, now))
             .await
-            .map_err(|e| AirgapError::Job(format!("the bundle writer stopped: {e}")))??;
-        self.remember(&b);
-        Ok(b)
+            .map_err(|e| AirgapError::Job(format!("the bundle writer stopped: {e}")))?
     }
 }
 
@@ -112,23 +103,19 @@ impl Transport for AirGappedTransport {
         &self,
         _jpd_id: &str,
         _registration_token: &Secret,
-        _etag: Option<&str>,
+        etag: Option<&str>,
     ) -> Result<EntitlementsFetch, TransportError> {
-        // `jfconnect bundle import` in another process writes the state file, not this
-        // process's copy: pick its result up from disk.
-        let on_disk: Option<EntitlementsState> =
-            crate::state::load(&self.state_file).ok().flatten();
-        let in_memory = self.store.snapshot().current;
-        match (on_disk.and_then(|s| s.current), in_memory) {
-            (Some(disk), Some(mem)) if disk.entitlements == mem.entitlements => {
-                Ok(EntitlementsFetch::NotModified)
-            }
-            (Some(disk), _) => Ok(EntitlementsFetch::Updated {
-                etag: None,
-                entitlements: disk.entitlements,
+        let entry = self
+            .inbox
+            .latest()
+            .map_err(|e| TransportError::local(e.to_string()))?;
+        match entry {
+            Some(entry) if etag == Some(entry.tag().as_str()) => Ok(EntitlementsFetch::NotModified),
+            Some(entry) => Ok(EntitlementsFetch::Updated {
+                etag: Some(entry.tag()),
+                entitlements: entry.entitlements,
             }),
-            (None, Some(_)) => Ok(EntitlementsFetch::NotModified),
-            (None, None) => {
+            None => {
                 let bundle = match self.outbox.newest(Kind::Registration) {
                     Some(p) => p,
                     None => {
@@ -170,7 +157,6 @@ impl Transport for AirGappedTransport {
             .map_err(|e| TransportError::local(format!("the bundle writer stopped: {e}")))?
             .map_err(local)?;
         tracing::info!(bundle = %b.path.display(), files = b.usage_files, "wrote a usage bundle; carry it to the vendor");
-        self.remember(&b);
         // The bundle is whole on disk (fsynced and renamed): it is the receipt of every file.
         Ok(UsageReceipt {
             acknowledged: batch.iter().map(|f| f.sha256.clone()).collect(),
@@ -178,8 +164,18 @@ impl Transport for AirGappedTransport {
         })
     }
 
-    fn unchanged(&self) -> &'static str {
-        "entitlements unchanged (no newer entitlements bundle was imported)"
+    fn unchanged(&self) -> String {
+        match self.inbox.latest() {
+            Ok(Some(e)) => format!(
+                "entitlements unchanged (no new entitlements bundle since sequence {})",
+                e.sequence
+            ),
+            _ => "entitlements unchanged (no new entitlements bundle was imported)".into(),
+        }
+    }
+
+    fn batch_size(&self, configured: usize) -> usize {
+        configured.max(BUNDLE_BATCH)
     }
 
     fn describe(&self) -> String {

@@ -1,0 +1,246 @@
+//! The air-gapped operations of the app: `bundle import` (and `POST /api/v1/offline/register`),
+//! `bundle export`, and a fresh registration bundle for `GET /api/v1/offline/start_register`.
+//!
+//! Both run a job through the scheduler, under the job's lock, on the service built from the
+//! configuration: an import puts the verified payload in the inbox and runs the entitlements
+//! job (the only writer of the entitlements store); an export runs the usage job, whose
+//! air-gapped transport writes the usage bundle, and then reads what the outbox holds beyond
+//! the sequence it held before. No configuration is changed and nothing is passed around the
+//! job.
+//!
+//! `bundle export`, in order: (1) if the license was never registered, runs the entitlements
+//! job once, which writes a registration bundle; (2) runs the usage job once: every pending,
+//! settled usage file goes into a signed usage bundle in `airgap.outbox_dir`, and those files
+//! become *uploaded* in the ledger only after the bundle is whole on disk (archival later
+//! archives and deletes them, exactly as online); (3) copies the bundle to FILE (fsynced; the
+//! outbox keeps its copy as the record). With no usage pending, it exports a fresh
+//! registration bundle instead, which the vendor answers all the same. When the pending usage
+//! needs more than one bundle, the further ones are copied next to FILE as `NAME-2.jfbundle`,
+//! `NAME-3.jfbundle`, ...
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::App;
+use crate::bundle::Kind;
+use crate::jobs::scheduler::{Prepared, Scheduler};
+use crate::jobs::JobName;
+use crate::transport::airgapped::AirgapError;
+use crate::transport::inbox::{self, ImportOutcome, Inbox};
+use crate::transport::outbox::{Outbox, WrittenBundle};
+
+/// How long an import or export waits for a run of the same job (in `serve`, say) to end.
+const JOB_WAIT: Duration = Duration::from_secs(60);
+
+/// What an export did.
+#[derive(Debug, Clone)]
+pub struct ExportOutcome {
+    /// Each exported bundle: where it was copied to, and what it is.
+    pub files: Vec<(PathBuf, WrittenBundle)>,
+    /// The usage job's summary.
+    pub usage_summary: String,
+    /// The JPD's public key file, to check the bundle with.
+    pub jpd_public_key: PathBuf,
+}
+
+impl std::fmt::Display for ExportOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "usage job: {}", self.usage_summary)?;
+        for (dest, b) in &self.files {
+            let what = match b.kind {
+                Kind::Usage => {
+                    format!("{} usage files and the registration request", b.usage_files)
+                }
+                _ => "the registration request (no usage was pending)".to_string(),
+            };
+            writeln!(
+                f,
+                "exported {} ({} bundle, sequence {}): {what}",
+                dest.display(),
+                b.kind,
+                b.sequence
+            )?;
+        }
+        write!(
+            f,
+            "carry it to the vendor; anyone can check it by hand with the JPD's public key {}",
+            self.jpd_public_key.display()
+        )
+    }
+}
+
+impl App {
+    fn airgapped(
+        &self,
+        command: &'static str,
+    ) -> Result<(&Outbox, &Inbox, &Arc<Scheduler>), AirgapError> {
+        match (&self.outbox, &self.inbox, self.scheduler()) {
+            (Some(o), Some(i), Some(s)) => Ok((o, i, s)),
+            _ => Err(AirgapError::NotAirGapped(command)),
+        }
+    }
+
+    /// Verifies the entitlements bundle `file`, puts its payload in the inbox and runs the
+    /// entitlements job at once, under its lock; answers once the store holds the bundle's
+    /// entitlements. A refused bundle changes nothing.
+    pub async fn import_entitlements_bundle(
+        &self,
+        file: &Path,
+    ) -> Result<ImportOutcome, AirgapError> {
+        let (_, inbox, scheduler) = self.airgapped("jfconnect bundle import")?;
+        let (config, clock, owned_inbox, path) = (
+            self.config.clone(),
+            self.clock.clone(),
+            inbox.clone(),
+            file.to_path_buf(),
+        );
+        let verified =
+            tokio::task::spawn_blocking(move || inbox::verify(&config, &owned_inbox, clock, &path))
+                .await
+                .map_err(|e| AirgapError::Job(format!("the bundle check stopped: {e}")))??;
+        let report = scheduler
+            .run_now_prepared(JobName::Entitlements, JOB_WAIT, || {
+                inbox::accept(inbox, &verified)
+            })
+            .await;
+        match report {
+            Ok(_) => {}
+            Err(Prepared::Prepare(e)) => return Err(e),
+            Err(Prepared::Job(e)) => {
+                return Err(AirgapError::Job(format!(
+                    "the bundle was accepted, but the entitlements job failed ({}): {}; its next run applies the bundle",
+                    e.class, e.message
+                )))
+            }
+        }
+        let tag = verified.entry().tag();
+        let stored = self.entitlements.snapshot().current.and_then(|c| c.etag);
+        if stored.as_deref() != Some(tag.as_str()) {
+            return Err(AirgapError::Job(format!(
+                "the bundle was accepted, but the entitlements job stored {} instead of it; run `jfconnect jobs run entitlements`",
+                stored.as_deref().unwrap_or("nothing")
+            )));
+        }
+        Ok(verified.outcome(&self.clock))
+    }
+
+    /// A fresh signed registration bundle in the outbox, for the license in effect.
+    pub async fn registration_bundle(&self) -> Result<WrittenBundle, AirgapError> {
+        let (outbox, _, _) = self.airgapped("an offline registration")?;
+        let license = self
+            .license
+            .read()
+            .map_err(|e| AirgapError::Job(e.to_string()))?
+            .ok_or(AirgapError::NoLicense)?;
+        let (outbox, fp, now) = (outbox.clone(), license.fingerprint(), self.clock.now());
+        tokio::task::spawn_blocking(move || outbox.write_registration(&fp, now))
+            .await
+            .map_err(|e| AirgapError::Job(format!("the bundle writer stopped: {e}")))?
+    }
+
+    /// Runs the export described in the module doc.
+    pub async fn export_usage_bundle(&self, out: &Path) -> Result<ExportOutcome, AirgapError> {
+        let (outbox, _, scheduler) = self.airgapped("jfconnect bundle export")?;
+        if self.entitlements.snapshot().registration.is_none() {
+            // Without imported entitlements the job ends "unavailable" after registering; only
+            // a missing registration matters here.
+            if let Err(e) = scheduler
+                .run_now_prepared(
+                    JobName::Entitlements,
+                    JOB_WAIT,
+                    || Ok::<(), AirgapError>(()),
+                )
+                .await
+            {
+                if self.entitlements.snapshot().registration.is_none() {
+                    return Err(match e {
+                        Prepared::Prepare(e) => e,
+                        Prepared::Job(e) => AirgapError::Job(e.message),
+                    });
+                }
+            }
+        }
+        let before = outbox.last_sequence(Kind::Usage)?;
+        let report = scheduler
+            .run_now_prepared(JobName::Usage, JOB_WAIT, || Ok::<(), AirgapError>(()))
+            .await
+            .map_err(|e| match e {
+                Prepared::Prepare(e) => e,
+                Prepared::Job(e) => {
+                    AirgapError::Job(format!("the usage job failed ({}): {}", e.class, e.message))
+                }
+            })?;
+        let mut bundles = outbox.written_since(Kind::Usage, before)?;
+        if bundles.is_empty() {
+            bundles.push(self.registration_bundle().await?);
+        }
+        let mut files = Vec::new();
+        for (i, b) in bundles.into_iter().enumerate() {
+            let dest = numbered(out, i + 1);
+            copy_durably(&b.path, &dest)?;
+            files.push((dest, b));
+        }
+        Ok(ExportOutcome {
+            files,
+            usage_summary: report.summary,
+            jpd_public_key: outbox.public_key_file(),
+        })
+    }
+}
+
+/// `out` for the first bundle, `NAME-n.jfbundle` beside it for the n-th.
+fn numbered(out: &Path, n: usize) -> PathBuf {
+    if n == 1 {
+        return out.to_path_buf();
+    }
+    let name = out
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let new = match name.strip_suffix(".jfbundle") {
+        Some(stem) => format!("{stem}-{n}.jfbundle"),
+        None => format!("{name}-{n}"),
+    };
+    out.with_file_name(new)
+}
+
+/// Copies `src` to `dest` through a temp file in `dest`'s folder, fsynced and renamed.
+pub fn copy_durably(src: &Path, dest: &Path) -> Result<(), AirgapError> {
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-export-")
+        .tempfile_in(dir)
+        .map_err(|e| AirgapError::io("create a temp file in", dir, e))?;
+    let mut from = std::fs::File::open(src).map_err(|e| AirgapError::io("read", src, e))?;
+    std::io::copy(&mut from, &mut tmp).map_err(|e| AirgapError::io("copy", src, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| AirgapError::io("set permissions of", dest, e))?;
+    }
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| AirgapError::io("fsync", dest, e))?;
+    tmp.persist(dest)
+        .map_err(|e| AirgapError::io("rename into place", dest, e.error))?;
+    crate::state::sync_dir(dir).map_err(|e| AirgapError::io("fsync", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn further_bundles_are_numbered_beside_the_first() {
+        let out = Path::new("/x/usage.jfbundle");
+        assert_eq!(numbered(out, 1), out);
+        assert_eq!(numbered(out, 3), Path::new("/x/usage-3.jfbundle"));
+        assert_eq!(numbered(Path::new("b"), 2), Path::new("b-2"));
+    }
+}
