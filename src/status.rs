@@ -35,10 +35,12 @@ pub struct EntitlementsView {
     pub count: usize,
     /// When they last changed.
     pub fetched_at: DateTime<Utc>,
-    /// When JES last confirmed them.
+    /// When their source last confirmed them.
     pub confirmed_at: DateTime<Utc>,
-    /// Seconds since JES last confirmed them.
+    /// Seconds since their source last confirmed them.
     pub age_seconds: i64,
+    /// Where they came from: `JES`, or the entitlements bundle they were imported from.
+    pub source: String,
 }
 
 /// One job's state.
@@ -91,8 +93,17 @@ pub fn registration(state: &EntitlementsState) -> RegistrationView {
 }
 
 /// Builds the entitlements view, if any entitlements are known.
-pub fn entitlements(state: &EntitlementsState, now: DateTime<Utc>) -> Option<EntitlementsView> {
+pub fn entitlements(
+    state: &EntitlementsState,
+    now: DateTime<Utc>,
+    airgapped: bool,
+) -> Option<EntitlementsView> {
     state.current.as_ref().map(|c| EntitlementsView {
+        source: match (airgapped, &c.etag) {
+            (false, _) => "JES".into(),
+            (true, Some(tag)) => format!("entitlements bundle {tag}"),
+            (true, None) => "an entitlements bundle".into(),
+        },
         subscription_id: c.entitlements.subscription_id.clone(),
         subscription_type: c.entitlements.subscription_type.clone(),
         count: c.entitlements.entitlements.len(),
@@ -220,10 +231,11 @@ pub fn render_table(r: &StatusReport, now: DateTime<Utc>) -> String {
     line("registration", reg);
     let ents = match &r.entitlements {
         Some(e) => format!(
-            "{} entitlements, {} ({}), confirmed by JES {} ago",
+            "{} entitlements, {} ({}), confirmed by {} {} ago",
             e.count,
             e.subscription_id,
             e.subscription_type,
+            e.source,
             span(e.age_seconds)
         ),
         None => "none yet".into(),
@@ -301,7 +313,7 @@ pub fn report(s: &App) -> StatusReport {
         jpd_id: s.jpd_id().to_string(),
         enabled: s.config().enabled,
         registration: registration(&ents),
-        entitlements: entitlements(&ents, s.clock().now()),
+        entitlements: entitlements(&ents, s.clock().now(), s.config().airgap.enabled),
         jobs: jobs(&schedules, &enabled, &running),
         proxies: crate::http::proxies_in_effect(s.config())
             .map(|v| v.into_iter().map(|(info, _, _)| info).collect())

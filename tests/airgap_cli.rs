@@ -185,11 +185,30 @@ fn full_air_gapped_round_trip_through_the_binary() {
     let o = run_cfg(dir, &cfg, &["bundle", "import", "ent1.jfbundle"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("already imported"), "{}", text(&o));
-    let o = run_cfg(dir, &cfg, &["jobs", "run", "entitlements"]);
-    assert!(o.status.success(), "{}", text(&o));
+    // The import ran the entitlements job: the store holds the bundle's entitlements at once,
+    // the job's last error is gone, and nothing speaks of JES in air-gapped mode.
     let o = run_cfg(dir, &cfg, &["status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v.to_string().contains("sub-airgap-0001"), "{v}");
+    let source = v["entitlements"]["source"].as_str().unwrap_or_default();
+    assert!(source.starts_with("entitlements bundle bundle-1-"), "{v}");
+    let job = v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "entitlements")
+        .unwrap();
+    assert!(job["last_error"].is_null(), "{job}");
+    let o = run_cfg(dir, &cfg, &["status"]);
+    assert!(!text(&o).contains("JES"), "{}", text(&o));
+    let o = run_cfg(dir, &cfg, &["jobs", "run", "entitlements"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("no new entitlements bundle since sequence 1"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("JES"), "{}", text(&o));
 
     // Usage out: the export is the usage job through the bundle transport.
     write_usage(&cfg, 5);
@@ -457,6 +476,92 @@ fn hostile_bundles_are_refused_by_import_with_their_sentence_and_nothing_changes
             tree_hash(cfg.parent().unwrap()),
             before,
             "{name} changed the data folder"
+        );
+    }
+}
+
+/// Two `bundle import` processes at once, with sequences N and N+1, end in one consistent
+/// state: the history's last sequence is the newest import that succeeded, the store holds
+/// exactly that bundle's entitlements, and an import that reports a refusal changed nothing.
+/// (Before imports took the entitlements job's lock, the store could end at N while the
+/// history ended at N+1.)
+#[test]
+fn concurrent_imports_never_roll_entitlements_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let o = run(dir, &["keys", "generate", "--out", "vendor"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let cfg = jpd(dir, "jpd1", &dir.join("vendor.pub"));
+    let o = run_cfg(dir, &cfg, &["jobs", "run", "entitlements"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let reg = outbox(&cfg, "registration").remove(0);
+    let vs = dir.join("vendor-state").display().to_string();
+    let rounds = 6;
+    let mut answers = Vec::new();
+    for n in 1..=2 * rounds {
+        let out = format!("ent{n}.jfbundle");
+        let o = run(
+            dir,
+            &[
+                "sim",
+                "answer",
+                "--in",
+                &reg.display().to_string(),
+                "--key",
+                "vendor.key",
+                "--out",
+                &out,
+                "--state",
+                &vs,
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        answers.push(out);
+    }
+    let history = cfg
+        .parent()
+        .unwrap()
+        .join("data/state/bundle-import-entitlements.json");
+    for pair in answers.chunks(2) {
+        // Start the newer one first, so the older one often verifies against a history that
+        // is about to move past it.
+        let spawn = |f: &str| {
+            jfconnect(dir)
+                .args(with_config(&cfg, &["bundle", "import", f]))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let newer = spawn(&pair[1]);
+        let older = spawn(&pair[0]);
+        let (newer, older) = (
+            newer.wait_with_output().unwrap(),
+            older.wait_with_output().unwrap(),
+        );
+        assert!(newer.status.success(), "{}", text(&newer));
+        assert!(
+            older.status.success() || older.status.code() == Some(2),
+            "{}",
+            text(&older)
+        );
+        let o = run_cfg(dir, &cfg, &["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let text_history = std::fs::read_to_string(&history).unwrap();
+        let newest: u64 = pair[1]
+            .trim_start_matches("ent")
+            .trim_end_matches(".jfbundle")
+            .parse()
+            .unwrap();
+        assert!(
+            text_history.contains(&format!("\"last_sequence\": {newest}"))
+                || text_history.contains(&format!("\"last_sequence\":{newest}")),
+            "history must end at the newest bundle: {text_history}"
+        );
+        let source = v["entitlements"]["source"].as_str().unwrap_or_default();
+        assert!(
+            source.starts_with(&format!("entitlements bundle bundle-{newest}-")),
+            "the store must hold the newest bundle's entitlements: {v}"
         );
     }
 }
