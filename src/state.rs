@@ -1,6 +1,6 @@
 //! Durable state files.
 //!
-//! Every state file is written the same way (DESIGN.md promise 3): to a temp file in the same
+//! Every state file is written the same way (promise 3 in docs/architecture.md): to a temp file in the same
 //! folder, fsynced, renamed over the old one, and the folder fsynced, so a crash at any instant
 //! leaves either the old or the new content, never a mix. Each file carries the SHA-256 of its
 //! body, so a torn or hand-damaged file is detected on load and not trusted.

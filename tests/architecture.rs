@@ -389,3 +389,36 @@ fn the_rule_checks_catch_what_they_forbid() {
     let d = remover_breaches(&broken);
     assert!(d.iter().any(|m| m.contains("`sweep`")), "{d:?}");
 }
+
+#[test]
+fn docs_and_code_cite_only_files_of_this_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut texts = sources();
+    for dir in ["docs", "tests"] {
+        for e in std::fs::read_dir(root.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.path().is_file() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                texts.push((e.path().display().to_string(), text));
+            }
+        }
+    }
+    texts.push((
+        "README.md".into(),
+        std::fs::read_to_string(root.join("README.md")).unwrap_or_default(),
+    ));
+    // Spelled in two halves so this file does not cite it either.
+    let outside = [concat!("DESIGN", ".md"), concat!("../", "shared/")];
+    let cited: Vec<String> = texts
+        .iter()
+        .filter(|(_, t)| outside.iter().any(|o| t.contains(o)))
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(
+        cited.is_empty(),
+        "files outside the repository cited in: {cited:?}"
+    );
+}

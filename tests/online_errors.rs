@@ -1,4 +1,4 @@
-//! Every network failure the online transport can meet becomes the class DESIGN.md names and a
+//! Every network failure the online transport can meet becomes the class docs/architecture.md names and a
 //! sentence a person can act on: refused, DNS, timeout, each with what to do next.
 
 mod sim_support;

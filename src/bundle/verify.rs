@@ -1,4 +1,4 @@
-//! Verifying a bundle before anything in it is believed (DESIGN.md promise 4).
+//! Verifying a bundle before anything in it is believed (promise 4 in docs/architecture.md).
 //!
 //! The checks run in the order `docs/bundle-format.md` fixes: caps and zip structure (from the
 //! raw directory, before any entry is inflated), the signature over `SHA256SUMS` by a trusted

@@ -3,7 +3,7 @@
 //! Payload entries are copied into the zip one at a time through a hashing writer, so a bundle
 //! of a million usage files never holds them in memory; only their (path, size, SHA-256) rows
 //! are kept for the manifest. The file is written under a temp name, fsynced, renamed and the
-//! folder fsynced: a bundle that exists under its final name is whole (DESIGN.md promise 1
+//! folder fsynced: a bundle that exists under its final name is whole (promise 1 in docs/architecture.md
 //! counts it as the receipt of the usage it holds).
 
 use std::fs::File;

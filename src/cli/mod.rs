@@ -1,6 +1,6 @@
 //! The command line: parses arguments, calls the library, maps outcomes to exit codes.
 //!
-//! Exit codes (DESIGN.md): 0 ok, 1 failure, 2 bad usage or bad input. Errors go to stderr as
+//! Exit codes: 0 ok, 1 failure, 2 bad usage or bad input. Errors go to stderr as
 //! one clear line.
 
 pub mod airgap;

@@ -1,6 +1,6 @@
 //! Checking a usage archive deployed to the simulated Artifactory against its `index.json`.
 //!
-//! DESIGN.md promise 1 says a usage file may be deleted only once an archive holding it is in
+//! promise 1 in docs/architecture.md says a usage file may be deleted only once an archive holding it is in
 //! the JPD and checked. The simulator is the witness for that promise: `archived_usage_files`
 //! in `/_sim/stats` counts only usage files whose size and SHA-256 were found, matching the
 //! index, inside a stored archive. So the archive is read the strict way: every listed entry

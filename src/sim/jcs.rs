@@ -2,7 +2,7 @@
 //! bytes against its SHA-256, keeps each distinct file once, and tells the client which ones it
 //! already had.
 //!
-//! The SHA-256 is the file's identity (DESIGN.md promise 2), so the store is content-addressed:
+//! The SHA-256 is the file's identity (promise 2 in docs/architecture.md), so the store is content-addressed:
 //! `<data>/jcs/usage/<first two hex digits>/<sha256>`. The set of known digests is rebuilt from
 //! those names on start, and every duplicate received is appended to `duplicates.log`, so both
 //! counters in `/_sim/stats` survive a restart. Files are written to a temp file and renamed

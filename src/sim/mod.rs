@@ -2,7 +2,7 @@
 //! (usage upload) and the JPD's Access and Artifactory endpoints, all on one address.
 //!
 //! The demo, the integration tests and the benchmarks need a remote side that is real enough to
-//! prove the promises of DESIGN.md: it deduplicates usage by SHA-256, it stores deployed
+//! prove the promises of docs/architecture.md: it deduplicates usage by SHA-256, it stores deployed
 //! archives and checks them against their index, it persists what it received across restarts,
 //! and it fails on demand (faults). `docs/protocol.md` is the contract it implements; the wire
 //! types come from [`crate::protocol`].
