@@ -136,17 +136,24 @@ fn manual_check(bundle: &Path, pubkey: &Path) -> Output {
         .unwrap()
 }
 
+/// A vendor key pair `dir/vendor.{pub,key}` and the JPD `dir/jpd1` trusting it, whose
+/// entitlements job has run once: with no JES it wrote a registration bundle and failed
+/// *unavailable* (exit 1). Answers the config file and that run's output.
+fn registered_jpd(dir: &Path) -> (PathBuf, Output) {
+    let o = run(dir, &["keys", "generate", "--out", "vendor"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let cfg = jpd(dir, "jpd1", &dir.join("vendor.pub"));
+    let o = run_cfg(dir, &cfg, &["jobs", "run", "entitlements"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    (cfg, o)
+}
+
 #[test]
 fn full_air_gapped_round_trip_through_the_binary() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let o = run(dir, &["keys", "generate", "--out", "vendor"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let cfg = jpd(dir, "jpd1", &dir.join("vendor.pub"));
-
     // Register: no JES, so a registration bundle and a sentence saying what to carry.
-    let o = run_cfg(dir, &cfg, &["jobs", "run", "entitlements"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let (cfg, o) = registered_jpd(dir);
     let reg = outbox(&cfg, "registration");
     assert_eq!(reg.len(), 1);
     assert!(
@@ -489,11 +496,7 @@ fn hostile_bundles_are_refused_by_import_with_their_sentence_and_nothing_changes
 fn concurrent_imports_never_roll_entitlements_back() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let o = run(dir, &["keys", "generate", "--out", "vendor"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let cfg = jpd(dir, "jpd1", &dir.join("vendor.pub"));
-    let o = run_cfg(dir, &cfg, &["jobs", "run", "entitlements"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let (cfg, _) = registered_jpd(dir);
     let reg = outbox(&cfg, "registration").remove(0);
     let vs = dir.join("vendor-state").display().to_string();
     let rounds = 6;
