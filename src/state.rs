@@ -185,6 +185,11 @@ impl LockFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The open lock file (to record who holds it).
+    pub fn file(&self) -> &File {
+        &self._file
+    }
 }
 
 /// Takes the lock at `path`, trying again every 50 ms for up to `wait` (zero: one try), without

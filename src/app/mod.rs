@@ -5,8 +5,10 @@
 //! here.
 
 mod airgap;
+mod serve_lock;
 
 pub use airgap::ExportOutcome;
+pub use serve_lock::{ServeLock, ServeLockError};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -101,21 +103,41 @@ impl App {
     }
 }
 
+/// Whether building may create what is missing in the data folder.
+#[derive(Clone, Copy)]
+enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+/// What a read-only view shows before the first start made a JPD id.
+pub const NO_JPD_ID: &str = "(not assigned yet)";
+
 /// Reads `<data_dir>/jpd_id`, making one on first start.
 pub fn jpd_id(data_dir: &Path) -> Result<String, AppError> {
+    match existing_jpd_id(data_dir)? {
+        Some(id) => Ok(id),
+        None => {
+            let path = data_dir.join("jpd_id");
+            let id = format!("jpd-{}", hex::encode(rand::random::<[u8; 8]>()));
+            state::write_atomic(&path, id.as_bytes())
+                .map_err(|source| AppError::DataDir { path, source })?;
+            Ok(id)
+        }
+    }
+}
+
+/// Reads `<data_dir>/jpd_id`; `None` when there is none yet.
+fn existing_jpd_id(data_dir: &Path) -> Result<Option<String>, AppError> {
     let path = data_dir.join("jpd_id");
     let err = |source| AppError::DataDir {
         path: path.clone(),
         source,
     };
     match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
         Ok(_) => Err(err(std::io::Error::other("the file is empty"))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = format!("jpd-{}", hex::encode(rand::random::<[u8; 8]>()));
-            state::write_atomic(&path, id.as_bytes()).map_err(err)?;
-            Ok(id)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(err(e)),
     }
 }
@@ -210,16 +232,46 @@ impl App {
         transport_override: Option<Arc<dyn Transport>>,
         restart: bool,
     ) -> Result<App, AppError> {
+        App::assemble(
+            config,
+            clock,
+            transport_override,
+            restart,
+            Access::ReadWrite,
+        )
+    }
+
+    /// Opens what exists, for read-only commands (`status`): never creates the data folder, a
+    /// JPD id or an API token; what is missing reads as "not yet".
+    pub fn open_read_only(config: Config, clock: SharedClock) -> Result<App, AppError> {
+        App::assemble(config, clock, None, false, Access::ReadOnly)
+    }
+
+    fn assemble(
+        config: Config,
+        clock: SharedClock,
+        transport_override: Option<Arc<dyn Transport>>,
+        restart: bool,
+        access: Access,
+    ) -> Result<App, AppError> {
         let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| AppError::DataDir {
-            path: data_dir.clone(),
-            source,
-        })?;
-        let jpd_id = jpd_id(&data_dir)?;
-        let api_token = if restart {
-            Some(api_token(&config)?)
-        } else {
-            existing_api_token(&config)?
+        let (jpd_id, api_token) = match access {
+            Access::ReadWrite => {
+                std::fs::create_dir_all(&data_dir).map_err(|source| AppError::DataDir {
+                    path: data_dir.clone(),
+                    source,
+                })?;
+                let token = if restart {
+                    Some(api_token(&config)?)
+                } else {
+                    existing_api_token(&config)?
+                };
+                (jpd_id(&data_dir)?, token)
+            }
+            Access::ReadOnly => (
+                existing_jpd_id(&data_dir)?.unwrap_or_else(|| NO_JPD_ID.into()),
+                existing_api_token(&config)?,
+            ),
         };
         let entitlements = Arc::new(EntitlementsStore::open(&config.state_dir())?);
         let license = license_source(&config);

@@ -228,6 +228,7 @@ async fn serve(cli: &Cli) -> Result<(), Failure> {
         node = %config.shared.node.id,
         "jfconnect starting"
     );
+    let _serving = app::ServeLock::acquire(&config.data_dir).map_err(Failure::failed)?;
     let addr = format!("{}:{}", config.bind, config.port);
     let service = Arc::new(App::build(config, clock(), None, true)?);
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -283,7 +284,7 @@ async fn run_job(cli: &Cli, job: JobName) -> Result<(), Failure> {
 
 fn status(cli: &Cli, json: bool) -> Result<(), Failure> {
     let config = load_config(cli)?;
-    let service = App::build(config, clock(), None, false)?;
+    let service = App::open_read_only(config, clock())?;
     let report = crate::status::report(&service);
     if json {
         let text = serde_json::to_string_pretty(&report).map_err(Failure::failed)?;
