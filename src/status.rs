@@ -175,6 +175,10 @@ pub struct StatusReport {
     pub proxies: Vec<crate::http::ProxyInfo>,
     /// Usage files by state: pending, uploaded, archived, quarantined; bytes archived.
     pub usage: crate::pipeline::Counts,
+    /// Entitlements ending within `entitlements.warn_before`, soonest first.
+    pub ending_soon: Vec<crate::entitlements::expiry::EntitlementEnd>,
+    /// The end of every served entitlement that has one.
+    pub entitlement_ends: Vec<crate::entitlements::expiry::EntitlementEnd>,
     /// The config file in use and how it was found.
     pub config_file: String,
     /// The data folder in use.
@@ -241,6 +245,18 @@ pub fn render_table(r: &StatusReport, now: DateTime<Utc>) -> String {
         None => "none yet".into(),
     };
     line("entitlements", ents);
+    for end in &r.ending_soon {
+        line(
+            "WARN",
+            format!(
+                "entitlement {}/{} ends {} (in {}); renew before then",
+                end.product,
+                end.feature,
+                end.valid_until.format("%Y-%m-%d %H:%M UTC"),
+                span((end.valid_until - now).num_seconds())
+            ),
+        );
+    }
     if r.proxies.is_empty() {
         line("proxy", "none (direct connections)".into());
     }
@@ -309,7 +325,20 @@ pub fn report(s: &App) -> StatusReport {
         })
         .unwrap_or_default();
     let ents = s.entitlements().snapshot();
+    let (entitlement_ends, ending_soon) = match &ents.current {
+        Some(c) => (
+            crate::entitlements::expiry::ends(&c.entitlements),
+            crate::entitlements::expiry::ending_within(
+                &c.entitlements,
+                s.clock().now(),
+                s.config().entitlements.warn_before,
+            ),
+        ),
+        None => Default::default(),
+    };
     StatusReport {
+        ending_soon,
+        entitlement_ends,
         jpd_id: s.jpd_id().to_string(),
         enabled: s.config().enabled,
         registration: registration(&ents),

@@ -25,13 +25,23 @@ impl Page {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+            .collect();
         if labels.is_empty() {
             let _ = writeln!(self.0, "{name} {value}");
         } else {
             let _ = writeln!(self.0, "{name}{{{}}} {value}", labels.join(","));
         }
     }
+}
+
+/// A label value as the text format wants it: backslash, quote and newline escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Renders the report as Prometheus text.
@@ -63,6 +73,18 @@ pub fn render(r: &StatusReport) -> String {
         &[],
         r.entitlements.as_ref().map_or(-1, |e| e.age_seconds),
     );
+    p.family(
+        "jfconnect_entitlement_expiry_timestamp_seconds",
+        "gauge",
+        "Unix time each served entitlement ends (entitlements without an end are absent).",
+    );
+    for end in &r.entitlement_ends {
+        p.sample(
+            "jfconnect_entitlement_expiry_timestamp_seconds",
+            &[("product", &end.product), ("feature", &end.feature)],
+            end.valid_until.timestamp(),
+        );
+    }
     p.family("jfconnect_job_runs_total", "counter", "Runs of each job.");
     for j in &r.jobs {
         p.sample(

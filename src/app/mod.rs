@@ -198,6 +198,35 @@ pub fn license_source(config: &Config) -> LicenseSource {
 struct EntitlementsTask {
     job: EntitlementsJob,
     interval: Duration,
+    warn_before: Duration,
+    expiry_warning: crate::entitlements::expiry::DailyWarning,
+}
+
+impl EntitlementsTask {
+    /// One WARN line per entitlement ending within `warn_before`, at most once a day.
+    fn warn_of_expiry(&self) {
+        let Some(current) = self.job.store.snapshot().current else {
+            return;
+        };
+        let now = self.job.clock.now();
+        let soon = crate::entitlements::expiry::ending_within(
+            &current.entitlements,
+            now,
+            self.warn_before,
+        );
+        if soon.is_empty() || !self.expiry_warning.due(now) {
+            return;
+        }
+        for end in soon {
+            tracing::warn!(
+                product = %end.product,
+                feature = %end.feature,
+                valid_until = %end.valid_until.to_rfc3339(),
+                "entitlement ends in {} days; renew the subscription before then",
+                (end.valid_until - now).num_days()
+            );
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -209,7 +238,9 @@ impl Job for EntitlementsTask {
         self.interval
     }
     async fn run(&self) -> Result<JobReport, JobError> {
-        self.job.run().await
+        let outcome = self.job.run().await;
+        self.warn_of_expiry();
+        outcome
     }
 }
 
@@ -310,6 +341,8 @@ impl App {
                     clock: clock.clone(),
                 },
                 interval: config.entitlements.interval,
+                warn_before: config.entitlements.warn_before,
+                expiry_warning: Default::default(),
             })];
             let jobs: Vec<Arc<dyn Job>> = jobs.into_iter().chain(pipeline_jobs).collect();
             let backoff = Backoff {

@@ -215,12 +215,16 @@ pub struct EntitlementsSection {
     /// How often entitlements are refreshed.
     #[serde(with = "serde_forms::interval")]
     pub interval: Duration,
+    /// Entitlements ending within this are warned about (status, metrics, a daily log line).
+    #[serde(with = "serde_forms::interval")]
+    pub warn_before: Duration,
 }
 
 impl Default for EntitlementsSection {
     fn default() -> Self {
         EntitlementsSection {
             interval: Duration::from_secs(3600),
+            warn_before: Duration::from_secs(30 * 86400),
         }
     }
 }

@@ -5,6 +5,8 @@
 //! reads without touching disk. The entitlements job is its only writer; the API, status and
 //! the air-gapped transport read it.
 
+pub mod expiry;
+
 use crate::protocol::Entitlements;
 use crate::secret::Secret;
 use crate::state::{self, StateError};
