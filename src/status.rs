@@ -179,6 +179,8 @@ pub struct StatusReport {
     pub ending_soon: Vec<crate::entitlements::expiry::EntitlementEnd>,
     /// The end of every served entitlement that has one.
     pub entitlement_ends: Vec<crate::entitlements::expiry::EntitlementEnd>,
+    /// Which license is in effect: the admin's file or the key set through the API.
+    pub license: String,
     /// The config file in use and how it was found.
     pub config_file: String,
     /// The data folder in use.
@@ -218,6 +220,7 @@ pub fn render_table(r: &StatusReport, now: DateTime<Utc>) -> String {
     line("config file", r.config_file.clone());
     line("data folder", r.data_dir.clone());
     line("node", r.node_id.clone());
+    line("license", r.license.clone());
     line("JPD id", r.jpd_id.clone());
     line(
         "service",
@@ -348,6 +351,7 @@ pub fn report(s: &App) -> StatusReport {
             .map(|v| v.into_iter().map(|(info, _, _)| info).collect())
             .unwrap_or_default(),
         usage: crate::pipeline::pipeline_counts(s.config()),
+        license: s.license().describe(),
         config_file: s.config().file_description(),
         data_dir: s.config().data_dir.display().to_string(),
         node_id: s.config().shared.node.id.clone(),

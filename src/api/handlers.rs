@@ -147,8 +147,9 @@ struct LicenseBody {
     license_key: String,
 }
 
-/// `PUT /api/v1/license`: replace the license (raw text, or JSON `{"license_key": "..."}`)
-/// and register again at once.
+/// `PUT /api/v1/license`: set the license (raw text, or JSON `{"license_key": "..."}`) in
+/// `<data_dir>/license.api`, in effect before the admin's `license.file` (left untouched), and
+/// register again at once.
 pub async fn put_license(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -193,11 +194,12 @@ pub async fn put_license(
         ));
     }
     let scheduler = s.scheduler().ok_or_else(disabled)?;
-    let Some(path) = s.license().path.as_ref() else {
+    // Never the admin's license.file: a mistyped key must not destroy the working one.
+    let Some(path) = s.license().api_path.as_ref() else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "no_license_file",
-            "no license file is configured",
+            "no place to store a license set through the API",
         ));
     };
     crate::state::write_private(path, license.as_bytes()).map_err(|e| {

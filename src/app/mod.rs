@@ -185,6 +185,7 @@ pub fn existing_api_token(config: &Config) -> Result<Option<Secret>, AppError> {
 /// writes when none is configured).
 pub fn license_source(config: &Config) -> LicenseSource {
     LicenseSource {
+        api_path: Some(config.data_dir.join("license.api")),
         path: Some(
             config
                 .license

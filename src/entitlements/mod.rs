@@ -144,28 +144,83 @@ impl EntitlementsStore {
     }
 }
 
-/// Where the license is read from.
-#[derive(Debug, Clone)]
+/// Where the license is read from: the admin's file, and the key set through
+/// `PUT /api/v1/license`, which jfconnect keeps apart so it never overwrites the admin's file.
+/// The API key is in effect while it exists; when JES refuses it, it is set aside
+/// (`.refused`) and the admin's file is in effect again.
+#[derive(Debug, Clone, Default)]
 pub struct LicenseSource {
-    /// The license file (configured, or `<data_dir>/license` when set through the API).
+    /// The admin's license file (`license.file`, or `<data_dir>/license`); never written.
     pub path: Option<PathBuf>,
+    /// Where `PUT /api/v1/license` stores a key (`<data_dir>/license.api`, mode 0600).
+    pub api_path: Option<PathBuf>,
+}
+
+/// The license in effect and the file it came from.
+#[derive(Debug, Clone)]
+pub struct License {
+    /// The key.
+    pub key: Secret,
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// True when it was set through the API.
+    pub from_api: bool,
 }
 
 impl LicenseSource {
-    /// Reads the license; `Ok(None)` when none is configured.
+    /// Reads the license in effect; `Ok(None)` when none is configured.
     pub fn read(&self) -> Result<Option<Secret>, LicenseError> {
-        let Some(path) = &self.path else {
+        Ok(self.current()?.map(|l| l.key))
+    }
+
+    /// The license in effect: the API key when one is stored, else the admin's file.
+    pub fn current(&self) -> Result<Option<License>, LicenseError> {
+        for (path, from_api) in [(&self.api_path, true), (&self.path, false)] {
+            let Some(path) = path else { continue };
+            if let Some(key) = read_key(path)? {
+                return Ok(Some(License {
+                    key,
+                    file: path.clone(),
+                    from_api,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Sets a refused API key aside (to `<api_path>.refused`), so the admin's file is in effect
+    /// again; answers where it went.
+    pub fn set_aside_refused_api_key(&self) -> std::io::Result<Option<PathBuf>> {
+        let Some(api) = &self.api_path else {
             return Ok(None);
         };
-        match Secret::from_file(path) {
-            Ok(s) if s.is_empty() => Err(LicenseError::Empty(path.clone())),
-            Ok(s) => Ok(Some(s)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(LicenseError::Unreadable {
-                path: path.clone(),
-                source,
-            }),
+        let mut refused = api.clone().into_os_string();
+        refused.push(".refused");
+        let refused = PathBuf::from(refused);
+        std::fs::rename(api, &refused)?;
+        Ok(Some(refused))
+    }
+
+    /// How `status` names the license in effect.
+    pub fn describe(&self) -> String {
+        match self.current() {
+            Ok(Some(l)) if l.from_api => format!("set through the API ({})", l.file.display()),
+            Ok(Some(l)) => format!("file {}", l.file.display()),
+            Ok(None) => "none".into(),
+            Err(e) => e.to_string(),
         }
+    }
+}
+
+fn read_key(path: &Path) -> Result<Option<Secret>, LicenseError> {
+    match Secret::from_file(path) {
+        Ok(s) if s.is_empty() => Err(LicenseError::Empty(path.to_path_buf())),
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(LicenseError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -183,4 +238,31 @@ pub fn valid_at(entitlements: &Entitlements, now: DateTime<Utc>) -> Entitlements
             && parse(&e.valid_until).is_none_or(|until| now < until)
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_key_is_in_effect_until_set_aside_then_the_admins_file_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = LicenseSource {
+            path: Some(dir.path().join("admin")),
+            api_path: Some(dir.path().join("license.api")),
+        };
+        assert!(source.current().unwrap().is_none());
+        assert_eq!(source.describe(), "none");
+        std::fs::write(dir.path().join("admin"), "ADMIN").unwrap();
+        assert_eq!(source.read().unwrap().unwrap().expose(), "ADMIN");
+        std::fs::write(dir.path().join("license.api"), "API").unwrap();
+        let l = source.current().unwrap().unwrap();
+        assert!(l.from_api);
+        assert_eq!(l.key.expose(), "API");
+        assert!(source.describe().starts_with("set through the API"));
+        let kept = source.set_aside_refused_api_key().unwrap().unwrap();
+        assert_eq!(kept, dir.path().join("license.api.refused"));
+        assert_eq!(source.read().unwrap().unwrap().expose(), "ADMIN");
+        assert_eq!(std::fs::read_to_string(kept).unwrap(), "API");
+    }
 }

@@ -39,15 +39,16 @@ fn local(e: StateError) -> JobError {
 impl EntitlementsJob {
     /// Registers if needed, then fetches entitlements (a 304 when unchanged).
     pub async fn run(&self) -> Result<JobReport, JobError> {
-        let license = self
+        let current = self
             .license
-            .read()
+            .current()
             .map_err(|e| JobError::local(e.to_string()))?
             .ok_or_else(|| {
                 JobError::local(
                     "no license is configured; set jfconnect.license.file or PUT /api/v1/license",
                 )
             })?;
+        let (license, from_api) = (current.key, current.from_api);
         let fingerprint = license.fingerprint();
         let snapshot = self.store.snapshot();
         let mut registered_now = false;
@@ -55,7 +56,12 @@ impl EntitlementsJob {
             Some(r) if r.license_fingerprint == fingerprint => r.token,
             _ => {
                 registered_now = true;
-                self.register(license, &fingerprint).await?
+                match self.register(license, &fingerprint).await {
+                    Err(e) if from_api && e.class == ErrorClass::Rejected => {
+                        return Err(self.refused_api_key(e))
+                    }
+                    other => other?,
+                }
             }
         };
         let etag = snapshot.current.as_ref().and_then(|c| c.etag.clone());
@@ -110,6 +116,26 @@ impl EntitlementsJob {
                 })
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// JES refused the key set through the API: set it aside so the admin's file is in effect
+    /// again on the next run (the entitlements served so far stay served).
+    fn refused_api_key(&self, e: JobError) -> JobError {
+        match self.license.set_aside_refused_api_key() {
+            Ok(Some(kept)) => JobError {
+                class: e.class,
+                message: format!(
+                    "{}; the key set through the API is kept at {} and the license file is in effect again",
+                    e.message,
+                    kept.display()
+                ),
+            },
+            Ok(None) => e,
+            Err(io) => JobError {
+                class: e.class,
+                message: format!("{}; and it could not be set aside: {io}", e.message),
+            },
         }
     }
 

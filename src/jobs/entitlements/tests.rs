@@ -44,6 +44,7 @@ fn fixture(license: &str) -> Fixture {
         store,
         license: LicenseSource {
             path: Some(lic.clone()),
+            api_path: None,
         },
         jpd_id: "jpd-test".into(),
         clock: Arc::new(clock),
