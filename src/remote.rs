@@ -49,15 +49,25 @@ pub struct TransportError {
     pub status: Option<u16>,
     /// What happened and what to do, in one sentence; never holds a secret.
     pub message: String,
+    /// The typed cause's source chain as text, outermost first, for logs (never in the
+    /// sentence); `None` when the error did not come from a failed send.
+    pub chain: Option<String>,
 }
 
 impl TransportError {
+    /// The same error, keeping `chain` (the cause's source chain) for logs.
+    pub fn with_chain(mut self, chain: String) -> Self {
+        self.chain = Some(chain);
+        self
+    }
+
     /// A rejected error.
     pub fn rejected(status: Option<u16>, message: impl Into<String>) -> Self {
         TransportError {
             class: ErrorClass::Rejected,
             status,
             message: message.into(),
+            chain: None,
         }
     }
 
@@ -67,6 +77,7 @@ impl TransportError {
             class: ErrorClass::Unavailable,
             status,
             message: message.into(),
+            chain: None,
         }
     }
 
@@ -76,6 +87,7 @@ impl TransportError {
             class: ErrorClass::Local,
             status: None,
             message: message.into(),
+            chain: None,
         }
     }
 }

@@ -6,9 +6,9 @@
 
 use crate::config::Config;
 use crate::remote::{class_of_status, ErrorClass, TransportError};
-use std::error::Error as _;
 use url::Url;
 
+mod cause;
 pub mod no_proxy;
 
 /// Errors building the client (bad CA file, bad proxy).
@@ -232,39 +232,28 @@ impl Outbound {
         })
     }
 
-    /// Classifies a failed send, blaming the proxy when it was the proxy that failed.
+    /// Classifies a failed send, blaming the proxy when it was the proxy that failed: a CONNECT
+    /// the proxy refused or could not open, or a refused connection while a proxy was in effect
+    /// (the connection was then to the proxy, not to the origin).
     pub fn send_error(&self, err: &reqwest::Error, service: &str, url: &Url) -> TransportError {
+        let cause = cause::of(err);
         if let Some(p) = self.proxy_for(url) {
-            let lower = error_chain(err).to_lowercase();
             let host = url.host_str().unwrap_or("?");
-            if lower.contains("proxy authorization required") {
-                return proxy_credentials(p, 407);
-            }
-            if lower.contains("tunnel error: unsuccessful") {
-                return TransportError::rejected(None, format!(
+            let blamed = match cause.tunnel {
+                Some(cause::Tunnel::AuthRequired) => Some(proxy_credentials(p, 407)),
+                Some(cause::Tunnel::Refused) => Some(TransportError::rejected(None, format!(
                     "the proxy at {} refused to open a tunnel (CONNECT) to {host}:{}; check jfconnect.proxy.username and proxy.password_file, and that the proxy allows CONNECT to that port",
                     p.url, url.port_or_known_default().unwrap_or(443)
-                ));
-            }
-            if lower.contains("tunnel error")
-                || (lower.contains("connection refused") && !err.is_timeout())
-            {
-                return TransportError::unavailable(
-                    None,
-                    format!(
-                        "the proxy at {} cannot be reached ({}); check {} and that the proxy runs",
-                        p.url,
-                        if lower.contains("refused") {
-                            "connection refused"
-                        } else {
-                            "no tunnel"
-                        },
-                        p.source
-                    ),
-                );
+                ))),
+                Some(cause::Tunnel::NotOpened) => Some(proxy_unreachable(p, &cause)),
+                None if cause.refused && !cause.timeout => Some(proxy_unreachable(p, &cause)),
+                None => None,
+            };
+            if let Some(e) = blamed {
+                return e.with_chain(cause.chain);
             }
         }
-        classify_send_error(err, service, url)
+        classify_cause(cause, service, url)
     }
 
     /// Classifies an HTTP answer that is not a success, recognising a proxy's refusal: a 407,
@@ -321,47 +310,48 @@ pub fn redact_url(url: &Url) -> String {
     u.to_string()
 }
 
+fn proxy_unreachable(p: &ProxyInfo, cause: &cause::Cause) -> TransportError {
+    TransportError::unavailable(
+        None,
+        format!(
+            "the proxy at {} cannot be reached ({}); check {} and that the proxy runs",
+            p.url,
+            if cause.refused {
+                "connection refused"
+            } else {
+                "no tunnel"
+            },
+            p.source
+        ),
+    )
+}
+
 /// Turns a failed send (no HTTP answer) into a classified error naming `service` ("JES") and
-/// the host, with what to do next.
+/// the host, with what to do next. The error's source chain is kept in
+/// [`TransportError::chain`] for logs.
 pub fn classify_send_error(err: &reqwest::Error, service: &str, url: &Url) -> TransportError {
+    classify_cause(cause::of(err), service, url)
+}
+
+fn classify_cause(cause: cause::Cause, service: &str, url: &Url) -> TransportError {
     let host = url.host_str().unwrap_or("?").to_string();
-    let chain = error_chain(err);
-    let lower = chain.to_lowercase();
-    let tls = lower.contains("certificate")
-        || lower.contains("tls handshake")
-        || lower.contains("invalid peer");
-    let message = if err.is_timeout() {
+    tracing::debug!(service, host = %host, chain = %cause.chain, "request failed");
+    let message = if cause.timeout {
         format!("{service} at {host} did not answer in time (timeout); it will be retried")
-    } else if tls {
-        let why = if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
-            "unknown issuer"
-        } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
-            "name mismatch"
-        } else if lower.contains("expired") {
-            "expired"
-        } else {
-            "handshake failed"
-        };
-        format!("the TLS certificate of {host} is not trusted ({why}); add your CA to jfconnect.tls.ca_file")
-    } else if lower.contains("dns error")
-        || lower.contains("failed to lookup")
-        || lower.contains("name or service not known")
-    {
+    } else if let Some(why) = cause.tls {
+        format!("the TLS certificate of {host} is not trusted ({}); add your CA to jfconnect.tls.ca_file", why.words())
+    } else if cause.dns {
         format!("cannot resolve the {service} host {host} (DNS); check the URL and the network, and that {host} is allowlisted in your firewall")
-    } else if lower.contains("connection refused") {
+    } else if cause.refused {
         format!("{service} at {host} refused the connection; check that it runs and that {host} is allowlisted in your firewall")
-    } else if lower.contains("reset")
-        || lower.contains("closed")
-        || lower.contains("incomplete")
-        || lower.contains("eof")
-    {
+    } else if cause.cut {
         format!(
             "the connection to {service} at {host} was cut before an answer; it will be retried"
         )
     } else {
-        format!("cannot reach {service} at {host}: {}; check the network and that {host} is allowlisted", first_line(&chain))
+        format!("cannot reach {service} at {host}: {}; check the network and that {host} is allowlisted", first_line(&cause.chain))
     };
-    TransportError::unavailable(None, message)
+    TransportError::unavailable(None, message).with_chain(cause.chain)
 }
 
 /// Classifies an HTTP answer that is not a success.
@@ -383,17 +373,8 @@ pub fn classify_status(status: u16, service: &str, url: &Url, detail: &str) -> T
         class,
         status: Some(status),
         message,
+        chain: None,
     }
-}
-
-fn error_chain(err: &reqwest::Error) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(s) = source {
-        parts.push(s.to_string());
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 fn first_line(s: &str) -> String {

@@ -3,7 +3,7 @@
 //! Failures are queued per operation, so a test says "the next two registers fail with 500"
 //! and watches the job retry.
 
-use super::{EntitlementsFetch, ErrorClass, Transport, TransportError, UsageReceipt, UsageUpload};
+use super::{EntitlementsFetch, Transport, TransportError, UsageReceipt, UsageUpload};
 use crate::protocol::{Entitlements, RegisterRequest, RegisterResponse};
 use crate::secret::Secret;
 use std::collections::{HashSet, VecDeque};
@@ -134,11 +134,10 @@ impl Transport for MemoryTransport {
                 etag: Some(tag.clone()),
                 entitlements: ents.clone(),
             }),
-            None => Err(TransportError {
-                class: ErrorClass::Rejected,
-                status: Some(404),
-                message: "JES has no entitlements for this JPD (HTTP 404)".into(),
-            }),
+            None => Err(TransportError::rejected(
+                Some(404),
+                "JES has no entitlements for this JPD (HTTP 404)",
+            )),
         }
     }
 
