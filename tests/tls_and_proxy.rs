@@ -248,3 +248,38 @@ async fn unreachable_proxy_has_its_own_sentence() {
         e.message
     );
 }
+
+/// `NO_PROXY=*` bypasses the proxy for every host, addresses included. reqwest's own matcher
+/// read `*` as a name, so a request to 127.0.0.1 went through the proxy while jfconnect's rule
+/// said it did not, and a proxy's refusal was blamed on the origin. Now one rule decides both.
+#[tokio::test]
+async fn a_star_no_proxy_is_routed_and_blamed_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Tinyproxy::start();
+    let s = sim(dir.path(), false).await;
+    let mut c = via_proxy(dir.path(), &proxy, "wrong-password-xyz");
+    c.proxy.no_proxy = Some("*".into());
+    let outbound = jfconnect::http::build(&c).unwrap();
+    let base: url::Url = s.base_url().parse().unwrap();
+    assert!(
+        outbound.proxy_for(&base).is_none(),
+        "the rule says 127.0.0.1 bypasses the proxy"
+    );
+    register(&c, &s.base_url()).await.unwrap();
+    assert!(
+        !proxy.log().contains("/jes/api/v1/register"),
+        "routed around the proxy, as blamed:\n{}",
+        proxy.log()
+    );
+
+    // And a host the rule does not name goes through the proxy, which is then blamed.
+    c.proxy.no_proxy = Some("jpd.example.com".into());
+    let outbound = jfconnect::http::build(&c).unwrap();
+    assert!(outbound.proxy_for(&base).is_some());
+    let e = register(&c, &s.base_url()).await.unwrap_err();
+    assert!(
+        e.message.starts_with("the proxy at "),
+        "the proxy refused, and is named: {}",
+        e.message
+    );
+}

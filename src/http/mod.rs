@@ -188,20 +188,19 @@ fn build_from(
         let mut bare = url.clone();
         let _ = bare.set_username("");
         let _ = bare.set_password(None);
-        let made = match info.scope {
-            "https" => reqwest::Proxy::https(bare.as_str()),
-            "http" => reqwest::Proxy::http(bare.as_str()),
-            _ => reqwest::Proxy::all(bare.as_str()),
-        };
-        let mut p = made.map_err(|e| ClientError::Proxy {
+        // reqwest routes with this very decision (not its own NO_PROXY reading), so the
+        // proxy a request went through is the one `proxy_for` blames.
+        reqwest::Proxy::all(bare.as_str()).map_err(|e| ClientError::Proxy {
             url: info.url.clone(),
             reason: e.to_string(),
         })?;
+        let scope = info.scope;
+        let rule = info.no_proxy.as_deref().map(no_proxy::NoProxyRule::parse);
+        let mut p = reqwest::Proxy::custom(move |target: &Url| {
+            routes_via(scope, rule.as_ref(), target).then(|| bare.clone())
+        });
         if let Some(user) = &info.username {
             p = p.basic_auth(user, password.as_ref().map(|s| s.expose()).unwrap_or(""));
-        }
-        if let Some(no) = &info.no_proxy {
-            p = p.no_proxy(reqwest::NoProxy::from_string(no));
         }
         builder = builder.proxy(p);
     }
@@ -214,21 +213,26 @@ fn build_from(
     })
 }
 
+/// Whether a request to `url` goes through a proxy of `scope` (`all`, `https`, `http`) with
+/// the `no_proxy` rule: the one decision both the client's routing and [`Outbound::proxy_for`]
+/// use.
+fn routes_via(scope: &str, no_proxy: Option<&no_proxy::NoProxyRule>, url: &Url) -> bool {
+    (scope == "all" || scope == url.scheme())
+        && !no_proxy.is_some_and(|r| r.bypasses(url.host_str().unwrap_or("")))
+}
+
 /// Builds the outbound client (without the proxy details; see [`build`]).
 pub fn build_client(config: &Config) -> Result<reqwest::Client, ClientError> {
     build(config).map(|o| o.client)
 }
 
 impl Outbound {
-    /// The proxy a request to `url` goes through, if any.
+    /// The proxy a request to `url` goes through, if any: the same decision the client routes
+    /// with (see [`routes_via`]).
     pub fn proxy_for(&self, url: &Url) -> Option<&ProxyInfo> {
-        let host = url.host_str().unwrap_or("");
         self.proxies.iter().find(|p| {
-            (p.scope == "all" || p.scope == url.scheme())
-                && !p
-                    .no_proxy
-                    .as_deref()
-                    .is_some_and(|n| no_proxy::NoProxyRule::parse(n).bypasses(host))
+            let rule = p.no_proxy.as_deref().map(no_proxy::NoProxyRule::parse);
+            routes_via(p.scope, rule.as_ref(), url)
         })
     }
 

@@ -1,8 +1,10 @@
 //! The `no_proxy` rule, as curl and reqwest read it: comma-separated host names (matching the
 //! host and its subdomains; a leading dot is the same), IP addresses, CIDR ranges, and `*`.
 //!
-//! reqwest applies the rule itself; this copy answers "did this request go through the proxy?"
-//! so that an error can say whether the proxy or the origin failed.
+//! The one matcher: the client routes with it (`reqwest::Proxy::custom` in [`super::build`]),
+//! and the same decision answers "did this request go through the proxy?" so that an error can
+//! say whether the proxy or the origin failed. (reqwest's own `NoProxy` read some lists
+//! differently, e.g. `*` did not cover IP addresses, so the two could disagree.)
 //!
 //! Architecture invariant: no I/O.
 
