@@ -67,11 +67,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("src/store_proxy/body.rs", "Instant::now"),
     ("src/transport/outbox.rs", "Instant::now"),
     ("src/sim/jes.rs", "Utc::now"),
-    ("src/jpd/online.rs", "reqwest::"),
-    ("src/transport/online.rs", "reqwest::"),
-    ("src/store_proxy/body.rs", "reqwest::"),
-    ("src/store_proxy/error.rs", "reqwest::"),
-    ("src/store_proxy/mod.rs", "reqwest::"),
     ("src/sim/vendor.rs", "ZipArchive"),
 ];
 

@@ -38,6 +38,10 @@ pub enum ClientError {
 /// The HTTP client type every outbound caller holds; built only here.
 pub use reqwest::Client;
 
+/// The request and answer types the clients above hold (answers, streamed bodies, headers,
+/// statuses, a failed send), named here so that `http/` is the one module that names reqwest.
+pub use reqwest::{header, Body, Error, Response, StatusCode};
+
 /// A client for a loopback peer jfconnect runs itself (the demo calling its own API): no
 /// proxy, the system's roots, a whole-request timeout.
 pub fn loopback_client(timeout: std::time::Duration) -> Result<Client, ClientError> {

@@ -62,7 +62,12 @@ impl OnlineJpd {
     }
 
     /// Turns a non-success answer into a classified error with the right advice.
-    async fn refusal(&self, service: &str, url: &Url, resp: reqwest::Response) -> TransportError {
+    async fn refusal(
+        &self,
+        service: &str,
+        url: &Url,
+        resp: crate::http::Response,
+    ) -> TransportError {
         let status = resp.status().as_u16();
         let host = url.host_str().unwrap_or("?").to_string();
         let headers = resp.headers().clone();
@@ -90,7 +95,7 @@ impl OnlineJpd {
 
 impl OnlineJpd {
     /// An authenticated GET, its network failure classified for `service`.
-    async fn get(&self, url: &Url, service: &str) -> Result<reqwest::Response, TransportError> {
+    async fn get(&self, url: &Url, service: &str) -> Result<crate::http::Response, TransportError> {
         self.outbound
             .client
             .get(url.clone())
@@ -142,9 +147,9 @@ impl Jpd for OnlineJpd {
             .put(url.clone())
             .bearer_auth(self.token()?.expose())
             .header(HEADER_CHECKSUM_SHA256, sha256)
-            .header(reqwest::header::CONTENT_LENGTH, size)
-            .header(reqwest::header::CONTENT_TYPE, "application/zip")
-            .body(reqwest::Body::wrap_stream(stream))
+            .header(crate::http::header::CONTENT_LENGTH, size)
+            .header(crate::http::header::CONTENT_TYPE, "application/zip")
+            .body(crate::http::Body::wrap_stream(stream))
             .send()
             .await
             .map_err(|e| self.outbound.send_error(&e, "Artifactory", &url))?;

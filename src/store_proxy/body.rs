@@ -44,8 +44,8 @@ impl Activity {
 }
 
 /// The caller's request body as an upstream body, touching `activity` on every chunk.
-pub fn upstream_body(body: Body, activity: Arc<Activity>) -> reqwest::Body {
-    reqwest::Body::wrap_stream(
+pub fn upstream_body(body: Body, activity: Arc<Activity>) -> crate::http::Body {
+    crate::http::Body::wrap_stream(
         body.into_data_stream()
             .inspect_ok(move |_| activity.touch()),
     )
@@ -55,7 +55,7 @@ pub fn upstream_body(body: Body, activity: Arc<Activity>) -> reqwest::Body {
 #[derive(Debug)]
 pub enum Waited {
     /// The store answered, or the send failed.
-    Done(Result<reqwest::Response, reqwest::Error>),
+    Done(Result<crate::http::Response, crate::http::Error>),
     /// Nothing moved for `idle`.
     Idle,
 }
@@ -63,7 +63,7 @@ pub enum Waited {
 /// Waits for the store's answer while the upload moves; gives up once nothing moved for `idle`.
 pub async fn answer_or_idle<F>(pending: F, activity: &Activity, idle: Duration) -> Waited
 where
-    F: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>,
+    F: std::future::Future<Output = Result<crate::http::Response, crate::http::Error>>,
 {
     tokio::pin!(pending);
     loop {
@@ -79,12 +79,12 @@ where
     }
 }
 
-type ChunkStream = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, crate::http::Error>> + Send>>;
 
 /// The store's answer body as our response body; ends with an error (which cuts the caller's
 /// connection, so a truncated download is never mistaken for a whole one) if the store stays
 /// silent for `idle` mid-body or breaks the transfer.
-pub fn downstream_body(response: reqwest::Response, idle: Duration, host: String) -> Body {
+pub fn downstream_body(response: crate::http::Response, idle: Duration, host: String) -> Body {
     let chunks: ChunkStream = Box::pin(response.bytes_stream());
     let stream = futures_util::stream::unfold(Some(chunks), move |state| {
         let host = host.clone();

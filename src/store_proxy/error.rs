@@ -55,7 +55,7 @@ impl StoreProxyError {
     }
 
     /// Classifies a failed upstream send (no HTTP answer) for the store at `url`.
-    pub fn from_send(err: &reqwest::Error, url: &Url, timeout: Duration) -> Self {
+    pub fn from_send(err: &crate::http::Error, url: &Url, timeout: Duration) -> Self {
         let host = url.host_str().unwrap_or("?").to_string();
         if err.is_timeout() {
             return StoreProxyError::Timeout { host, timeout };

@@ -43,7 +43,7 @@ const MAX_EXCHANGE: Duration = Duration::from_secs(24 * 3600);
 /// Forwards store requests to one upstream.
 #[derive(Debug, Clone)]
 pub struct StoreProxy {
-    client: reqwest::Client,
+    client: crate::http::Client,
     upstream: Url,
     timeout: Duration,
 }
@@ -54,7 +54,7 @@ impl StoreProxy {
     ///
     /// `client` should come from [`crate::http::build_client`] so the outbound proxy and CA
     /// apply, and should not follow redirects, so a store redirect reaches the caller as is.
-    pub fn new(client: reqwest::Client, upstream: Url, timeout: Duration) -> Self {
+    pub fn new(client: crate::http::Client, upstream: Url, timeout: Duration) -> Self {
         StoreProxy {
             client,
             upstream,

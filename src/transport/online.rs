@@ -5,13 +5,13 @@
 
 use super::{EntitlementsFetch, Transport, TransportError, UsageReceipt, UsageUpload};
 use crate::http::{error_detail, Outbound};
+use crate::http::{header, StatusCode};
 use crate::protocol::{
     self, Entitlements, RegisterRequest, RegisterResponse, UsageBatch, UsageBatchReceipt,
     UsageFileWire,
 };
 use crate::secret::Secret;
 use base64::Engine;
-use reqwest::{header, StatusCode};
 use std::collections::HashSet;
 use url::Url;
 
@@ -38,7 +38,7 @@ impl OnlineTransport {
 /// Reads a failed answer's body (bounded) for its error sentence.
 async fn failure(
     outbound: &Outbound,
-    resp: reqwest::Response,
+    resp: crate::http::Response,
     service: &str,
     url: &Url,
 ) -> TransportError {
@@ -48,7 +48,10 @@ async fn failure(
     outbound.status_error(status, &headers, service, url, &error_detail(&body))
 }
 
-async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, reqwest::Error> {
+async fn read_capped(
+    mut resp: crate::http::Response,
+    cap: usize,
+) -> Result<Vec<u8>, crate::http::Error> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         let room = cap.saturating_sub(out.len());
@@ -63,7 +66,7 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
 /// Reads and parses a JSON success body, bounded to `cap` bytes.
 async fn json_body<T: serde::de::DeserializeOwned>(
     outbound: &Outbound,
-    resp: reqwest::Response,
+    resp: crate::http::Response,
     service: &str,
     url: &Url,
     cap: usize,
