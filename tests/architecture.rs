@@ -67,7 +67,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("src/store_proxy/body.rs", "Instant::now"),
     ("src/transport/outbox.rs", "Instant::now"),
     ("src/sim/jes.rs", "Utc::now"),
-    ("src/sim/vendor.rs", "ZipArchive"),
 ];
 
 /// The only functions in `src/pipeline/` that may call `remove_file`, and what they remove.

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
 use jfconnect::bundle::{
-    generate_keypair, inspect_bundle, verify_bundle, write_bundle, BundleError, BundleSpec,
-    Expectations, ImportStore, Kind, Limits, PayloadEntry, PayloadSource, SecretKey, TrustedKeys,
+    generate_keypair, inspect_bundle, verify_bundle, verify_self_signed, write_bundle, BundleError,
+    BundleSpec, Expectations, ImportStore, Kind, Limits, PayloadEntry, PayloadSource, SecretKey,
+    TrustedKeys,
 };
 use jfconnect::clock::ManualClock;
 
@@ -281,4 +282,76 @@ fn bundle_with_more_entries_than_plain_zip_allows_uses_zip64_and_verifies() {
         "66k-entry bundle written and verified in {:.1?}",
         started.elapsed()
     );
+}
+
+/// A bundle that names its own key: the named entry (capped) locates the key, and the bundle
+/// must then verify with it; a key that did not sign it, a missing entry and an entry over the
+/// cap are refused.
+#[test]
+fn a_self_signed_bundle_verifies_only_with_the_key_its_entry_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = generate_keypair();
+    let store = ImportStore::new(dir.path().join("state/import.json"));
+    let out = write(dir.path(), &key, "b1", 1);
+    let entry = "payload/usage/u2.json";
+    let limits = Limits::default();
+
+    let mut seen = None;
+    let v = verify_self_signed(
+        &out,
+        entry,
+        64,
+        |bytes| {
+            seen = bytes.map(<[u8]>::to_vec);
+            Ok::<_, BundleError>(key.public())
+        },
+        &expect(&store, 1),
+        &limits,
+    )
+    .unwrap();
+    assert_eq!(
+        seen.as_deref(),
+        Some(&b"{}"[..]),
+        "the locator read the entry"
+    );
+    assert_eq!(v.manifest().entries.len(), 3);
+
+    let other = generate_keypair();
+    let e = verify_self_signed(
+        &out,
+        entry,
+        64,
+        |_| Ok::<_, BundleError>(other.public()),
+        &expect(&store, 1),
+        &limits,
+    )
+    .unwrap_err();
+    assert!(matches!(e, BundleError::UnknownKey(_)), "{e}");
+
+    let e = verify_self_signed(
+        &out,
+        "payload/registration.json",
+        64,
+        |bytes| {
+            assert!(bytes.is_none());
+            Err(BundleError::MissingEntry(
+                "payload/registration.json".into(),
+            ))
+        },
+        &expect(&store, 1),
+        &limits,
+    )
+    .unwrap_err();
+    assert!(matches!(e, BundleError::MissingEntry(_)), "{e}");
+
+    let e = verify_self_signed(
+        &out,
+        "payload/usage/big.bin",
+        1024,
+        |_| -> Result<_, BundleError> { panic!("an entry over the cap is never read") },
+        &expect(&store, 1),
+        &limits,
+    )
+    .unwrap_err();
+    assert!(matches!(e, BundleError::MetadataTooLarge { .. }), "{e}");
 }

@@ -37,7 +37,9 @@ pub use manifest::{
     PAYLOAD_PREFIX, SIGNATURE, SUMS,
 };
 pub use minisign::{generate_keypair, KeyId, MinisignSignature, PublicKey, SecretKey, TrustedKeys};
-pub use verify::{verify_bundle, verify_bytes, verify_file_with_pubkey, VerifiedBundle};
+pub use verify::{
+    verify_bundle, verify_bytes, verify_file_with_pubkey, verify_self_signed, VerifiedBundle,
+};
 pub use write::{
     new_bundle_id, write_bundle, BundleSpec, PayloadEntry, PayloadSource, UNTRUSTED_COMMENT,
 };

@@ -18,7 +18,7 @@ use super::import_state::{check_policy, Expectations, ImportStore};
 use super::keys::read_public_key;
 use super::limits::Limits;
 use super::manifest::{parse_sums, Manifest, FORMAT_V1, MANIFEST, SIGNATURE, SUMS};
-use super::minisign::{MinisignSignature, TrustedKeys};
+use super::minisign::{MinisignSignature, PublicKey, TrustedKeys};
 use super::zipdir::{read_entries, SliceSource, Source, ZipEntry};
 use crate::clock::SystemClock;
 
@@ -38,6 +38,13 @@ fn check_all(
     expect: &Expectations,
     limits: &Limits,
 ) -> Result<(Manifest, HashMap<String, ZipEntry>), BundleError> {
+    let entries = structure(src, limits)?;
+    let manifest = check_entries(src, &entries, trust, expect)?;
+    Ok((manifest, entries))
+}
+
+/// The caps and the zip structure, from the raw directory, before any entry is inflated.
+fn structure(src: &dyn Source, limits: &Limits) -> Result<HashMap<String, ZipEntry>, BundleError> {
     let size = src.len();
     if size > limits.max_file_bytes {
         return Err(BundleError::FileTooLarge {
@@ -45,10 +52,19 @@ fn check_all(
             limit: limits.max_file_bytes,
         });
     }
-    let entries: HashMap<String, ZipEntry> = read_entries(src, limits)?
+    Ok(read_entries(src, limits)?
         .into_iter()
         .map(|e| (e.path.clone(), e))
-        .collect();
+        .collect())
+}
+
+/// Every check after the structure's: signature, manifest, sums, policy, payload bytes.
+fn check_entries(
+    src: &dyn Source,
+    entries: &HashMap<String, ZipEntry>,
+    trust: &TrustedKeys,
+    expect: &Expectations,
+) -> Result<Manifest, BundleError> {
     let sig_entry = entries.get(SIGNATURE).ok_or(BundleError::Unsigned)?;
     let sums_entry = entries
         .get(SUMS)
@@ -166,7 +182,7 @@ fn check_all(
             entry::check(src, z, decode_sha(&e.sha256)?, &mut buf)?;
         }
     }
-    Ok((manifest, entries))
+    Ok(manifest)
 }
 
 fn decode_sha(hex_text: &str) -> Result<[u8; 32], BundleError> {
@@ -183,13 +199,7 @@ pub fn verify_bundle(
     expect: &Expectations,
     limits: &Limits,
 ) -> Result<VerifiedBundle, BundleError> {
-    let file = File::open(path).map_err(|e| BundleError::io("open", path, e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| BundleError::io("read", path, e))?;
-    if !meta.is_file() {
-        return Err(BundleError::NotAZip("it is not a regular file".into()));
-    }
+    let file = open_regular(path)?;
     let (manifest, entries) = check_all(&file, trust, expect, limits)?;
     Ok(VerifiedBundle {
         manifest,
@@ -197,6 +207,55 @@ pub fn verify_bundle(
         path: path.to_path_buf(),
         entries,
     })
+}
+
+/// Verifies a bundle that names its own signing key (a first contact: the reader has no key
+/// for its sender yet). The structure is checked first; then the entry `key_entry`, at most
+/// `max_key_entry` bytes, is read through the size cap and handed to `locate_key` (`None` when
+/// the bundle has no such entry), which finds the key in it; then every check of
+/// [`verify_bundle`] runs with that key alone, so the entry the key came from is itself
+/// checked against the signed `SHA256SUMS` before anything else in the bundle is believed.
+pub fn verify_self_signed<E: From<BundleError>>(
+    path: &Path,
+    key_entry: &str,
+    max_key_entry: u64,
+    locate_key: impl FnOnce(Option<&[u8]>) -> Result<PublicKey, E>,
+    expect: &Expectations,
+    limits: &Limits,
+) -> Result<VerifiedBundle, E> {
+    let file = open_regular(path)?;
+    let entries = structure(&file, limits)?;
+    let key = match entries.get(key_entry) {
+        None => locate_key(None)?,
+        Some(z) if z.size > max_key_entry => {
+            return Err(BundleError::MetadataTooLarge {
+                path: key_entry.to_string(),
+                size: z.size,
+                limit: max_key_entry,
+            }
+            .into())
+        }
+        Some(z) => locate_key(Some(&entry::read_all(&file, z)?))?,
+    };
+    let trust = TrustedKeys::new(vec![key]);
+    let manifest = check_entries(&file, &entries, &trust, expect)?;
+    Ok(VerifiedBundle {
+        manifest,
+        file,
+        path: path.to_path_buf(),
+        entries,
+    })
+}
+
+fn open_regular(path: &Path) -> Result<File, BundleError> {
+    let file = File::open(path).map_err(|e| BundleError::io("open", path, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| BundleError::io("read", path, e))?;
+    if !meta.is_file() {
+        return Err(BundleError::NotAZip("it is not a regular file".into()));
+    }
+    Ok(file)
 }
 
 /// Verifies a bundle held in memory; returns its manifest. Same checks as [`verify_bundle`].

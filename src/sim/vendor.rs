@@ -8,21 +8,20 @@
 //! so a bundle carried twice, or a retry after a crash, counts nothing twice.
 //!
 //! The one read of unverified content in this module is the registration record of a JPD seen
-//! for the first time, from a bundle whose zip structure already passed the strict checks
-//! (`inspect_bundle`), capped at 64 KiB; the whole bundle is then verified with the key it
-//! names, and the record read again from the verified bundle must carry that same key.
+//! for the first time, through `bundle::verify_self_signed`: after the strict structural
+//! checks, the record (capped at 64 KiB) names the key, the whole bundle is then verified with
+//! that key, and the record read again from the verified bundle must carry that same key.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{
-    inspect_bundle, new_bundle_id, read_secret_key, verify_bundle, write_bundle, BundleError,
-    BundleSpec, Expectations, Kind, Limits, PayloadEntry, PayloadSource, PublicKey, TrustedKeys,
-    VerifiedBundle,
+    inspect_bundle, new_bundle_id, read_secret_key, verify_bundle, verify_self_signed,
+    write_bundle, BundleError, BundleSpec, Expectations, Kind, Limits, PayloadEntry, PayloadSource,
+    PublicKey, TrustedKeys, VerifiedBundle,
 };
 use crate::clock::SharedClock;
 use crate::protocol::{Entitlement, Entitlements};
@@ -153,7 +152,7 @@ pub fn answer_bundle(
     }
     let pins_path = state_dir.join("pins.json");
     let mut pins: BTreeMap<String, Pin> = crate::state::load(&pins_path)?.unwrap_or_default();
-    let (jpd_key, first_contact) = match pins.get(&claimed.jpd_id) {
+    let pinned = match pins.get(&claimed.jpd_id) {
         Some(pin) if pin.key_id != claimed.signing_key_id => {
             return Err(AirgapError::KeyChanged {
                 jpd_id: claimed.jpd_id,
@@ -162,23 +161,50 @@ pub fn answer_bundle(
                 pins: pins_path,
             })
         }
-        Some(pin) => (
+        Some(pin) => Some(
             PublicKey::parse(&pin.public_key).map_err(|r| AirgapError::Payload {
                 path: pins_path.display().to_string(),
                 reason: r,
             })?,
-            false,
         ),
-        None => (first_contact_key(input)?, true),
+        None => None,
     };
+    let first_contact = pinned.is_none();
     let expect = Expectations {
         kind: Some(claimed.kind),
         jpd_id: Some(claimed.jpd_id.clone()),
         clock: clock.clone(),
         history: None,
     };
-    let trust = TrustedKeys::new(vec![jpd_key.clone()]);
-    let verified = verify_bundle(input, &trust, &expect, &Limits::default())?;
+    let limits = Limits::default();
+    let (verified, jpd_key) = match pinned {
+        Some(key) => {
+            let trust = TrustedKeys::new(vec![key.clone()]);
+            (verify_bundle(input, &trust, &expect, &limits)?, key)
+        }
+        None => {
+            // Trust on first use: the key is the one the bundle's own registration record
+            // names, and the bundle must then verify with it.
+            let mut located = None;
+            let verified = verify_self_signed(
+                input,
+                REGISTRATION_PATH,
+                MAX_REGISTRATION_BYTES,
+                |bytes| {
+                    let key = registration_key(bytes)?;
+                    located = Some(key.clone());
+                    Ok::<_, AirgapError>(key)
+                },
+                &expect,
+                &limits,
+            )?;
+            let key = located.ok_or_else(|| AirgapError::Payload {
+                path: REGISTRATION_PATH.into(),
+                reason: "no key was found in it".into(),
+            })?;
+            (verified, key)
+        }
+    };
     let m = verified.manifest().clone();
     let record = read_registration(&verified)?;
     if record.jpd_id != m.jpd_id || record.public_key().ok().as_ref() != Some(&jpd_key) {
@@ -237,26 +263,15 @@ pub fn answer_bundle(
     })
 }
 
-/// The key a first-contact bundle's registration record names (see the module doc).
-fn first_contact_key(input: &Path) -> Result<PublicKey, AirgapError> {
+/// The key a first-contact bundle's registration record names (see the module doc); `None`
+/// when the bundle carries no record.
+fn registration_key(bytes: Option<&[u8]>) -> Result<PublicKey, AirgapError> {
     let bad = |reason: String| AirgapError::Payload {
         path: REGISTRATION_PATH.into(),
         reason,
     };
-    let file = std::fs::File::open(input).map_err(|e| AirgapError::io("open", input, e))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(e.to_string()))?;
-    let entry = zip
-        .by_name(REGISTRATION_PATH)
-        .map_err(|_| bad("the bundle carries no registration record, so its JPD key is unknown; send a registration bundle first".into()))?;
-    let mut bytes = Vec::new();
-    entry
-        .take(MAX_REGISTRATION_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(e.to_string()))?;
-    if bytes.len() as u64 > MAX_REGISTRATION_BYTES {
-        return Err(bad(format!("it is over {MAX_REGISTRATION_BYTES} bytes")));
-    }
-    let record = RegistrationRecord::parse(&bytes).map_err(bad)?;
+    let bytes = bytes.ok_or_else(|| bad("the bundle carries no registration record, so its JPD key is unknown; send a registration bundle first".into()))?;
+    let record = RegistrationRecord::parse(bytes).map_err(bad)?;
     record.public_key().map_err(bad)
 }
 
