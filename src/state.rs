@@ -27,6 +27,16 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+    /// The path is not a regular file (a FIFO, a device, a folder): someone put it there, so it
+    /// is neither read nor set aside.
+    #[error("cannot read state file {path}: {source}")]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is.
+        #[source]
+        source: crate::secret::FileError,
+    },
     /// The file exists but its content is damaged (torn write, hand edit, wrong format).
     #[error("state file {path} is damaged ({reason}); it was not trusted")]
     Corrupt {
@@ -102,19 +112,37 @@ pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
     write_atomic(path, &bytes).map_err(io_err)
 }
 
+/// Largest state file read. The biggest, the entitlements, is a few KiB per product.
+pub const MAX_STATE_FILE: u64 = 16 * 1024 * 1024;
+
+/// Reads a state file through [`crate::secret::read_limited`]: `Ok(None)` when absent; a
+/// FIFO, device, folder or oversized file is `Corrupt`, never a hang or an unbounded read.
+fn read_state_bytes(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, StateError> {
+    use crate::secret::FileError;
+    match crate::secret::read_limited(path, cap) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(FileError::Io(source)) => Err(StateError::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(e @ FileError::TooLarge(_)) => Err(StateError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+        Err(source) => Err(StateError::NotRegular {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// Loads a state file written by [`save`]. `Ok(None)` when it does not exist; `Corrupt` when
-/// it is torn, edited or of another format.
+/// it is torn, edited, of another format or not a regular file.
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(StateError::Io {
-                action: "read",
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+    let Some(bytes) = read_state_bytes(path, MAX_STATE_FILE)? else {
+        return Ok(None);
     };
     let corrupt = |reason: String| StateError::Corrupt {
         path: path.to_path_buf(),
@@ -151,6 +179,124 @@ pub fn load_or_set_aside<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, 
         }
         other => other,
     }
+}
+
+/// The grammar of a JPD id: 1 to 128 of letters, digits and `- _ . :`, starting with a letter
+/// or digit (what JES accepts, and a subset of what a bundle manifest may carry).
+pub fn valid_jpd_id(id: &str) -> bool {
+    let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':');
+    !id.is_empty()
+        && id.len() <= 128
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+        && id.bytes().all(ok)
+}
+
+/// Name of the JPD id file in the data folder: one line an operator can read.
+pub const JPD_ID_FILE: &str = "jpd_id";
+
+/// Name of its checksum, beside it, in `sha256sum` form (`sha256sum -c jpd_id.sha256`).
+pub const JPD_ID_SUM_FILE: &str = "jpd_id.sha256";
+
+/// Reads `<data_dir>/jpd_id` without writing anything: `Ok(None)` when neither it nor its
+/// checksum exists. The id must be one line of the id grammar and match `jpd_id.sha256` (an id
+/// from before checksums, with none beside it, is accepted). Anything else is `Corrupt`,
+/// naming the file: a damaged id must never be used as a new one.
+pub fn read_jpd_id(data_dir: &Path) -> Result<Option<String>, StateError> {
+    Ok(check_jpd_id(data_dir)?.map(|(id, _)| id))
+}
+
+/// The JPD id for a starting service: read and checked as [`read_jpd_id`] does, its checksum
+/// written when missing, or a new id from `make` with its checksum on first start.
+pub fn open_jpd_id(data_dir: &Path, make: impl FnOnce() -> String) -> Result<String, StateError> {
+    match check_jpd_id(data_dir)? {
+        Some((id, true)) => Ok(id),
+        Some((_, false)) => {
+            let path = data_dir.join(JPD_ID_FILE);
+            let bytes = read_state_bytes(&path, 4096)?.unwrap_or_default();
+            let sum_path = data_dir.join(JPD_ID_SUM_FILE);
+            write_atomic(&sum_path, jpd_id_sum_line(&bytes).as_bytes()).map_err(|source| {
+                StateError::Io {
+                    action: "write",
+                    path: sum_path,
+                    source,
+                }
+            })?;
+            read_jpd_id(data_dir)?.ok_or_else(|| StateError::Corrupt {
+                path,
+                reason: "it disappeared while its checksum was written".into(),
+            })
+        }
+        None => {
+            let id = make();
+            write_jpd_id(data_dir, &id)?;
+            Ok(id)
+        }
+    }
+}
+
+/// The checked id, and whether a checksum stands beside it.
+fn check_jpd_id(data_dir: &Path) -> Result<Option<(String, bool)>, StateError> {
+    let path = data_dir.join(JPD_ID_FILE);
+    let sum_path = data_dir.join(JPD_ID_SUM_FILE);
+    let corrupt = |reason: String| StateError::Corrupt {
+        path: path.clone(),
+        reason,
+    };
+    let Some(bytes) = read_state_bytes(&path, 4096)? else {
+        if read_state_bytes(&sum_path, 4096)?.is_some() {
+            return Err(corrupt(format!(
+                "it is missing while its checksum {} exists; restore it from a backup \
+                 (JES knows this JPD by that id)",
+                sum_path.display()
+            )));
+        }
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(&bytes)
+        .ok()
+        .map(|t| t.strip_suffix('\n').unwrap_or(t))
+        .filter(|t| valid_jpd_id(t))
+        .ok_or_else(|| {
+            corrupt(
+                "it is not one line holding a JPD id (letters, digits, - _ . : up to 128)".into(),
+            )
+        })?;
+    let expected = jpd_id_sum_line(&bytes);
+    let checked = match read_state_bytes(&sum_path, 4096)? {
+        None => false,
+        Some(sum) if sum == expected.as_bytes() => true,
+        Some(_) => {
+            return Err(corrupt(format!(
+                "it does not match its checksum {}; restore it from a backup (JES knows this \
+                 JPD by the original id), or remove both files to start as a new JPD",
+                sum_path.display()
+            )))
+        }
+    };
+    Ok(Some((text.to_string(), checked)))
+}
+
+/// Writes a new `<data_dir>/jpd_id` and its checksum (checksum last: an id without one is
+/// adopted on the next read, a checksum without an id is refused).
+fn write_jpd_id(data_dir: &Path, id: &str) -> Result<(), StateError> {
+    let io = |path: PathBuf| {
+        move |source| StateError::Io {
+            action: "write",
+            path,
+            source,
+        }
+    };
+    let path = data_dir.join(JPD_ID_FILE);
+    let sum_path = data_dir.join(JPD_ID_SUM_FILE);
+    let line = format!("{id}\n");
+    write_atomic(&path, line.as_bytes()).map_err(io(path))?;
+    write_atomic(&sum_path, jpd_id_sum_line(line.as_bytes()).as_bytes()).map_err(io(sum_path))
+}
+
+/// The `sha256sum` line for the jpd_id file's exact bytes.
+fn jpd_id_sum_line(bytes: &[u8]) -> String {
+    let digest = hex::encode(Sha256::digest(bytes));
+    format!("{digest}  {JPD_ID_FILE}\n")
 }
 
 /// An exclusive lock on a file, held until dropped; keeps two runs of one job apart.

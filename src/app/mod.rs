@@ -113,33 +113,17 @@ enum Access {
 /// What a read-only view shows before the first start made a JPD id.
 pub const NO_JPD_ID: &str = "(not assigned yet)";
 
-/// Reads `<data_dir>/jpd_id`, making one on first start.
+/// Reads `<data_dir>/jpd_id` (checked against its grammar and checksum, the checksum added
+/// when missing), making one on first start.
 pub fn jpd_id(data_dir: &Path) -> Result<String, AppError> {
-    match existing_jpd_id(data_dir)? {
-        Some(id) => Ok(id),
-        None => {
-            let path = data_dir.join("jpd_id");
-            let id = format!("jpd-{}", hex::encode(rand::random::<[u8; 8]>()));
-            state::write_atomic(&path, id.as_bytes())
-                .map_err(|source| AppError::DataDir { path, source })?;
-            Ok(id)
-        }
-    }
+    Ok(state::open_jpd_id(data_dir, || {
+        format!("jpd-{}", hex::encode(rand::random::<[u8; 8]>()))
+    })?)
 }
 
-/// Reads `<data_dir>/jpd_id`; `None` when there is none yet.
+/// Reads `<data_dir>/jpd_id` (checked) without writing anything; `None` when there is none yet.
 fn existing_jpd_id(data_dir: &Path) -> Result<Option<String>, AppError> {
-    let path = data_dir.join("jpd_id");
-    let err = |source| AppError::DataDir {
-        path: path.clone(),
-        source,
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
-        Ok(_) => Err(err(std::io::Error::other("the file is empty"))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(err(e)),
-    }
+    Ok(state::read_jpd_id(data_dir)?)
 }
 
 /// The API token: from `api.token_file`, or `<data_dir>/api.token` made on first start (mode

@@ -57,11 +57,12 @@ pub fn write_public_key(path: &Path, pk: &PublicKey) -> Result<(), BundleError> 
 }
 
 fn read_small(path: &Path) -> Result<String, BundleError> {
-    let meta = fs::metadata(path).map_err(|e| BundleError::io("read", path, e))?;
-    if meta.len() > MAX_KEY_FILE {
-        return Err(key_err(path, "it is far too large to be a minisign key"));
-    }
-    let bytes = fs::read(path).map_err(|e| BundleError::io("read", path, e))?;
+    use crate::secret::{read_limited, FileError};
+    let bytes = read_limited(path, MAX_KEY_FILE).map_err(|e| match e {
+        FileError::Io(e) => BundleError::io("read", path, e),
+        FileError::TooLarge(_) => key_err(path, "it is far too large to be a minisign key"),
+        other => key_err(path, other.to_string()),
+    })?;
     String::from_utf8(bytes).map_err(|_| key_err(path, "it is not text"))
 }
 

@@ -226,22 +226,40 @@ pub fn sums_line(sha256_hex: &str, path: &str) -> String {
     format!("{sha256_hex}  {path}\n")
 }
 
-/// Parses `SHA256SUMS` strictly: LF-terminated lines of `<64 lower-case hex>  <path>`.
+/// Parses `SHA256SUMS` strictly (bundle-format §3): UTF-8, every line exactly
+/// `<64 lower-case hex><two spaces><path>` ended by one LF, no CR anywhere, no blank line, no
+/// path listed twice. Anything `sha256sum -c` would read differently is refused.
 pub fn parse_sums(text: &[u8]) -> Result<Vec<(String, String)>, BundleError> {
-    let bad = |m: &str| BundleError::MalformedSums(m.to_string());
-    let text = std::str::from_utf8(text).map_err(|_| bad("it is not UTF-8"))?;
-    if !text.is_empty() && !text.ends_with('\n') {
-        return Err(bad("the last line does not end with a newline"));
-    }
+    let bad = |line: usize, m: &str| BundleError::MalformedSums(format!("line {line} {m}"));
+    let text = std::str::from_utf8(text)
+        .map_err(|_| BundleError::MalformedSums("it is not UTF-8".into()))?;
+    let Some(body) = text.strip_suffix('\n') else {
+        return Err(BundleError::MalformedSums(
+            "it does not end with a line feed".into(),
+        ));
+    };
     let mut out = Vec::new();
-    for line in text.lines() {
-        let (hash, path) = line
-            .split_once("  ")
-            .ok_or_else(|| bad("a line is not `<sha256>  <path>`"))?;
-        if !is_hex64(hash) {
-            return Err(bad("a line's hash is not 64 lower-case hex digits"));
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in body.split('\n').enumerate() {
+        let n = i + 1;
+        if line.contains('\r') {
+            return Err(bad(n, "holds a carriage return; lines end with LF only"));
         }
+        let (hash, rest) = (line.get(..64), line.get(64..));
+        let (Some(hash), Some(rest)) = (hash, rest) else {
+            return Err(bad(n, "is not `<sha256>  <path>`"));
+        };
+        if !is_hex64(hash) {
+            return Err(bad(n, "does not start with 64 lower-case hex digits"));
+        }
+        let path = rest
+            .strip_prefix("  ")
+            .filter(|p| !p.starts_with([' ', '*', '\t']) && !p.ends_with([' ', '\t']))
+            .ok_or_else(|| bad(n, "is not `<sha256><two spaces><path>`"))?;
         check_path(path.as_bytes())?;
+        if !seen.insert(path) {
+            return Err(bad(n, "lists a path a second time"));
+        }
         out.push((hash.to_string(), path.to_string()));
     }
     Ok(out)

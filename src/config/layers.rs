@@ -112,10 +112,13 @@ pub(crate) fn layered_tree(file: Option<&Path>, env: &ProcessEnv) -> Result<Laye
 }
 
 fn file_trees(path: &Path) -> Result<Layered, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let text =
+        crate::secret::read_limited_text(path, crate::secret::MAX_TEXT_FILE).map_err(|e| {
+            ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?;
     let syntax = |reason: String| ConfigError::Syntax {
         path: path.to_path_buf(),
         reason,

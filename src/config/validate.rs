@@ -4,7 +4,7 @@
 
 use super::layers::Sources;
 use super::{Config, ConfigError};
-use crate::secret::Secret;
+use crate::secret::{Secret, MAX_SECRET_FILE, MAX_TEXT_FILE};
 use std::path::Path;
 
 impl Config {
@@ -18,7 +18,7 @@ impl Config {
             return Err(err("bind", format!("{:?} is not an IP address", self.bind)));
         }
         if let Some(l) = &self.license.file {
-            readable(l).map_err(|r| err("license.file", r))?;
+            readable(l, MAX_SECRET_FILE).map_err(|r| err("license.file", r))?;
         }
         self.api.token =
             secret(self.api.token_file.as_deref()).map_err(|r| err("api.token_file", r))?;
@@ -49,7 +49,7 @@ impl Config {
             ));
         }
         for k in &self.airgap.vendor_public_keys {
-            readable(k).map_err(|r| err("airgap.vendor_public_keys", r))?;
+            readable(k, MAX_SECRET_FILE).map_err(|r| err("airgap.vendor_public_keys", r))?;
         }
         let proxy = &mut self.proxy;
         proxy.username = proxy.username.take().filter(|u| !u.is_empty());
@@ -62,7 +62,7 @@ impl Config {
             ));
         }
         if let Some(ca) = &self.tls.ca_file {
-            readable(ca).map_err(|r| err("tls.ca_file", r))?;
+            readable(ca, MAX_TEXT_FILE).map_err(|r| err("tls.ca_file", r))?;
         }
         if self.retry.max < self.retry.initial {
             return Err(err(
@@ -95,8 +95,10 @@ fn secret(path: Option<&Path>) -> Result<Option<Secret>, String> {
     Ok(Some(secret))
 }
 
-fn readable(path: &Path) -> Result<(), String> {
-    std::fs::File::open(path)
+/// Checks now that `path` is a regular file under `cap` that can be read, so a FIFO, a device or
+/// a huge file is refused at startup naming the key, not met later by a job.
+fn readable(path: &Path, cap: u64) -> Result<(), String> {
+    crate::secret::read_limited(path, cap)
         .map(drop)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }

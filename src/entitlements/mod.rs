@@ -28,7 +28,7 @@ pub enum LicenseError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: std::io::Error,
+        source: crate::secret::FileError,
     },
 }
 
@@ -216,7 +216,7 @@ fn read_key(path: &Path) -> Result<Option<Secret>, LicenseError> {
     match Secret::from_file(path) {
         Ok(s) if s.is_empty() => Err(LicenseError::Empty(path.to_path_buf())),
         Ok(s) => Ok(Some(s)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.is_not_found() => Ok(None),
         Err(source) => Err(LicenseError::Unreadable {
             path: path.to_path_buf(),
             source,

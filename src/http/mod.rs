@@ -177,7 +177,8 @@ fn build_from(
             path: path.display().to_string(),
             reason,
         };
-        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+        let pem = crate::secret::read_limited(path, crate::secret::MAX_TEXT_FILE)
+            .map_err(|e| ca_err(e.to_string()))?;
         let certs =
             reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(e.to_string()))?;
         if certs.is_empty() {

@@ -137,14 +137,6 @@ pub(crate) fn etag_matches(if_none_match: &str, etag: &str) -> bool {
     })
 }
 
-fn valid_jpd_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-}
-
 /// `POST /jes/api/v1/register`.
 pub(crate) async fn register(
     State(state): State<Arc<SimState>>,
@@ -163,11 +155,11 @@ pub(crate) async fn register(
             ),
         )
     })?;
-    if !valid_jpd_id(&req.jpd_id) {
+    if !crate::state::valid_jpd_id(&req.jpd_id) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_jpd_id",
-            "jpd_id must be 1 to 128 letters, digits, '-', '_', '.' or ':'",
+            "jpd_id must be 1 to 128 letters, digits, '-', '_', '.' or ':', starting with a letter or digit",
         ));
     }
     if !license_accepted(&req.license_key, state.accepted_licenses.as_deref()) {

@@ -147,13 +147,8 @@ impl Inbox {
 /// Reads `<data_dir>/jpd_id` without making one (an import must not change a data folder it
 /// refuses a bundle for).
 pub fn read_jpd_id(data_dir: &Path) -> Result<String, AirgapError> {
-    let path = data_dir.join("jpd_id");
-    match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-        Ok(_) => Err(AirgapError::NoJpdId(path)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(AirgapError::NoJpdId(path)),
-        Err(e) => Err(AirgapError::io("read", path, e)),
-    }
+    crate::state::read_jpd_id(data_dir)?
+        .ok_or_else(|| AirgapError::NoJpdId(data_dir.join(crate::state::JPD_ID_FILE)))
 }
 
 /// Step 1: verifies the entitlements bundle `file` against `airgap.vendor_public_keys`, this
