@@ -441,4 +441,30 @@ mod tests {
         drop(first);
         assert!(LockFile::try_acquire(&p).unwrap().is_some());
     }
+
+    #[test]
+    fn jpd_id_is_made_once_adopted_with_a_checksum_and_refused_when_edited() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = open_jpd_id(dir.path(), || "jpd-made-1".into()).unwrap();
+        assert_eq!(id, "jpd-made-1");
+        assert_eq!(
+            open_jpd_id(dir.path(), || unreachable!("made twice")).unwrap(),
+            id
+        );
+        // An id from before checksums: read as it is, adopted by open_jpd_id.
+        fs::remove_file(dir.path().join(JPD_ID_SUM_FILE)).unwrap();
+        fs::write(dir.path().join(JPD_ID_FILE), "jpd-old-2").unwrap();
+        assert_eq!(read_jpd_id(dir.path()).unwrap().unwrap(), "jpd-old-2");
+        assert!(!dir.path().join(JPD_ID_SUM_FILE).exists());
+        assert_eq!(
+            open_jpd_id(dir.path(), || unreachable!()).unwrap(),
+            "jpd-old-2"
+        );
+        assert!(dir.path().join(JPD_ID_SUM_FILE).exists());
+        fs::write(dir.path().join(JPD_ID_FILE), "jpd-old-3").unwrap();
+        assert!(matches!(
+            read_jpd_id(dir.path()),
+            Err(StateError::Corrupt { .. })
+        ));
+    }
 }

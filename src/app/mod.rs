@@ -282,7 +282,18 @@ impl App {
                 } else {
                     existing_api_token(&config)?
                 };
-                (jpd_id(&data_dir)?, token)
+                // A one-off command (an import) leaves an existing id as it is; the service
+                // adds a missing checksum beside it.
+                let existing = if restart {
+                    None
+                } else {
+                    existing_jpd_id(&data_dir)?
+                };
+                let id = match existing {
+                    Some(id) => id,
+                    None => jpd_id(&data_dir)?,
+                };
+                (id, token)
             }
             Access::ReadOnly => (
                 existing_jpd_id(&data_dir)?.unwrap_or_else(|| NO_JPD_ID.into()),
