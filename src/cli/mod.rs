@@ -15,9 +15,12 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod generate;
+pub use generate::Shell;
+
 /// jfconnect: the entitlements and usage service of a JFrog Platform Deployment.
 #[derive(Debug, Parser)]
-#[command(name = "jfconnect", version, about, long_about = None)]
+#[command(name = "jfconnect", version = generate::VERSION, about, long_about = None)]
 pub struct Cli {
     /// The configuration file, a JFrog system.yaml (its `jfconnect:` and `shared:` sections);
     /// default $JFCONNECT_CONFIG, else $JFROG_HOME/jfconnect/var/etc/system.yaml when it
@@ -78,6 +81,14 @@ pub enum Command {
         #[command(subcommand)]
         action: sim::SimAction,
     },
+    /// Print the shell completion script for bash, zsh or fish.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page, jfconnect(1), in roff (`jfconnect man | man -l -`).
+    Man,
 }
 
 /// `keys` sub-commands.
@@ -206,6 +217,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Config { action } => config::run(&cli, action),
         #[cfg(feature = "sim")]
         Command::Sim { action } => sim::run(action, clock()).await,
+        Command::Completions { shell } => generate::completions(*shell, &mut std::io::stdout()),
+        Command::Man => generate::man(&mut std::io::stdout()),
     }
 }
 
@@ -235,6 +248,11 @@ async fn serve(cli: &Cli) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::failed(format!("cannot listen on {addr}: {e}")))?;
     tracing::info!(address = %addr, jpd_id = %service.jpd_id(), "jfconnect is serving");
+    // Under systemd (Type=notify) the unit is started only once the port is bound; elsewhere
+    // (no NOTIFY_SOCKET) this does nothing.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell systemd that jfconnect is ready");
+    }
     crate::server::serve(service, listener, shutdown_signal())
         .await
         .map_err(Failure::failed)
