@@ -1,6 +1,9 @@
 //! The binary's edges: exit codes 0/1/2 with one clear line on stderr, `status --json` for
 //! scripts, `enabled: false` that never fails startup, and SIGTERM that stops `serve` cleanly.
 
+mod process_support;
+use process_support::free_port;
+
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -79,14 +82,6 @@ fn status_json_is_machine_readable() {
     assert_eq!(v["registration"]["state"], "unregistered");
     assert_eq!(v["jobs"].as_array().unwrap().len(), 3);
     assert!(v["usage"]["pending"].is_u64());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_for_ping(port: u16) {

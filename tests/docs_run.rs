@@ -13,6 +13,9 @@
 //! moves the address to a free port. Background processes a block starts are stopped with the
 //! script's process group when it ends.
 
+mod process_support;
+use process_support::free_port;
+
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -86,14 +89,6 @@ fn the_marker_parser_sees_both_kinds_of_block() {
     let infos: Vec<&str> = found.iter().map(|b| b.info.as_str()).collect();
     assert_eq!(infos, ["sh", "sh illustration", "yaml"]);
     assert_eq!((found[0].line, found[0].body.as_str()), (2, "echo 1\n"));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs the `sh` blocks of `doc` in order; returns how many ran.

@@ -9,6 +9,10 @@
 //! would cost minutes of CI on two cores, and every packaging step under test is the same for
 //! either build. `scripts/package-deb` without arguments builds and packages the release binary.
 
+mod process_support;
+use process_support::free_port;
+use process_support::Killed;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -306,23 +310,6 @@ fn unpacked_binary_reads_the_shipped_example_config() {
     );
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["registration"]["state"], "unregistered");
-}
-
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One HTTP/1.1 GET; the status code and body.
