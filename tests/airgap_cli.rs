@@ -144,7 +144,7 @@ fn registered_jpd(dir: &Path) -> (PathBuf, Output) {
     assert!(o.status.success(), "{}", text(&o));
     let cfg = jpd(dir, "jpd1", &dir.join("vendor.pub"));
     let o = run_cfg(dir, &cfg, &["jobs", "run", "entitlements"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     (cfg, o)
 }
 
@@ -152,10 +152,19 @@ fn registered_jpd(dir: &Path) -> (PathBuf, Output) {
 fn full_air_gapped_round_trip_through_the_binary() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    // Register: no JES, so a registration bundle and a sentence saying what to carry.
+    // Register: no JES, so a registration bundle and a sentence saying what to carry, with
+    // its full path; the expected outcome, so exit 0 (`set -e` scripts go on).
     let (cfg, o) = registered_jpd(dir);
     let reg = outbox(&cfg, "registration");
     assert_eq!(reg.len(), 1);
+    assert!(reg[0].is_absolute());
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l == reg[0].display().to_string()),
+        "the path alone on a line, for copy and paste: {}",
+        text(&o)
+    );
     assert!(
         text(&o).contains(&reg[0].display().to_string()),
         "{}",

@@ -101,6 +101,17 @@ impl App {
     pub fn store(&self) -> Option<&Arc<crate::store_proxy::StoreProxy>> {
         self.store.as_ref()
     }
+    /// Air-gapped, before the first import: the registration bundle waiting in the outbox to
+    /// be carried to the vendor (its absolute path). `None` once entitlements are imported, in
+    /// online mode, or when no registration bundle was written.
+    pub fn registration_to_carry(&self) -> Option<std::path::PathBuf> {
+        if !self.config.airgap.enabled || self.entitlements.snapshot().current.is_some() {
+            return None;
+        }
+        let bundle = crate::transport::outbox::Outbox::from_config(&self.config, &self.jpd_id)
+            .newest(crate::bundle::Kind::Registration)?;
+        Some(std::path::absolute(&bundle).unwrap_or(bundle))
+    }
 }
 
 /// Whether building may create what is missing in the data folder.

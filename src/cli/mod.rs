@@ -11,6 +11,7 @@ use crate::app::{self, App};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::jobs::JobName;
+use crate::remote::ErrorClass;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -293,11 +294,26 @@ async fn run_job(cli: &Cli, job: JobName) -> Result<(), Failure> {
             println!("{job}: {}", report.summary);
             Ok(())
         }
-        Err(e) => Err(Failure::failed(format!(
-            "{job} job failed ({}): {}",
-            e.class, e.message
-        ))),
+        // Air-gapped, nothing can come in before a person carries the registration bundle out:
+        // that is the expected outcome of the first run, not a failure.
+        Err(e) if job == JobName::Entitlements && e.class == ErrorClass::Unavailable => {
+            match service.registration_to_carry() {
+                Some(bundle) => {
+                    println!(
+                        "{job}: no entitlements bundle imported yet; carry this registration bundle to the vendor:\n{}\nthen import the entitlements bundle they answer with `jfconnect bundle import FILE`",
+                        bundle.display()
+                    );
+                    Ok(())
+                }
+                None => Err(job_failed(job, &e)),
+            }
+        }
+        Err(e) => Err(job_failed(job, &e)),
     }
+}
+
+fn job_failed(job: JobName, e: &crate::jobs::JobError) -> Failure {
+    Failure::failed(format!("{job} job failed ({}): {}", e.class, e.message))
 }
 
 fn status(cli: &Cli, json: bool) -> Result<(), Failure> {
