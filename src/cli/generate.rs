@@ -135,53 +135,63 @@ fn collect_leaves<'a>(
 
 /// EXIT STATUS, ENVIRONMENT, FILES and SEE ALSO: what an admin of the service looks up.
 fn service_sections() -> Roff {
+    const SECTIONS: &[(&str, &[(&str, &str)])] = &[
+        (
+            "EXIT STATUS",
+            &[
+                ("0", "success"),
+                (
+                    "1",
+                    "failure (a remote refused or could not be reached, a job failed)",
+                ),
+                (
+                    "2",
+                    "bad usage or bad input (arguments, configuration, a refused bundle)",
+                ),
+            ],
+        ),
+        (
+            "ENVIRONMENT",
+            &[
+                (
+                    "JF_JFCONNECT_<KEY>",
+                    "Every configuration key, named after its path in upper case: \
+                     jfconnect.usage.spool_dir is JF_JFCONNECT_USAGE_SPOOL_DIR. Variables win \
+                     over the file.",
+                ),
+                (
+                    "JFCONNECT_LOG",
+                    "The log level or filter (error, warn, info, debug, trace); logs go to \
+                     standard error.",
+                ),
+            ],
+        ),
+        (
+            "FILES",
+            &[
+                (
+                    "/etc/jfconnect/system.yaml",
+                    "the configuration of the Debian package's service (top key jfconnect:)",
+                ),
+                (
+                    "/var/lib/jfconnect",
+                    "the service's data folder: state, keys, license, usage spool, outbox",
+                ),
+                (
+                    "/lib/systemd/system/jfconnect.service",
+                    "the systemd unit (systemctl start|stop|status jfconnect)",
+                ),
+            ],
+        ),
+    ];
     let mut roff = Roff::new();
-    roff.control("SH", ["EXIT STATUS"]);
-    for (code, meaning) in [
-        ("0", "success"),
-        (
-            "1",
-            "failure (a remote refused or could not be reached, a job failed)",
-        ),
-        (
-            "2",
-            "bad usage or bad input (arguments, configuration, a refused bundle)",
-        ),
-    ] {
-        roff.control("TP", [])
-            .text([bold(code)])
-            .text([roman(meaning)]);
-    }
-    roff.control("SH", ["ENVIRONMENT"]);
-    roff.control("TP", [])
-        .text([bold("JF_JFCONNECT_<KEY>")])
-        .text([roman(
-            "Every configuration key, named after its path in upper case: \
-         jfconnect.usage.spool_dir is JF_JFCONNECT_USAGE_SPOOL_DIR. Variables win over the file.",
-        )]);
-    roff.control("TP", [])
-        .text([bold("JFCONNECT_LOG")])
-        .text([roman(
-            "The log level or filter (error, warn, info, debug, trace); logs go to standard error.",
-        )]);
-    roff.control("SH", ["FILES"]);
-    for (path, meaning) in [
-        (
-            "/etc/jfconnect/system.yaml",
-            "the configuration of the Debian package's service (top key jfconnect:)",
-        ),
-        (
-            "/var/lib/jfconnect",
-            "the service's data folder: state, keys, license, usage spool, outbox",
-        ),
-        (
-            "/lib/systemd/system/jfconnect.service",
-            "the systemd unit (systemctl start|stop|status jfconnect)",
-        ),
-    ] {
-        roff.control("TP", [])
-            .text([bold(path)])
-            .text([roman(meaning)]);
+    for (heading, definitions) in SECTIONS {
+        roff.control("SH", [*heading]);
+        for (term, meaning) in *definitions {
+            roff.control("TP", [])
+                .text([bold(*term)])
+                .text([roman(*meaning)]);
+        }
     }
     roff.control("SH", ["SEE ALSO"]);
     roff.text([roman(
