@@ -293,23 +293,25 @@ fn unpacked_binary_reports_version_with_commit_and_date() {
 }
 
 #[test]
-fn unpacked_binary_reads_the_shipped_example_config() {
+fn unpacked_binary_checks_the_shipped_example_config_as_valid() {
     let p = package();
-    let scratch = tempfile::tempdir().unwrap();
-    // The example config is valid as shipped; only the data folder moves off this machine's
-    // /var/lib, through the variable an admin would use.
+    let existed = Path::new("/var/lib/jfconnect").exists();
     let out = run(Command::new(p.root.join("usr/bin/jfconnect"))
         .arg("--config")
         .arg(p.root.join("etc/jfconnect/system.yaml"))
-        .args(["status", "--json"])
-        .env("JF_JFCONNECT_DATA_DIR", scratch.path()));
+        .args(["config", "check"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{}",
+        "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(status["registration"]["state"], "unregistered");
+    assert!(
+        stdout.contains("data folder /var/lib/jfconnect"),
+        "{stdout}"
+    );
+    // A check creates nothing, not even the data folder it names.
+    assert_eq!(Path::new("/var/lib/jfconnect").exists(), existed);
 }
 
 /// One HTTP/1.1 GET; the status code and body.
