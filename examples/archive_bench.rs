@@ -58,6 +58,7 @@ fn main() {
     let stop = RunOptions {
         settle: Duration::ZERO,
         failpoint: Failpoints::error_at("after-archive-write"),
+        clock: std::sync::Arc::new(jfconnect::clock::SystemClock),
     };
     let cpu1 = cpu_ticks();
     let t = Instant::now();
@@ -76,6 +77,7 @@ fn main() {
     let go = RunOptions {
         settle: Duration::ZERO,
         failpoint: Failpoints::off(),
+        clock: std::sync::Arc::new(jfconnect::clock::SystemClock),
     };
     let t = Instant::now();
     let out = rt

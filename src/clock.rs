@@ -4,12 +4,17 @@
 //! test can run a week of schedule in milliseconds with a [`ManualClock`].
 
 use chrono::{DateTime, Utc};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-/// A source of the current wall-clock time.
+/// A source of the current wall-clock time and of a monotonic reading.
 pub trait Clock: Send + Sync + 'static {
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
+
+    /// A monotonic reading: never goes back, unmoved by wall-clock jumps. Only the difference
+    /// of two readings means anything (for "has 5 s passed", not for dates).
+    fn monotonic(&self) -> Duration;
 }
 
 /// The real clock.
@@ -20,35 +25,75 @@ impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
+
+    fn monotonic(&self) -> Duration {
+        static START: OnceLock<Instant> = OnceLock::new();
+        START.get_or_init(Instant::now).elapsed()
+    }
 }
 
 /// A clock that moves only when told to; for tests.
 #[derive(Debug, Clone)]
-pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+pub struct ManualClock(Arc<Mutex<ManualState>>);
+
+#[derive(Debug)]
+struct ManualState {
+    wall: DateTime<Utc>,
+    monotonic: Duration,
+}
 
 impl ManualClock {
     /// A clock standing at `start`.
     pub fn new(start: DateTime<Utc>) -> Self {
-        ManualClock(Arc::new(Mutex::new(start)))
+        ManualClock(Arc::new(Mutex::new(ManualState {
+            wall: start,
+            monotonic: Duration::ZERO,
+        })))
     }
 
-    /// Moves the clock forward by `by`.
-    pub fn advance(&self, by: std::time::Duration) {
-        let mut now = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *now += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+    fn state(&self) -> std::sync::MutexGuard<'_, ManualState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets the clock to `to`.
+    /// Moves the clock (wall and monotonic) forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let mut s = self.state();
+        s.wall += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+        s.monotonic = s.monotonic.saturating_add(by);
+    }
+
+    /// Sets the wall clock to `to` (a jump; the monotonic reading does not move).
     pub fn set(&self, to: DateTime<Utc>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = to;
+        self.state().wall = to;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.state().wall
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.state().monotonic
     }
 }
 
 /// A shared clock handle.
 pub type SharedClock = Arc<dyn Clock>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_jump_does_not_move_its_monotonic_reading() {
+        let c = ManualClock::new(DateTime::<Utc>::UNIX_EPOCH);
+        c.advance(Duration::from_secs(5));
+        c.set(DateTime::<Utc>::UNIX_EPOCH);
+        assert_eq!(c.monotonic(), Duration::from_secs(5));
+        assert_eq!(c.now(), DateTime::<Utc>::UNIX_EPOCH);
+        let s = SystemClock;
+        let a = s.monotonic();
+        assert!(s.monotonic() >= a);
+    }
+}

@@ -338,6 +338,7 @@ impl App {
                 entitlements.clone(),
                 &jpd_id,
                 Arc::new(crate::jpd::online::OnlineJpd::new(&config)?),
+                clock.clone(),
             );
             let jobs: Vec<Arc<dyn Job>> = vec![Arc::new(EntitlementsTask {
                 job: EntitlementsJob {

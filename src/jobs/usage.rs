@@ -8,6 +8,7 @@
 
 use super::scheduler::Job;
 use super::{JobError, JobName, JobReport};
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::entitlements::EntitlementsStore;
 use crate::jpd::Jpd;
@@ -26,6 +27,8 @@ pub struct UsageTask {
     pub store: Arc<EntitlementsStore>,
     /// This JPD's id.
     pub jpd_id: String,
+    /// The pipeline's clock.
+    pub clock: SharedClock,
 }
 
 #[async_trait::async_trait]
@@ -46,13 +49,14 @@ impl Job for UsageTask {
                 class: ErrorClass::Unavailable,
                 message: "the license is not registered yet, so usage cannot be sent to JCS; it will be retried after the entitlements job registers".into(),
             })?;
-        let progress = console_progress();
+        let progress = console_progress(self.clock.clone());
         let out = upload_pending(
             &self.config,
             self.transport.as_ref(),
             &self.jpd_id,
             &token,
             progress.as_ref(),
+            self.clock.clone(),
         )
         .await?;
         Ok(JobReport {
@@ -67,6 +71,8 @@ pub struct ArchivalTask {
     pub config: Arc<Config>,
     /// The JPD.
     pub jpd: Arc<dyn Jpd>,
+    /// The pipeline's clock.
+    pub clock: SharedClock,
 }
 
 #[async_trait::async_trait]
@@ -78,8 +84,14 @@ impl Job for ArchivalTask {
         self.config.archival.interval
     }
     async fn run(&self) -> Result<JobReport, JobError> {
-        let progress = console_progress();
-        let out = archive_uploaded(&self.config, self.jpd.as_ref(), progress.as_ref()).await?;
+        let progress = console_progress(self.clock.clone());
+        let out = archive_uploaded(
+            &self.config,
+            self.jpd.as_ref(),
+            progress.as_ref(),
+            self.clock.clone(),
+        )
+        .await?;
         Ok(JobReport {
             summary: out.summary(),
         })
@@ -94,6 +106,7 @@ pub fn pipeline_jobs(
     store: Arc<EntitlementsStore>,
     jpd_id: &str,
     jpd: Arc<dyn Jpd>,
+    clock: SharedClock,
 ) -> Vec<Arc<dyn Job>> {
     let config = Arc::new(config.clone());
     vec![
@@ -102,8 +115,9 @@ pub fn pipeline_jobs(
             transport,
             store,
             jpd_id: jpd_id.to_string(),
+            clock: clock.clone(),
         }),
-        Arc::new(ArchivalTask { config, jpd }),
+        Arc::new(ArchivalTask { config, jpd, clock }),
     ]
 }
 

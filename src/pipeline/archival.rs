@@ -21,6 +21,7 @@ use super::plan_store::{self, ArchiveStep, PlanHeader, PlanWriter};
 use super::progress::Progress;
 use super::spool::{self, Identity, Scanned, UsageFile};
 use super::{acquire_lock, Layout, PipelineError, RunOptions};
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::jpd::Jpd;
 use std::fs;
@@ -91,8 +92,15 @@ pub async fn archive_uploaded(
     config: &Config,
     jpd: &dyn Jpd,
     progress: &dyn Progress,
+    clock: SharedClock,
 ) -> Result<ArchivalOutcome, PipelineError> {
-    archive_uploaded_with(config, jpd, progress, &RunOptions::from_config(config)).await
+    archive_uploaded_with(
+        config,
+        jpd,
+        progress,
+        &RunOptions::from_config(config, clock),
+    )
+    .await
 }
 
 /// Finishes the active plan, then plans and archives the files uploaded since.
@@ -190,7 +198,7 @@ fn make_plan(
     config: &Config,
     opts: &RunOptions,
 ) -> Result<(Option<PlanHeader>, ScanCounts, Vec<Assembled>), PipelineError> {
-    let now = chrono::Utc::now();
+    let now = opts.clock.now();
     let planner = Planner::new(
         &host_name(),
         now.date_naive(),
@@ -202,12 +210,13 @@ fn make_plan(
     let mut first_sha = None;
     let mut built: Vec<Assembled> = Vec::new();
     let mut current: Option<(usize, ArchiveBuilder)> = None;
-    let (dir, settle, max) = (&layout.spool, opts.settle, config.usage.max_file_bytes);
+    let (dir, max) = (&layout.spool, config.usage.max_file_bytes);
     loop {
         let names = scan.next_names(512)?;
         if names.is_empty() {
             break;
         }
+        let settle = (opts.settle, opts.clock.now().into());
         let scanned = spool::par_map(
             &names,
             Deflater::new,

@@ -33,6 +33,7 @@ pub use ledger::{pipeline_counts, Counts};
 pub use progress::{console_progress, NoProgress, Progress};
 pub use upload::{upload_pending, upload_pending_with, UsageOutcome};
 
+use crate::clock::SharedClock;
 use crate::config::Config;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,21 +45,34 @@ pub const SETTLE_WINDOW: Duration = Duration::from_secs(2);
 pub use crate::config::SETTLE_ENV;
 
 /// Knobs of one run that are not configuration: tests and the demo set them.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// See [`SETTLE_WINDOW`].
     pub settle: Duration,
     /// A failpoint to stop at (see [`failpoint`]).
     pub failpoint: failpoint::Failpoints,
+    /// The only source of "now" in the pipeline (settle window, plan date and id).
+    pub clock: SharedClock,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("settle", &self.settle)
+            .field("failpoint", &self.failpoint)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunOptions {
     /// The settle window from [`SETTLE_ENV`] as captured in `config` (default
-    /// [`SETTLE_WINDOW`]) and the failpoint from `JFCONNECT_FAILPOINT` (which aborts the process).
-    pub fn from_config(config: &Config) -> Self {
+    /// [`SETTLE_WINDOW`]), the failpoint from `JFCONNECT_FAILPOINT` (which aborts the process;
+    /// only with the `failpoints` feature) and `clock`.
+    pub fn from_config(config: &Config, clock: SharedClock) -> Self {
         RunOptions {
             settle: config.env.spool_settle().unwrap_or(SETTLE_WINDOW),
             failpoint: failpoint::Failpoints::from_env(),
+            clock,
         }
     }
 }

@@ -3,10 +3,11 @@
 //! Jobs report through the [`Progress`] trait and never know which one they hold; the
 //! scheduler passes [`NoProgress`], `jobs run` passes [`console_progress`].
 
+use crate::clock::SharedClock;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Receives the progress of one phase of a run.
 pub trait Progress: Send + Sync {
@@ -28,12 +29,15 @@ impl Progress for NoProgress {
     fn finish(&self) {}
 }
 
-/// A bar on stderr when it is a terminal, else log lines at most every 5 seconds.
-pub fn console_progress() -> Box<dyn Progress> {
+/// A bar on stderr when it is a terminal, else log lines at most every 5 seconds of `clock`.
+pub fn console_progress(clock: SharedClock) -> Box<dyn Progress> {
     if std::io::stderr().is_terminal() {
         Box::new(BarProgress(Mutex::new(None)))
     } else {
-        Box::new(LogProgress(Mutex::new(LogState::default())))
+        Box::new(LogProgress {
+            state: Mutex::new(LogState::default()),
+            clock,
+        })
     }
 }
 
@@ -67,34 +71,36 @@ struct LogState {
     label: String,
     total: u64,
     done: u64,
-    last: Option<Instant>,
+    last: Duration,
 }
 
-struct LogProgress(Mutex<LogState>);
+struct LogProgress {
+    state: Mutex<LogState>,
+    clock: SharedClock,
+}
 
 impl Progress for LogProgress {
     fn start(&self, label: &str, total: u64) {
-        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         *s = LogState {
             label: label.to_string(),
             total,
             done: 0,
-            last: Some(Instant::now()),
+            last: self.clock.monotonic(),
         };
         tracing::info!("{label}: {total} to do");
     }
     fn inc(&self, n: u64) {
-        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.done += n;
-        if s.last
-            .is_some_and(|t| t.elapsed() >= Duration::from_secs(5))
-        {
-            s.last = Some(Instant::now());
+        let now = self.clock.monotonic();
+        if now.saturating_sub(s.last) >= Duration::from_secs(5) {
+            s.last = now;
             tracing::info!("{}: {}/{} done", s.label, s.done, s.total);
         }
     }
     fn finish(&self) {
-        let s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         tracing::info!("{}: {}/{} done", s.label, s.done, s.total);
     }
 }

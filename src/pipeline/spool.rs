@@ -182,8 +182,14 @@ pub fn count_candidates(dir: &Path) -> u64 {
     }
 }
 
-/// Looks at one spool entry: settled? valid? its SHA-256. Keeps the bytes when `keep`.
-pub fn examine(dir: &Path, name: &OsStr, settle: Duration, max: u64, keep: bool) -> Scanned {
+/// Looks at one spool entry: settled (by `now`)? valid? its SHA-256. Keeps the bytes when `keep`.
+pub fn examine(
+    dir: &Path,
+    name: &OsStr,
+    (settle, now): (Duration, SystemTime),
+    max: u64,
+    keep: bool,
+) -> Scanned {
     let path = dir.join(name);
     let Some(text_name) = name.to_str() else {
         return Scanned::Invalid {
@@ -202,7 +208,7 @@ pub fn examine(dir: &Path, name: &OsStr, settle: Duration, max: u64, keep: bool)
     let age = meta
         .modified()
         .ok()
-        .and_then(|m| SystemTime::now().duration_since(m).ok());
+        .and_then(|m| now.duration_since(m).ok());
     if age.is_some_and(|a| a < settle) {
         return Scanned::NotSettled;
     }
@@ -250,7 +256,7 @@ fn read_capped(path: &Path, max: u64) -> io::Result<(Vec<u8>, fs::Metadata)> {
 pub fn examine_batch(
     dir: &Path,
     names: &[OsString],
-    settle: Duration,
+    settle: (Duration, SystemTime),
     max: u64,
     keep: bool,
 ) -> Vec<Scanned> {

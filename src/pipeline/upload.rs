@@ -11,6 +11,7 @@ use super::ledger::Ledger;
 use super::progress::Progress;
 use super::spool::{self, Scanned, UsageFile};
 use super::{acquire_lock, Layout, PipelineError, RunOptions};
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::secret::Secret;
 use crate::transport::{Transport, UsageUpload};
@@ -63,8 +64,9 @@ pub async fn upload_pending(
     jpd_id: &str,
     token: &Secret,
     progress: &dyn Progress,
+    clock: SharedClock,
 ) -> Result<UsageOutcome, PipelineError> {
-    let opts = RunOptions::from_config(config);
+    let opts = RunOptions::from_config(config, clock);
     upload_pending_with(config, transport, jpd_id, token, progress, &opts).await
 }
 
@@ -96,7 +98,8 @@ pub async fn upload_pending_with(
                 break;
             }
             let dir = layout.spool.clone();
-            let (settle, max) = (opts.settle, config.usage.max_file_bytes);
+            let settle = (opts.settle, opts.clock.now().into());
+            let max = config.usage.max_file_bytes;
             let scanned = tokio::task::spawn_blocking(move || {
                 spool::examine_batch(&dir, &names, settle, max, true)
             })

@@ -2,6 +2,7 @@
 //! and a checker that opens every archive the fake JPD holds and verifies its index.
 #![allow(dead_code)]
 
+use jfconnect::clock::SystemClock;
 use jfconnect::config::Config;
 use jfconnect::jpd::memory::MemoryJpd;
 use jfconnect::pipeline::failpoint::Failpoints;
@@ -10,6 +11,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub struct Env {
@@ -74,6 +76,7 @@ pub fn opts() -> RunOptions {
     RunOptions {
         settle: Duration::from_secs(1),
         failpoint: Failpoints::off(),
+        clock: Arc::new(SystemClock),
     }
 }
 
@@ -81,6 +84,7 @@ pub fn failing_at(name: &str) -> RunOptions {
     RunOptions {
         settle: Duration::from_secs(1),
         failpoint: Failpoints::error_at(name),
+        clock: Arc::new(SystemClock),
     }
 }
 
