@@ -309,6 +309,8 @@ fn full_air_gapped_round_trip_through_the_binary() {
     assert!(text(&o).contains("registration bundle"), "{}", text(&o));
 }
 
+/// Needs the `failpoints` feature (`cargo test --features failpoints`, as scripts/test runs).
+#[cfg(feature = "failpoints")]
 #[test]
 fn usage_becomes_uploaded_only_after_its_bundle_exists() {
     let tmp = tempfile::tempdir().unwrap();

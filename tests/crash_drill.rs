@@ -3,6 +3,7 @@
 //! usage file must have reached JCS, sit in exactly one verified archive, and be gone from the
 //! spool, while quarantined files stay.
 //!
+//! Needs the `failpoints` feature (`cargo test --features failpoints --test crash_drill`).
 //! `JFCONNECT_DRILL_POINTS` sets the number of kill points (default 50; run 500 locally),
 //! `JFCONNECT_DRILL_SEED` the seed (printed, so a failure can be replayed).
 

@@ -5,7 +5,6 @@
 mod pipeline_support;
 
 use jfconnect::jpd::memory::{JpdOperation, MemoryJpd};
-use jfconnect::pipeline::failpoint::ALL;
 use jfconnect::pipeline::progress::NoProgress;
 use jfconnect::pipeline::{
     archive_uploaded_with, pipeline_counts, upload_pending_with, ArchivalOutcome, PipelineError,
@@ -14,7 +13,9 @@ use jfconnect::pipeline::{
 use jfconnect::secret::Secret;
 use jfconnect::transport::memory::MemoryTransport;
 use jfconnect::transport::{ErrorClass, TransportError};
-use pipeline_support::{archived_shas, failing_at, opts, Env};
+#[cfg(feature = "failpoints")]
+use pipeline_support::failing_at;
+use pipeline_support::{archived_shas, opts, Env};
 use std::collections::HashSet;
 
 async fn upload_all(env: &Env) {
@@ -177,6 +178,7 @@ async fn archives_split_before_max_archive_bytes() {
     assert_each_once(&jpd, &shas);
 }
 
+#[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn a_full_disk_removes_the_temp_file_names_the_folder_and_deletes_nothing() {
     let env = Env::new();
@@ -209,9 +211,10 @@ async fn quarantined_files_survive_archival() {
     assert_eq!(pipeline_counts(&env.config).quarantined, 1);
 }
 
+#[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn usage_file_survives_a_crash_at_every_durability_step() {
-    for point in ALL
+    for point in jfconnect::pipeline::failpoint::ALL
         .iter()
         .filter(|p| !p.starts_with("usage-") && !p.starts_with("quarantine"))
     {
@@ -250,6 +253,7 @@ async fn usage_file_survives_a_crash_at_every_durability_step() {
     }
 }
 
+#[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn a_crash_while_quarantining_keeps_the_file() {
     let env = Env::new();
@@ -264,6 +268,7 @@ async fn a_crash_while_quarantining_keeps_the_file() {
     assert!(env.spool_names().is_empty());
 }
 
+#[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn a_resumed_plan_rebuilds_the_identical_archive_and_skips_the_deploy() {
     let env = Env::new();

@@ -8,7 +8,9 @@ use jfconnect::pipeline::{pipeline_counts, upload_pending_with, RunOptions};
 use jfconnect::secret::Secret;
 use jfconnect::transport::memory::{MemoryTransport, Operation};
 use jfconnect::transport::{ErrorClass, TransportError};
-use pipeline_support::{failing_at, opts, Env};
+#[cfg(feature = "failpoints")]
+use pipeline_support::failing_at;
+use pipeline_support::{opts, Env};
 
 async fn upload(
     env: &Env,
@@ -56,6 +58,7 @@ async fn a_failed_upload_leaves_the_files_pending() {
     assert_eq!(out.uploaded, 5);
 }
 
+#[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn a_crash_between_acknowledgement_and_ledger_resends_as_a_duplicate() {
     let env = Env::new();
@@ -74,6 +77,7 @@ async fn a_crash_between_acknowledgement_and_ledger_resends_as_a_duplicate() {
     assert_eq!((received.len(), dups), (5, 5));
 }
 
+#[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn a_crash_after_the_ledger_does_not_resend() {
     let env = Env::new();
@@ -87,4 +91,29 @@ async fn a_crash_after_the_ledger_does_not_resend() {
     let out = upload(&env, &t, &opts()).await.unwrap();
     assert_eq!((out.uploaded, out.already_uploaded), (0, 3));
     assert_eq!(t.usage_received().1, 0);
+}
+
+/// A default build (no `failpoints` feature) ignores `JFCONNECT_FAILPOINT`: the run that would
+/// abort right after the upload finishes and records the ledger.
+#[cfg(not(feature = "failpoints"))]
+#[tokio::test]
+async fn without_the_failpoints_feature_the_variable_cannot_abort_a_run() {
+    let env = Env::new();
+    env.usage("u1.json", "art", 1, 1);
+    std::env::set_var(
+        jfconnect::pipeline::failpoint::FAILPOINT_ENV,
+        "usage-after-upload",
+    );
+    let o = RunOptions::from_config(
+        &env.config,
+        std::sync::Arc::new(jfconnect::clock::SystemClock),
+    );
+    std::env::remove_var(jfconnect::pipeline::failpoint::FAILPOINT_ENV);
+    assert_eq!(
+        o.failpoint,
+        jfconnect::pipeline::failpoint::Failpoints::off()
+    );
+    let t = MemoryTransport::default();
+    let out = upload(&env, &t, &o).await.unwrap();
+    assert_eq!(out.uploaded, 1);
 }

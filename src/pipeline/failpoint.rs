@@ -1,10 +1,11 @@
 //! Failpoints: named stops at each step of the durability order, so tests can prove that a
 //! crash between any two steps loses nothing.
 //!
-//! The real binary reads `JFCONNECT_FAILPOINT=<name>` and aborts the process (like kill -9) when
-//! it reaches that step; in-process tests set [`Failpoints::error_at`] and get an error back
-//! instead, with everything on disk exactly as a crash would leave it. Unset, a failpoint costs
-//! one comparison.
+//! Only with the `failpoints` cargo feature (off by default; the crash drill turns it on): the
+//! binary reads `JFCONNECT_FAILPOINT=<name>` and aborts the process (like kill -9) when it
+//! reaches that step; in-process tests set `Failpoints::error_at` and get an error back
+//! instead, with everything on disk exactly as a crash would leave it. Without the feature
+//! every failpoint compiles to nothing and no environment variable is read.
 
 use super::PipelineError;
 
@@ -25,6 +26,7 @@ pub const ALL: &[&str] = &[
     "after-archive-done",
 ];
 
+#[cfg(feature = "failpoints")]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 enum Mode {
     #[default]
@@ -33,52 +35,71 @@ enum Mode {
     Error(String),
 }
 
-/// Which failpoint, if any, is armed for a run.
+/// Which failpoint, if any, is armed for a run. Without the `failpoints` cargo feature it holds
+/// nothing and every method is a no-op.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Failpoints(Mode);
+pub struct Failpoints {
+    #[cfg(feature = "failpoints")]
+    mode: Mode,
+}
 
 impl Failpoints {
     /// No failpoint.
     pub fn off() -> Self {
-        Failpoints(Mode::Off)
+        Failpoints::default()
     }
 
-    /// Abort the process at the step named by `JFCONNECT_FAILPOINT`, if set.
+    /// Abort the process at the step named by `JFCONNECT_FAILPOINT`, if set; without the
+    /// `failpoints` feature the variable is not read at all.
     pub fn from_env() -> Self {
-        match std::env::var(FAILPOINT_ENV) {
-            Ok(v) if !v.trim().is_empty() => Failpoints(Mode::Abort(v.trim().to_string())),
-            _ => Failpoints(Mode::Off),
+        #[cfg(feature = "failpoints")]
+        if let Ok(v) = std::env::var(FAILPOINT_ENV) {
+            if !v.trim().is_empty() {
+                return Failpoints {
+                    mode: Mode::Abort(v.trim().to_string()),
+                };
+            }
         }
+        Failpoints::default()
     }
 
     /// Return [`PipelineError::Failpoint`] at step `name`.
+    #[cfg(feature = "failpoints")]
     pub fn error_at(name: &str) -> Self {
-        Failpoints(Mode::Error(name.to_string()))
+        Failpoints {
+            mode: Mode::Error(name.to_string()),
+        }
     }
 
     /// Called at step `name`: aborts or errors when armed for it.
+    #[inline]
     pub fn hit(&self, name: &'static str) -> Result<(), PipelineError> {
-        match &self.0 {
+        #[cfg(feature = "failpoints")]
+        match &self.mode {
             Mode::Abort(n) if n == name => {
                 eprintln!("failpoint {name}: aborting");
                 std::process::abort();
             }
-            Mode::Error(n) if n == name => Err(PipelineError::Failpoint(name)),
-            _ => Ok(()),
+            Mode::Error(n) if n == name => return Err(PipelineError::Failpoint(name)),
+            _ => {}
         }
+        let _ = name;
+        Ok(())
     }
-}
 
-impl Failpoints {
     /// Like [`Failpoints::hit`] for I/O: at step `name`, fails with "no space left on device"
     /// (error mode) so tests can see how a full disk is handled.
+    #[inline]
     pub fn io(&self, name: &'static str) -> std::io::Result<()> {
-        match &self.0 {
+        #[cfg(feature = "failpoints")]
+        match &self.mode {
             Mode::Error(n) if n == name => {
-                Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
+                return Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
             }
             Mode::Abort(n) if n == name => std::process::abort(),
-            _ => Ok(()),
+            _ => {}
         }
+        let _ = name;
+        Ok(())
     }
 }

@@ -80,6 +80,7 @@ pub fn opts() -> RunOptions {
     }
 }
 
+#[cfg(feature = "failpoints")]
 pub fn failing_at(name: &str) -> RunOptions {
     RunOptions {
         settle: Duration::from_secs(1),
