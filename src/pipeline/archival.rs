@@ -12,14 +12,14 @@
 //! Any failure stops the run with nothing deleted that is not in a verified archive; the next
 //! run resumes at the saved step. See `docs/usage-pipeline.md`.
 
-use super::archive::{Deflater, PreparedEntry};
+use super::archive::Deflater;
 use super::assemble::{self, assemble, ArchiveBuilder, Assembled};
 use super::ledger::Ledger;
 use super::plan;
 use super::plan::{PlanInput, Planner};
 use super::plan_store::{self, ArchiveStep, PlanHeader, PlanWriter};
 use super::progress::Progress;
-use super::spool::{self, Identity, Scanned, UsageFile};
+use super::spool::{self, Identity};
 use super::{acquire_lock, Layout, PipelineError, RunOptions};
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -180,14 +180,6 @@ struct ScanCounts {
     not_settled: u64,
 }
 
-/// What the planning scan found for one spool entry.
-enum PlanScan {
-    /// Uploaded: its plan input and its entry, already deflated.
-    Uploaded(UsageFile, std::io::Result<PreparedEntry>),
-    /// Anything else.
-    Other(Scanned),
-}
-
 /// Scans the spool and writes a plan of every uploaded file (blocking). In the same pass, each
 /// archive of the plan is assembled from the bytes just read and checked, so a file is read
 /// once; the archives are only temp files until the plan is committed and executed, and a
@@ -210,66 +202,51 @@ fn make_plan(
     let mut first_sha = None;
     let mut built: Vec<Assembled> = Vec::new();
     let mut current: Option<(usize, ArchiveBuilder)> = None;
-    let (dir, max) = (&layout.spool, config.usage.max_file_bytes);
-    loop {
-        let names = scan.next_names(512)?;
-        if names.is_empty() {
-            break;
-        }
-        let settle = (opts.settle, opts.clock.now().into());
-        let scanned = spool::par_map(
-            &names,
-            Deflater::new,
-            |deflater, name| match spool::examine(dir, name, settle, max, true) {
-                Scanned::Ready(mut f) if ledger.is_uploaded(&f.sha256) => {
-                    let content = std::mem::take(&mut f.content);
-                    let path = plan::entry_path(&f.head, &f.name, &f.sha256);
-                    let prepared = deflater.prepare(path, &content);
-                    PlanScan::Uploaded(f, prepared)
+    let rules = layout.scan_rules(config, opts);
+    let mut seen = spool::ScanCounts::default();
+    while let Some(found) =
+        scan.next_batch(512, &rules, &mut seen, Deflater::new, |deflater, mut f| {
+            if !ledger.is_uploaded(&f.sha256) {
+                return None;
+            }
+            let content = std::mem::take(&mut f.content);
+            let path = plan::entry_path(&f.head, &f.name);
+            let prepared = deflater.prepare(path, &content);
+            Some((f, prepared))
+        })?
+    {
+        for s in found {
+            let Some((f, prepared)) = s else {
+                counts.pending += 1;
+                continue;
+            };
+            let path = layout.spool.join(&f.name);
+            let prepared = prepared.map_err(|e| PipelineError::io("deflate", &path, e))?;
+            first_sha.get_or_insert_with(|| f.sha256.clone());
+            let Some((k, _)) = writer.add(&PlanInput {
+                name: &f.name,
+                sha256: &f.sha256,
+                head: &f.head,
+                ident: f.ident,
+            })?
+            else {
+                counts.not_settled += 1;
+                continue;
+            };
+            if current.as_ref().map(|(i, _)| *i) != Some(k) {
+                if let Some((_, b)) = current.take() {
+                    built.push(b.finish()?);
                 }
-                other => PlanScan::Other(other),
-            },
-            || PlanScan::Other(Scanned::NotSettled),
-        );
-        for s in scanned {
-            match s {
-                PlanScan::Uploaded(f, prepared) => {
-                    let path = layout.spool.join(&f.name);
-                    let prepared = prepared.map_err(|e| PipelineError::io("deflate", &path, e))?;
-                    first_sha.get_or_insert_with(|| f.sha256.clone());
-                    let (k, _) = writer.add(&PlanInput {
-                        name: &f.name,
-                        sha256: &f.sha256,
-                        head: &f.head,
-                        ident: f.ident,
-                    })?;
-                    if current.as_ref().map(|(i, _)| *i) != Some(k) {
-                        if let Some((_, b)) = current.take() {
-                            built.push(b.finish()?);
-                        }
-                        let out = assemble::archive_temp_path(layout, k);
-                        current = Some((k, ArchiveBuilder::create(layout, &out)?));
-                    }
-                    if let Some((_, b)) = current.as_mut() {
-                        b.add(&prepared, &f.sha256, &opts.failpoint)?;
-                    }
-                }
-                PlanScan::Other(Scanned::Ready(_)) => counts.pending += 1,
-                PlanScan::Other(Scanned::NotSettled) => counts.not_settled += 1,
-                PlanScan::Other(Scanned::Skipped) => {}
-                PlanScan::Other(Scanned::Invalid { name, reason }) => {
-                    spool::quarantine(
-                        &layout.spool,
-                        &layout.quarantine,
-                        &name,
-                        &reason,
-                        &opts.failpoint,
-                    )?;
-                    counts.quarantined += 1;
-                }
+                let out = assemble::archive_temp_path(layout, k);
+                current = Some((k, ArchiveBuilder::create(layout, &out)?));
+            }
+            if let Some((_, b)) = current.as_mut() {
+                b.add(&prepared, &f.sha256, &opts.failpoint)?;
             }
         }
     }
+    counts.quarantined = seen.quarantined;
+    counts.not_settled += seen.not_settled;
     if let Some((_, b)) = current.take() {
         built.push(b.finish()?);
     }
@@ -307,6 +284,9 @@ async fn execute(
     let mut prebuilt: Vec<Option<Assembled>> = prebuilt.into_iter().map(Some).collect();
     progress.start("archive", plan.total_entries());
     for (k, spec) in plan.archives.iter().enumerate() {
+        if !matches!(steps.steps[k], ArchiveStep::Done { .. }) {
+            plan_store::check_entries(layout, plan, k)?;
+        }
         if let ArchiveStep::Planned = steps.steps[k] {
             let built = match prebuilt.get_mut(k).and_then(Option::take) {
                 Some(b) => b,
@@ -430,16 +410,22 @@ fn delete_originals(
             continue;
         }
         let path = layout.spool.join(&e.spool_name);
-        match fs::symlink_metadata(&path) {
-            Ok(m) if Identity::of(&m) == e.ident => {
+        // Identity on a fresh descriptor, right before the delete: the planned file, unchanged.
+        match spool::open_regular(&path) {
+            Ok(Ok((file, m))) if e.ident.same_file(&Identity::of(&m)) => {
+                drop(file);
                 fs::remove_file(&path).map_err(|err| PipelineError::io("delete", &path, err))?;
                 if !deleted_any {
                     deleted_any = true;
                     failpoint.hit("after-delete-one")?;
                 }
             }
-            Ok(_) => {
+            Ok(Ok(_)) => {
                 tracing::warn!(file = %e.spool_name, "usage file changed after it was archived; kept");
+                continue;
+            }
+            Ok(Err(reason)) => {
+                tracing::warn!(file = %e.spool_name, %reason, "usage file was replaced after it was archived; kept");
                 continue;
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}

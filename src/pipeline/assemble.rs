@@ -93,6 +93,7 @@ pub struct ArchiveBuilder {
     index: IndexWriter,
     files: u64,
     dropped: Vec<String>,
+    names: super::plan::EntryNames,
 }
 
 impl ArchiveBuilder {
@@ -111,6 +112,7 @@ impl ArchiveBuilder {
             index: IndexWriter::new(index_spill).map_err(werr)?,
             files: 0,
             dropped: Vec::new(),
+            names: super::plan::EntryNames::default(),
         })
     }
 
@@ -125,6 +127,12 @@ impl ArchiveBuilder {
         sha256: &str,
         failpoint: &Failpoints,
     ) -> Result<(), PipelineError> {
+        if !self.names.insert(&entry.path) {
+            return Err(PipelineError::BadPlan {
+                path: self.out.clone(),
+                reason: format!("it would hold the entry {} twice", entry.path),
+            });
+        }
         let r = failpoint
             .io("archive-enospc")
             .and_then(|()| self.zip.add(entry))
@@ -142,6 +150,7 @@ impl ArchiveBuilder {
             index,
             files,
             dropped,
+            names: _,
         } = self;
         let werr = |e: io::Error| PipelineError::io("write the archive", &out, e);
         index.append_to(&mut zip).map_err(werr)?;
@@ -205,8 +214,17 @@ fn prepare_one(
 ) -> Result<Prepared, PipelineError> {
     let path = spool.join(&e.spool_name);
     let mut content = Vec::with_capacity(e.size as usize);
-    match File::open(&path).and_then(|f| f.take(e.size + 1).read_to_end(&mut content)) {
-        Ok(_) => {}
+    let read = match super::spool::open_regular(&path) {
+        Ok(Ok((f, _))) => f.take(e.size + 1).read_to_end(&mut content).map(Some),
+        Ok(Err(reason)) => {
+            tracing::warn!(file = %e.spool_name, %reason, "planned usage file was replaced; left out of the archive");
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    };
+    match read {
+        Ok(Some(_)) => {}
+        Ok(None) => return Ok(Prepared::Dropped(e.spool_name.clone())),
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
             tracing::warn!(file = %e.spool_name, "planned usage file vanished; left out of the archive");
             return Ok(Prepared::Dropped(e.spool_name.clone()));

@@ -108,6 +108,17 @@ impl Layout {
         self.root.join("archival").join("plan")
     }
 
+    /// The rules of a spool scan in a run with `opts`.
+    pub fn scan_rules(&self, config: &Config, opts: &RunOptions) -> spool::ScanRules {
+        spool::ScanRules {
+            quarantine: self.quarantine.clone(),
+            settle: opts.settle,
+            max: config.usage.max_file_bytes,
+            failpoint: opts.failpoint.clone(),
+            clock: opts.clock.clone(),
+        }
+    }
+
     /// Folder of archives being written.
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("archival").join("tmp")

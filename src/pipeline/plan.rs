@@ -11,15 +11,22 @@
 //! single file larger than the limit goes alone into its own archive.
 //!
 //! **Names.** Product names keep `[A-Za-z0-9._-]` (others become `_`, leading dots are
-//! dropped, at most 64 characters, `unknown` when nothing is left). A file name that holds
-//! anything else is cleaned the same way and gets `-<first 8 hex of its SHA-256>` appended so
-//! two cleaned names do not collide.
+//! dropped, at most 64 characters, `unknown` when nothing is left). File names are encoded
+//! reversibly, so two spool names never give one entry, not even after case folding or Unicode
+//! normalisation: `[a-z0-9._-]` stay (a leading `.` does not), every other byte of the UTF-8
+//! name becomes `%XX` (upper-case hex). An encoding longer than 255 bytes is cut at 190 bytes
+//! and ends in `~` plus the SHA-256 of the whole spool name (64 hex); `~` appears nowhere
+//! else. [`EntryNames`] refuses a path twice in one archive before it is written.
 //!
 //! Architecture invariant: this module does no I/O.
 
 use super::spool::{Identity, UsageHead};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::fmt::Write;
+use std::hash::{BuildHasher, RandomState};
 
 /// Bytes reserved per archive for `index.json`'s headers and the end records.
 pub const ARCHIVE_OVERHEAD: u64 = 1024;
@@ -48,6 +55,10 @@ pub struct ArchiveSpec {
     pub entries: u64,
     /// Upper bound of its size in bytes.
     pub estimated_bytes: u64,
+    /// SHA-256 of its entries file, checked (with `entries`) before the archive is assembled
+    /// and before any original is deleted. Absent only in plans of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries_sha256: Option<String>,
 }
 
 /// A file as the planner needs it.
@@ -89,29 +100,60 @@ pub fn product_dir(product: &str) -> String {
     }
 }
 
-/// The file name inside the archive (see the module docs).
-pub fn entry_file_name(name: &str, sha256: &str) -> String {
-    let clean = sanitize(name, 200);
-    if clean == name && !clean.is_empty() {
-        clean
-    } else {
-        let clean = if clean.is_empty() {
-            "usage".into()
+/// Longest entry file name (`NAME_MAX` of common file systems, so the archive extracts).
+pub const MAX_ENTRY_NAME: usize = 255;
+
+/// The file name inside the archive: the reversible encoding of the module docs.
+pub fn entry_file_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for (i, b) in name.bytes().enumerate() {
+        let keep = b.is_ascii_lowercase()
+            || b.is_ascii_digit()
+            || matches!(b, b'_' | b'-')
+            || (b == b'.' && i > 0);
+        if keep {
+            out.push(char::from(b));
         } else {
-            clean
-        };
-        format!("{clean}-{}", &sha256[..8.min(sha256.len())])
+            let _ = write!(out, "%{b:02X}");
+        }
     }
+    if out.len() > MAX_ENTRY_NAME {
+        let mut cut = 190;
+        // Never cut an escape in two.
+        while out.as_bytes()[cut - 1] == b'%' || out.as_bytes()[cut - 2] == b'%' {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('~');
+        out.push_str(&hex::encode(Sha256::digest(name.as_bytes())));
+    }
+    out
 }
 
-/// `YYYY-MM-DD/<product>/<file name>` of one usage file.
-pub fn entry_path(head: &UsageHead, name: &str, sha256: &str) -> String {
+/// `YYYY-MM-DD/<product>/<encoded file name>` of one usage file.
+pub fn entry_path(head: &UsageHead, name: &str) -> String {
     format!(
         "{}/{}/{}",
         head.timestamp.date_naive().format("%Y-%m-%d"),
         product_dir(&head.product),
-        entry_file_name(name, sha256)
+        entry_file_name(name)
     )
+}
+
+/// The entry paths of one archive so far, compared after case folding; holds 8 bytes per
+/// entry (a keyed hash), so a false "twice" is possible only with odds of about n²/2⁶⁵, and
+/// it only leaves a file for the next plan.
+#[derive(Debug, Default)]
+pub struct EntryNames {
+    seen: HashSet<u64>,
+    keys: RandomState,
+}
+
+impl EntryNames {
+    /// Records `path`; false when the archive already holds it.
+    pub fn insert(&mut self, path: &str) -> bool {
+        self.seen.insert(self.keys.hash_one(path.to_lowercase()))
+    }
 }
 
 /// The repository path of archive `n` (from 1) of a plan made on `day`.
@@ -157,7 +199,7 @@ impl Planner {
 
     /// Places one file; answers the index of its archive and its plan entry.
     pub fn place(&mut self, f: &PlanInput<'_>) -> (usize, PlanEntry) {
-        let path = entry_path(f.head, f.name, f.sha256);
+        let path = entry_path(f.head, f.name);
         let cost = entry_cost(&path, f.ident.size);
         let fits = self
             .archives
@@ -169,6 +211,7 @@ impl Planner {
                 name: archive_name(&self.origin, self.day, f.sha256, n),
                 entries: 0,
                 estimated_bytes: ARCHIVE_OVERHEAD,
+                entries_sha256: None,
             });
         }
         let k = self.archives.len() - 1;
@@ -215,6 +258,8 @@ mod tests {
             size,
             mtime_ns: 0,
             ino: 1,
+            dev: 1,
+            ctime_ns: 0,
         }
     }
 
@@ -228,18 +273,25 @@ mod tests {
     fn entries_are_filed_by_utc_date_of_their_timestamp_and_product() {
         let sha = "0123456789abcdef".repeat(4);
         let h = head("xray", "2024-03-01T23:30:00-02:00");
-        assert_eq!(entry_path(&h, "u1.json", &sha), "2024-03-02/xray/u1.json");
+        let _ = sha;
+        assert_eq!(entry_path(&h, "u1.json"), "2024-03-02/xray/u1.json");
     }
 
     #[test]
     fn hostile_product_and_file_names_cannot_escape_their_folder() {
         let sha = "abcdef0123456789".repeat(4);
         let h = head("../../etc", "2024-01-01T00:00:00Z");
-        let p = entry_path(&h, "a b\\c.json", &sha);
-        assert_eq!(p, "2024-01-01/_.._etc/a_b_c.json-abcdef01");
+        let _ = sha;
+        let p = entry_path(&h, "a b\\c.json");
+        assert_eq!(p, "2024-01-01/_.._etc/a%20b%5Cc.json");
         assert_eq!(product_dir(".."), "unknown");
         assert_eq!(product_dir("Jfrog Xray/2"), "Jfrog_Xray_2");
-        assert_eq!(entry_file_name("ok-1.json", &sha), "ok-1.json");
+        assert_eq!(entry_file_name("ok-1.json"), "ok-1.json");
+        assert_eq!(entry_file_name("../x"), "%2E.%2Fx");
+        assert_eq!(entry_file_name("Caf\u{e9}"), "%43af%C3%A9");
+        let long = entry_file_name(&"\u{e9}".repeat(200));
+        assert_eq!(long.len(), 189 + 1 + 64, "{long}");
+        assert!(!long[..189].contains('~'));
     }
 
     #[test]

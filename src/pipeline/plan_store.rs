@@ -8,9 +8,10 @@
 //! file fsynced, then renamed to `plan/` and its parent fsynced: a plan exists whole or not at
 //! all. Its presence means "a plan is active"; it is removed when every archive is done.
 
-use super::plan::{ArchiveSpec, PlanEntry, PlanInput, Planner};
+use super::plan::{self, ArchiveSpec, EntryNames, PlanEntry, PlanInput, Planner};
 use super::{Layout, PipelineError};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -86,7 +87,9 @@ fn tmp_plan_dir(layout: &Layout) -> PathBuf {
 pub struct PlanWriter {
     dir: PathBuf,
     planner: Planner,
-    current: Option<(usize, BufWriter<File>)>,
+    current: Option<(usize, BufWriter<File>, Sha256)>,
+    names: EntryNames,
+    digests: Vec<String>,
 }
 
 impl PlanWriter {
@@ -103,35 +106,48 @@ impl PlanWriter {
             dir,
             planner,
             current: None,
+            names: EntryNames::default(),
+            digests: Vec::new(),
         })
     }
 
-    /// Places one uploaded file into the plan; answers the index of its archive and its entry.
-    pub fn add(&mut self, f: &PlanInput<'_>) -> Result<(usize, PlanEntry), PipelineError> {
+    /// Places one uploaded file into the plan; answers the index of its archive and its entry,
+    /// or `None` when its entry path is already in the archive being filled (the same spool
+    /// name listed twice): that file is left for the next plan.
+    pub fn add(&mut self, f: &PlanInput<'_>) -> Result<Option<(usize, PlanEntry)>, PipelineError> {
+        if !self.names.insert(&plan::entry_path(f.head, f.name)) {
+            tracing::warn!(file = %f.name, "spool name listed twice; left for the next plan");
+            return Ok(None);
+        }
         let (k, entry) = self.planner.place(f);
-        if self.current.as_ref().map(|(i, _)| *i) != Some(k) {
+        if self.current.as_ref().map(|(i, _, _)| *i) != Some(k) {
             self.close_current()?;
+            self.names = EntryNames::default();
+            self.names.insert(&entry.path);
             let p = entries_file(&self.dir, k);
             let file = File::create(&p).map_err(|e| PipelineError::io("write", &p, e))?;
-            self.current = Some((k, BufWriter::new(file)));
+            self.current = Some((k, BufWriter::new(file), Sha256::new()));
         }
-        if let Some((k, w)) = &mut self.current {
+        if let Some((k, w, hash)) = &mut self.current {
             let p = entries_file(&self.dir, *k);
-            serde_json::to_writer(&mut *w, &entry)
-                .map_err(|e| PipelineError::io("write", &p, e.into()))?;
-            w.write_all(b"\n")
+            let mut line =
+                serde_json::to_vec(&entry).map_err(|e| PipelineError::io("write", &p, e.into()))?;
+            line.push(b'\n');
+            hash.update(&line);
+            w.write_all(&line)
                 .map_err(|e| PipelineError::io("write", &p, e))?;
         }
-        Ok((k, entry))
+        Ok(Some((k, entry)))
     }
 
     fn close_current(&mut self) -> Result<(), PipelineError> {
-        if let Some((k, w)) = self.current.take() {
+        if let Some((k, w, hash)) = self.current.take() {
             let p = entries_file(&self.dir, k);
             let file = w
                 .into_inner()
                 .map_err(|e| PipelineError::io("write", &p, e.into_error()))?;
             file.sync_all().map_err(|e| PipelineError::fsync(&p, e))?;
+            self.digests.push(hex::encode(hash.finalize()));
         }
         Ok(())
     }
@@ -145,7 +161,10 @@ impl PlanWriter {
         repo: &str,
     ) -> Result<Option<PlanHeader>, PipelineError> {
         self.close_current()?;
-        let archives = self.planner.into_archives();
+        let mut archives = self.planner.into_archives();
+        for (spec, digest) in archives.iter_mut().zip(std::mem::take(&mut self.digests)) {
+            spec.entries_sha256 = Some(digest);
+        }
         if archives.is_empty() {
             let _ = fs::remove_dir_all(&self.dir);
             return Ok(None);
@@ -204,6 +223,49 @@ pub fn save_progress(layout: &Layout, progress: &PlanProgress) -> Result<(), Pip
         &layout.plan_dir().join("progress.json"),
         progress,
     )?)
+}
+
+/// Checks the entries file of archive `k` against the plan: as many lines as the plan
+/// recorded, and (in plans that record it) the same SHA-256. A list cut, emptied or edited
+/// after the plan was made would let a file be deleted without being archived or land in two
+/// archives, so a mismatch stops the run before anything is assembled or deleted.
+pub fn check_entries(layout: &Layout, plan: &PlanHeader, k: usize) -> Result<(), PipelineError> {
+    let p = entries_file(&layout.plan_dir(), k);
+    let Some(spec) = plan.archives.get(k) else {
+        return Err(PipelineError::BadPlan {
+            path: p,
+            reason: format!("the plan has no archive {k}"),
+        });
+    };
+    let f = File::open(&p).map_err(|e| PipelineError::io("read", &p, e))?;
+    let mut reader = BufReader::new(f);
+    let (mut hash, mut lines, mut line) = (Sha256::new(), 0u64, Vec::new());
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| PipelineError::io("read", &p, e))?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&line);
+        lines += 1;
+    }
+    let digest = hex::encode(hash.finalize());
+    let digest_differs = spec.entries_sha256.as_ref().is_some_and(|d| *d != digest);
+    if lines != spec.entries || digest_differs {
+        return Err(PipelineError::BadPlan {
+            path: p,
+            reason: format!(
+                "its entries list was changed after the plan was made: it holds {lines} entries with SHA-256 {digest}, the plan recorded {} entries{}",
+                spec.entries,
+                spec.entries_sha256
+                    .as_ref()
+                    .map_or(String::new(), |d| format!(" with SHA-256 {d}"))
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Streams the entries of archive `k`.

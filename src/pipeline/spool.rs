@@ -22,11 +22,13 @@ use sha2::{Digest, Sha256};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// What identifies one spool file on disk, checked again before it is deleted.
+/// What identifies one spool file on disk: device, inode, size, mtime and ctime, taken with
+/// `fstat` on an open descriptor. Checked again, on a fresh descriptor, right before the file
+/// is deleted. The ctime catches a file rewritten in place with its mtime set back, which no
+/// one can set back by hand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// Size in bytes.
@@ -35,17 +37,83 @@ pub struct Identity {
     pub mtime_ns: i64,
     /// Inode number.
     pub ino: u64,
+    /// Device number (0 in plans written before it was recorded).
+    #[serde(default)]
+    pub dev: u64,
+    /// Status-change time, nanoseconds since the epoch (0 in plans written before it was
+    /// recorded).
+    #[serde(default)]
+    pub ctime_ns: i64,
 }
 
 impl Identity {
     /// The identity of a file from its metadata.
+    #[cfg(unix)]
     pub fn of(meta: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
         Identity {
             size: meta.len(),
-            mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
             ino: meta.ino(),
+            dev: meta.dev(),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
         }
     }
+
+    /// True when `now` is the file this identity was taken of, unchanged. Fields a plan of an
+    /// older version did not record (0) are not compared.
+    pub fn same_file(&self, now: &Identity) -> bool {
+        self.size == now.size
+            && self.mtime_ns == now.mtime_ns
+            && self.ino == now.ino
+            && (self.dev == 0 || self.dev == now.dev)
+            && (self.ctime_ns == 0 || self.ctime_ns == now.ctime_ns)
+    }
+}
+
+/// Opens a spool file for reading without ever blocking and without following a symlink
+/// (`O_NONBLOCK | O_NOFOLLOW | O_NOCTTY`), then checks with `fstat` on the open descriptor that
+/// it is a regular file. `Ok(Err(reason))` for anything else (FIFO, socket, device, symlink,
+/// folder): such a file is never read. Opening a FIFO this way returns at once, where a plain
+/// `open` would wait for a writer forever.
+#[cfg(unix)]
+pub fn open_regular(path: &Path) -> io::Result<Result<(fs::File, fs::Metadata), String>> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path);
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(Err("it is a symbolic link".into()))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            return Ok(Err(
+                "it is a socket or a device with nothing behind it".into()
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    let t = meta.file_type();
+    let what = if t.is_file() {
+        return Ok(Ok((file, meta)));
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_dir() {
+        "a folder"
+    } else {
+        "not a regular file"
+    };
+    Ok(Err(format!("it is {what}, not a regular file")))
 }
 
 /// The two fields jfconnect reads from a usage file.
@@ -201,9 +269,14 @@ pub fn examine(
         name: name.to_owned(),
         reason,
     };
-    let meta = match fs::symlink_metadata(&path) {
-        Ok(m) if m.is_file() => m,
-        _ => return Scanned::Skipped,
+    let (file, meta) = match open_regular(&path) {
+        Ok(Ok(v)) => v,
+        Ok(Err(reason)) => {
+            tracing::warn!(file = %text_name, %reason, "spool entry skipped");
+            return Scanned::Skipped;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Scanned::Skipped,
+        Err(e) => return invalid(format!("it cannot be opened ({e})")),
     };
     let age = meta
         .modified()
@@ -218,7 +291,7 @@ pub fn examine(
     if meta.len() > max {
         return invalid(too_large(meta.len()));
     }
-    let (content, after) = match read_capped(&path, max) {
+    let (content, after) = match read_capped(&file, max) {
         Ok(v) => v,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Scanned::Skipped,
         Err(e) => return invalid(format!("it cannot be read ({e})")),
@@ -243,29 +316,90 @@ pub fn examine(
     }
 }
 
-fn read_capped(path: &Path, max: u64) -> io::Result<(Vec<u8>, fs::Metadata)> {
-    let f = fs::File::open(path)?;
+fn read_capped(f: &fs::File, max: u64) -> io::Result<(Vec<u8>, fs::Metadata)> {
     let mut content = Vec::new();
-    (&f).take(max.saturating_add(1)).read_to_end(&mut content)?;
-    // fstat of what was read: a file replaced since the first lstat shows another inode.
+    f.take(max.saturating_add(1)).read_to_end(&mut content)?;
+    // fstat of what was read: a file written to meanwhile shows another size, mtime or ctime.
     let meta = f.metadata()?;
     Ok((content, meta))
 }
 
-/// [`examine`] for a batch of names, spread over every core; answers in the names' order.
-pub fn examine_batch(
-    dir: &Path,
-    names: &[OsString],
-    settle: (Duration, SystemTime),
-    max: u64,
-    keep: bool,
-) -> Vec<Scanned> {
-    par_map(
-        names,
-        || (),
-        |_, n| examine(dir, n, settle, max, keep),
-        || Scanned::NotSettled,
-    )
+/// What a scan saw besides the files it handed on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ScanCounts {
+    /// Names looked at.
+    pub examined: u64,
+    /// Files moved to quarantine.
+    pub quarantined: u64,
+    /// Files still being written (left for a later run).
+    pub not_settled: u64,
+}
+
+/// The rules of one scan: how settled a file must be, how large it may be, where refused
+/// files go.
+#[derive(Clone)]
+pub struct ScanRules {
+    /// The quarantine folder.
+    pub quarantine: PathBuf,
+    /// Settle window.
+    pub settle: Duration,
+    /// `usage.max_file_bytes`.
+    pub max: u64,
+    /// The run's failpoints.
+    pub failpoint: Failpoints,
+    /// The run's clock (read once per batch).
+    pub clock: crate::clock::SharedClock,
+}
+
+/// One examined name: handed on, or anything else.
+enum Examined<R> {
+    Ready(R),
+    Other(Scanned),
+}
+
+impl SpoolScan {
+    /// The one scan-and-quarantine step of the pipeline: the next batch of up to `n` names is
+    /// examined on every core, each ready file handed to `ready` on its worker thread (with a
+    /// per-thread state from `init`), invalid files quarantined here, the rest counted in
+    /// `counts`. Answers the ready files' results in listing order; `None` at the end.
+    pub fn next_batch<S, R: Send>(
+        &mut self,
+        n: usize,
+        rules: &ScanRules,
+        counts: &mut ScanCounts,
+        init: impl Fn() -> S + Sync,
+        ready: impl Fn(&mut S, UsageFile) -> R + Sync,
+    ) -> Result<Option<Vec<R>>, PipelineError> {
+        let names = self.next_names(n)?;
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let now: SystemTime = rules.clock.now().into();
+        let dir = &self.dir;
+        let scanned = par_map(
+            &names,
+            init,
+            |state, name| match examine(dir, name, (rules.settle, now), rules.max, true) {
+                Scanned::Ready(f) => Examined::Ready(ready(state, f)),
+                other => Examined::Other(other),
+            },
+            || Examined::Other(Scanned::NotSettled),
+        );
+        let mut out = Vec::with_capacity(scanned.len());
+        counts.examined += names.len() as u64;
+        for s in scanned {
+            match s {
+                Examined::Ready(r) => out.push(r),
+                Examined::Other(Scanned::Ready(_) | Scanned::Skipped) => {}
+                Examined::Other(Scanned::NotSettled) => counts.not_settled += 1,
+                Examined::Other(Scanned::Invalid { name, reason }) => {
+                    quarantine(dir, &rules.quarantine, &name, &reason, &rules.failpoint)?;
+                    counts.quarantined += 1;
+                }
+            }
+        }
+        Ok(Some(out))
+    }
 }
 
 /// Maps `items` on every core, each worker thread with its own `state` (made by `init`);

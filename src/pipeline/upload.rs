@@ -9,7 +9,7 @@
 
 use super::ledger::Ledger;
 use super::progress::Progress;
-use super::spool::{self, Scanned, UsageFile};
+use super::spool::{self, UsageFile};
 use super::{acquire_lock, Layout, PipelineError, RunOptions};
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -87,49 +87,54 @@ pub async fn upload_pending_with(
     let mut out = UsageOutcome::default();
     progress.start("upload", spool::count_candidates(&layout.spool));
     let mut scan = spool::SpoolScan::open(&layout.spool)?;
+    let rules = layout.scan_rules(config, opts);
     let mut queue: VecDeque<UsageFile> = VecDeque::new();
     let mut queued_bytes = 0u64;
     let mut exhausted = false;
     loop {
         while !exhausted && queue.len() < batch_size && queued_bytes < BATCH_BYTES {
-            let names = scan.next_names(SCAN_CHUNK.min(batch_size).max(8))?;
-            if names.is_empty() {
-                exhausted = true;
-                break;
-            }
-            let dir = layout.spool.clone();
-            let settle = (opts.settle, opts.clock.now().into());
-            let max = config.usage.max_file_bytes;
-            let scanned = tokio::task::spawn_blocking(move || {
-                spool::examine_batch(&dir, &names, settle, max, true)
+            let (l, r, n) = (
+                ledger.clone(),
+                rules.clone(),
+                SCAN_CHUNK.min(batch_size).max(8),
+            );
+            let mut counts = spool::ScanCounts::default();
+            let (back, found) = tokio::task::spawn_blocking(move || {
+                let found = scan.next_batch(
+                    n,
+                    &r,
+                    &mut counts,
+                    || (),
+                    |_, f| {
+                        if l.is_uploaded(&f.sha256) {
+                            None
+                        } else {
+                            Some(f)
+                        }
+                    },
+                );
+                (scan, found.map(|f| (f, counts)))
             })
             .await
             .map_err(|e| PipelineError::io("scan", &layout.spool, std::io::Error::other(e)))?;
-            for s in scanned {
-                match s {
-                    Scanned::Ready(f) if ledger.is_uploaded(&f.sha256) => {
+            scan = back;
+            let (found, counts) = found?;
+            let Some(found) = found else {
+                exhausted = true;
+                break;
+            };
+            out.quarantined += counts.quarantined;
+            out.not_settled += counts.not_settled;
+            progress.inc(counts.examined - found.len() as u64);
+            for f in found {
+                match f {
+                    None => {
                         out.already_uploaded += 1;
                         progress.inc(1);
                     }
-                    Scanned::Ready(f) => {
+                    Some(f) => {
                         queued_bytes += f.content.len() as u64;
                         queue.push_back(f);
-                    }
-                    Scanned::NotSettled => {
-                        out.not_settled += 1;
-                        progress.inc(1);
-                    }
-                    Scanned::Skipped => progress.inc(1),
-                    Scanned::Invalid { name, reason } => {
-                        spool::quarantine(
-                            &layout.spool,
-                            &layout.quarantine,
-                            &name,
-                            &reason,
-                            &opts.failpoint,
-                        )?;
-                        out.quarantined += 1;
-                        progress.inc(1);
                     }
                 }
             }

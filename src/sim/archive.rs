@@ -65,6 +65,7 @@ fn check<R: Read + Seek>(reader: R) -> Result<Vec<[u8; 32]>, String> {
         }
     }
     let mut seen: HashSet<String> = HashSet::new();
+    let mut folded: HashSet<String> = HashSet::new();
     for i in 0..zip.len() {
         let mut file = zip
             .by_index(i)
@@ -72,6 +73,11 @@ fn check<R: Read + Seek>(reader: R) -> Result<Vec<[u8; 32]>, String> {
         let name = file.name().to_string();
         if !seen.insert(name.clone()) {
             return Err(format!("the zip holds {name} twice"));
+        }
+        if !folded.insert(name.to_lowercase()) {
+            return Err(format!(
+                "the zip holds {name} twice (names equal after case folding)"
+            ));
         }
         if file.is_symlink() {
             return Err(format!("entry {name} is a link"));
