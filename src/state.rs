@@ -318,13 +318,24 @@ impl LockFile {
             .write(true)
             .open(path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(LockFile {
-                _file: file,
-                path: path.to_path_buf(),
-            })),
+            Ok(()) => {
+                // The holder's PID, so a refused caller can say who holds it.
+                file.set_len(0)?;
+                (&file).write_all(std::process::id().to_string().as_bytes())?;
+                Ok(Some(LockFile {
+                    _file: file,
+                    path: path.to_path_buf(),
+                }))
+            }
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+
+    /// The PID recorded by the process holding the lock at `path` (best effort: `None` when the
+    /// file is missing or holds no number).
+    pub fn holder(path: &Path) -> Option<u32> {
+        fs::read_to_string(path).ok()?.trim().parse().ok()
     }
 
     /// The locked file.
@@ -438,6 +449,7 @@ mod tests {
         let first = LockFile::try_acquire(&p).unwrap();
         assert!(first.is_some());
         assert!(LockFile::try_acquire(&p).unwrap().is_none());
+        assert_eq!(LockFile::holder(&p), Some(std::process::id()));
         drop(first);
         assert!(LockFile::try_acquire(&p).unwrap().is_some());
     }

@@ -4,7 +4,9 @@ use super::ApiError;
 use super::ApiState;
 use crate::app::App;
 use crate::entitlements::valid_at;
+use crate::jobs::scheduler::{Holder, StartError};
 use crate::jobs::JobName;
+use crate::protocol::ErrorBody;
 use crate::status;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -116,8 +118,8 @@ pub async fn jobs(State(s): State<Arc<ApiState>>) -> Json<status::StatusReport> 
     Json(status::report(&s))
 }
 
-/// `POST /api/v1/jobs/{name}/run`: run a job now (answers at once; the job runs in the
-/// background).
+/// `POST /api/v1/jobs/{name}/run`: start a job now (answers at once; the job runs in the
+/// background). 202 only when it really started; 409 naming the holder when it already runs.
 pub async fn run_job(
     State(s): State<Arc<ApiState>>,
     Path(name): Path<String>,
@@ -133,12 +135,34 @@ pub async fn run_job(
             format!("the {job} job does not run in this mode"),
         ));
     }
-    scheduler.trigger(job);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "job": job, "status": "started", "message": format!("the {job} job was asked to run now; GET /api/v1/jobs shows its outcome") })),
-    )
-        .into_response())
+    match scheduler.start(job).await {
+        Ok(()) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "job": job, "status": "started", "message": format!("the {job} job started; GET /api/v1/jobs shows its outcome") })),
+        )
+            .into_response()),
+        Err(e @ StartError::Running { holder, .. }) => {
+            let (pid, this_process) = match holder {
+                Holder::ThisProcess(pid) => (Some(pid), true),
+                Holder::Process(pid) => (Some(pid), false),
+                Holder::Unknown => (None, false),
+            };
+            let mut body = serde_json::to_value(ErrorBody::new("job_running", e.to_string()))
+                .unwrap_or_default();
+            body["holder"] = json!({ "pid": pid, "this_process": this_process });
+            Ok((StatusCode::CONFLICT, Json(body)).into_response())
+        }
+        Err(e @ StartError::Unavailable { .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_unavailable",
+            e.to_string(),
+        )),
+        Err(e @ StartError::Lock { .. }) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "local",
+            e.to_string(),
+        )),
+    }
 }
 
 #[derive(Deserialize)]

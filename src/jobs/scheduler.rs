@@ -7,7 +7,7 @@
 use super::schedule::{Backoff, Schedules};
 use super::{JobError, JobName, JobReport};
 use crate::clock::SharedClock;
-use crate::state::{self, StateError};
+use crate::state::{self, LockFile, StateError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -119,6 +119,38 @@ impl Scheduler {
             .unwrap_or(&false)
     }
 
+    /// Takes the lock of `name` (waiting up to `wait` for another run to end), or says who
+    /// holds it.
+    async fn lock(
+        &self,
+        name: JobName,
+        wait: Duration,
+    ) -> Result<(Arc<dyn Job>, LockFile), StartError> {
+        let job = self
+            .jobs
+            .get(&name)
+            .ok_or(StartError::Unavailable { job: name })?
+            .clone();
+        let path = self.lock_dir.join(format!("{name}.lock"));
+        match state::wait_for_lock(&path, wait).await {
+            Ok(Some(l)) => Ok((job, l)),
+            Ok(None) => {
+                let holder = match LockFile::holder(&path) {
+                    _ if self.is_running(name) => Holder::ThisProcess(std::process::id()),
+                    Some(pid) if pid == std::process::id() => Holder::ThisProcess(pid),
+                    Some(pid) => Holder::Process(pid),
+                    None => Holder::Unknown,
+                };
+                Err(StartError::Running {
+                    job: name,
+                    holder,
+                    path,
+                })
+            }
+            Err(source) => Err(StartError::Lock { path, source }),
+        }
+    }
+
     /// Runs `name` now, whatever its schedule, and records the outcome. Fails at once when
     /// another process holds the job's lock.
     pub async fn run_now(&self, name: JobName) -> Result<JobReport, JobError> {
@@ -139,32 +171,34 @@ impl Scheduler {
         wait: Duration,
         prepare: impl FnOnce() -> Result<(), E>,
     ) -> Result<JobReport, Prepared<E>> {
-        let job = self
-            .jobs
-            .get(&name)
-            .ok_or_else(|| {
-                Prepared::Job(JobError::local(format!(
-                    "the {name} job is not available in this mode"
-                )))
-            })?
-            .clone();
-        let lock_path = self.lock_dir.join(format!("{name}.lock"));
-        let _lock = match state::wait_for_lock(&lock_path, wait).await {
-            Ok(Some(l)) => l,
-            Ok(None) => {
-                return Err(Prepared::Job(JobError::local(format!(
-                    "another jfconnect process is running the {name} job now (lock {})",
-                    lock_path.display()
-                ))))
-            }
-            Err(e) => {
-                return Err(Prepared::Job(JobError::local(format!(
-                    "cannot take the lock {}: {e}",
-                    lock_path.display()
-                ))))
-            }
-        };
+        let (job, lock) = self
+            .lock(name, wait)
+            .await
+            .map_err(|e| Prepared::Job(JobError::local(e.to_string())))?;
         prepare().map_err(Prepared::Prepare)?;
+        self.run_locked(name, job, lock)
+            .await
+            .map_err(Prepared::Job)
+    }
+
+    /// Starts `name` in the background if nobody runs it now; answers at once. `Ok` means it
+    /// really started (its lock is taken); a running job is refused with its holder.
+    pub async fn start(self: &Arc<Self>, name: JobName) -> Result<(), StartError> {
+        let (job, lock) = self.lock(name, Duration::ZERO).await?;
+        self.set_running(name, true);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _ = me.run_locked(name, job, lock).await;
+        });
+        Ok(())
+    }
+
+    async fn run_locked(
+        &self,
+        name: JobName,
+        job: Arc<dyn Job>,
+        _lock: LockFile,
+    ) -> Result<JobReport, JobError> {
         self.set_running(name, true);
         let started = self.clock.now();
         tracing::info!(job = %name, "job started");
@@ -192,7 +226,7 @@ impl Scheduler {
         if let Err(e) = recorded {
             tracing::error!(job = %name, error = %e, "cannot record the job's outcome");
         }
-        outcome.map_err(Prepared::Job)
+        outcome
     }
 
     fn set_running(&self, name: JobName, on: bool) {
@@ -298,18 +332,87 @@ impl Scheduler {
                 }
             };
             if due {
-                let _ = self.run_now(name).await;
+                self.run_in_loop(name, stop).await;
                 continue;
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = wake.notified() => {
-                    let _ = self.run_now(name).await;
-                }
+                _ = wake.notified() => self.run_in_loop(name, stop).await,
                 _ = stop.changed() => return,
             }
         }
     }
+
+    /// One run from the job's own loop; when someone else holds the job (a CLI `jobs run`, an
+    /// API request), waits a little instead of spinning on the lock.
+    async fn run_in_loop(&self, name: JobName, stop: &mut watch::Receiver<bool>) {
+        match self.lock(name, Duration::ZERO).await {
+            Ok((job, lock)) => {
+                let _ = self.run_locked(name, job, lock).await;
+            }
+            Err(e) => {
+                tracing::debug!(job = %name, reason = %e, "not running now");
+                tokio::select! {
+                    _ = tokio::time::sleep(BUSY_RETRY) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+/// How long a job's loop waits when someone else holds the job's lock.
+const BUSY_RETRY: Duration = Duration::from_secs(5);
+
+/// Who holds a job's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// This process (its PID).
+    ThisProcess(u32),
+    /// Another process, by the PID its lock file records.
+    Process(u32),
+    /// Another process that recorded no PID.
+    Unknown,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::ThisProcess(pid) => write!(f, "in this process (PID {pid})"),
+            Holder::Process(pid) => write!(f, "in another jfconnect process (PID {pid})"),
+            Holder::Unknown => f.write_str("in another jfconnect process"),
+        }
+    }
+}
+
+/// Why a job could not start now.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Someone runs it already.
+    #[error("the {job} job is already running {holder} (lock {})", path.display())]
+    Running {
+        /// The job.
+        job: JobName,
+        /// Who runs it.
+        holder: Holder,
+        /// Its lock file.
+        path: PathBuf,
+    },
+    /// This mode has no such job.
+    #[error("the {job} job is not available in this mode")]
+    Unavailable {
+        /// The job.
+        job: JobName,
+    },
+    /// The lock file could not be used.
+    #[error("cannot take the lock {}: {source}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]

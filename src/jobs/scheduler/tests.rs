@@ -149,12 +149,13 @@ async fn two_runs_of_one_job_are_kept_apart() {
     let clock = ManualClock::new(start());
     let j = job(JobName::Usage, vec![]);
     let s = restart(&dir, &j, &clock);
-    let _held = crate::state::LockFile::try_acquire(&dir.path().join("locks").join("usage.lock"))
-        .unwrap()
-        .unwrap();
+    let lock = dir.path().join("locks").join("usage.lock");
+    let _held = crate::state::LockFile::try_acquire(&lock).unwrap().unwrap();
+    // As another process would have recorded itself.
+    std::fs::write(&lock, "4242").unwrap();
     let e = s.run_now(JobName::Usage).await.unwrap_err();
     assert!(
-        e.message.contains("another jfconnect process"),
+        e.message.contains("another jfconnect process (PID 4242)"),
         "{}",
         e.message
     );
