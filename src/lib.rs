@@ -15,6 +15,7 @@ pub mod entitlements;
 pub mod http;
 pub mod jobs;
 pub mod jpd;
+pub mod logging;
 pub mod pipeline;
 pub mod protocol;
 pub mod remote;

@@ -22,12 +22,11 @@ fn main() -> ExitCode {
         // One-off commands print their outcome; logs would repeat it.
         _ => "error",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("JFCONNECT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let settings = jfconnect::cli::log_settings(&cli);
+    if let Err(e) = jfconnect::logging::init(&settings, default_level) {
+        eprintln!("jfconnect: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -26,7 +26,11 @@ pub async fn require_token(
             "this endpoint needs Authorization: Bearer <token> (see jfconnect.api.token_file)",
         )),
         Some(t) if service.api_token().is_some_and(|k| k.ct_eq(t.trim())) => {
-            Ok(next.run(request).await)
+            let mut response = next.run(request).await;
+            response
+                .extensions_mut()
+                .insert(super::request_log::AuthenticatedUser("api-token"));
+            Ok(response)
         }
         Some(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

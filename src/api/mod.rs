@@ -11,6 +11,7 @@ mod auth;
 mod handlers;
 mod metrics;
 mod offline;
+pub mod request_log;
 
 use handlers::EntitlementsBody;
 
@@ -101,4 +102,5 @@ pub fn router(app: Arc<App>) -> Router {
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(service)
+        .layer(axum::middleware::from_fn(request_log::log_requests))
 }

@@ -191,6 +191,22 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
     Config::load(cli.config.as_deref()).map_err(Failure::bad_input)
 }
 
+/// Where and how this command logs. Only `serve` writes log files (one writer per folder keeps
+/// rotation safe); one-off commands log to stderr.
+pub fn log_settings(cli: &Cli) -> crate::logging::LogSettings {
+    let mut settings = crate::logging::LogSettings {
+        no_color: crate::config::ProcessEnv::capture().no_color(),
+        ..Default::default()
+    };
+    if let (Command::Serve, Ok(config)) = (&cli.command, load_config(cli)) {
+        settings.format = config.log.format;
+        settings.dir = config.log.dir.clone();
+        settings.max_bytes = config.log.max_bytes;
+        settings.max_files = config.log.max_files;
+    }
+    settings
+}
+
 fn clock() -> SharedClock {
     Arc::new(SystemClock)
 }

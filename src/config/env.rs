@@ -20,6 +20,7 @@ const CAPTURED: &[&str] = &[
     CONFIG_ENV,
     "JFROG_HOME",
     "HOSTNAME",
+    "NO_COLOR",
 ];
 
 /// Environment variable naming the config file when `--config` is absent.
@@ -57,6 +58,11 @@ impl ProcessEnv {
     /// The `JF_JFCONNECT_*` and `JF_SHARED_*` overrides.
     pub(crate) fn overrides(&self) -> impl Iterator<Item = (&String, &String)> {
         self.vars.iter().filter(|(k, _)| is_override(k))
+    }
+
+    /// True when `NO_COLOR` is set to anything but the empty string (no colour in logs).
+    pub fn no_color(&self) -> bool {
+        self.vars.get("NO_COLOR").is_some_and(|v| !v.is_empty())
     }
 
     /// The spool settle window set by [`SETTLE_ENV`], if any.

@@ -111,6 +111,8 @@ pub struct Config {
     pub proxy: ProxySection,
     /// `tls.*`
     pub tls: TlsSection,
+    /// Logs.
+    pub log: LogSection,
     /// `store.*`
     pub store: StoreSection,
     /// `http.*`: outbound timeouts.
@@ -318,6 +320,32 @@ pub struct TlsSection {
     pub ca_file: Option<PathBuf>,
 }
 
+/// `jfconnect.log.*`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` (JFrog's line format) or `json` (JSON lines with the same fields).
+    pub format: crate::logging::LogFormat,
+    /// Folder for `jfconnect-service.log` and `jfconnect-request.log` (written by `serve`);
+    /// none: the service log goes to stderr only and no request log is kept.
+    pub dir: Option<PathBuf>,
+    /// A log file is rotated once it passes this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept per log; older ones are deleted.
+    pub max_files: usize,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: crate::logging::LogFormat::Text,
+            dir: None,
+            max_bytes: crate::logging::DEFAULT_MAX_BYTES,
+            max_files: crate::logging::DEFAULT_MAX_FILES,
+        }
+    }
+}
+
 /// `jfconnect.store.*`
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -391,6 +419,7 @@ impl Default for Config {
             store: StoreSection::default(),
             http: HttpSection::default(),
             retry: RetrySection::default(),
+            log: LogSection::default(),
             env: ProcessEnv::default(),
             shared: Shared::default(),
             file: None,

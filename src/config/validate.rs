@@ -24,6 +24,12 @@ impl Config {
             secret(self.api.token_file.as_deref()).map_err(|r| err("api.token_file", r))?;
         self.jpd.token =
             secret(self.jpd.token_file.as_deref()).map_err(|r| err("jpd.token_file", r))?;
+        if self.log.max_bytes == 0 {
+            return Err(err("log.max_bytes", "must be at least 1".into()));
+        }
+        if self.log.max_files == 0 {
+            return Err(err("log.max_files", "must be at least 1".into()));
+        }
         if self.usage.batch_size == 0 {
             return Err(err("usage.batch_size", "must be at least 1".into()));
         }

@@ -231,7 +231,31 @@ pub fn build_client(config: &Config) -> Result<reqwest::Client, ClientError> {
     build(config).map(|o| o.client)
 }
 
+/// Adds the current trace id (a job run's or an API request's) to an outbound request, so
+/// JES, JCS, the JPD and the store can be correlated with our logs.
+pub fn traced(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match crate::logging::current_trace_id() {
+        Some(id) => request.header(crate::logging::TRACE_HEADER, id),
+        None => request,
+    }
+}
+
 impl Outbound {
+    /// A GET to `url`, carrying the trace id.
+    pub fn get(&self, url: &Url) -> reqwest::RequestBuilder {
+        traced(self.client.get(url.clone()))
+    }
+
+    /// A POST to `url`, carrying the trace id.
+    pub fn post(&self, url: &Url) -> reqwest::RequestBuilder {
+        traced(self.client.post(url.clone()))
+    }
+
+    /// A PUT to `url`, carrying the trace id.
+    pub fn put(&self, url: &Url) -> reqwest::RequestBuilder {
+        traced(self.client.put(url.clone()))
+    }
+
     /// The proxy a request to `url` goes through, if any: the same decision the client routes
     /// with (see [`routes_via`]).
     pub fn proxy_for(&self, url: &Url) -> Option<&ProxyInfo> {

@@ -43,11 +43,7 @@ impl EntitlementsJob {
             .license
             .current()
             .map_err(|e| JobError::local(e.to_string()))?
-            .ok_or_else(|| {
-                JobError::local(
-                    "no license is configured; set jfconnect.license.file or PUT /api/v1/license",
-                )
-            })?;
+            .ok_or_else(|| JobError::local(super::NO_LICENSE))?;
         let (license, from_api) = (current.key, current.from_api);
         let fingerprint = license.fingerprint();
         let snapshot = self.store.snapshot();

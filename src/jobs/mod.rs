@@ -63,7 +63,21 @@ pub struct JobError {
     pub message: String,
 }
 
+/// The entitlements job's failure when no license is set yet.
+pub const NO_LICENSE: &str =
+    "no license is configured; set jfconnect.license.file or PUT /api/v1/license";
+/// The usage job's failure before the license is registered.
+pub const NOT_REGISTERED: &str = "the license is not registered yet, so usage cannot be sent to JCS; it will be retried after the entitlements job registers";
+/// The one line logged (INFO) for the expected first-start state.
+pub const SETUP_PENDING_HINT: &str = "no license yet: set jfconnect.license.file (or JF_JFCONNECT_LICENSE_FILE) to a file holding the license key, or PUT it to /api/v1/license; jfconnect registers as soon as one is set and sends usage after that";
+
 impl JobError {
+    /// True for the expected state of a first start (no license yet, hence not registered),
+    /// which is logged once at INFO instead of as a failure.
+    pub fn is_setup_pending(&self) -> bool {
+        self.message.starts_with(NO_LICENSE) || self.message.starts_with(NOT_REGISTERED)
+    }
+
     /// A local failure (disk, config).
     pub fn local(message: impl Into<String>) -> Self {
         JobError {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
+use tracing::Instrument;
 
 /// One job the scheduler can run.
 #[async_trait::async_trait]
@@ -42,6 +43,7 @@ pub struct Scheduler {
     jobs: HashMap<JobName, Arc<dyn Job>>,
     wake: HashMap<JobName, Arc<Notify>>,
     running: Mutex<HashMap<JobName, bool>>,
+    setup_told: std::sync::atomic::AtomicBool,
     clock: SharedClock,
     backoff: Backoff,
 }
@@ -69,6 +71,7 @@ impl Scheduler {
                 .map(|j| (j.name(), Arc::new(Notify::new())))
                 .collect(),
             running: Mutex::new(HashMap::new()),
+            setup_told: std::sync::atomic::AtomicBool::new(false),
             jobs: jobs.into_iter().map(|j| (j.name(), j)).collect(),
             path,
             clock,
@@ -201,15 +204,22 @@ impl Scheduler {
     ) -> Result<JobReport, JobError> {
         self.set_running(name, true);
         let started = self.clock.now();
-        tracing::info!(job = %name, "job started");
-        let outcome = job.run().await;
-        self.set_running(name, false);
-        match &outcome {
-            Ok(r) => tracing::info!(job = %name, summary = %r.summary, "job succeeded"),
-            Err(e) => {
-                tracing::warn!(job = %name, class = %e.class, error = %e.message, "job failed")
+        let span = crate::logging::trace_span(name.as_str(), &crate::logging::new_trace_id());
+        let outcome = async {
+            tracing::debug!(job = %name, "job started");
+            let outcome = job.run().await;
+            match &outcome {
+                Ok(r) => tracing::info!(job = %name, summary = %r.summary, "job succeeded"),
+                Err(e) if e.is_setup_pending() => self.log_setup_pending(name, e),
+                Err(e) => {
+                    tracing::warn!(job = %name, class = %e.class, error = %e.message, "job failed")
+                }
             }
+            outcome
         }
+        .instrument(span)
+        .await;
+        self.set_running(name, false);
         let now = self.clock.now();
         let interval = job.interval();
         let backoff = self.backoff;
@@ -227,6 +237,19 @@ impl Scheduler {
             tracing::error!(job = %name, error = %e, "cannot record the job's outcome");
         }
         outcome
+    }
+
+    /// The expected state of a first start (no license yet, so nothing registered): one INFO
+    /// line saying what is missing and how to set it, then DEBUG; never a WARN.
+    fn log_setup_pending(&self, name: JobName, e: &JobError) {
+        if self
+            .setup_told
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::debug!(job = %name, reason = %e.message, "waiting for a license");
+        } else {
+            tracing::info!("{}", super::SETUP_PENDING_HINT);
+        }
     }
 
     fn set_running(&self, name: JobName, on: bool) {

@@ -47,7 +47,7 @@ impl Job for UsageTask {
             .map(|r| r.token)
             .ok_or_else(|| JobError {
                 class: ErrorClass::Unavailable,
-                message: "the license is not registered yet, so usage cannot be sent to JCS; it will be retried after the entitlements job registers".into(),
+                message: super::NOT_REGISTERED.into(),
             })?;
         let progress = console_progress(self.clock.clone());
         let out = upload_pending(

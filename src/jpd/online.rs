@@ -97,8 +97,7 @@ impl OnlineJpd {
     /// An authenticated GET, its network failure classified for `service`.
     async fn get(&self, url: &Url, service: &str) -> Result<crate::http::Response, TransportError> {
         self.outbound
-            .client
-            .get(url.clone())
+            .get(url)
             .bearer_auth(self.token()?.expose())
             .send()
             .await
@@ -143,8 +142,7 @@ impl Jpd for OnlineJpd {
         });
         let resp = self
             .outbound
-            .client
-            .put(url.clone())
+            .put(&url)
             .bearer_auth(self.token()?.expose())
             .header(HEADER_CHECKSUM_SHA256, sha256)
             .header(crate::http::header::CONTENT_LENGTH, size)

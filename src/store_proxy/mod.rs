@@ -83,11 +83,10 @@ impl StoreProxy {
             .map(|c| c.0.ip());
         let headers = upstream_request_headers(&parts.headers, client_ip);
         let activity = Activity::new();
-        let mut outbound = self
-            .client
-            .request(parts.method.clone(), url.clone())
-            .headers(headers)
-            .timeout(MAX_EXCHANGE);
+        let mut outbound =
+            crate::http::traced(self.client.request(parts.method.clone(), url.clone()))
+                .headers(headers)
+                .timeout(MAX_EXCHANGE);
         if has_body(&parts.headers) {
             outbound = outbound.body(body::upstream_body(body, activity.clone()));
         }

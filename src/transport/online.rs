@@ -96,8 +96,7 @@ impl Transport for OnlineTransport {
         let url = Self::endpoint(&self.jes, protocol::JES_REGISTER)?;
         let resp = self
             .outbound
-            .client
-            .post(url.clone())
+            .post(&url)
             .header(protocol::HEADER_JPD_ID, &req.jpd_id)
             .json(req)
             .send()
@@ -129,8 +128,7 @@ impl Transport for OnlineTransport {
         let url = Self::endpoint(&self.jes, protocol::JES_ENTITLEMENTS)?;
         let mut req = self
             .outbound
-            .client
-            .get(url.clone())
+            .get(&url)
             .bearer_auth(token.expose())
             .header(protocol::HEADER_JPD_ID, jpd_id);
         if let Some(tag) = etag {
@@ -176,8 +174,7 @@ impl Transport for OnlineTransport {
         };
         let resp = self
             .outbound
-            .client
-            .post(url.clone())
+            .post(&url)
             .bearer_auth(token.expose())
             .header(protocol::HEADER_JPD_ID, jpd_id)
             .json(&body)
