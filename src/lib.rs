@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod doctor;
 pub mod entitlements;
 pub mod http;
 pub mod jobs;

@@ -63,6 +63,14 @@ pub enum Command {
         #[command(subcommand)]
         action: config::ConfigAction,
     },
+    /// Check, in order, what jfconnect needs (config, data folder, license, network to JES and
+    /// JCS, the JPD and its token, the clock, air-gapped keys and outbox), one line each with a
+    /// fix for each failure; exit 0 when all pass, 1 otherwise. Creates no state.
+    Doctor {
+        /// Print JSON for scripts instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Key pairs for signing bundles (minisign-compatible files).
     Keys {
         /// What to do.
@@ -232,6 +240,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         } => run_job(&cli, *job).await,
         Command::Status { json } => status(&cli, *json),
         Command::Config { action } => config::run(&cli, action),
+        Command::Doctor { json } => doctor(&cli, *json).await,
         #[cfg(feature = "sim")]
         Command::Sim { action } => sim::run(action, clock()).await,
         Command::Completions { shell } => generate::completions(*shell, &mut std::io::stdout()),
@@ -330,6 +339,29 @@ async fn run_job(cli: &Cli, job: JobName) -> Result<(), Failure> {
 
 fn job_failed(job: JobName, e: &crate::jobs::JobError) -> Failure {
     Failure::failed(format!("{job} job failed ({}): {}", e.class, e.message))
+}
+
+async fn doctor(cli: &Cli, json: bool) -> Result<(), Failure> {
+    let report = crate::doctor::run(cli.config.as_deref(), clock()).await;
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(Failure::failed)?;
+        println!("{text}");
+    } else {
+        print!("{}", report.render());
+    }
+    if report.ok {
+        Ok(())
+    } else {
+        Err(Failure::failed(format!(
+            "doctor: {} of {} checks failed",
+            report
+                .checks
+                .iter()
+                .filter(|c| c.outcome == crate::doctor::Outcome::Fail)
+                .count(),
+            report.checks.len()
+        )))
+    }
 }
 
 fn status(cli: &Cli, json: bool) -> Result<(), Failure> {
