@@ -146,9 +146,9 @@ pub async fn run(file: Option<&Path>, clock: SharedClock) -> Report {
     };
     let mut dates = Vec::new();
     if let Some(outbound) = &outbound {
-        if !config.airgap_enabled {
-            let jes = probe_url(&config.jes_url, crate::protocol::JES_ENTITLEMENTS);
-            let jcs = probe_url(&config.jcs_url, crate::protocol::JCS_USAGE);
+        if !config.airgap.enabled {
+            let jes = probe_url(&config.jes.url, crate::protocol::JES_ENTITLEMENTS);
+            let jcs = probe_url(&config.jcs.url, crate::protocol::JCS_USAGE);
             let checks = [
                 ("JES", "jfconnect.jes.url", jes, false),
                 ("JCS", "jfconnect.jcs.url", jcs, true),
@@ -163,12 +163,12 @@ pub async fn run(file: Option<&Path>, clock: SharedClock) -> Report {
         check_jpd(&mut report, &config, outbound, &mut dates).await;
     }
     check_clock(&mut report, &dates, clock.now());
-    if config.airgap_enabled {
-        check_vendor_keys(&mut report, &config.airgap_vendor_public_keys);
+    if config.airgap.enabled {
+        check_vendor_keys(&mut report, &config.airgap.vendor_public_keys);
         check_writable_dir(
             &mut report,
             "outbox",
-            &config.airgap_outbox_dir,
+            &config.airgap.outbox_dir,
             "jfconnect.airgap.outbox_dir",
         );
     }
@@ -467,7 +467,7 @@ async fn check_jpd(
             return report.fail("Access", e.to_string(), "fix the setting named");
         }
     };
-    let base = crate::http::redact_url(&config.jpd_url);
+    let base = crate::http::redact_url(&config.jpd.url);
     match jpd.check_token().await {
         Ok(()) => report.ok("Access", format!("{base} accepts the token")),
         Err(e) => {
@@ -481,12 +481,12 @@ async fn check_jpd(
         }
     }
     match jpd
-        .storage_info(&config.archival_repo, ".jfconnect-doctor-probe")
+        .storage_info(&config.archival.repo, ".jfconnect-doctor-probe")
         .await
     {
         Ok(_) => report.ok(
             "Artifactory",
-            format!("{base} answers storage lookups in {}", config.archival_repo),
+            format!("{base} answers storage lookups in {}", config.archival.repo),
         ),
         Err(e) => report.fail(
             "Artifactory",
@@ -495,7 +495,7 @@ async fn check_jpd(
         ),
     }
     // The JPD's clock too, from any answer.
-    let url = probe_url(&config.jpd_url, crate::protocol::ACCESS_TOKEN_CHECK);
+    let url = probe_url(&config.jpd.url, crate::protocol::ACCESS_TOKEN_CHECK);
     if let Ok(resp) = outbound.get(&url).timeout(PROBE_TIMEOUT).send().await {
         if let Some(d) = resp
             .headers()

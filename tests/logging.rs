@@ -236,3 +236,82 @@ async fn trace_ids_reach_outbound_calls_and_the_request_log_keeps_secrets_out() 
         ("00112233aabbccdd", "api-token", "200")
     );
 }
+
+#[test]
+fn log_keys_switch_serve_to_json_lines_in_the_log_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("system.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jfconnect:\n  data_dir: {}\n  port: {port}\n  bind: 127.0.0.1\n  jes:\n    url: http://127.0.0.1:9\n  log:\n    format: json\n    dir: {}\n",
+            dir.path().join("data").display(),
+            logs.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jfconnect"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .env_remove("JFCONNECT_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answered = loop {
+        assert!(Instant::now() < deadline, "serve never answered");
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::Write;
+            let _ = s.write_all(
+                b"GET /api/v1/system/ping?secret=Q HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            );
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            if answer.starts_with("HTTP/1.1 200") {
+                break answer;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(answered.to_ascii_lowercase().contains("x-jfrog-trace-id:"));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline + Duration::from_secs(15));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let service = std::fs::read_to_string(logs.join(logging::SERVICE_LOG)).unwrap();
+    for text in [&err, &service] {
+        assert!(!text.is_empty());
+        for line in text.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert_eq!(v["service"], "jfcon");
+            assert!(v["level"].is_string() && v["module"].is_string() && v["line"].is_u64());
+        }
+    }
+    assert!(service.contains("jfconnect is serving"), "{service}");
+    let requests = std::fs::read_to_string(logs.join(logging::REQUEST_LOG)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(requests.lines().next().unwrap()).unwrap();
+    assert_eq!(v["path"], "/api/v1/system/ping");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["user"], "anonymous");
+    assert!(!requests.contains("secret"));
+}
