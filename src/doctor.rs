@@ -114,12 +114,9 @@ pub async fn run(file: Option<&Path>, clock: SharedClock) -> Report {
         ok: true,
         checks: Vec::new(),
     };
-    let shown = file
-        .map(|f| f.display().to_string())
-        .unwrap_or_else(|| "no file: defaults and JF_JFCONNECT_* variables".into());
     let config = match Config::load(file) {
         Ok(c) => {
-            report.ok("config", format!("valid ({shown})"));
+            report.ok("config", format!("valid: {}", c.file_description()));
             c
         }
         Err(e) => {
