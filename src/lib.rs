@@ -22,6 +22,7 @@ pub mod protocol;
 pub mod remote;
 pub mod secret;
 pub mod server;
+pub mod server_tls;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod state;

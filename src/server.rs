@@ -23,6 +23,39 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
+    serve_tls(service, listener, None, shutdown).await
+}
+
+/// As [`serve`], over HTTPS when `tls` is given (see [`crate::server_tls::acceptor`]).
+pub async fn serve_tls(
+    service: Arc<App>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    match tls {
+        None => run(service, listener, shutdown).await,
+        Some(acceptor) => {
+            use axum::serve::ListenerExt;
+            let listener = crate::server_tls::TlsListener::new(listener, acceptor)
+                .map_err(AppError::Server)?
+                // The identity tap makes axum hand the peer address to ConnectInfo.
+                .tap_io(|_| {});
+            run(service, listener, shutdown).await
+        }
+    }
+}
+
+async fn run<L>(
+    service: Arc<App>,
+    listener: L,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    for<'a> std::net::SocketAddr:
+        axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut background = tokio::task::JoinSet::new();
     if let Some(s) = &service.scheduler() {

@@ -269,17 +269,20 @@ async fn serve(cli: &Cli) -> Result<(), Failure> {
     );
     let _serving = app::ServeLock::acquire(&config.data_dir).map_err(Failure::failed)?;
     let addr = format!("{}:{}", config.bind, config.port);
+    // A bad certificate or key is bad input: refused before anything starts.
+    let tls = crate::server_tls::acceptor(&config).map_err(Failure::bad_input)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let service = Arc::new(App::build(config, clock(), None, true)?);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| Failure::failed(format!("cannot listen on {addr}: {e}")))?;
-    tracing::info!(address = %addr, jpd_id = %service.jpd_id(), "jfconnect is serving");
+    tracing::info!(address = %format!("{scheme}://{addr}"), jpd_id = %service.jpd_id(), "jfconnect is serving");
     // Under systemd (Type=notify) the unit is started only once the port is bound; elsewhere
     // (no NOTIFY_SOCKET) this does nothing.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "cannot tell systemd that jfconnect is ready");
     }
-    crate::server::serve(service, listener, shutdown_signal())
+    crate::server::serve_tls(service, listener, tls, shutdown_signal())
         .await
         .map_err(Failure::failed)
 }

@@ -318,6 +318,18 @@ pub struct ProxySection {
 pub struct TlsSection {
     /// Extra trusted CA certificates (PEM).
     pub ca_file: Option<PathBuf>,
+    /// HTTPS on the ports jfconnect serves.
+    pub server: TlsServerSection,
+}
+
+/// `jfconnect.tls.server.*`: set both to serve HTTPS.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsServerSection {
+    /// The server certificate chain (PEM, leaf first).
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM: PKCS#8, RSA or SEC1).
+    pub key_file: Option<PathBuf>,
 }
 
 /// `jfconnect.log.*`

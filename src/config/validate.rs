@@ -24,6 +24,25 @@ impl Config {
             secret(self.api.token_file.as_deref()).map_err(|r| err("api.token_file", r))?;
         self.jpd.token =
             secret(self.jpd.token_file.as_deref()).map_err(|r| err("jpd.token_file", r))?;
+        match (&self.tls.server.cert_file, &self.tls.server.key_file) {
+            (Some(_), None) => {
+                return Err(err(
+                    "tls.server.key_file",
+                    "is needed with tls.server.cert_file (both or neither)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "tls.server.cert_file",
+                    "is needed with tls.server.key_file (both or neither)".into(),
+                ))
+            }
+            (Some(c), Some(k)) => {
+                readable(c).map_err(|r| err("tls.server.cert_file", r))?;
+                readable(k).map_err(|r| err("tls.server.key_file", r))?;
+            }
+            (None, None) => {}
+        }
         if self.log.max_bytes == 0 {
             return Err(err("log.max_bytes", "must be at least 1".into()));
         }
