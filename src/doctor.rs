@@ -417,7 +417,7 @@ async fn check_remote(
     let status = resp.status().as_u16();
     let date = resp
         .headers()
-        .get(reqwest::header::DATE)
+        .get("date")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
         .map(|d| d.with_timezone(&Utc));
@@ -496,7 +496,7 @@ async fn check_jpd(
     if let Ok(resp) = outbound.get(&url).timeout(PROBE_TIMEOUT).send().await {
         if let Some(d) = resp
             .headers()
-            .get(reqwest::header::DATE)
+            .get("date")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
         {

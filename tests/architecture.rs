@@ -13,13 +13,14 @@ use std::path::Path;
 /// The layers, bottom first. A module imports only from layers below its own.
 const LAYERS: &[&[&str]] = &[
     &["clock", "secret", "remote"],
+    &["logging"],
     &["protocol", "config", "state"],
-    &["entitlements", "bundle", "http"],
+    &["entitlements", "bundle", "http", "server_tls"],
     &["jpd", "transport", "store_proxy"],
     &["pipeline"],
     &["jobs"],
     &["app"],
-    &["status"],
+    &["status", "doctor"],
     &["api"],
     &["server"],
     &["sim"],
