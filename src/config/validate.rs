@@ -38,8 +38,8 @@ impl Config {
                 ))
             }
             (Some(c), Some(k)) => {
-                readable(c).map_err(|r| err("tls.server.cert_file", r))?;
-                readable(k).map_err(|r| err("tls.server.key_file", r))?;
+                readable(c, MAX_TEXT_FILE).map_err(|r| err("tls.server.cert_file", r))?;
+                readable(k, MAX_SECRET_FILE).map_err(|r| err("tls.server.key_file", r))?;
             }
             (None, None) => {}
         }
