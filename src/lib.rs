@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod doctor;
 pub mod entitlements;
+pub mod grpc;
 pub mod http;
 pub mod jobs;
 pub mod jpd;

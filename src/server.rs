@@ -16,32 +16,49 @@ use tokio::sync::watch;
 /// How long running jobs get to finish after a shutdown signal, and the HTTP server to drain.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
-/// Serves the API on `listener` and runs the jobs until `shutdown` completes; then stops
-/// accepting, lets running jobs finish or checkpoint, and returns within ~10 s.
-pub async fn serve(
-    service: Arc<App>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), AppError> {
-    serve_tls(service, listener, None, shutdown).await
+/// The bound ports `serve` answers on.
+pub struct Listeners {
+    /// The HTTP API (`port`).
+    pub http: TcpListener,
+    /// The gRPC port (`grpc.port`), when `grpc.enabled`.
+    pub grpc: Option<TcpListener>,
 }
 
-/// As [`serve`], over HTTPS when `tls` is given (see [`crate::server_tls::acceptor`]).
+impl From<TcpListener> for Listeners {
+    fn from(http: TcpListener) -> Self {
+        Listeners { http, grpc: None }
+    }
+}
+
+/// Serves the API (and gRPC, when given a listener for it) and runs the jobs until
+/// `shutdown` completes; then stops accepting, answers held long-polls and ends watch
+/// streams, lets running jobs finish or checkpoint, and returns within ~10 s.
+pub async fn serve(
+    service: Arc<App>,
+    listeners: impl Into<Listeners>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    serve_tls(service, listeners, None, shutdown).await
+}
+
+/// As [`serve`], over HTTPS (and gRPC over TLS) when `tls` is given (see
+/// [`crate::server_tls::acceptor`]).
 pub async fn serve_tls(
     service: Arc<App>,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
-    match tls {
-        None => run(service, listener, shutdown).await,
+    let Listeners { http, grpc } = listeners.into();
+    match tls.clone() {
+        None => run(service, http, grpc, tls, shutdown).await,
         Some(acceptor) => {
             use axum::serve::ListenerExt;
-            let listener = crate::server_tls::TlsListener::new(listener, acceptor)
+            let listener = crate::server_tls::TlsListener::new(http, acceptor)
                 .map_err(AppError::Server)?
                 // The identity tap makes axum hand the peer address to ConnectInfo.
                 .tap_io(|_| {});
-            run(service, listener, shutdown).await
+            run(service, listener, grpc, tls, shutdown).await
         }
     }
 }
@@ -49,6 +66,8 @@ pub async fn serve_tls(
 async fn run<L>(
     service: Arc<App>,
     listener: L,
+    grpc: Option<TcpListener>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError>
 where
@@ -58,6 +77,25 @@ where
 {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut background = tokio::task::JoinSet::new();
+    background.spawn(service.feed().clone().follow(stop_rx.clone()));
+    if let Some(grpc) = grpc {
+        let server = crate::grpc::GrpcServer {
+            feed: service.feed().subscribe(),
+            token: service.api_token().cloned(),
+            clock: service.clock().clone(),
+            tls: tls.clone(),
+            limits: crate::grpc::Limits::default(),
+        };
+        let mut grpc_stop = stop_rx.clone();
+        background.spawn(async move {
+            let stopped = async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = server.serve(grpc, stopped).await {
+                tracing::error!(error = %e, "the gRPC port stopped");
+            }
+        });
+    }
     if let Some(s) = &service.scheduler() {
         background.spawn(Arc::clone(s).run_forever(stop_rx.clone(), SHUTDOWN_GRACE));
         background.spawn(watch_license(service.clone(), stop_rx.clone()));

@@ -21,7 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["jobs"],
     &["app"],
     &["status", "doctor"],
-    &["api"],
+    &["api", "grpc"],
     &["server"],
     &["sim"],
     &["demo"],

@@ -1,4 +1,4 @@
-//! Route handlers: small functions over the shared [`App`].
+//! Route handlers: small functions over the shared [`ApiState`].
 
 use super::ApiError;
 use super::ApiState;
@@ -44,73 +44,6 @@ fn disabled() -> ApiError {
         "disabled",
         "jfconnect is disabled (jfconnect.enabled: false)",
     )
-}
-
-/// The last rendered `GET /api/v1/entitlements` body, keyed by the store's version and the
-/// second it was rendered in (`age_seconds` changes once a second). Products poll this route
-/// hard; rendering once a second instead of once a request is most of its cost.
-#[derive(Default)]
-pub struct EntitlementsBody(std::sync::Mutex<Option<((u64, i64), Bytes)>>);
-
-/// `GET /api/v1/entitlements`: the entitlements valid now, with their age.
-pub async fn entitlements(State(s): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    if !s.config().enabled {
-        return Err(disabled());
-    }
-    let now = s.clock().now();
-    let key = (s.entitlements().version(), now.timestamp());
-    let cached = s
-        .entitlements_body
-        .0
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .filter(|(k, _)| *k == key)
-        .map(|(_, body)| body.clone());
-    let body = match cached {
-        Some(body) => body,
-        None => {
-            let body = render_entitlements(&s, now)?;
-            *s.entitlements_body
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some((key, body.clone()));
-            body
-        }
-    };
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response())
-}
-
-fn render_entitlements(s: &App, now: chrono::DateTime<chrono::Utc>) -> Result<Bytes, ApiError> {
-    let state = s.entitlements().snapshot();
-    let Some(current) = state.current.as_ref() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_entitlements",
-            "no entitlements have been received yet; GET /api/v1/jobs shows why",
-        ));
-    };
-    let served = valid_at(&current.entitlements, now);
-    let body = json!({
-        "jpd_id": s.jpd_id(),
-        "subscription_id": served.subscription_id,
-        "subscription_type": served.subscription_type,
-        "entitlements": served.entitlements,
-        "fetched_at": current.fetched_at,
-        "confirmed_at": current.confirmed_at,
-        "age_seconds": (now - current.confirmed_at).num_seconds().max(0),
-    });
-    serde_json::to_vec(&body).map(Bytes::from).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "local",
-            format!("cannot render the entitlements: {e}"),
-        )
-    })
 }
 
 /// `GET /api/v1/jobs`: each job's last and next run and last error.

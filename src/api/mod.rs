@@ -12,8 +12,9 @@ mod handlers;
 mod metrics;
 mod offline;
 pub mod request_log;
+mod watch;
 
-use handlers::EntitlementsBody;
+use watch::EntitlementsBody;
 
 use crate::app::App;
 use crate::protocol::ErrorBody;
@@ -84,7 +85,8 @@ pub fn router(app: Arc<App>) -> Router {
     };
     let guarded = Router::new()
         .route("/api/v1/system/jpd_id", get(handlers::jpd_id))
-        .route("/api/v1/entitlements", get(handlers::entitlements))
+        .route("/api/v1/entitlements", get(watch::entitlements))
+        .route("/api/v1/entitlements/check", get(watch::check))
         .route("/api/v1/jobs", get(handlers::jobs))
         .route("/api/v1/jobs/{name}/run", post(handlers::run_job))
         .route("/api/v1/license", put(handlers::put_license))

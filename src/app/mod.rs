@@ -12,6 +12,7 @@ pub use serve_lock::{ServeLock, ServeLockError};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::entitlements::feed::{EntitlementsFeed, Source};
 use crate::entitlements::{EntitlementsStore, LicenseSource};
 use crate::jobs::entitlements::EntitlementsJob;
 use crate::jobs::schedule::Backoff;
@@ -64,6 +65,7 @@ pub struct App {
     store: Option<Arc<crate::store_proxy::StoreProxy>>,
     outbox: Option<Outbox>,
     inbox: Option<Inbox>,
+    feed: Arc<EntitlementsFeed>,
 }
 
 impl App {
@@ -88,6 +90,10 @@ impl App {
     /// Registration and entitlements.
     pub fn entitlements(&self) -> &Arc<EntitlementsStore> {
         &self.entitlements
+    }
+    /// The entitlements as products see them (HTTP watch, gRPC).
+    pub fn feed(&self) -> &Arc<EntitlementsFeed> {
+        &self.feed
     }
     /// Where the license is read from.
     pub fn license(&self) -> &LicenseSource {
@@ -375,7 +381,20 @@ impl App {
             ))),
             _ => None,
         };
+        let source = if config.airgap.enabled {
+            Source::AirGapped
+        } else {
+            Source::Connected
+        };
+        let feed = Arc::new(EntitlementsFeed::new(
+            entitlements.clone(),
+            clock.clone(),
+            &jpd_id,
+            source,
+            config.enabled,
+        ));
         Ok(App {
+            feed,
             store,
             outbox,
             inbox,

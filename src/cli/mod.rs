@@ -276,13 +276,30 @@ async fn serve(cli: &Cli) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| Failure::failed(format!("cannot listen on {addr}: {e}")))?;
+    let grpc = if service.config().grpc.enabled {
+        let grpc_addr = format!("{}:{}", service.config().bind, service.config().grpc.port);
+        let grpc = tokio::net::TcpListener::bind(&grpc_addr).await.map_err(|e| {
+            Failure::bad_input(format!(
+                "cannot listen on {grpc_addr} for gRPC (jfconnect.grpc.port, {}): {e}; choose another port or set jfconnect.grpc.enabled to false",
+                crate::config::env_name("grpc.port"),
+            ))
+        })?;
+        tracing::info!(address = %grpc_addr, "gRPC (jfconnect.v1.Entitlements) is serving");
+        Some(grpc)
+    } else {
+        None
+    };
     tracing::info!(address = %format!("{scheme}://{addr}"), jpd_id = %service.jpd_id(), "jfconnect is serving");
     // Under systemd (Type=notify) the unit is started only once the port is bound; elsewhere
     // (no NOTIFY_SOCKET) this does nothing.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "cannot tell systemd that jfconnect is ready");
     }
-    crate::server::serve_tls(service, listener, tls, shutdown_signal())
+    let listeners = crate::server::Listeners {
+        http: listener,
+        grpc,
+    };
+    crate::server::serve_tls(service, listeners, tls, shutdown_signal())
         .await
         .map_err(Failure::failed)
 }

@@ -85,8 +85,10 @@ pub struct Config {
     pub enabled: bool,
     /// HTTP API port.
     pub port: u16,
-    /// Address the HTTP API binds to.
+    /// Address the HTTP API (and the gRPC port) binds to.
     pub bind: String,
+    /// `grpc.*`: the gRPC port products read entitlements from.
+    pub grpc: GrpcSection,
     /// Where state, keys, locks and quarantine live.
     pub data_dir: PathBuf,
     /// `license.*`
@@ -131,6 +133,25 @@ pub struct Config {
     /// Where each key's value came from.
     #[serde(skip)]
     pub sources: Sources,
+}
+
+/// `jfconnect.grpc.*`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcSection {
+    /// Whether the gRPC port is served.
+    pub enabled: bool,
+    /// The gRPC port.
+    pub port: u16,
+}
+
+impl Default for GrpcSection {
+    fn default() -> Self {
+        GrpcSection {
+            enabled: true,
+            port: 8035,
+        }
+    }
 }
 
 /// `jfconnect.license.*`
@@ -416,6 +437,7 @@ impl Default for Config {
             enabled: true,
             port: 8030,
             bind: "0.0.0.0".into(),
+            grpc: GrpcSection::default(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             license: LicenseSection::default(),
             api: ApiSection::default(),
@@ -525,6 +547,16 @@ impl Config {
             .filter(|b| b.parse::<std::net::IpAddr>().is_ok())
         {
             c.bind = b.to_string();
+        }
+        if let Some(serde_yaml::Value::Bool(false)) = layers::lookup(&tree, "grpc.enabled") {
+            c.grpc.enabled = false;
+        }
+        if let Some(p) = layers::lookup(&tree, "grpc.port")
+            .and_then(serde_yaml::Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+        {
+            c.grpc.port = p;
         }
         Some(c)
     }

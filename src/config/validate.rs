@@ -14,6 +14,9 @@ impl Config {
         if self.port == 0 {
             return Err(err("port", "0 is not a port; use 1-65535".into()));
         }
+        if self.grpc.port == 0 {
+            return Err(err("grpc.port", "0 is not a port; use 1-65535".into()));
+        }
         if self.bind.parse::<std::net::IpAddr>().is_err() {
             return Err(err("bind", format!("{:?} is not an IP address", self.bind)));
         }

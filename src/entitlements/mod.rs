@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
+pub mod feed;
+
 /// Why the license could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LicenseError {
@@ -84,7 +86,7 @@ pub struct Rejection {
 pub struct EntitlementsStore {
     path: PathBuf,
     current: RwLock<EntitlementsState>,
-    version: std::sync::atomic::AtomicU64,
+    version: tokio::sync::watch::Sender<u64>,
 }
 
 impl EntitlementsStore {
@@ -103,7 +105,7 @@ impl EntitlementsStore {
         Ok(EntitlementsStore {
             path,
             current: RwLock::new(current),
-            version: std::sync::atomic::AtomicU64::new(0),
+            version: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -114,7 +116,12 @@ impl EntitlementsStore {
 
     /// A number that changes whenever the state changes (for caches of derived views).
     pub fn version(&self) -> u64 {
-        self.version.load(std::sync::atomic::Ordering::Acquire)
+        *self.version.borrow()
+    }
+
+    /// A receiver woken after each change (its value is [`EntitlementsStore::version`]).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
     }
 
     /// A copy of the current state.
@@ -138,8 +145,8 @@ impl EntitlementsStore {
             source,
         })?;
         *guard = next;
-        self.version
-            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        drop(guard);
+        self.version.send_modify(|v| *v += 1);
         Ok(())
     }
 }

@@ -119,6 +119,22 @@ impl Sim {
             .unwrap()
     }
 
+    /// Serves `features` of product `xray` from now on (`POST /_sim/entitlements`).
+    pub async fn set_xray_features(&self, features: &[&str]) {
+        let entitlements: Vec<_> = features
+            .iter()
+            .map(|f| serde_json::json!({"product": "xray", "feature": f}))
+            .collect();
+        let r = self
+            .http
+            .post(self.url("/_sim/entitlements"))
+            .json(&serde_json::json!({ "entitlements": entitlements }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
     pub async fn set_faults(&self, specs: &[&str]) -> reqwest::Response {
         self.http
             .post(self.url("/_sim/faults"))
