@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 fn jfconnect(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_jfconnect"));
+    // Parallel tests must not all bind the default gRPC port.
+    c.env("JF_JFCONNECT_GRPC_ENABLED", "false");
     c.current_dir(dir)
         .env_remove("HTTPS_PROXY")
         .env_remove("HTTP_PROXY");

@@ -77,14 +77,23 @@ impl Service {
         format!("http://{}{path}", self.http)
     }
 
+    /// Asks for a run now; a 409 means a run (the first scheduled one) holds the job, so ask
+    /// again until one starts (bounded).
     async fn run_entitlements_job(&self, http: &reqwest::Client) {
-        let r = http
-            .post(self.url("/api/v1/jobs/entitlements/run"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
+        for _ in 0..200 {
+            let r = http
+                .post(self.url("/api/v1/jobs/entitlements/run"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 202 {
+                return;
+            }
+            assert_eq!(r.status(), 409);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the entitlements job never started");
     }
 
     /// The current ETag, waiting (bounded) for the first entitlements.

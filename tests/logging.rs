@@ -59,6 +59,8 @@ fn first_start_logs_one_info_line_for_the_missing_license_no_warn_no_colour() {
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_jfconnect"))
+        // Parallel tests must not all bind the default gRPC port.
+        .env("JF_JFCONNECT_GRPC_ENABLED", "false")
         .arg("--config")
         .arg(&cfg)
         .arg("serve")
@@ -257,6 +259,8 @@ fn log_keys_switch_serve_to_json_lines_in_the_log_folder() {
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_jfconnect"))
+        // Parallel tests must not all bind the default gRPC port.
+        .env("JF_JFCONNECT_GRPC_ENABLED", "false")
         .arg("--config")
         .arg(&cfg)
         .arg("serve")

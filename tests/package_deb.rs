@@ -372,6 +372,8 @@ fn unpacked_service_tells_systemd_ready_and_serves_entitlements_from_the_simulat
             .arg(p.root.join("etc/jfconnect/system.yaml"))
             .arg("serve")
             .env("NOTIFY_SOCKET", &notify_path)
+            // Parallel tests must not all bind the default gRPC port.
+            .env("JF_JFCONNECT_GRPC_ENABLED", "false")
             .env("JF_JFCONNECT_DATA_DIR", &data)
             .env("JF_JFCONNECT_BIND", "127.0.0.1")
             .env("JF_JFCONNECT_PORT", port.to_string())

@@ -62,6 +62,8 @@ fn config(dir: &Path, port: u16, cert: &Path, key: &Path) -> PathBuf {
 
 fn jfconnect(cfg: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_jfconnect"));
+    // Parallel tests must not all bind the default gRPC port.
+    c.env("JF_JFCONNECT_GRPC_ENABLED", "false");
     c.arg("--config").arg(cfg).arg("serve");
     c.env_remove("HTTPS_PROXY").env_remove("HTTP_PROXY");
     c

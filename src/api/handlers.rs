@@ -2,8 +2,6 @@
 
 use super::ApiError;
 use super::ApiState;
-use crate::app::App;
-use crate::entitlements::valid_at;
 use crate::jobs::scheduler::{Holder, StartError};
 use crate::jobs::JobName;
 use crate::protocol::ErrorBody;
