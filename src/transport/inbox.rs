@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::airgapped::AirgapError;
+use super::airgap_error::AirgapError;
 use super::payload::{ENTITLEMENTS_PATH, MAX_ENTITLEMENTS_BYTES};
 use crate::bundle::{
     read_trusted_keys, verify_bundle, BundleError, Expectations, ImportStore, Kind, Limits,

@@ -8,6 +8,7 @@
 //!
 //! Architecture invariant: nothing outside `transport/` builds a request to JES or JCS.
 
+pub mod airgap_error;
 pub mod airgapped;
 pub mod inbox;
 pub mod memory;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::airgapped::AirgapError;
+use super::airgap_error::AirgapError;
 use super::payload::REGISTRATION_PATH;
 use super::payload::{bundle_file_name, parse_bundle_file_name, usage_path, RegistrationRecord};
 use crate::bundle::{

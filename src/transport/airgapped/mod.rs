@@ -9,16 +9,15 @@
 
 use std::sync::Arc;
 
-use super::outbox::{Outbox, WrittenBundle};
-mod error;
+pub use super::airgap_error::AirgapError;
 use super::inbox::Inbox;
+use super::outbox::{Outbox, WrittenBundle};
 use crate::bundle::Kind;
 use crate::clock::SharedClock;
 use crate::entitlements::EntitlementsStore;
 use crate::protocol::{RegisterRequest, RegisterResponse};
 use crate::secret::Secret;
 use crate::transport::{EntitlementsFetch, Transport, TransportError, UsageReceipt, UsageUpload};
-pub use error::AirgapError;
 
 /// The registration token of an air-gapped JPD: there is no JES to issue one.
 pub const OFFLINE_TOKEN: &str = "offline";
