@@ -88,7 +88,8 @@ pub fn read_limited_text(path: &Path, cap: u64) -> Result<String, FileError> {
     })
 }
 
-fn kind_of(t: &std::fs::FileType) -> &'static str {
+/// What a file that is not a regular file is, in words ("a FIFO", "a socket", ...).
+pub(crate) fn kind_of(t: &std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if t.is_dir() {
         "a folder"

@@ -79,7 +79,7 @@ impl Identity {
 /// `open` would wait for a writer forever.
 #[cfg(unix)]
 pub fn open_regular(path: &Path) -> io::Result<Result<(fs::File, fs::Metadata), String>> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let opened = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
@@ -98,22 +98,13 @@ pub fn open_regular(path: &Path) -> io::Result<Result<(fs::File, fs::Metadata), 
     };
     let meta = file.metadata()?;
     let t = meta.file_type();
-    let what = if t.is_file() {
+    if t.is_file() {
         return Ok(Ok((file, meta)));
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_dir() {
-        "a folder"
-    } else {
-        "not a regular file"
-    };
-    Ok(Err(format!("it is {what}, not a regular file")))
+    }
+    Ok(Err(format!(
+        "it is {}, not a regular file",
+        crate::secret::kind_of(&t)
+    )))
 }
 
 /// The two fields jfconnect reads from a usage file.
