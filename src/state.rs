@@ -10,7 +10,7 @@
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Errors reading or writing a state file.
@@ -48,20 +48,92 @@ pub enum StateError {
 }
 
 /// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync folder.
+/// Creates the folder when missing.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
+    fs::create_dir_all(folder_of(path))?;
+    write_durably(path, &mut &*bytes, Durably::default())
+        .map(|_| ())
+        .map_err(|e| e.source)
+}
+
+/// How [`write_durably`] places a file.
+#[derive(Debug, Clone, Copy)]
+pub struct Durably {
+    /// Permission bits of the new file (Unix); `None` keeps the temp file's owner-only 0600.
+    pub mode: Option<u32>,
+    /// Fsync the folder after the rename. `false` only for a caller that places many files in
+    /// one folder and fsyncs it once at the end ([`sync_dir`]) before it reports success.
+    pub sync_folder: bool,
+}
+
+impl Default for Durably {
+    fn default() -> Self {
+        Durably {
+            mode: None,
+            sync_folder: true,
+        }
+    }
+}
+
+/// A step of a durable write that failed, with the file it concerned.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {step} {}: {source}", path.display())]
+pub struct DurableError {
+    /// What was being done ("read", "write", "fsync", "rename into place", ...).
+    pub step: &'static str,
+    /// The file or folder it was done to.
+    pub path: PathBuf,
+    /// The cause.
+    #[source]
+    pub source: io::Error,
+}
+
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| Path::new("."));
-    fs::create_dir_all(dir)?;
+        .unwrap_or_else(|| Path::new("."))
+}
+
+/// Writes what `from` yields to `dest` atomically and durably: into a temp file in `dest`'s
+/// folder, fsynced, renamed over `dest`, then (with `how.sync_folder`) the folder fsynced. At
+/// every instant, and after any failure (the temp file is removed), `dest` is either what it
+/// was (absent or the old content) or the whole new content. Answers the bytes written.
+pub fn write_durably(dest: &Path, from: &mut dyn Read, how: Durably) -> Result<u64, DurableError> {
+    let dir = folder_of(dest);
+    let fail = |step, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DurableError { step, path, source }
+    };
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .suffix(".tmp")
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
+        .tempfile_in(dir)
+        .map_err(fail("create a temp file in", dir))?;
+    let n = io::copy(from, tmp.as_file_mut()).map_err(fail("write", dest))?;
+    #[cfg(unix)]
+    if let Some(mode) = how.mode {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(fail("set permissions of", dest))?;
+    }
+    tmp.as_file().sync_all().map_err(fail("fsync", dest))?;
+    tmp.persist(dest)
+        .map_err(|e| fail("rename into place", dest)(e.error))?;
+    if how.sync_folder {
+        sync_dir(dir).map_err(fail("fsync", dir))?;
+    }
+    Ok(n)
+}
+
+/// Copies the file `src` to `dest` with [`write_durably`].
+pub fn copy_durably(src: &Path, dest: &Path, how: Durably) -> Result<u64, DurableError> {
+    let mut from = File::open(src).map_err(|source| DurableError {
+        step: "read",
+        path: src.to_path_buf(),
+        source,
+    })?;
+    write_durably(dest, &mut from, how)
 }
 
 /// Writes a file that only the owner may read (mode 0600), atomically and durably.
@@ -440,6 +512,79 @@ mod tests {
         assert_eq!(load_or_set_aside::<Sample>(&p).unwrap(), None);
         assert!(!p.exists());
         assert!(dir.path().join("s.corrupt").exists());
+    }
+
+    /// Yields `good` bytes, then fails: a copy cut short (a read error, a full disk).
+    struct CutShort {
+        good: usize,
+    }
+
+    impl Read for CutShort {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.good == 0 {
+                return Err(io::Error::other("cut short"));
+            }
+            let n = buf.len().min(self.good).min(4096);
+            buf[..n].fill(b'n');
+            self.good -= n;
+            Ok(n)
+        }
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_durable_write_cut_short_leaves_the_old_file_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("bundle.jfbundle");
+        fs::write(&dest, b"old content").unwrap();
+        let err =
+            write_durably(&dest, &mut CutShort { good: 100_000 }, Durably::default()).unwrap_err();
+        assert_eq!(err.step, "write");
+        assert_eq!(err.path, dest);
+        assert_eq!(fs::read(&dest).unwrap(), b"old content");
+        assert_eq!(names_in(dir.path()), ["bundle.jfbundle"]);
+        // And absent stays absent.
+        let fresh = dir.path().join("fresh");
+        assert!(write_durably(&fresh, &mut CutShort { good: 10 }, Durably::default()).is_err());
+        assert!(!fresh.exists());
+        assert_eq!(names_in(dir.path()), ["bundle.jfbundle"]);
+    }
+
+    #[test]
+    fn a_durable_copy_replaces_the_old_file_whole_with_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let dest = dir.path().join("dest");
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&src, &content).unwrap();
+        fs::write(&dest, b"old content").unwrap();
+        let how = Durably {
+            mode: Some(0o644),
+            ..Durably::default()
+        };
+        assert_eq!(
+            copy_durably(&src, &dest, how).unwrap(),
+            content.len() as u64
+        );
+        assert_eq!(fs::read(&dest).unwrap(), content);
+        assert_eq!(names_in(dir.path()), ["dest", "src"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&dest).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o644);
+        }
+        let err = copy_durably(&dir.path().join("nope"), &dest, how).unwrap_err();
+        assert_eq!(err.step, "read");
+        assert_eq!(fs::read(&dest).unwrap(), content);
     }
 
     #[test]

@@ -178,7 +178,7 @@ impl App {
         let mut files = Vec::new();
         for (i, b) in bundles.into_iter().enumerate() {
             let dest = numbered(out, i + 1);
-            copy_durably(&b.path, &dest)?;
+            copy_export(&b.path, &dest)?;
             files.push((dest, b));
         }
         Ok(ExportOutcome {
@@ -205,31 +205,16 @@ fn numbered(out: &Path, n: usize) -> PathBuf {
     out.with_file_name(new)
 }
 
-/// Copies `src` to `dest` through a temp file in `dest`'s folder, fsynced and renamed.
-pub fn copy_durably(src: &Path, dest: &Path) -> Result<(), AirgapError> {
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-export-")
-        .tempfile_in(dir)
-        .map_err(|e| AirgapError::io("create a temp file in", dir, e))?;
-    let mut from = std::fs::File::open(src).map_err(|e| AirgapError::io("read", src, e))?;
-    std::io::copy(&mut from, &mut tmp).map_err(|e| AirgapError::io("copy", src, e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| AirgapError::io("set permissions of", dest, e))?;
-    }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| AirgapError::io("fsync", dest, e))?;
-    tmp.persist(dest)
-        .map_err(|e| AirgapError::io("rename into place", dest, e.error))?;
-    crate::state::sync_dir(dir).map_err(|e| AirgapError::io("fsync", dir, e))
+/// Copies `src` to `dest` durably (`state::copy_durably`), readable by all (0644): the file
+/// is carried out of the machine.
+fn copy_export(src: &Path, dest: &Path) -> Result<(), AirgapError> {
+    let how = crate::state::Durably {
+        mode: Some(0o644),
+        ..Default::default()
+    };
+    crate::state::copy_durably(src, dest, how)
+        .map(|_| ())
+        .map_err(|e| AirgapError::io(e.step, e.path, e.source))
 }
 
 #[cfg(test)]

@@ -477,19 +477,12 @@ fn free_name(dir: &Path, name: &OsStr) -> PathBuf {
 }
 
 fn copy_then_remove(src: &Path, dest: &Path) -> Result<(), PipelineError> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".q-")
-        .tempfile_in(dir)
-        .map_err(|e| PipelineError::io("write", dir, e))?;
-    let mut from = fs::File::open(src).map_err(|e| PipelineError::io("read", src, e))?;
-    io::copy(&mut from, tmp.as_file_mut()).map_err(|e| PipelineError::io("write", dest, e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| PipelineError::fsync(dest, e))?;
-    tmp.persist(dest)
-        .map_err(|e| PipelineError::io("write", dest, e.error))?;
-    crate::state::sync_dir(dir).map_err(|e| PipelineError::fsync(dir, e))?;
+    crate::state::copy_durably(src, dest, crate::state::Durably::default()).map_err(|e| match e
+        .step
+    {
+        "fsync" => PipelineError::fsync(&e.path, e.source),
+        step => PipelineError::io(step, &e.path, e.source),
+    })?;
     fs::remove_file(src).map_err(|e| PipelineError::io("remove", src, e))
 }
 

@@ -312,15 +312,14 @@ fn record_usage(state_dir: &Path, verified: &VerifiedBundle) -> Result<(u64, u64
             duplicate += 1;
             continue;
         }
-        let mut tmp = tempfile::NamedTempFile::new_in(&dir)
-            .map_err(|err| AirgapError::io("create a temp file in", &dir, err))?;
         let mut reader = verified.open_entry(&e.path)?;
-        std::io::copy(&mut reader, &mut tmp).map_err(|err| AirgapError::io("copy", &dest, err))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|err| AirgapError::io("fsync", &dest, err))?;
-        tmp.persist(&dest)
-            .map_err(|err| AirgapError::io("rename into place", &dest, err.error))?;
+        // The folder is fsynced once, below, before anything is counted.
+        let how = crate::state::Durably {
+            sync_folder: false,
+            ..Default::default()
+        };
+        crate::state::write_durably(&dest, &mut reader, how)
+            .map_err(|err| AirgapError::io(err.step, err.path, err.source))?;
         unique += 1;
     }
     crate::state::sync_dir(&dir).map_err(|e| AirgapError::io("fsync", &dir, e))?;
