@@ -151,7 +151,7 @@ async fn watch_license(service: Arc<App>, mut stop: watch::Receiver<bool>) {
         if now != last {
             last = now;
             tracing::info!("the license changed; registering again");
-            if let Err(e) = scheduler.unblock(JobName::Entitlements) {
+            if let Err(e) = scheduler.unblock(JobName::Entitlements).await {
                 tracing::error!(error = %e, "cannot reschedule the entitlements job");
             }
         }

@@ -421,16 +421,49 @@ impl LockFile {
     }
 }
 
-/// Takes the lock at `path`, trying again every 50 ms for up to `wait` (zero: one try), without
-/// blocking an async worker; `Ok(None)` when another holder kept it the whole time.
+/// How often a lock that another holder keeps is tried again.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// How many tries a wait of `wait` makes, one every [`LOCK_POLL`] (zero: one try).
+fn lock_tries(wait: std::time::Duration) -> u128 {
+    (wait.as_millis() / LOCK_POLL.as_millis()).max(1)
+}
+
+/// Takes the lock at `path`, trying again every 50 ms for up to `wait` (zero: one try);
+/// `Ok(None)` when another holder kept it the whole time. The one lock wait of async code: each
+/// try runs on the blocking pool and the pauses are timer sleeps, so a waiting task never
+/// holds up an async worker (a current-thread runtime keeps serving its other tasks).
 pub async fn wait_for_lock(path: &Path, wait: std::time::Duration) -> io::Result<Option<LockFile>> {
-    let tries = (wait.as_millis() / 50).max(1);
+    let tries = lock_tries(wait);
+    for attempt in 0..tries {
+        let p = path.to_path_buf();
+        let got = tokio::task::spawn_blocking(move || LockFile::try_acquire(&p))
+            .await
+            .map_err(io::Error::other)??;
+        if got.is_some() {
+            return Ok(got);
+        }
+        if attempt + 1 < tries {
+            tokio::time::sleep(LOCK_POLL).await;
+        }
+    }
+    Ok(None)
+}
+
+/// [`wait_for_lock`] for code that already runs on a blocking thread (inside
+/// `spawn_blocking`, or with no runtime): it sleeps the thread between tries, so it must never
+/// be called on an async worker.
+pub fn wait_for_lock_blocking(
+    path: &Path,
+    wait: std::time::Duration,
+) -> io::Result<Option<LockFile>> {
+    let tries = lock_tries(wait);
     for attempt in 0..tries {
         if let Some(l) = LockFile::try_acquire(path)? {
             return Ok(Some(l));
         }
         if attempt + 1 < tries {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            std::thread::sleep(LOCK_POLL);
         }
     }
     Ok(None)
@@ -597,6 +630,57 @@ mod tests {
         assert_eq!(LockFile::holder(&p), Some(std::process::id()));
         drop(first);
         assert!(LockFile::try_acquire(&p).unwrap().is_some());
+    }
+
+    /// A task waiting for a held lock leaves a current-thread runtime free: a 10 ms timer
+    /// keeps ticking, and the wait ends with the lock once the holder lets go.
+    #[test]
+    fn waiting_for_a_lock_does_not_block_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("job.lock");
+        let held = LockFile::try_acquire(&p).unwrap().unwrap();
+        let other = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = ticks.clone();
+        let got = rt.block_on(async move {
+            let ticker = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+            let got = wait_for_lock(&p, std::time::Duration::from_secs(10)).await;
+            ticker.abort();
+            got
+        });
+        other.join().unwrap();
+        assert!(got.unwrap().is_some(), "the lock was let go after 300 ms");
+        let n = ticks.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(n >= 10, "the timer ticked {n} times in 300 ms of waiting");
+    }
+
+    #[test]
+    fn a_lock_wait_gives_up_after_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("job.lock");
+        let _held = LockFile::try_acquire(&p).unwrap().unwrap();
+        let started = std::time::Instant::now();
+        assert!(
+            wait_for_lock_blocking(&p, std::time::Duration::from_millis(200))
+                .unwrap()
+                .is_none()
+        );
+        assert!(wait_for_lock_blocking(&p, std::time::Duration::ZERO)
+            .unwrap()
+            .is_none());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -166,6 +166,7 @@ pub async fn put_license(
     })?;
     scheduler
         .unblock(JobName::Entitlements)
+        .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "local", e.to_string()))?;
     tracing::info!("license updated through the API; registering again");
     Ok((

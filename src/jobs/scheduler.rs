@@ -39,7 +39,7 @@ pub enum Prepared<E> {
 pub struct Scheduler {
     path: PathBuf,
     lock_dir: PathBuf,
-    guard: Mutex<()>,
+    guard: tokio::sync::Mutex<()>,
     jobs: HashMap<JobName, Arc<dyn Job>>,
     wake: HashMap<JobName, Arc<Notify>>,
     running: Mutex<HashMap<JobName, bool>>,
@@ -65,7 +65,7 @@ impl Scheduler {
         let path = data_dir.join("state").join("schedule.json");
         let s = Scheduler {
             lock_dir: data_dir.join("locks"),
-            guard: Mutex::new(()),
+            guard: tokio::sync::Mutex::new(()),
             wake: jobs
                 .iter()
                 .map(|j| (j.name(), Arc::new(Notify::new())))
@@ -79,7 +79,7 @@ impl Scheduler {
         };
         if restart {
             let now = s.clock.now();
-            s.mutate(|all| all.on_restart(now))?;
+            s.mutate_at_open(|all| all.on_restart(now))?;
         }
         Ok(s)
     }
@@ -89,23 +89,60 @@ impl Scheduler {
         Ok(state::load_or_set_aside(&self.path)?.unwrap_or_default())
     }
 
-    /// Load, change, save, under an in-process mutex and a cross-process lock.
-    fn mutate<T>(&self, change: impl FnOnce(&mut Schedules) -> T) -> Result<T, StateError> {
-        let _in_process = self.guard.lock().unwrap_or_else(|e| e.into_inner());
-        let lock_path = self.lock_dir.join("schedule.lock");
-        let io = |source| StateError::Io {
-            action: "lock",
-            path: lock_path.clone(),
-            source,
+    /// Load, change, save, under the cross-process `schedule.lock` (an in-process mutex keeps
+    /// this process's changes in order). Waits for another process's change without holding
+    /// up an async worker, bounded by [`SCHEDULE_LOCK_WAIT`].
+    async fn mutate<T>(&self, change: impl FnOnce(&mut Schedules) -> T) -> Result<T, StateError> {
+        let _in_process = self.guard.lock().await;
+        let path = self.schedule_lock_path();
+        let lock = state::wait_for_lock(&path, SCHEDULE_LOCK_WAIT).await;
+        self.change_locked(path, lock, change)
+    }
+
+    /// [`Scheduler::mutate`] for [`Scheduler::open`], which runs before anything is served.
+    fn mutate_at_open<T>(&self, change: impl FnOnce(&mut Schedules) -> T) -> Result<T, StateError> {
+        let path = self.schedule_lock_path();
+        let lock = state::wait_for_lock_blocking(&path, SCHEDULE_LOCK_WAIT);
+        self.change_locked(path, lock, change)
+    }
+
+    fn schedule_lock_path(&self) -> PathBuf {
+        self.lock_dir.join("schedule.lock")
+    }
+
+    fn change_locked<T>(
+        &self,
+        path: PathBuf,
+        lock: std::io::Result<Option<LockFile>>,
+        change: impl FnOnce(&mut Schedules) -> T,
+    ) -> Result<T, StateError> {
+        let held_by = |path: &Path| {
+            let who = LockFile::holder(path).map_or("another process".to_string(), |pid| {
+                format!("process {pid}")
+            });
+            std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!("{who} held it for over {} s", SCHEDULE_LOCK_WAIT.as_secs()),
+            )
         };
-        std::fs::create_dir_all(&self.lock_dir).map_err(io)?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io)?;
-        file.lock().map_err(io)?;
+        let _lock = match lock {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                let source = held_by(&path);
+                return Err(StateError::Io {
+                    action: "lock",
+                    path,
+                    source,
+                });
+            }
+            Err(source) => {
+                return Err(StateError::Io {
+                    action: "lock",
+                    path,
+                    source,
+                })
+            }
+        };
         let mut all = self.snapshot()?;
         let out = change(&mut all);
         state::save(&self.path, &all)?;
@@ -223,16 +260,18 @@ impl Scheduler {
         let now = self.clock.now();
         let interval = job.interval();
         let backoff = self.backoff;
-        let recorded = self.mutate(|all| {
-            all.job(name).record(
-                started,
-                now,
-                interval,
-                &outcome,
-                backoff,
-                &mut rand::thread_rng(),
-            )
-        });
+        let recorded = self
+            .mutate(|all| {
+                all.job(name).record(
+                    started,
+                    now,
+                    interval,
+                    &outcome,
+                    backoff,
+                    &mut rand::thread_rng(),
+                )
+            })
+            .await;
         if let Err(e) = recorded {
             tracing::error!(job = %name, error = %e, "cannot record the job's outcome");
         }
@@ -287,9 +326,9 @@ impl Scheduler {
     }
 
     /// Lifts a rejected block on `name` (license changed) and runs it now.
-    pub fn unblock(&self, name: JobName) -> Result<(), StateError> {
+    pub async fn unblock(&self, name: JobName) -> Result<(), StateError> {
         let now = self.clock.now();
-        self.mutate(|all| all.job(name).unblock(now))?;
+        self.mutate(|all| all.job(name).unblock(now)).await?;
         self.trigger(name);
         Ok(())
     }
@@ -383,6 +422,10 @@ impl Scheduler {
         }
     }
 }
+
+/// The longest a change of the schedule waits for another process's change (each holds
+/// `schedule.lock` for one load and save).
+const SCHEDULE_LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a job's loop waits when someone else holds the job's lock.
 const BUSY_RETRY: Duration = Duration::from_secs(5);

@@ -125,22 +125,14 @@ impl Layout {
     }
 }
 
+/// How long a run waits for another run (or process) holding the pipeline lock.
+const LOCK_WAIT: Duration = Duration::from_secs(600);
+
 /// Takes the pipeline lock, waiting (asynchronously, bounded) while another run holds it.
 async fn acquire_lock(layout: &Layout) -> Result<crate::state::LockFile, PipelineError> {
     let path = layout.lock_file();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-    loop {
-        let p = path.clone();
-        let got = tokio::task::spawn_blocking(move || crate::state::LockFile::try_acquire(&p))
-            .await
-            .map_err(|e| PipelineError::io("lock", &path, std::io::Error::other(e)))?
-            .map_err(|e| PipelineError::io("lock", &path, e))?;
-        if let Some(lock) = got {
-            return Ok(lock);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(PipelineError::Busy { lock: path });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    crate::state::wait_for_lock(&path, LOCK_WAIT)
+        .await
+        .map_err(|e| PipelineError::io("lock", &path, e))?
+        .ok_or(PipelineError::Busy { lock: path })
 }

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -242,19 +242,13 @@ impl Outbox {
         Ok(next.last)
     }
 
+    /// Takes the outbox lock (bounded wait). Writers run on a blocking thread
+    /// (`spawn_blocking`), so the blocking form of the one lock wait is the right one here.
     fn lock(&self) -> Result<crate::state::LockFile, AirgapError> {
         let path = self.state_dir.join("bundle-outbox.lock");
-        let deadline = Instant::now() + LOCK_WAIT;
-        loop {
-            match crate::state::LockFile::try_acquire(&path) {
-                Ok(Some(l)) => return Ok(l),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                Ok(None) => return Err(AirgapError::Busy(path)),
-                Err(e) => return Err(AirgapError::io("lock", &path, e)),
-            }
-        }
+        crate::state::wait_for_lock_blocking(&path, LOCK_WAIT)
+            .map_err(|e| AirgapError::io("lock", &path, e))?
+            .ok_or(AirgapError::Busy(path))
     }
 }
 

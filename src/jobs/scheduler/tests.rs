@@ -138,7 +138,7 @@ async fn rejected_failure_waits_for_unblock() {
         1,
         "no retry for two days after a 400"
     );
-    s.unblock(JobName::Entitlements).unwrap();
+    s.unblock(JobName::Entitlements).await.unwrap();
     s.run_due().await.unwrap();
     assert_eq!(j.runs.load(Ordering::SeqCst), 2);
 }
@@ -177,4 +177,42 @@ async fn damaged_schedule_is_set_aside_and_jobs_become_due() {
     s.run_due().await.unwrap();
     assert_eq!(j.runs.load(Ordering::SeqCst), 1);
     assert!(dir.path().join("state/schedule.corrupt").exists());
+}
+
+/// While another process holds `schedule.lock`, recording a change waits for it without
+/// holding up the runtime: a current-thread runtime keeps serving a 10 ms timer meanwhile.
+#[test]
+fn waiting_for_the_schedule_lock_does_not_block_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let j = job(JobName::Entitlements, vec![]);
+    let s = restart(&dir, &j, &clock);
+    let held = crate::state::LockFile::try_acquire(&dir.path().join("locks/schedule.lock"))
+        .unwrap()
+        .unwrap();
+    // The other holder lets go after 300 ms, from its own thread.
+    let other = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(held);
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let ticks = Arc::new(AtomicU32::new(0));
+    let counted = ticks.clone();
+    rt.block_on(async move {
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        tokio::task::yield_now().await;
+        s.unblock(JobName::Entitlements).await.unwrap();
+        ticker.abort();
+    });
+    other.join().unwrap();
+    let n = ticks.load(Ordering::SeqCst);
+    assert!(n >= 10, "the timer ticked {n} times in 300 ms of waiting");
 }
