@@ -19,7 +19,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = url::Url::parse(&store)?;
     let config = Config::defaults(std::env::temp_dir());
     let client = jfconnect::http::build_client(&config)?;
-    let proxy = Arc::new(StoreProxy::new(client, store, Duration::from_secs(30)));
+    let proxy = Arc::new(StoreProxy::new(
+        client,
+        store,
+        Duration::from_secs(30),
+        Arc::new(jfconnect::clock::SystemClock),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     std::fs::write(&addr_file, listener.local_addr()?.to_string())?;
     let app = store_proxy::router::<()>(proxy);

@@ -122,7 +122,12 @@ fn test_client() -> reqwest::Client {
 /// Mounts the store router the way the API does: merged into an app whose other routes keep a
 /// 1 MiB body limit.
 async fn start_proxy(upstream: url::Url, timeout: Duration) -> SocketAddr {
-    let proxy = Arc::new(StoreProxy::new(proxy_client(), upstream, timeout));
+    let proxy = Arc::new(StoreProxy::new(
+        proxy_client(),
+        upstream,
+        timeout,
+        Arc::new(jfconnect::clock::SystemClock),
+    ));
     let app = Router::new()
         .route(
             "/api/v1/other",

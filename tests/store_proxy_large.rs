@@ -63,6 +63,7 @@ async fn quarter_gigabyte_streams_up_and_down_with_bounded_memory() {
         client.clone(),
         base,
         Duration::from_secs(10),
+        Arc::new(jfconnect::clock::SystemClock),
     ));
     let (l, addr) = bind().await;
     tokio::spawn(async move { axum::serve(l, store_proxy::router::<()>(proxy)).await });

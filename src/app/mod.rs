@@ -378,6 +378,7 @@ impl App {
                 crate::http::build_for_store(&config)?.client,
                 url.clone(),
                 config.http.request_timeout,
+                clock.clone(),
             ))),
             _ => None,
         };

@@ -267,7 +267,10 @@ pub(crate) async fn set_entitlements(
 ) -> Result<Response, ApiError> {
     let bytes = read_body(body, SMALL_BODY_LIMIT).await?;
     let change: SubscriptionChange = parse_json(&bytes, "entitlements change")?;
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let now = state
+        .clock
+        .now()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let sub = state
         .jes
         .update(move |book| {

@@ -111,6 +111,8 @@ pub struct SimOptions {
     pub max_artifact_bytes: u64,
     /// Serve HTTPS with a CA and certificate made on start (CA written to `<data>/tls/ca.pem`).
     pub tls: bool,
+    /// Where the simulator reads "now" (the system clock by default).
+    pub clock: crate::clock::SharedClock,
 }
 
 impl SimOptions {
@@ -124,6 +126,7 @@ impl SimOptions {
             usage_body_limit: 64 * 1024 * 1024,
             max_artifact_bytes: 8 * 1024 * 1024 * 1024,
             tls: false,
+            clock: std::sync::Arc::new(crate::clock::SystemClock),
         }
     }
 }

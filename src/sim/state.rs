@@ -124,6 +124,8 @@ pub(crate) struct SimState {
     pub archives: Mutex<ArchiveBook>,
     /// Held while a deploy moves its upload into place (see `artifacts::place`).
     pub placing: Mutex<()>,
+    /// Where "now" is read.
+    pub clock: crate::clock::SharedClock,
 }
 
 impl SimState {
@@ -147,6 +149,7 @@ impl SimState {
             usage,
             archives: Mutex::new(archives),
             placing: Mutex::new(()),
+            clock: opts.clock,
         })
     }
 

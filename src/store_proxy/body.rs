@@ -11,35 +11,43 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
+
+use crate::clock::SharedClock;
 
 /// When bytes of one exchange last moved, shared between the upload stream and the code that
-/// waits for the store's answer.
+/// waits for the store's answer; read from the clock's monotonic reading.
 #[derive(Debug)]
 pub struct Activity {
-    origin: Instant,
+    clock: SharedClock,
+    origin: Duration,
     /// Milliseconds since `origin` of the last chunk.
     last_ms: AtomicU64,
 }
 
 impl Activity {
     /// Starts the clock now.
-    pub fn new() -> Arc<Self> {
+    pub fn new(clock: SharedClock) -> Arc<Self> {
         Arc::new(Activity {
-            origin: Instant::now(),
+            origin: clock.monotonic(),
+            clock,
             last_ms: AtomicU64::new(0),
         })
     }
 
+    fn since_origin(&self) -> Duration {
+        self.clock.monotonic().saturating_sub(self.origin)
+    }
+
     /// Records that bytes moved now.
     pub fn touch(&self) {
-        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ms = u64::try_from(self.since_origin().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
-    /// When bytes last moved.
-    pub fn last(&self) -> Instant {
-        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    /// How long nothing has moved.
+    pub fn quiet_for(&self) -> Duration {
+        self.since_origin()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 
@@ -67,14 +75,13 @@ where
 {
     tokio::pin!(pending);
     loop {
-        let deadline = activity.last() + idle;
+        let left = idle.saturating_sub(activity.quiet_for());
+        if left.is_zero() {
+            return Waited::Idle;
+        }
         tokio::select! {
             done = &mut pending => return Waited::Done(done),
-            _ = tokio::time::sleep_until(deadline) => {
-                if activity.last() + idle <= Instant::now() {
-                    return Waited::Idle;
-                }
-            }
+            _ = tokio::time::sleep(left) => {}
         }
     }
 }
@@ -109,4 +116,22 @@ pub fn downstream_body(response: crate::http::Response, idle: Duration, host: St
         }
     });
     Body::from_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn quiet_time_is_read_from_the_clock() {
+        let clock = ManualClock::new(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH);
+        let activity = Activity::new(Arc::new(clock.clone()));
+        clock.advance(Duration::from_secs(3));
+        assert_eq!(activity.quiet_for(), Duration::from_secs(3));
+        activity.touch();
+        assert_eq!(activity.quiet_for(), Duration::ZERO);
+        clock.advance(Duration::from_millis(1500));
+        assert_eq!(activity.quiet_for(), Duration::from_millis(1500));
+    }
 }

@@ -46,19 +46,26 @@ pub struct StoreProxy {
     client: crate::http::Client,
     upstream: Url,
     timeout: Duration,
+    clock: crate::clock::SharedClock,
 }
 
 impl StoreProxy {
     /// A proxy to `upstream` (`store.url`) over `client`, giving up on a store that stays
-    /// silent for `timeout` (before its answer, or mid-body).
+    /// silent for `timeout` (before its answer, or mid-body) as `clock` measures it.
     ///
     /// `client` should come from [`crate::http::build_client`] so the outbound proxy and CA
     /// apply, and should not follow redirects, so a store redirect reaches the caller as is.
-    pub fn new(client: crate::http::Client, upstream: Url, timeout: Duration) -> Self {
+    pub fn new(
+        client: crate::http::Client,
+        upstream: Url,
+        timeout: Duration,
+        clock: crate::clock::SharedClock,
+    ) -> Self {
         StoreProxy {
             client,
             upstream,
             timeout,
+            clock,
         }
     }
 
@@ -82,7 +89,7 @@ impl StoreProxy {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
         let headers = upstream_request_headers(&parts.headers, client_ip);
-        let activity = Activity::new();
+        let activity = Activity::new(self.clock.clone());
         let mut outbound =
             crate::http::traced(self.client.request(parts.method.clone(), url.clone()))
                 .headers(headers)
