@@ -334,6 +334,20 @@ async fn execute(
             plan_store::save_progress(layout, &steps)?;
             opts.failpoint.hit("after-archive-done")?;
             if files > 0 {
+                // The record is for people; a failure to write it never fails the run.
+                if let Err(e) = super::history::record_archive(
+                    layout,
+                    super::history::ArchiveRecord {
+                        name: spec.name.clone(),
+                        repo: plan.repo.clone(),
+                        files,
+                        bytes: size,
+                        sha256: sha256.clone(),
+                        done_at: opts.clock.now(),
+                    },
+                ) {
+                    tracing::warn!(error = %e, "cannot add the archive to the usage history");
+                }
                 out.archives.push(super::archival::ArchivedArchive {
                     name: spec.name.clone(),
                     files,

@@ -20,6 +20,7 @@ pub mod archive;
 mod assemble;
 mod error;
 pub mod failpoint;
+pub mod history;
 pub mod ledger;
 pub mod plan;
 pub mod plan_store;

@@ -501,6 +501,65 @@ pub fn count_quarantined(dir: &Path) -> u64 {
     }
 }
 
+/// One file in quarantine, as the console lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Its name (not UTF-8 bytes replaced).
+    pub name: String,
+    /// Why it was quarantined (from its `.reason` sidecar, at most 4 KiB).
+    pub reason: String,
+    /// Its size.
+    pub size: u64,
+    /// When it was last modified.
+    pub modified: Option<chrono::DateTime<Utc>>,
+}
+
+/// Entries of the quarantine folder looked at, at most, by [`list_quarantined`].
+const QUARANTINE_SCAN: usize = 10_000;
+
+/// The newest `max` files in quarantine with their reasons, newest first. Reads only; looks at
+/// no more than 10,000 entries, so a huge quarantine costs a bounded time.
+pub fn list_quarantined(dir: &Path, max: usize) -> Vec<Quarantined> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<Quarantined> = entries
+        .filter_map(Result::ok)
+        .take(QUARANTINE_SCAN)
+        .filter(|e| {
+            let n = e.file_name();
+            let b = n.as_encoded_bytes();
+            !b.ends_with(b".reason") && !b.starts_with(b".")
+        })
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            let mut sidecar = e.path().into_os_string();
+            sidecar.push(".reason");
+            let name = e.file_name().to_string_lossy().into_owned();
+            let reason = match open_regular(Path::new(&sidecar)) {
+                Ok(Ok((f, _))) => {
+                    let mut text = String::new();
+                    let _ = io::Read::read_to_string(&mut io::Read::take(f, 4096), &mut text);
+                    let text = text.trim_end();
+                    text.strip_prefix(&format!("{name}: "))
+                        .unwrap_or(text)
+                        .to_string()
+                }
+                _ => "(no reason recorded)".to_string(),
+            };
+            Some(Quarantined {
+                name,
+                reason,
+                size: meta.len(),
+                modified: meta.modified().ok().map(chrono::DateTime::<Utc>::from),
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| b.modified.cmp(&a.modified).then(a.name.cmp(&b.name)));
+    found.truncate(max);
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,6 +91,7 @@ pub async fn upload_pending_with(
     let mut queue: VecDeque<UsageFile> = VecDeque::new();
     let mut queued_bytes = 0u64;
     let mut exhausted = false;
+    let mut tally = super::history::UsageHistory::default();
     loop {
         while !exhausted && queue.len() < batch_size && queued_bytes < BATCH_BYTES {
             let (l, r, n) = (
@@ -144,12 +145,13 @@ pub async fn upload_pending_with(
         }
         let batch = take_batch(&mut queue, batch_size);
         queued_bytes = queue.iter().map(|f| f.content.len() as u64).sum();
-        let sent = send(transport, jpd_id, token, &batch, &ledger, opts).await;
+        let sent = send(transport, jpd_id, token, &batch, &ledger, opts, &mut tally).await;
         let (acked, dups) = match sent {
             Ok(v) => v,
             Err(e) => {
                 let pending = out.not_settled + batch.len() as u64 + queue.len() as u64;
                 let _ = ledger.record_scan(pending, out.already_uploaded + out.uploaded);
+                let _ = super::history::record_counts(&layout, &tally, opts.clock.now());
                 progress.finish();
                 return Err(e);
             }
@@ -162,6 +164,9 @@ pub async fn upload_pending_with(
     }
     progress.finish();
     ledger.record_scan(out.not_settled, out.already_uploaded + out.uploaded)?;
+    if let Err(e) = super::history::record_counts(&layout, &tally, opts.clock.now()) {
+        tracing::warn!(error = %e, "cannot add this run to the usage history");
+    }
     Ok(out)
 }
 
@@ -182,7 +187,8 @@ fn take_batch(queue: &mut VecDeque<UsageFile>, n: usize) -> Vec<UsageFile> {
     batch
 }
 
-/// Sends one batch and records the acknowledged files; answers (acknowledged, duplicates).
+/// Sends one batch and records the acknowledged files (in the ledger, and in `tally` by day
+/// and product); answers (acknowledged, duplicates).
 async fn send(
     transport: &dyn Transport,
     jpd_id: &str,
@@ -190,6 +196,7 @@ async fn send(
     batch: &[UsageFile],
     ledger: &Ledger,
     opts: &RunOptions,
+    tally: &mut super::history::UsageHistory,
 ) -> Result<(u64, u64), PipelineError> {
     let uploads: Vec<UsageUpload> = batch
         .iter()
@@ -207,6 +214,11 @@ async fn send(
         .filter(|f| acknowledged.contains(f.sha256.as_str()))
         .map(|f| f.sha256.clone())
         .collect();
+    let acked_heads: Vec<_> = batch
+        .iter()
+        .filter(|f| acknowledged.contains(f.sha256.as_str()))
+        .map(|f| (f.head.timestamp.date_naive(), f.head.product.clone()))
+        .collect();
     let l = ledger.clone();
     let n = ours.len() as u64;
     tokio::task::spawn_blocking(move || l.mark_uploaded(ours.iter().map(String::as_str)))
@@ -219,5 +231,8 @@ async fn send(
             )
         })??;
     opts.failpoint.hit("usage-after-ledger")?;
+    for (day, product) in &acked_heads {
+        tally.count(*day, product);
+    }
     Ok((n, receipt.duplicates as u64))
 }
