@@ -33,6 +33,16 @@ use crate::transport::outbox::{Outbox, WrittenBundle};
 /// How long an import or export waits for a run of the same job (in `serve`, say) to end.
 const JOB_WAIT: Duration = Duration::from_secs(60);
 
+/// A verified entitlements bundle, not imported: what it holds and which configured vendor
+/// key file signed it.
+#[derive(Debug, Clone)]
+pub struct BundlePreview {
+    /// The verified manifest and payload.
+    pub verified: inbox::Verified,
+    /// The file of `airgap.vendor_public_keys` whose key signed it.
+    pub key_file: Option<PathBuf>,
+}
+
 /// What an export did.
 #[derive(Debug, Clone)]
 pub struct ExportOutcome {
@@ -123,6 +133,61 @@ impl App {
             )));
         }
         Ok(verified.outcome(&self.clock))
+    }
+
+    /// Verifies the entitlements bundle `file` exactly as an import would (keys, this JPD,
+    /// kind, expiry, the import history) and reads its payload, changing nothing: the preview
+    /// the console shows before "Apply" runs [`App::import_entitlements_bundle`], which
+    /// verifies again.
+    pub async fn preview_entitlements_bundle(
+        &self,
+        file: &Path,
+    ) -> Result<BundlePreview, AirgapError> {
+        let (_, inbox, _) = self.airgapped("an entitlements bundle preview")?;
+        let (config, clock, inbox, path) = (
+            self.config.clone(),
+            self.clock.clone(),
+            inbox.clone(),
+            file.to_path_buf(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let verified = inbox::verify(&config, &inbox, clock, &path)?;
+            let id = &verified.manifest().signing_key_id;
+            let key_file = config
+                .airgap
+                .vendor_public_keys
+                .iter()
+                .find(|p| crate::bundle::read_public_key(p).is_ok_and(|k| k.id.to_string() == *id))
+                .cloned();
+            Ok(BundlePreview { verified, key_file })
+        })
+        .await
+        .map_err(|e| AirgapError::Job(format!("the bundle check stopped: {e}")))?
+    }
+
+    /// The newest `n` bundles of `kind` in the outbox, newest first, each checked with the
+    /// JPD's public key.
+    pub fn outbox_bundles(&self, kind: Kind, n: u64) -> Result<Vec<WrittenBundle>, AirgapError> {
+        let (outbox, _, _) = self.airgapped("the outbox")?;
+        let last = outbox.last_sequence(kind)?;
+        let mut found = outbox.written_since(kind, last.saturating_sub(n))?;
+        found.reverse();
+        Ok(found)
+    }
+
+    /// The outbox file called `name`, when `name` is a bundle file name this JPD writes and
+    /// the file exists (never a path outside the outbox).
+    pub fn outbox_file(&self, name: &str) -> Option<PathBuf> {
+        let outbox = self.outbox.as_ref()?;
+        let plain = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !plain || name.starts_with('.') {
+            return None;
+        }
+        crate::transport::payload::parse_bundle_file_name(name)?;
+        let path = outbox.dir.join(name);
+        path.is_file().then_some(path)
     }
 
     /// A fresh signed registration bundle in the outbox, for the license in effect.

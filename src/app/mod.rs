@@ -7,7 +7,7 @@
 mod airgap;
 mod serve_lock;
 
-pub use airgap::ExportOutcome;
+pub use airgap::{BundlePreview, ExportOutcome};
 pub use serve_lock::{ServeLock, ServeLockError};
 
 use crate::clock::SharedClock;

@@ -5,6 +5,7 @@
 //! reads without touching disk. The entitlements job is its only writer; the API, status and
 //! the air-gapped transport read it.
 
+pub mod diff;
 pub mod expiry;
 
 use crate::protocol::Entitlements;
