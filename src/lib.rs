@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod doctor;

@@ -102,7 +102,7 @@ where
     } else {
         tracing::warn!("jfconnect is disabled (jfconnect.enabled: false): answering health checks only, running no job");
     }
-    let app = api::router(service.clone());
+    let app = api::router(service.clone()).merge(crate::console::router(service.clone()));
     let mut server_stop = stop_rx.clone();
     let server = axum::serve(
         listener,

@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["app"],
     &["status", "doctor"],
     &["api", "grpc"],
+    &["console"],
     &["server"],
     &["sim"],
     &["demo"],

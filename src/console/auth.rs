@@ -1,0 +1,330 @@
+//! Login, logout, the session every page needs, CSRF tokens and the same-origin check.
+
+use super::layout;
+use super::session::{Flash, Session};
+use super::{Console, MOUNT};
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::{header, request::Parts, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use maud::html;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+const COOKIE: &str = "jfconnect_console";
+
+/// True when `presented` is the admin token (the scope that may change state), compared in
+/// constant time.
+fn is_admin_token(console: &Console, presented: &str) -> bool {
+    console
+        .app
+        .api_token()
+        .is_some_and(|t| !presented.is_empty() && t.ct_eq(presented.trim()))
+}
+
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Where to come back to after logging in: a console page, never another site.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with(MOUNT)
+                && !n.contains("//")
+                && !n.contains('\\')
+                && n.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            n.to_string()
+        }
+        _ => MOUNT.to_string(),
+    }
+}
+
+/// The page to come back to when a form's session ended: the page the form was on.
+fn page_of(path: &str) -> &'static str {
+    if path.starts_with("/ui/airgap") {
+        "/ui/airgap"
+    } else if path.starts_with("/ui/usage") {
+        "/ui/usage"
+    } else {
+        MOUNT
+    }
+}
+
+fn to_login(next: &str) -> Response {
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", next)
+        .finish();
+    Redirect::to(&format!("/ui/login?{q}")).into_response()
+}
+
+/// A logged-in admin: the session's cookie, CSRF token and one-shot message.
+pub struct Admin {
+    cookie: String,
+    /// The CSRF token the page's forms carry.
+    pub csrf: String,
+    /// The message to show once (taken on pages, not on form posts).
+    pub flash: Option<Flash>,
+}
+
+impl FromRequestParts<Arc<Console>> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        console: &Arc<Console>,
+    ) -> Result<Self, Response> {
+        let now = console.now();
+        let page = parts.method == Method::GET;
+        let found = cookie_value(&parts.headers).and_then(|id| {
+            let mut sessions = console.sessions();
+            let s = sessions.touch(&id, now)?;
+            let flash = if page { s.flash.take() } else { None };
+            Some(Admin {
+                csrf: s.csrf.clone(),
+                flash,
+                cookie: id,
+            })
+        });
+        found.ok_or_else(|| {
+            let next = if page {
+                parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or(MOUNT)
+            } else {
+                page_of(parts.uri.path())
+            };
+            to_login(next)
+        })
+    }
+}
+
+impl Admin {
+    /// Runs `f` on this admin's session, if it is still alive.
+    pub fn with_session<T>(
+        &self,
+        console: &Console,
+        f: impl FnOnce(&mut Session) -> T,
+    ) -> Option<T> {
+        let now = console.now();
+        console.sessions().touch(&self.cookie, now).map(f)
+    }
+
+    /// Leaves a message for the next page.
+    pub fn flash(&self, console: &Console, flash: Flash) {
+        self.with_session(console, |s| s.flash = Some(flash));
+    }
+
+    /// `Err` unless `presented` is this session's CSRF token.
+    pub fn check_csrf(&self, presented: &str) -> Result<(), CsrfRefused> {
+        let ok = crate::secret::Secret::new(self.csrf.clone()).ct_eq(presented);
+        if ok {
+            Ok(())
+        } else {
+            Err(CsrfRefused)
+        }
+    }
+}
+
+/// A form without this session's CSRF token: answered 403.
+#[derive(Debug)]
+pub struct CsrfRefused;
+
+impl IntoResponse for CsrfRefused {
+    fn into_response(self) -> Response {
+        forbidden(
+            "This form is out of date or did not come from this console; reload the page and try again.",
+        )
+    }
+}
+
+fn forbidden(text: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        layout::bare(
+            "Refused",
+            html! { p.flash.bad { (text) } p { a href=(MOUNT) { "Back to the overview" } } },
+        ),
+    )
+        .into_response()
+}
+
+/// A form that carries only the CSRF token.
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    /// The session's CSRF token.
+    pub csrf: String,
+}
+
+/// Refuses a state-changing request sent from another site (`Origin` or `Sec-Fetch-Site`
+/// naming another origin). The CSRF token is the check; this one stops such a request before
+/// it reaches a handler.
+pub async fn same_origin(request: Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let h = request.headers();
+    let value = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    // Browsers say where a request comes from in Sec-Fetch-Site; with `Referrer-Policy:
+    // no-referrer` a same-origin form posts `Origin: null`, so Origin is checked only when it
+    // names a site and the browser sent no Sec-Fetch-Site.
+    let foreign = match (value("sec-fetch-site"), value("origin"), value("host")) {
+        (Some(site), _, _) => !matches!(site, "same-origin" | "none"),
+        (None, Some(origin), Some(host)) if origin != "null" => !origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host)),
+        _ => false,
+    };
+    if foreign {
+        return forbidden("A form from another site may not change anything here.");
+    }
+    next.run(request).await
+}
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+/// `GET /ui/login`.
+pub async fn login_page(Query(q): Query<NextQuery>) -> Response {
+    login_form(&safe_next(q.next.as_deref()), None, StatusCode::OK)
+}
+
+fn login_form(next: &str, problem: Option<&str>, status: StatusCode) -> Response {
+    let body = html! {
+        form.login method="post" action="/ui/login" {
+            h1 { "jfconnect console" }
+            p.muted { "Sign in with the admin token (the file named by " code { "jfconnect.api.admin_token_file" } ")." }
+            @if let Some(p) = problem { p.flash.bad role="alert" { (p) } }
+            @if next != MOUNT { p.muted { "You will be taken back to " code { (next) } "." } }
+            label for="token" { "Admin token" }
+            input #token type="password" name="token" autocomplete="current-password" required autofocus;
+            input type="hidden" name="next" value=(next);
+            button.primary type="submit" { "Sign in" }
+        }
+    };
+    (status, layout::bare("Sign in", body)).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    token: String,
+    next: Option<String>,
+}
+
+/// `POST /ui/login`: the admin token for a session cookie.
+pub async fn login(State(console): State<Arc<Console>>, request: Request) -> Response {
+    let addr = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let Ok(Form(form)) = Form::<LoginForm>::from_request(request, &()).await else {
+        return login_form(
+            MOUNT,
+            Some("The sign-in form was incomplete."),
+            StatusCode::BAD_REQUEST,
+        );
+    };
+    let next = safe_next(form.next.as_deref());
+    let now = console.now();
+    let throttle = |f: &mut dyn FnMut(&mut super::session::Throttle)| {
+        f(&mut console.throttle.lock().unwrap_or_else(|p| p.into_inner()))
+    };
+    let mut waiting = None;
+    throttle(&mut |t| waiting = t.check(addr, now).err());
+    if let Some(wait) = waiting {
+        tracing::warn!(address = %addr, "console login refused: too many failed attempts from this address");
+        let minutes = wait.as_secs().div_ceil(60);
+        return login_form(
+            &next,
+            Some(&format!(
+                "Too many failed sign-ins from this address; try again in {minutes} minute{}.",
+                if minutes == 1 { "" } else { "s" }
+            )),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
+    if !is_admin_token(&console, &form.token) {
+        throttle(&mut |t| t.failed(addr, now));
+        tracing::warn!(address = %addr, "console login with a wrong token");
+        return login_form(
+            &next,
+            Some("That is not the admin token. Use the token in jfconnect.api.admin_token_file."),
+            StatusCode::UNAUTHORIZED,
+        );
+    }
+    throttle(&mut |t| t.succeeded(addr));
+    let id = console.sessions().start(now);
+    tracing::info!(address = %addr, "console login");
+    let cookie = format!(
+        "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        super::session::MAX_AGE.as_secs(),
+        if console.secure { "; Secure" } else { "" }
+    );
+    ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
+}
+
+/// `POST /ui/logout`.
+pub async fn logout(
+    State(console): State<Arc<Console>>,
+    admin: Admin,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = admin.check_csrf(&form.csrf) {
+        return r.into_response();
+    }
+    console.sessions().end(&admin.cookie);
+    let cookie = format!(
+        "{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        if console.secure { "; Secure" } else { "" }
+    );
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/ui/login")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_console_pages_are_places_to_come_back_to() {
+        assert_eq!(safe_next(Some("/ui/usage?x=1")), "/ui/usage?x=1");
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/ui/",
+            "/ui//evil",
+            "/ui/\\evil",
+            "/api/v1/jobs",
+            "/ui/a b",
+        ] {
+            assert_eq!(safe_next(Some(bad)), MOUNT, "{bad}");
+        }
+        assert_eq!(safe_next(None), MOUNT);
+    }
+
+    #[test]
+    fn the_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; jfconnect_console=abc; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie_value(&h).as_deref(), Some("abc"));
+        assert_eq!(page_of("/ui/airgap/apply"), "/ui/airgap");
+        assert_eq!(page_of("/ui/jobs/usage/run"), MOUNT);
+    }
+}
