@@ -44,6 +44,9 @@ pub enum Command {
         /// Run the air-gapped round trip instead: bundles carried across by hand.
         #[arg(long)]
         airgapped: bool,
+        /// Keep serving the admin console (and the API) afterwards, until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
     },
     /// Run one job now and exit (0 on success).
     Jobs {
@@ -224,11 +227,17 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Serve => serve(&cli).await,
         #[cfg(feature = "demo")]
-        Command::Demo { airgapped: false } => crate::demo::run(&mut std::io::stdout())
+        Command::Demo {
+            airgapped: false,
+            keep,
+        } => crate::demo::run(&mut std::io::stdout(), *keep)
             .await
             .map_err(Failure::failed),
         #[cfg(feature = "demo")]
-        Command::Demo { airgapped: true } => crate::demo::run_airgapped(&mut std::io::stdout())
+        Command::Demo {
+            airgapped: true,
+            keep,
+        } => crate::demo::run_airgapped(&mut std::io::stdout(), *keep)
             .await
             .map_err(Failure::failed),
         Command::Keys {

@@ -60,8 +60,9 @@ struct Run<'a, W: Write> {
     clock: SharedClock,
 }
 
-/// Runs the air-gapped demo, writing each step to `out`.
-pub async fn run(out: &mut impl Write) -> Result<(), DemoError> {
+/// Runs the air-gapped demo, writing each step to `out`; with `keep`, serves the console on
+/// until Ctrl-C.
+pub async fn run(out: &mut impl Write, keep: bool) -> Result<(), DemoError> {
     let dir = tempfile::Builder::new()
         .prefix("jfconnect-airgap-demo-")
         .tempdir()?
@@ -106,13 +107,19 @@ pub async fn run(out: &mut impl Write) -> Result<(), DemoError> {
         App::build(config, clock.clone(), None, true)
             .map_err(|e| step("build the service")(e.to_string()))?,
     );
+    let console = super::Console::start(service.clone()).await?;
+    console.announce(out, &service)?;
     let mut run = Run {
         out,
         dir,
         service,
         clock,
     };
-    let result = run.steps(&sim).await;
+    let mut result = run.steps(&sim).await;
+    if result.is_ok() && keep {
+        result = console.keep(run.out, &run.service).await;
+    }
+    console.stop().await;
     let _ = sim.stop().await;
     result
 }

@@ -78,8 +78,8 @@ struct Demo<'a, W: Write> {
     http: crate::http::Client,
 }
 
-/// Runs the demo, writing each step to `out`.
-pub async fn run(out: &mut impl Write) -> Result<(), DemoError> {
+/// Runs the demo, writing each step to `out`; with `keep`, serves the console on until Ctrl-C.
+pub async fn run(out: &mut impl Write, keep: bool) -> Result<(), DemoError> {
     let dir = tempfile::tempdir()?;
     let sim = sim::spawn(SimOptions::new(dir.path().join("sim")))
         .await
@@ -103,19 +103,12 @@ pub async fn run(out: &mut impl Write) -> Result<(), DemoError> {
             .map_err(|e| step("build the service")(e.to_string()))?,
     );
 
-    // The HTTP API alone (no background scheduler): the demo runs the jobs itself, in order.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let api = format!("http://{}", listener.local_addr()?);
-    let app = crate::api::router(service.clone());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
-    writeln!(out, "  HTTP API   {api} (JPD id {})\n", service.jpd_id())?;
+    // The HTTP API and the console (no background scheduler): the demo runs the jobs itself,
+    // in order.
+    let console = Console::start(service.clone()).await?;
+    let api = console.base.clone();
+    writeln!(out, "  HTTP API   {api} (JPD id {})", service.jpd_id())?;
+    console.announce(out, &service)?;
 
     let http = crate::http::loopback_client(Duration::from_secs(30))
         .map_err(|e| step("HTTP client")(e.to_string()))?;
@@ -126,11 +119,84 @@ pub async fn run(out: &mut impl Write) -> Result<(), DemoError> {
         api,
         http,
     };
-    let result = demo.steps().await;
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    let mut result = demo.steps().await;
+    if result.is_ok() && keep {
+        result = console.keep(demo.out, &demo.service).await;
+    }
+    console.stop().await;
     let _ = demo.sim.stop().await;
     result
+}
+
+/// The API and the console of a demo's service, on a loopback port.
+pub(crate) struct Console {
+    base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Console {
+    /// Serves `service`'s API and console on `127.0.0.1` (a free port).
+    pub(crate) async fn start(service: Arc<App>) -> Result<Console, DemoError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let app = crate::api::router(service.clone()).merge(crate::console::router(service));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Ok(Console { base, stop, server })
+    }
+
+    /// Prints the console's address and where its admin token is (never the token).
+    pub(crate) fn announce(&self, out: &mut impl Write, service: &App) -> Result<(), DemoError> {
+        writeln!(
+            out,
+            "  console    {}/ui/ (sign in with the admin token in {}; --keep keeps it open)\n",
+            self.base,
+            admin_token_file(service).display()
+        )?;
+        Ok(())
+    }
+
+    /// With `--keep`: serves on until Ctrl-C.
+    pub(crate) async fn keep(&self, out: &mut impl Write, service: &App) -> Result<(), DemoError> {
+        // The handler is in place before the line that invites Ctrl-C is printed.
+        #[cfg(unix)]
+        let mut interrupt =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        writeln!(
+            out,
+            "\nThe console stays open at {}/ui/ (admin token in {}); press Ctrl-C to stop.",
+            self.base,
+            admin_token_file(service).display()
+        )?;
+        out.flush()?;
+        #[cfg(unix)]
+        interrupt.recv().await;
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await?;
+        writeln!(out, "stopped")?;
+        Ok(())
+    }
+
+    /// Stops serving.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+    }
+}
+
+/// The file holding the token the console's sign-in takes.
+fn admin_token_file(service: &App) -> std::path::PathBuf {
+    service.config().data_dir.join("api.token")
 }
 
 impl<W: Write> Demo<'_, W> {
@@ -328,6 +394,6 @@ impl<W: Write> Demo<'_, W> {
 }
 
 /// `jfconnect demo --airgapped`: the air-gapped round trip once (see [`crate::airgap::demo`]).
-pub async fn run_airgapped(out: &mut impl Write) -> Result<(), DemoError> {
-    airgapped::run(out).await
+pub async fn run_airgapped(out: &mut impl Write, keep: bool) -> Result<(), DemoError> {
+    airgapped::run(out, keep).await
 }
