@@ -16,6 +16,10 @@ use std::sync::Arc;
 
 const COOKIE: &str = "jfconnect_console";
 
+/// The key naming the file of the token the sign-in takes. Until the API has a separate admin
+/// scope, the API token is the one that may change state.
+const TOKEN_KEY: &str = "jfconnect.api.token_file";
+
 /// True when `presented` is the admin token (the scope that may change state), compared in
 /// constant time.
 fn is_admin_token(console: &Console, presented: &str) -> bool {
@@ -208,7 +212,7 @@ fn login_form(next: &str, problem: Option<&str>, status: StatusCode) -> Response
     let body = html! {
         form.login method="post" action="/ui/login" {
             h1 { "jfconnect console" }
-            p.muted { "Sign in with the admin token (the file named by " code { "jfconnect.api.admin_token_file" } ")." }
+            p.muted { "Sign in with the admin token (the file named by " code { (TOKEN_KEY) } ")." }
             @if let Some(p) = problem { p.flash.bad role="alert" { (p) } }
             @if next != MOUNT { p.muted { "You will be taken back to " code { (next) } "." } }
             label for="token" { "Admin token" }
@@ -264,7 +268,9 @@ pub async fn login(State(console): State<Arc<Console>>, request: Request) -> Res
         tracing::warn!(address = %addr, "console login with a wrong token");
         return login_form(
             &next,
-            Some("That is not the admin token. Use the token in jfconnect.api.admin_token_file."),
+            Some(&format!(
+                "That is not the admin token. Use the token in {TOKEN_KEY}."
+            )),
             StatusCode::UNAUTHORIZED,
         );
     }
