@@ -37,6 +37,8 @@ pub const TRACE_HEADER: &str = "X-JFrog-Trace-Id";
 pub const SERVICE_LOG: &str = "jfconnect-service.log";
 /// The request log's file name under the log folder.
 pub const REQUEST_LOG: &str = "jfconnect-request.log";
+/// The audit log's file name (state changes made through the API), beside the other logs.
+pub const AUDIT_LOG: &str = "jfconnect-audit.log";
 
 /// Text lines or JSON lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
@@ -119,6 +121,66 @@ impl Rotating {
         let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
         // A full disk must not take the service down; the line is lost, stderr still has it.
         let _ = f.write_all(line.as_bytes()).and_then(|_| f.flush());
+    }
+}
+
+/// The audit log: one JSON line per state change asked of the API, size-rotated like the other
+/// logs. Opened at the first line (or by [`AuditLog::probe`] at start), so a process that never
+/// changes state never creates it. What goes in is the caller's record; it must hold no secret.
+pub struct AuditLog {
+    dir: PathBuf,
+    settings: LogSettings,
+    file: Mutex<Option<Rotating>>,
+}
+
+impl AuditLog {
+    /// The audit log in `dir`, rotated past `max_bytes` with `max_files` old files kept.
+    pub fn new(dir: PathBuf, max_bytes: u64, max_files: usize) -> AuditLog {
+        AuditLog {
+            settings: LogSettings {
+                max_bytes,
+                max_files,
+                ..LogSettings::default()
+            },
+            file: Mutex::new(None),
+            dir,
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(AUDIT_LOG)
+    }
+
+    /// Opens (creating) the file now, so an unwritable folder is an error at start.
+    pub fn probe(&self) -> Result<(), LogError> {
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if file.is_none() {
+            *file = Some(
+                Rotating::open(&self.dir, AUDIT_LOG, &self.settings).map_err(|source| {
+                    LogError::Dir {
+                        path: self.dir.clone(),
+                        source,
+                    }
+                })?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Appends `record` as one JSON line.
+    pub fn append(&self, record: &impl Serialize) -> Result<(), LogError> {
+        let mut line = serde_json::to_string(record).map_err(|e| LogError::Dir {
+            path: self.dir.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        line.push('\n');
+        self.probe()?;
+        let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = file.as_ref() {
+            f.write_line(&line);
+        }
+        Ok(())
     }
 }
 

@@ -75,6 +75,8 @@ where
     for<'a> std::net::SocketAddr:
         axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
+    // An unwritable log folder is an error now, not a lost record at the first state change.
+    service.audit_log().probe()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut background = tokio::task::JoinSet::new();
     background.spawn(service.feed().clone().follow(stop_rx.clone()));

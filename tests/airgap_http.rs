@@ -1,5 +1,5 @@
 //! The offline HTTP endpoints: a registration bundle to download, an entitlements bundle to
-//! upload, both behind the API token; refusals are 400 with the bundle's sentence.
+//! upload, both behind the admin token; refusals are 400 with the bundle's sentence.
 
 use jfconnect::app::App;
 use jfconnect::clock::{SharedClock, SystemClock};
@@ -8,6 +8,7 @@ use jfconnect::sim::vendor::answer_bundle;
 use std::sync::Arc;
 
 const TOKEN: &str = "offline-api-token-0123456789";
+const ADMIN: &str = "offline-admin-token-0123456789";
 
 struct Running {
     base: String,
@@ -27,6 +28,7 @@ async fn start() -> Running {
     std::fs::write(&lic, "JFL-OFFLINE-HTTP-0001").unwrap();
     config.license.file = Some(lic);
     config.api.token = Some(jfconnect::secret::Secret::new(TOKEN));
+    config.api.admin_token = Some(jfconnect::secret::Secret::new(ADMIN));
     let clock: SharedClock = Arc::new(SystemClock);
     let service = Arc::new(App::build(config, clock, None, true).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -63,15 +65,30 @@ async fn offline_registration_round_trip_over_http() {
     let start_url = format!("{}/api/v1/offline/start_register", r.base);
     let register_url = format!("{}/api/v1/offline/register", r.base);
 
-    // Both routes need the token.
+    // Both routes need the admin token: none is 401, the API token (reads) 403.
     assert_eq!(http.get(&start_url).send().await.unwrap().status(), 401);
     let resp = http.post(&register_url).body("x").send().await.unwrap();
     assert_eq!(resp.status(), 401);
+    let resp = http
+        .get(&start_url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = http
+        .post(&register_url)
+        .bearer_auth(TOKEN)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
 
     // A registration bundle, as a download, signed by the JPD's own key.
     let resp = http
         .get(&start_url)
-        .bearer_auth(TOKEN)
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap();
@@ -110,7 +127,7 @@ async fn offline_registration_round_trip_over_http() {
     let body = std::fs::read(&answer).unwrap();
     let resp = http
         .post(&register_url)
-        .bearer_auth(TOKEN)
+        .bearer_auth(ADMIN)
         .header("content-type", "application/octet-stream")
         .body(body.clone())
         .send()
@@ -134,7 +151,7 @@ async fn offline_registration_round_trip_over_http() {
     // The same bundle again: refused, 400, with the sentence.
     let resp = http
         .post(&register_url)
-        .bearer_auth(TOKEN)
+        .bearer_auth(ADMIN)
         .body(body)
         .send()
         .await
@@ -164,7 +181,7 @@ async fn a_bad_bundle_is_400_and_the_upload_is_not_held_to_the_1_mib_api_cap() {
     // route has its own limit.
     let resp = http
         .post(&register_url)
-        .bearer_auth(TOKEN)
+        .bearer_auth(ADMIN)
         .body(vec![b'x'; 2 * 1024 * 1024])
         .send()
         .await
@@ -187,7 +204,7 @@ async fn a_bad_bundle_is_400_and_the_upload_is_not_held_to_the_1_mib_api_cap() {
     .unwrap();
     let resp = http
         .post(&register_url)
-        .bearer_auth(TOKEN)
+        .bearer_auth(ADMIN)
         .body(fixture)
         .send()
         .await

@@ -105,6 +105,38 @@ impl Running {
     }
 }
 
+impl Running {
+    fn data(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+    /// The admin token `serve` made in the data folder (none was configured).
+    fn admin(&self) -> String {
+        std::fs::read_to_string(self.data().join("admin.token"))
+            .expect("serve made <data_dir>/admin.token")
+            .trim()
+            .to_string()
+    }
+    /// Asks for a job run until the first scheduled run lets go of the job; the last status.
+    async fn run_job(&self, job: &str, token: &str) -> u16 {
+        let mut status = 0;
+        for _ in 0..200 {
+            let r = client()
+                .post(self.url(&format!("/api/v1/jobs/{job}/run")))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            status = r.status().as_u16();
+            if status != 409 {
+                break;
+            }
+            assert_eq!(error_code(r).await, "job_running");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        status
+    }
+}
+
 async fn error_code(resp: reqwest::Response) -> String {
     let v: serde_json::Value = resp.json().await.expect("JSON error body");
     assert!(v["error"]["message"]
@@ -154,6 +186,166 @@ async fn guarded_routes_refuse_missing_and_wrong_tokens() {
 }
 
 #[tokio::test]
+async fn admin_token_is_made_0600_at_start_differs_from_the_api_token_and_reads_too() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = start(true).await;
+    let meta = std::fs::metadata(s.data().join("admin.token")).expect("admin.token made");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let admin = s.admin();
+    assert_eq!(admin.len(), 64, "32 random bytes in hex");
+    assert_ne!(admin, TOKEN);
+    assert_eq!(s.get("/api/v1/jobs", Some(&admin)).await.status(), 200);
+    assert_eq!(s.get("/metrics", Some(&admin)).await.status(), 200);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_api_token_only_reads_and_gets_403_with_a_sentence_on_every_state_change() {
+    let s = start(true).await;
+    let c = client();
+    let writes = [
+        c.put(s.url("/api/v1/license")).body("JFL-READ-SCOPE-TRY"),
+        c.post(s.url("/api/v1/jobs/entitlements/run")),
+        c.post(s.url("/api/v1/jobs/usage/run")),
+        c.get(s.url("/api/v1/offline/start_register")),
+        c.post(s.url("/api/v1/offline/register")).body("x"),
+    ];
+    for w in writes {
+        let r = w.bearer_auth(TOKEN).send().await.unwrap();
+        let what = format!("{}", r.url());
+        assert_eq!(r.status(), 403, "{what}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "forbidden", "{what}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("admin token") && message.contains("api.admin_token_file"),
+            "{what}: {message}"
+        );
+    }
+    assert!(
+        !s.data().join("license.api").exists(),
+        "the refused PUT wrote nothing"
+    );
+    let r = c
+        .put(s.url("/api/v1/license"))
+        .bearer_auth(s.admin())
+        .body("JFL-ADMIN-SCOPE-SET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(s.run_job("entitlements", &s.admin()).await, 202);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn guarded_paths_answer_401_before_404_or_405() {
+    let s = start(true).await;
+    let c = client();
+    let cases = [
+        (reqwest::Method::GET, "/api/v1/nothing", 404),
+        (reqwest::Method::GET, "/no/such/thing", 404),
+        (reqwest::Method::DELETE, "/api/v1/entitlements", 405),
+        (reqwest::Method::GET, "/api/v1/license", 405),
+        (reqwest::Method::GET, "/api/v1/jobs/usage/run", 405),
+        (reqwest::Method::POST, "/metrics", 405),
+    ];
+    for (method, path, with_token) in cases {
+        let r = c.request(method.clone(), s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{method} {path} without a token");
+        assert_eq!(error_code(r).await, "unauthorized");
+        let r = c
+            .request(method.clone(), s.url(path))
+            .bearer_auth("wrong-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{method} {path} with a wrong token");
+        let r = c
+            .request(method.clone(), s.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), with_token, "{method} {path} with the API token");
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn state_changes_are_audited_as_json_lines_without_secrets() {
+    let s = start(true).await;
+    let c = client();
+    let admin = s.admin();
+    let r = c
+        .put(s.url("/api/v1/license"))
+        .bearer_auth(&admin)
+        .body("JFL-AUDITED-SECRET-LICENSE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = c
+        .put(s.url("/api/v1/license"))
+        .bearer_auth(TOKEN)
+        .body("JFL-REFUSED-SECRET-LICENSE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(s.get("/api/v1/jobs", Some(TOKEN)).await.status(), 200);
+    assert_eq!(s.run_job("entitlements", &admin).await, 202);
+    let log = s.data().join("logs").join("jfconnect-audit.log");
+    let text = std::fs::read_to_string(&log).expect("the audit log beside the other logs");
+    s.shutdown().await;
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let license_lines: Vec<_> = lines
+        .iter()
+        .filter(|l| l["path"] == "/api/v1/license")
+        .collect();
+    assert_eq!(license_lines.len(), 2, "{text}");
+    let (set, refused) = (license_lines[0], license_lines[1]);
+    assert_eq!(set["scope"], "admin");
+    assert_eq!(set["method"], "PUT");
+    assert_eq!(set["status"], 202);
+    assert!(set["remote_address"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("127.0.0.1:")));
+    assert!(chrono::DateTime::parse_from_rfc3339(set["time"].as_str().unwrap()).is_ok());
+    assert!(
+        set["change"]
+            .as_str()
+            .is_some_and(|c| c.contains("license")),
+        "{set}"
+    );
+    assert_eq!(refused["scope"], "read");
+    assert_eq!(refused["status"], 403);
+    assert!(refused["change"].is_null(), "nothing changed: {refused}");
+    let run = lines
+        .iter()
+        .find(|l| l["status"] == 202 && l["path"] == "/api/v1/jobs/entitlements/run")
+        .unwrap_or_else(|| panic!("the job run is audited: {text}"));
+    assert!(run["change"]
+        .as_str()
+        .is_some_and(|c| c.contains("entitlements")));
+    assert!(
+        !lines.iter().any(|l| l["path"] == "/api/v1/jobs"),
+        "reads are not audited: {text}"
+    );
+    for secret in [
+        "JFL-AUDITED-SECRET-LICENSE",
+        "JFL-REFUSED-SECRET-LICENSE",
+        TOKEN,
+        &admin,
+    ] {
+        assert!(!text.contains(secret), "{secret} in the audit log");
+    }
+}
+
+#[tokio::test]
 async fn entitlements_are_served_after_the_job_runs() {
     let s = start(true).await;
     s.wait_for_entitlements().await;
@@ -174,7 +366,7 @@ async fn unknown_route_unknown_job_and_wrong_method_are_json_errors() {
     assert_eq!(error_code(r).await, "not_found");
     let r = client()
         .post(s.url("/api/v1/jobs/nope/run"))
-        .bearer_auth(TOKEN)
+        .bearer_auth(s.admin())
         .send()
         .await
         .unwrap();
@@ -188,21 +380,7 @@ async fn unknown_route_unknown_job_and_wrong_method_are_json_errors() {
         .unwrap();
     assert_eq!(r.status(), 405);
     // The first scheduled run may still hold the job: 409 naming this process until it ends.
-    let mut status = 0;
-    for _ in 0..200 {
-        let r = client()
-            .post(s.url("/api/v1/jobs/entitlements/run"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        status = r.status().as_u16();
-        if status != 409 {
-            break;
-        }
-        assert_eq!(error_code(r).await, "job_running");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let status = s.run_job("entitlements", &s.admin()).await;
     assert_eq!(status, 202);
     s.shutdown().await;
 }
@@ -213,7 +391,7 @@ async fn oversized_body_and_bad_json_are_refused() {
     let big = vec![b'a'; 2 * 1024 * 1024];
     let r = client()
         .put(s.url("/api/v1/license"))
-        .bearer_auth(TOKEN)
+        .bearer_auth(s.admin())
         .body(big)
         .send()
         .await
@@ -222,7 +400,7 @@ async fn oversized_body_and_bad_json_are_refused() {
     assert_eq!(error_code(r).await, "bad_body");
     let r = client()
         .put(s.url("/api/v1/license"))
-        .bearer_auth(TOKEN)
+        .bearer_auth(s.admin())
         .header("content-type", "application/json")
         .body("{\"license_key\": ")
         .send()
@@ -232,7 +410,7 @@ async fn oversized_body_and_bad_json_are_refused() {
     assert_eq!(error_code(r).await, "bad_json");
     let r = client()
         .put(s.url("/api/v1/license"))
-        .bearer_auth(TOKEN)
+        .bearer_auth(s.admin())
         .body(vec![0xff, 0xfe])
         .send()
         .await
@@ -333,17 +511,18 @@ async fn license_and_token_never_appear_in_logs() {
     s.wait_for_entitlements().await;
     let r = client()
         .put(s.url("/api/v1/license"))
-        .bearer_auth(TOKEN)
+        .bearer_auth(s.admin())
         .body("JFL-NEW-SECRET-LICENSE-77")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let admin = s.admin();
     s.shutdown().await;
     let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).to_string();
     assert!(logs.contains("job"), "logs were captured: {logs}");
-    for secret in [LICENSE, "JFL-NEW-SECRET-LICENSE-77", TOKEN] {
+    for secret in [LICENSE, "JFL-NEW-SECRET-LICENSE-77", TOKEN, &admin] {
         assert!(!logs.contains(secret), "{secret} leaked into logs");
     }
 }

@@ -171,3 +171,50 @@ fn status_names_the_config_file_and_the_data_folder() {
     );
     assert!(stdout.contains("node           node-a"), "{stdout}");
 }
+
+#[test]
+fn admin_token_file_from_the_environment_must_differ_from_the_api_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = system_yaml(dir.path());
+    std::fs::write(dir.path().join("read.token"), "same-token-in-both\n").unwrap();
+    std::fs::write(dir.path().join("admin.token"), "same-token-in-both").unwrap();
+    let out = jfconnect(dir.path())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["config", "check"])
+        .env("JF_JFCONNECT_API_TOKEN_FILE", dir.path().join("read.token"))
+        .env(
+            "JF_JFCONNECT_API_ADMIN_TOKEN_FILE",
+            dir.path().join("admin.token"),
+        )
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("jfconnect.api.admin_token_file")
+            && stderr.contains("JF_JFCONNECT_API_ADMIN_TOKEN_FILE")
+            && stderr.contains("give the admin scope its own token"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("same-token-in-both"), "{stderr}");
+    std::fs::write(dir.path().join("admin.token"), "another-token").unwrap();
+    let out = jfconnect(dir.path())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["config", "check", "--show"])
+        .env("JF_JFCONNECT_API_TOKEN_FILE", dir.path().join("read.token"))
+        .env(
+            "JF_JFCONNECT_API_ADMIN_TOKEN_FILE",
+            dir.path().join("admin.token"),
+        )
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.lines().any(|l| l.contains("api.admin_token_file")
+            && l.contains("variable JF_JFCONNECT_API_ADMIN_TOKEN_FILE")),
+        "{stdout}"
+    );
+}

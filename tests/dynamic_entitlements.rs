@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 const TOKEN: &str = "dynamic-entitlements-token";
+const ADMIN: &str = "dynamic-entitlements-admin-token";
 
 struct Service {
     http: SocketAddr,
@@ -41,6 +42,7 @@ async fn start_with(
     std::fs::write(dir.path().join("license"), sim_support::LICENSE).unwrap();
     config.license.file = Some(dir.path().join("license"));
     config.api.token = Some(jfconnect::secret::Secret::new(TOKEN));
+    config.api.admin_token = Some(jfconnect::secret::Secret::new(ADMIN));
     if let Some(sim) = sim {
         let base: url::Url = sim.handle.base_url().parse().unwrap();
         config.jes.url = base.clone();
@@ -83,7 +85,7 @@ impl Service {
         for _ in 0..200 {
             let r = http
                 .post(self.url("/api/v1/jobs/entitlements/run"))
-                .bearer_auth(TOKEN)
+                .bearer_auth(ADMIN)
                 .send()
                 .await
                 .unwrap();
@@ -437,7 +439,7 @@ async fn an_air_gapped_import_reaches_a_grpc_watcher_and_the_client_cache_within
     let http = http_client();
     let registration = http
         .get(service.url("/api/v1/offline/start_register"))
-        .bearer_auth(TOKEN)
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -456,7 +458,7 @@ async fn an_air_gapped_import_reaches_a_grpc_watcher_and_the_client_cache_within
     let mut changes = service.app.entitlements().changes();
     let imported = http
         .post(service.url("/api/v1/offline/register"))
-        .bearer_auth(TOKEN)
+        .bearer_auth(ADMIN)
         .body(std::fs::read(dir.join("answer.jfbundle")).unwrap())
         .send()
         .await

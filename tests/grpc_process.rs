@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const TOKEN: &str = "process-test-token";
+const ADMIN: &str = "process-test-admin-token";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -20,6 +21,7 @@ fn free_port() -> u16 {
 fn serve(dir: &Path, sim: &sim_support::Sim, http: u16, grpc: u16) -> Command {
     std::fs::write(dir.join("license"), sim_support::LICENSE).unwrap();
     std::fs::write(dir.join("token"), TOKEN).unwrap();
+    std::fs::write(dir.join("admin-token"), ADMIN).unwrap();
     let base = sim.handle.base_url();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_jfconnect"));
     cmd.arg("serve")
@@ -30,6 +32,7 @@ fn serve(dir: &Path, sim: &sim_support::Sim, http: u16, grpc: u16) -> Command {
         .env("JF_JFCONNECT_DATA_DIR", dir.join("data"))
         .env("JF_JFCONNECT_LICENSE_FILE", dir.join("license"))
         .env("JF_JFCONNECT_API_TOKEN_FILE", dir.join("token"))
+        .env("JF_JFCONNECT_API_ADMIN_TOKEN_FILE", dir.join("admin-token"))
         .env("JF_JFCONNECT_JES_URL", &base)
         .env("JF_JFCONNECT_JCS_URL", &base)
         .env("JF_JFCONNECT_JPD_URL", &base)
@@ -55,7 +58,7 @@ async fn fetch_now(http: u16) {
             .post(format!(
                 "http://127.0.0.1:{http}/api/v1/jobs/entitlements/run"
             ))
-            .bearer_auth(TOKEN)
+            .bearer_auth(ADMIN)
             .send()
             .await;
         if sent.is_ok_and(|r| r.status() == 202) {

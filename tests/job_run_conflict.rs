@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "test-api-token-0123456789";
+const ADMIN: &str = "test-admin-token-0123456789";
 
 async fn post_run(client: &reqwest::Client, base: &str) -> (u16, serde_json::Value) {
     let r = client
         .post(format!("{base}/api/v1/jobs/entitlements/run"))
-        .bearer_auth(TOKEN)
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap();
@@ -35,14 +36,16 @@ async fn run_answers_409_with_the_holder_while_the_job_runs() {
     let data = dir.path().join("data");
     std::fs::write(dir.path().join("license"), sim_support::LICENSE).unwrap();
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    std::fs::write(dir.path().join("admin-token"), ADMIN).unwrap();
     let cfg = dir.path().join("system.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "jfconnect:\n  data_dir: {}\n  license:\n    file: {}\n  api:\n    token_file: {}\n  jes:\n    url: {}\n",
+            "jfconnect:\n  data_dir: {}\n  license:\n    file: {}\n  api:\n    token_file: {}\n    admin_token_file: {}\n  jes:\n    url: {}\n",
             data.display(),
             dir.path().join("license").display(),
             dir.path().join("token").display(),
+            dir.path().join("admin-token").display(),
             sim.handle.base_url()
         ),
     )

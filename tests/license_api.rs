@@ -13,6 +13,7 @@ use std::time::Duration;
 
 const GOOD: &str = "JFL-ADMIN-GOOD-KEY";
 const TOKEN: &str = "license-test-token-0123456789";
+const ADMIN: &str = "license-test-admin-token-0123456789";
 
 #[tokio::test]
 async fn a_refused_api_key_leaves_the_admins_file_untouched_and_in_effect() {
@@ -23,6 +24,7 @@ async fn a_refused_api_key_leaves_the_admins_file_untouched_and_in_effect() {
     std::fs::write(&admin_file, GOOD).unwrap();
     config.license.file = Some(admin_file.clone());
     config.api.token = Some(jfconnect::secret::Secret::new(TOKEN));
+    config.api.admin_token = Some(jfconnect::secret::Secret::new(ADMIN));
     let ents = Entitlements {
         subscription_id: "sub-lic".into(),
         subscription_type: "enterprise".into(),
@@ -56,7 +58,7 @@ async fn a_refused_api_key_leaves_the_admins_file_untouched_and_in_effect() {
     ));
     let r = reqwest::Client::new()
         .put(format!("http://{addr}/api/v1/license"))
-        .bearer_auth(TOKEN)
+        .bearer_auth(ADMIN)
         .body("JFL-MISTYPED-KEY")
         .timeout(Duration::from_secs(10))
         .send()

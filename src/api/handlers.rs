@@ -1,5 +1,6 @@
 //! Route handlers: small functions over the shared [`ApiState`].
 
+use super::auth::AuditNote;
 use super::ApiError;
 use super::ApiState;
 use crate::jobs::scheduler::{Holder, StartError};
@@ -69,6 +70,7 @@ pub async fn run_job(
     match scheduler.start(job).await {
         Ok(()) => Ok((
             StatusCode::ACCEPTED,
+            axum::Extension(AuditNote(format!("started the {job} job"))),
             Json(json!({ "job": job, "status": "started", "message": format!("the {job} job started; GET /api/v1/jobs shows its outcome") })),
         )
             .into_response()),
@@ -169,8 +171,14 @@ pub async fn put_license(
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "local", e.to_string()))?;
     tracing::info!("license updated through the API; registering again");
+    let note = format!(
+        "set the license in {} (fingerprint {}); registering again",
+        path.display(),
+        crate::secret::Secret::new(license).fingerprint()
+    );
     Ok((
         StatusCode::ACCEPTED,
+        axum::Extension(AuditNote(note)),
         Json(
             json!({ "status": "accepted", "message": "license updated; registering with JES now" }),
         ),

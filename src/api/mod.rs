@@ -1,13 +1,14 @@
 //! The HTTP API products call on port 8030.
 //!
-//! Everything except ping, liveness and readiness needs `Authorization: Bearer <token>`.
-//! Errors are JSON `{"error": {"code", "message"}}`; bodies are capped at 1 MiB; nothing a
+//! Everything except ping, liveness and readiness needs `Authorization: Bearer <token>`, on
+//! every path (401 comes before 404 and 405): the API token reads, the admin token also changes
+//! state, and each state change is written to the audit log ([`auth`]). Errors are JSON `{"error": {"code", "message"}}`; bodies are capped at 1 MiB; nothing a
 //! client sends can panic the server (handlers return errors, never unwrap input).
 //!
 //! Architecture invariant: handlers only read shared state or ask the scheduler to act; they
 //! never call JES, JCS or the JPD themselves.
 
-mod auth;
+pub mod auth;
 mod handlers;
 mod metrics;
 mod offline;
@@ -83,25 +84,33 @@ pub fn router(app: Arc<App>) -> Router {
             )
             .route("/api/v1/store/{*rest}", any(handlers::store_not_configured)),
     };
-    let guarded = Router::new()
+    let reads = Router::new()
         .route("/api/v1/system/jpd_id", get(handlers::jpd_id))
         .route("/api/v1/entitlements", get(watch::entitlements))
         .route("/api/v1/entitlements/check", get(watch::check))
         .route("/api/v1/jobs", get(handlers::jobs))
-        .route("/api/v1/jobs/{name}/run", post(handlers::run_job))
-        .route("/api/v1/license", put(handlers::put_license))
         .route("/metrics", get(metrics::metrics))
         // Merged, not nested: nesting rewrites the path before the store proxy's raw-path
         // check could see tricks such as `//host`.
-        .merge(store)
+        .merge(store);
+    let state_changes = Router::new()
+        .route("/api/v1/jobs/{name}/run", post(handlers::run_job))
+        .route("/api/v1/license", put(handlers::put_license))
         .merge(offline::router())
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),
-            auth::require_token,
+            auth::require_admin,
         ));
-    open.merge(guarded)
+    // The token is checked around the fallbacks too: 401 before 404 or 405.
+    let guarded = reads
+        .merge(state_changes)
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            auth::authenticate,
+        ));
+    open.merge(guarded)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(service)
         .layer(axum::middleware::from_fn(request_log::log_requests))

@@ -1,7 +1,7 @@
 //! Air-gapped registration over HTTP, shaped like JFrog's offline endpoints: fetch a
 //! registration bundle to carry out, post back the entitlements bundle the vendor answered.
 //!
-//! Both routes sit behind the API token. The upload route has its own body cap (the bundle
+//! Both routes change state, so they need the admin token and are audited. The upload route has its own body cap (the bundle
 //! limit, `Limits::default().max_file_bytes`) instead of the API's 1 MiB, and streams the body
 //! into a temp file in the data folder (removed afterwards) so a large bundle never sits in
 //! memory. Only a raw body is accepted (`Content-Type: application/octet-stream` or none):
@@ -77,7 +77,9 @@ async fn start_register(State(service): State<Arc<ApiState>>) -> Result<Response
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "registration.jfbundle".into());
+    let note = format!("wrote the registration bundle {name} to the outbox");
     Ok((
+        axum::Extension(super::auth::AuditNote(note)),
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (
@@ -152,7 +154,13 @@ async fn register(
         .await
         .map_err(failed)?;
     drop(tmp);
-    Ok(Json(serde_json::json!({
+    let note = format!(
+        "imported entitlements bundle {} (sequence {})",
+        outcome.manifest.bundle_id, outcome.manifest.sequence
+    );
+    Ok((
+        axum::Extension(super::auth::AuditNote(note)),
+        Json(serde_json::json!({
         "imported": true,
         "bundle_id": outcome.manifest.bundle_id,
         "sequence": outcome.manifest.sequence,
@@ -160,6 +168,7 @@ async fn register(
         "entitlements": outcome.entitlements,
         "valid_now": outcome.valid_now,
         "message": outcome.summary(),
-    }))
-    .into_response())
+        })),
+    )
+        .into_response())
 }

@@ -41,6 +41,12 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    /// The two scopes would be one: the admin token equals the API token.
+    #[error("the admin token in {0} is the same as the API token; give the admin scope its own token (jfconnect.api.admin_token_file)")]
+    SameTokens(PathBuf),
+    /// The log folder (the audit log's) cannot be written.
+    #[error(transparent)]
+    Log(#[from] crate::logging::LogError),
     /// A state file could not be read.
     #[error(transparent)]
     State(#[from] StateError),
@@ -58,6 +64,8 @@ pub struct App {
     config: Arc<Config>,
     jpd_id: String,
     api_token: Option<Secret>,
+    admin_token: Option<Secret>,
+    audit: Arc<crate::logging::AuditLog>,
     clock: SharedClock,
     entitlements: Arc<EntitlementsStore>,
     license: LicenseSource,
@@ -82,6 +90,15 @@ impl App {
     /// demo, which serves) makes one, so a command that only reads never writes a token.
     pub fn api_token(&self) -> Option<&Secret> {
         self.api_token.as_ref()
+    }
+    /// The token that may also change state (`api.admin_token_file`); `None` as for
+    /// [`App::api_token`].
+    pub fn admin_token(&self) -> Option<&Secret> {
+        self.admin_token.as_ref()
+    }
+    /// The audit log of state changes made through the API.
+    pub fn audit_log(&self) -> &Arc<crate::logging::AuditLog> {
+        &self.audit
     }
     /// Time.
     pub fn clock(&self) -> &SharedClock {
@@ -143,43 +160,85 @@ fn existing_jpd_id(data_dir: &Path) -> Result<Option<String>, AppError> {
     Ok(state::read_jpd_id(data_dir)?)
 }
 
-/// The API token: from `api.token_file`, or `<data_dir>/api.token` made on first start (mode
-/// 0600). Its path is logged, never its value.
-pub fn api_token(config: &Config) -> Result<Secret, AppError> {
-    if let Some(t) = &config.api.token {
-        return Ok(t.clone());
+/// A token file jfconnect makes when none is configured, for one scope.
+struct TokenFile<'a> {
+    /// The token from the config file's key, when set.
+    configured: Option<&'a Secret>,
+    /// `<data_dir>/api.token` or `<data_dir>/admin.token`.
+    path: PathBuf,
+    /// "an API token", "an admin token", for the log line.
+    what: &'static str,
+}
+
+impl TokenFile<'_> {
+    fn api(config: &Config) -> TokenFile<'_> {
+        TokenFile {
+            configured: config.api.token.as_ref(),
+            path: config.data_dir.join("api.token"),
+            what: "an API token (reads)",
+        }
     }
-    let path = config.data_dir.join("api.token");
-    let err = |source| AppError::DataDir {
-        path: path.clone(),
-        source,
-    };
-    let generate = || {
+
+    fn admin(config: &Config) -> TokenFile<'_> {
+        TokenFile {
+            configured: config.api.admin_token.as_ref(),
+            path: config.data_dir.join("admin.token"),
+            what: "an admin token (state changes)",
+        }
+    }
+
+    /// The configured token, or the one made before; never makes one.
+    fn existing(&self) -> Result<Option<Secret>, AppError> {
+        if let Some(t) = self.configured {
+            return Ok(Some(t.clone()));
+        }
+        match Secret::from_file(&self.path) {
+            Ok(s) if !s.is_empty() => Ok(Some(s)),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(AppError::DataDir {
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            }),
+        }
+    }
+
+    /// The configured token, the one made before, or a new one written 0600. Its path is
+    /// logged, never its value.
+    fn get_or_make(&self) -> Result<Secret, AppError> {
+        if let Some(t) = self.existing()? {
+            return Ok(t);
+        }
         let token = hex::encode(rand::random::<[u8; 32]>());
-        state::write_private(&path, token.as_bytes()).map_err(err)?;
-        tracing::info!(file = %path.display(), "generated an API token; products read it from this file");
+        state::write_private(&self.path, token.as_bytes()).map_err(|source| AppError::DataDir {
+            path: self.path.clone(),
+            source,
+        })?;
+        tracing::info!(file = %self.path.display(), "generated {}; clients read it from this file", self.what);
         Ok(Secret::new(token))
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => Ok(Secret::new(s.trim())),
-        Ok(_) => generate(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => generate(),
-        Err(e) => Err(err(e)),
     }
+}
+
+/// The API token (reads): from `api.token_file`, or `<data_dir>/api.token` made on first start
+/// (mode 0600).
+pub fn api_token(config: &Config) -> Result<Secret, AppError> {
+    TokenFile::api(config).get_or_make()
 }
 
 /// The API token if one is configured or was made before; never makes one.
 pub fn existing_api_token(config: &Config) -> Result<Option<Secret>, AppError> {
-    if let Some(t) = &config.api.token {
-        return Ok(Some(t.clone()));
-    }
-    let path = config.data_dir.join("api.token");
-    match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => Ok(Some(Secret::new(s.trim()))),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(AppError::DataDir { path, source }),
-    }
+    TokenFile::api(config).existing()
+}
+
+/// The admin token (every state change): from `api.admin_token_file`, or
+/// `<data_dir>/admin.token` made on first start (mode 0600).
+pub fn admin_token(config: &Config) -> Result<Secret, AppError> {
+    TokenFile::admin(config).get_or_make()
+}
+
+/// The admin token if one is configured or was made before; never makes one.
+pub fn existing_admin_token(config: &Config) -> Result<Option<Secret>, AppError> {
+    TokenFile::admin(config).existing()
 }
 
 /// The license file: the configured one, or `<data_dir>/license` (where `PUT /api/v1/license`
@@ -288,16 +347,16 @@ impl App {
         access: Access,
     ) -> Result<App, AppError> {
         let data_dir = config.data_dir.clone();
-        let (jpd_id, api_token) = match access {
+        let (jpd_id, api_token, admin_token) = match access {
             Access::ReadWrite => {
                 std::fs::create_dir_all(&data_dir).map_err(|source| AppError::DataDir {
                     path: data_dir.clone(),
                     source,
                 })?;
-                let token = if restart {
-                    Some(api_token(&config)?)
+                let (token, admin) = if restart {
+                    (Some(api_token(&config)?), Some(admin_token(&config)?))
                 } else {
-                    existing_api_token(&config)?
+                    (existing_api_token(&config)?, existing_admin_token(&config)?)
                 };
                 // A one-off command (an import) leaves an existing id as it is; the service
                 // adds a missing checksum beside it.
@@ -310,13 +369,25 @@ impl App {
                     Some(id) => id,
                     None => jpd_id(&data_dir)?,
                 };
-                (id, token)
+                (id, token, admin)
             }
             Access::ReadOnly => (
                 existing_jpd_id(&data_dir)?.unwrap_or_else(|| NO_JPD_ID.into()),
                 existing_api_token(&config)?,
+                existing_admin_token(&config)?,
             ),
         };
+        if api_token.is_some() && api_token == admin_token {
+            let admin = TokenFile::admin(&config);
+            return Err(AppError::SameTokens(
+                config.api.admin_token_file.clone().unwrap_or(admin.path),
+            ));
+        }
+        let audit = Arc::new(crate::logging::AuditLog::new(
+            config.audit_log_dir(),
+            config.log.max_bytes,
+            config.log.max_files,
+        ));
         let entitlements = Arc::new(EntitlementsStore::open(&config.state_dir())?);
         let license = license_source(&config);
         let (outbox, inbox) = if config.airgap.enabled {
@@ -402,6 +473,8 @@ impl App {
             config: Arc::new(config),
             jpd_id,
             api_token,
+            admin_token,
+            audit,
             clock,
             entitlements,
             license,

@@ -192,7 +192,7 @@ impl Failure {
 impl From<app::AppError> for Failure {
     fn from(e: app::AppError) -> Self {
         match e {
-            app::AppError::Client(_) => Failure::bad_input(e),
+            app::AppError::Client(_) | app::AppError::SameTokens(_) => Failure::bad_input(e),
             _ => Failure::failed(e),
         }
     }

@@ -166,11 +166,18 @@ pub struct LicenseSection {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiSection {
-    /// File holding the token products present; none means "generate `<data_dir>/api.token`".
+    /// File holding the token products present (the read scope); none means "generate
+    /// `<data_dir>/api.token`".
     pub token_file: Option<PathBuf>,
     /// The token read from `token_file`.
     #[serde(skip)]
     pub token: Option<Secret>,
+    /// File holding the admin token (every state change); none means "generate
+    /// `<data_dir>/admin.token`".
+    pub admin_token_file: Option<PathBuf>,
+    /// The token read from `admin_token_file`.
+    #[serde(skip)]
+    pub admin_token: Option<Secret>,
 }
 
 /// `jfconnect.jes.*`
@@ -572,6 +579,15 @@ impl Config {
     /// Path of the state folder.
     pub fn state_dir(&self) -> PathBuf {
         self.data_dir.join("state")
+    }
+
+    /// The folder of the audit log (`jfconnect-audit.log`): `log.dir`, else `<data_dir>/logs`
+    /// (state changes are recorded even when no other log file is kept).
+    pub fn audit_log_dir(&self) -> PathBuf {
+        self.log
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("logs"))
     }
 
     /// Fills the paths whose defaults live under `data_dir`, where they are not set.

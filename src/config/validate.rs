@@ -25,6 +25,17 @@ impl Config {
         }
         self.api.token =
             secret(self.api.token_file.as_deref()).map_err(|r| err("api.token_file", r))?;
+        self.api.admin_token = secret(self.api.admin_token_file.as_deref())
+            .map_err(|r| err("api.admin_token_file", r))?;
+        if let (Some(read), Some(admin)) = (&self.api.token, &self.api.admin_token) {
+            if read == admin {
+                return Err(err(
+                    "api.admin_token_file",
+                    "holds the same token as api.token_file; give the admin scope its own token"
+                        .into(),
+                ));
+            }
+        }
         self.jpd.token =
             secret(self.jpd.token_file.as_deref()).map_err(|r| err("jpd.token_file", r))?;
         match (&self.tls.server.cert_file, &self.tls.server.key_file) {

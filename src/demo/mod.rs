@@ -247,14 +247,14 @@ impl<W: Write> Demo<'_, W> {
 
         writeln!(
             self.out,
-            "2. Fix the license through the API (PUT /api/v1/license)…"
+            "2. Fix the license through the API (PUT /api/v1/license, admin token)…"
         )?;
         let resp = self
             .http
             .put(format!("{}/api/v1/license", self.api))
             .bearer_auth(
                 self.service
-                    .api_token()
+                    .admin_token()
                     .map(|t| t.expose())
                     .unwrap_or_default(),
             )
