@@ -97,6 +97,8 @@ async fn the_client_answers_while_serve_is_killed_and_restarted_then_converges()
             max: Duration::from_millis(500),
         })
         .first_answer_wait(Duration::from_secs(10))
+        // A restart can find the HTTP port first; the client goes back to gRPC this often.
+        .grpc_retry(Duration::from_secs(1))
         .connect()
         .await
         .unwrap();
@@ -129,7 +131,12 @@ async fn the_client_answers_while_serve_is_killed_and_restarted_then_converges()
         client.is_entitled("xray", "sbom")
     })
     .await;
-    assert_eq!(client.link(), jfconnect_client::Link::Grpc);
+    until(
+        "the client is back on gRPC",
+        Duration::from_secs(10),
+        || client.link() == jfconnect_client::Link::Grpc,
+    )
+    .await;
     sim.stop().await;
 }
 
