@@ -10,6 +10,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::http::Outbound;
 use crate::jpd::Jpd;
+use crate::remote::Service;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -146,13 +147,9 @@ pub async fn run(file: Option<&Path>, clock: SharedClock) -> Report {
         if !config.airgap.enabled {
             let jes = probe_url(&config.jes.url, crate::protocol::JES_ENTITLEMENTS);
             let jcs = probe_url(&config.jcs.url, crate::protocol::JCS_USAGE);
-            let checks = [
-                ("JES", "jfconnect.jes.url", jes, false),
-                ("JCS", "jfconnect.jcs.url", jcs, true),
-            ];
-            for (service, key, url, post) in checks {
-                if let Some(d) = check_remote(&mut report, outbound, service, key, url, post).await
-                {
+            let checks = [(Service::Jes, jes, false), (Service::Jcs, jcs, true)];
+            for (service, url, post) in checks {
+                if let Some(d) = check_remote(&mut report, outbound, service, url, post).await {
                     dates.push(d);
                 }
             }
@@ -274,11 +271,11 @@ fn check_license(report: &mut Report, config: &Config) {
 async fn check_remote(
     report: &mut Report,
     outbound: &Outbound,
-    service: &str,
-    key: &str,
+    service: Service,
     url: Url,
     post: bool,
 ) -> Option<DateTime<Utc>> {
+    let key = service.url_key();
     let host = url.host_str().unwrap_or("").to_string();
     let port = url.port_or_known_default().unwrap_or(443);
     let https = url.scheme() == "https";

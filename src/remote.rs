@@ -39,6 +39,51 @@ impl fmt::Display for ErrorClass {
     }
 }
 
+/// A remote service jfconnect calls, named in sentences together with the key that holds its
+/// URL, so that a failure points at the setting to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// JFrog Entitlements Service (`jfconnect.jes.url`).
+    Jes,
+    /// JFrog Consumption Service (`jfconnect.jcs.url`).
+    Jcs,
+    /// The JPD's Access (`jfconnect.jpd.url`).
+    Access,
+    /// The JPD's Artifactory (`jfconnect.jpd.url`).
+    Artifactory,
+    /// The JFrog Store behind the store proxy (`jfconnect.store.url`).
+    Store,
+}
+
+impl Service {
+    /// Its name in sentences.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Jes => "JES",
+            Service::Jcs => "JCS",
+            Service::Access => "Access",
+            Service::Artifactory => "Artifactory",
+            Service::Store => "JFrog Store",
+        }
+    }
+
+    /// The config key that holds its URL.
+    pub fn url_key(self) -> &'static str {
+        match self {
+            Service::Jes => "jfconnect.jes.url",
+            Service::Jcs => "jfconnect.jcs.url",
+            Service::Access | Service::Artifactory => "jfconnect.jpd.url",
+            Service::Store => "jfconnect.store.url",
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A classified failure with one sentence a person understands.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("{message}")]

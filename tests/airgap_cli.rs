@@ -309,6 +309,52 @@ fn full_air_gapped_round_trip_through_the_binary() {
     assert!(text(&o).contains("registration bundle"), "{}", text(&o));
 }
 
+/// A JPD's own bundles given to `bundle import` are named for what they are (they are carried
+/// to the vendor, not imported), never blamed on an untrusted key.
+#[test]
+fn import_names_a_usage_or_registration_bundle_instead_of_an_untrusted_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (cfg, _) = registered_jpd(dir);
+    let reg = outbox(&cfg, "registration");
+    let o = run_cfg(
+        dir,
+        &cfg,
+        &["bundle", "import", &reg[0].display().to_string()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("this bundle says it is a registration bundle")
+            && text(&o).contains("`bundle import` takes entitlements bundles"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("trusted keys"), "{}", text(&o));
+
+    let vs = dir.join("vendor-state").display().to_string();
+    let reg_s = reg[0].display().to_string();
+    let answer = ["sim", "answer", "--in", &reg_s, "--key", "vendor.key"];
+    let o = run(
+        dir,
+        &[&answer[..], &["--out", "ent1.jfbundle", "--state", &vs]].concat(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run_cfg(dir, &cfg, &["bundle", "import", "ent1.jfbundle"]);
+    assert!(o.status.success(), "{}", text(&o));
+    write_usage(&cfg, 2);
+    let o = run_cfg(dir, &cfg, &["bundle", "export", "--out", "usage.jfbundle"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run_cfg(dir, &cfg, &["bundle", "import", "usage.jfbundle"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("this bundle says it is a usage bundle")
+            && text(&o).contains("`bundle import` takes entitlements bundles"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("trusted keys"), "{}", text(&o));
+}
+
 /// Needs the `failpoints` feature (`cargo test --features failpoints`, as scripts/test runs).
 #[cfg(feature = "failpoints")]
 #[test]

@@ -410,3 +410,75 @@ fn docs_and_code_cite_only_files_of_this_repository() {
         "files outside the repository cited in: {cited:?}"
     );
 }
+
+/// Every place of README.md or docs/ that the code points a person to exists: the files named
+/// `docs/<name>.md`, the anchors `<file>.md#<anchor>`, and the sections named "the <Title>
+/// section of <file>.md" (a heading with that title).
+#[test]
+fn every_readme_or_docs_place_the_code_names_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let headings = |file: &str| -> Vec<String> {
+        std::fs::read_to_string(root.join(file))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with('#'))
+            .map(|l| l.trim_start_matches('#').trim().to_string())
+            .collect()
+    };
+    // GitHub's anchor of a heading: lower case, spaces to '-', other punctuation dropped.
+    let anchor = |title: &str| -> String {
+        title
+            .to_lowercase()
+            .chars()
+            .filter_map(|c| match c {
+                ' ' => Some('-'),
+                c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                _ => None,
+            })
+            .collect()
+    };
+    let name_char = |c: char| c.is_ascii_alphanumeric() || "-_./#".contains(c);
+    let mut missing = Vec::new();
+    let mut named = 0;
+    for (path, text) in sources() {
+        // `README.md#x`, `docs/a.md`, `docs/a.md#x`.
+        for (i, _) in text.match_indices(".md") {
+            let start = text[..i]
+                .rfind(|c: char| !name_char(c))
+                .map_or(0, |p| p + 1);
+            let end = i + 3 + text[i + 3..].find(|c: char| !name_char(c)).unwrap_or(0);
+            let cited = text[start..end].trim_end_matches('.');
+            let (file, frag) = cited.split_once('#').unwrap_or((cited, ""));
+            if file != "README.md" && !file.starts_with("docs/") {
+                continue;
+            }
+            named += 1;
+            if !root.join(file).is_file() {
+                missing.push(format!("{path}: {cited}: no such file"));
+            } else if !frag.is_empty() && !headings(file).iter().any(|h| anchor(h) == frag) {
+                missing.push(format!("{path}: {cited}: no such heading"));
+            }
+        }
+        // "the <Title> section of <file>.md".
+        for (i, _) in text.match_indices(" section of ") {
+            let Some(title_start) = text[..i].rfind("the ") else {
+                continue;
+            };
+            let title = &text[title_start + 4..i];
+            let rest = &text[i + " section of ".len()..];
+            let file = &rest[..rest.find(|c: char| !name_char(c)).unwrap_or(rest.len())];
+            let file = file.trim_end_matches('.');
+            if !file.ends_with(".md") || title.contains('\n') {
+                continue;
+            }
+            named += 1;
+            if !headings(file).iter().any(|h| h == title) {
+                missing.push(format!(
+                    "{path}: the {title} section of {file}: no such heading"
+                ));
+            }
+        }
+    }
+    assert!(named > 10, "the scan found only {named} references");
+    assert!(missing.is_empty(), "{missing:#?}");
+}

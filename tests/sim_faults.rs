@@ -50,7 +50,11 @@ async fn reset_fault_cuts_the_connection_without_an_http_answer() {
         .expect_err("a reset must not produce an HTTP answer");
     assert!(err.status().is_none());
     assert!(!err.is_timeout());
-    let classified = jfconnect::http::classify_send_error(&err, "JCS", &url.parse().unwrap());
+    let classified = jfconnect::http::classify_send_error(
+        &err,
+        jfconnect::remote::Service::Jcs,
+        &url.parse().unwrap(),
+    );
     assert_eq!(classified.class, ErrorClass::Unavailable, "{classified}");
     assert!(
         classified.message.contains("cut before an answer"),

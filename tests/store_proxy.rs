@@ -413,7 +413,11 @@ async fn closed_store_port_gives_502_naming_the_store_host() {
     let json: serde_json::Value = r.json().await.unwrap();
     assert_eq!(json["error"]["code"], "store_unreachable");
     let message = json["error"]["message"].as_str().unwrap();
-    assert!(message.contains("JFrog Store at 127.0.0.1"), "{message}");
+    assert!(
+        message.contains(&format!("JFrog Store at http://{closed}"))
+            && message.contains("jfconnect.store.url"),
+        "names the URL with its port and the key: {message}"
+    );
     assert!(message.contains("refused the connection"), "{message}");
 }
 

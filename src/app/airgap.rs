@@ -197,7 +197,7 @@ impl App {
             .license
             .read()
             .map_err(|e| AirgapError::Job(e.to_string()))?
-            .ok_or(AirgapError::NoLicense)?;
+            .ok_or_else(|| AirgapError::NoLicense(self.license.none_found()))?;
         let (outbox, fp, now) = (outbox.clone(), license.fingerprint(), self.clock.now());
         tokio::task::spawn_blocking(move || outbox.write_registration(&fp, now))
             .await

@@ -184,6 +184,14 @@ pub enum BundleError {
     /// The signature uses minisign's legacy algorithm.
     #[error("the signature uses minisign's legacy 'Ed' algorithm, which leaves the algorithm unsigned; re-sign with the prehashed 'ED' algorithm (minisign 0.11 or later does by default)")]
     LegacySignature,
+    /// A bundle a JPD makes for the vendor (usage, registration) was given where entitlements
+    /// bundles are imported. The kind is what the bundle's signature comment claims, unverified:
+    /// it only names the mistake, it is refused all the same.
+    #[error("this bundle says it is a {claimed} bundle, which a JPD makes to carry to the vendor; `bundle import` takes entitlements bundles, the vendor's answer to one")]
+    NotForImport {
+        /// The kind the bundle claims.
+        claimed: String,
+    },
     /// Signed by a key that is not trusted here.
     #[error("the bundle is signed by key {0}, which is not one of the trusted keys here")]
     UnknownKey(String),

@@ -17,7 +17,7 @@ use super::error::BundleError;
 use super::import_state::{check_policy, Expectations, ImportStore};
 use super::keys::read_public_key;
 use super::limits::Limits;
-use super::manifest::{parse_sums, Manifest, FORMAT_V1, MANIFEST, SIGNATURE, SUMS};
+use super::manifest::{parse_sums, Kind, Manifest, FORMAT_V1, MANIFEST, SIGNATURE, SUMS};
 use super::minisign::{MinisignSignature, PublicKey, TrustedKeys};
 use super::zipdir::{read_entries, SliceSource, Source, ZipEntry};
 use crate::clock::SystemClock;
@@ -79,7 +79,7 @@ fn check_entries(
     let sig = MinisignSignature::parse(&sig_text)?;
     let key = trust
         .get(sig.key_id)
-        .ok_or_else(|| BundleError::UnknownKey(sig.key_id.to_string()))?;
+        .ok_or_else(|| untrusted(&sig, expect))?;
     let sums_bytes = entry::read_all(src, sums_entry)?;
     sig.verify(key, &sums_bytes)?;
     if !sig.trusted_comment.starts_with(&format!("{FORMAT_V1} ")) {
@@ -183,6 +183,27 @@ fn check_entries(
         }
     }
     Ok(manifest)
+}
+
+/// A signature by a key not trusted here. When entitlements are expected and the (unverified)
+/// signed comment says the bundle is of another kind, the refusal says that instead: a JPD's
+/// own usage or registration bundle was given to import.
+fn untrusted(sig: &MinisignSignature, expect: &Expectations) -> BundleError {
+    let claimed = sig
+        .trusted_comment
+        .split(' ')
+        .find_map(|field| field.strip_prefix("kind="))
+        .filter(|k| {
+            [Kind::Usage, Kind::Registration]
+                .iter()
+                .any(|x| x.as_str() == *k)
+        });
+    match (expect.kind, claimed) {
+        (Some(Kind::Entitlements), Some(claimed)) => BundleError::NotForImport {
+            claimed: claimed.to_string(),
+        },
+        _ => BundleError::UnknownKey(sig.key_id.to_string()),
+    }
 }
 
 fn decode_sha(hex_text: &str) -> Result<[u8; 32], BundleError> {

@@ -90,17 +90,29 @@ pub(crate) fn layered_tree(file: Option<&Path>, env: &ProcessEnv) -> Result<Laye
                 // `JF_SHARED_*` variables jfconnect does not read belong to other services.
                 continue;
             }
+            let key = format!(
+                "jfconnect.{}",
+                name.trim_start_matches(ENV_PREFIX).to_lowercase()
+            );
+            // A variable name cannot tell `_` in a key from the dot between keys: the nearest
+            // key is looked for with every `_` read as a dot too.
+            let reason = match super::kinds::nearest_key(&key)
+                .or_else(|| super::kinds::nearest_key(&key.replace('_', ".")))
+            {
+                Some(near) => format!(
+                    "no such setting (did you mean {near}, {}?); {}",
+                    super::env_name(near.trim_start_matches("jfconnect.")),
+                    super::kinds::README_KEYS
+                ),
+                None => format!("no such setting; {}", super::kinds::README_KEYS),
+            };
             return Err(ConfigError::Key {
-                key: name.trim_start_matches(ENV_PREFIX).to_lowercase(),
+                key,
                 env: Some(name.clone()),
-                reason: "no such setting; see the Configuration section of README.md".into(),
+                reason,
             });
         };
-        let v = env_value(value, key.kind).map_err(|reason| ConfigError::Key {
-            key: key.full(),
-            env: Some(name.clone()),
-            reason,
-        })?;
+        let v = env_value(value, key.kind);
         let tree = match key.section {
             Section::Jfconnect => &mut layered.jfconnect,
             Section::Shared => &mut layered.shared,
@@ -193,26 +205,29 @@ fn yaml_key(v: &Value) -> String {
     }
 }
 
-fn env_value(s: &str, kind: Kind) -> Result<Value, String> {
+/// A variable's text as the YAML value of a key of `kind`; what it cannot read stays text, for
+/// [`super::kinds::check`] to refuse with the key's sentence.
+fn env_value(s: &str, kind: Kind) -> Value {
+    let text = || Value::String(s.to_string());
     match kind {
-        Kind::Text => Ok(Value::String(s.to_string())),
+        Kind::Text => text(),
         Kind::Bool => match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => Ok(Value::Bool(true)),
-            "false" | "0" | "no" => Ok(Value::Bool(false)),
-            _ => Err(format!("{s:?} is not true or false")),
+            "true" | "1" | "yes" => Value::Bool(true),
+            "false" | "0" | "no" => Value::Bool(false),
+            _ => text(),
         },
         Kind::Number => s
             .trim()
             .parse::<u64>()
             .map(|n| Value::Number(n.into()))
-            .map_err(|_| format!("{s:?} is not a whole number")),
-        Kind::List => Ok(Value::Sequence(
+            .unwrap_or_else(|_| text()),
+        Kind::List => Value::Sequence(
             s.split(',')
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
                 .map(|p| Value::String(p.to_string()))
                 .collect(),
-        )),
+        ),
     }
 }
 
@@ -253,19 +268,32 @@ pub(crate) fn deserialize<T: DeserializeOwned>(
             .next()
             .unwrap_or(&inner)
             .to_string();
-        let (key, reason) = match unknown_field(&reason) {
+        let (key, unknown) = match unknown_field(&reason) {
             // serde_path_to_error points at the field itself for unknown fields.
-            Some(field) if path == "." || path.is_empty() => {
-                (field.to_string(), format!("unknown key `{field}`"))
-            }
-            Some(field) => (path, format!("unknown key `{field}`")),
-            None => (path, reason),
+            Some(field) if path == "." || path.is_empty() => (field.to_string(), Some(field)),
+            Some(field) => (path, Some(field)),
+            None => (path, None),
         };
-        sources.error(
-            &format!("{}.{}", section.name(), key.trim_start_matches('.')),
-            reason,
-        )
+        let full = format!("{}.{}", section.name(), key.trim_start_matches('.'));
+        let reason = match (unknown, unknown_variant(&reason)) {
+            (Some(field), _) => super::kinds::unknown_key(&full, &format!("unknown key `{field}`")),
+            (None, Some((given, choices))) => {
+                format!("must be one of {choices}, not {given:?}")
+            }
+            (None, None) => reason,
+        };
+        sources.error(&full, reason)
     })
+}
+
+/// serde's "unknown variant `x`, expected `a` or `b`" (or "one of `a`, `b`, `c`") as the value
+/// given and the choices, `a, b`.
+fn unknown_variant(reason: &str) -> Option<(&str, String)> {
+    let rest = reason.strip_prefix("unknown variant `")?;
+    let (given, rest) = rest.split_once('`')?;
+    let expected = rest.split_once("expected ")?.1;
+    let choices: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    Some((given, choices.join(", ")))
 }
 
 fn unknown_field(reason: &str) -> Option<&str> {

@@ -26,6 +26,7 @@ use url::Url;
 
 mod env;
 mod keys;
+mod kinds;
 mod layers;
 mod locate;
 mod serde_forms;
@@ -508,9 +509,11 @@ impl Config {
             );
         }
         let sources = layered.sources;
-        let mut config: Config =
-            layers::deserialize(Section::Jfconnect, layered.jfconnect, &sources)?;
-        config.shared = layers::deserialize(Section::Shared, layered.shared, &sources)?;
+        let (mut jfconnect, mut shared) = (layered.jfconnect, layered.shared);
+        kinds::check(Section::Jfconnect, &mut jfconnect, &sources)?;
+        kinds::check(Section::Shared, &mut shared, &sources)?;
+        let mut config: Config = layers::deserialize(Section::Jfconnect, jfconnect, &sources)?;
+        config.shared = layers::deserialize(Section::Shared, shared, &sources)?;
         config.env = env;
         config.file = file;
         config.validate(&sources)?;

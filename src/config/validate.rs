@@ -12,10 +12,13 @@ impl Config {
     pub(crate) fn validate(&mut self, sources: &Sources) -> Result<(), ConfigError> {
         let err = |key: &str, reason: String| sources.error(&format!("jfconnect.{key}"), reason);
         if self.port == 0 {
-            return Err(err("port", "0 is not a port; use 1-65535".into()));
+            return Err(err("port", format!("{}, not 0", super::kinds::PORT_RANGE)));
         }
         if self.grpc.port == 0 {
-            return Err(err("grpc.port", "0 is not a port; use 1-65535".into()));
+            return Err(err(
+                "grpc.port",
+                format!("{}, not 0", super::kinds::PORT_RANGE),
+            ));
         }
         if self.bind.parse::<std::net::IpAddr>().is_err() {
             return Err(err("bind", format!("{:?} is not an IP address", self.bind)));

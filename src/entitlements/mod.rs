@@ -152,6 +152,9 @@ impl EntitlementsStore {
     }
 }
 
+/// The start of every "no license" sentence.
+pub const NO_LICENSE: &str = "no license is configured";
+
 /// Where the license is read from: the admin's file, and the key set through
 /// `PUT /api/v1/license`, which jfconnect keeps apart so it never overwrites the admin's file.
 /// The API key is in effect while it exists; when JES refuses it, it is set aside
@@ -207,6 +210,24 @@ impl LicenseSource {
         let refused = PathBuf::from(refused);
         std::fs::rename(api, &refused)?;
         Ok(Some(refused))
+    }
+
+    /// The sentence for "no license": which files were looked at and how to set one. Starts
+    /// with [`NO_LICENSE`], which callers match on to tell the expected first-start state.
+    pub fn none_found(&self) -> String {
+        let shown = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let looked: Vec<String> = [
+            shown(&self.api_path).map(|p| format!("{p} (set through PUT /api/v1/license)")),
+            shown(&self.path).map(|p| format!("{p} (jfconnect.license.file)")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let file = shown(&self.path).unwrap_or_else(|| "a file".into());
+        format!(
+            "{NO_LICENSE}: no key in {}; put the license key in {file} (or point jfconnect.license.file at the file that holds it), or PUT it to /api/v1/license",
+            if looked.is_empty() { "any file".to_string() } else { looked.join(" nor in ") }
+        )
     }
 
     /// How `status` names the license in effect.

@@ -21,17 +21,6 @@ pub(crate) enum TlsWhy {
     Handshake,
 }
 
-impl TlsWhy {
-    pub(crate) fn words(self) -> &'static str {
-        match self {
-            TlsWhy::UnknownIssuer => "unknown issuer",
-            TlsWhy::NameMismatch => "name mismatch",
-            TlsWhy::Expired => "expired",
-            TlsWhy::Handshake => "handshake failed",
-        }
-    }
-}
-
 /// How a proxy answered a CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tunnel {

@@ -5,7 +5,7 @@
 //! Architecture invariant: every outbound request is sent by a client built here.
 
 use crate::config::Config;
-use crate::remote::{class_of_status, ErrorClass, TransportError};
+use crate::remote::{class_of_status, ErrorClass, Service, TransportError};
 use url::Url;
 
 mod cause;
@@ -268,7 +268,7 @@ impl Outbound {
     /// Classifies a failed send, blaming the proxy when it was the proxy that failed: a CONNECT
     /// the proxy refused or could not open, or a refused connection while a proxy was in effect
     /// (the connection was then to the proxy, not to the origin).
-    pub fn send_error(&self, err: &reqwest::Error, service: &str, url: &Url) -> TransportError {
+    pub fn send_error(&self, err: &reqwest::Error, service: Service, url: &Url) -> TransportError {
         let cause = cause::of(err);
         if let Some(p) = self.proxy_for(url) {
             let host = url.host_str().unwrap_or("?");
@@ -297,7 +297,7 @@ impl Outbound {
         &self,
         status: u16,
         headers: &reqwest::header::HeaderMap,
-        service: &str,
+        service: Service,
         url: &Url,
         detail: &str,
     ) -> TransportError {
@@ -359,36 +359,67 @@ fn proxy_unreachable(p: &ProxyInfo, cause: &cause::Cause) -> TransportError {
     )
 }
 
-/// Turns a failed send (no HTTP answer) into a classified error naming `service` ("JES") and
-/// the host, with what to do next. The error's source chain is kept in
-/// [`TransportError::chain`] for logs.
-pub fn classify_send_error(err: &reqwest::Error, service: &str, url: &Url) -> TransportError {
+/// Turns a failed send (no HTTP answer) into a classified error naming `service` ("JES"), the
+/// URL it was called at (with its port) and the key that holds that URL, with what to do next.
+/// The error's source chain is kept in [`TransportError::chain`] for logs.
+pub fn classify_send_error(err: &reqwest::Error, service: Service, url: &Url) -> TransportError {
     classify_cause(cause::of(err), service, url)
 }
 
-fn classify_cause(cause: cause::Cause, service: &str, url: &Url) -> TransportError {
+/// `scheme://host:port` of `url`, the port always written, for sentences.
+fn origin(url: &Url) -> String {
+    format!("{}://{}", url.scheme(), host_port(url))
+}
+
+/// `host:port` of `url`, the port always written.
+fn host_port(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("?");
+    match url.port_or_known_default() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+fn classify_cause(cause: cause::Cause, service: Service, url: &Url) -> TransportError {
     let host = url.host_str().unwrap_or("?").to_string();
-    tracing::debug!(service, host = %host, chain = %cause.chain, "request failed");
+    let (at, key, hp) = (origin(url), service.url_key(), host_port(url));
+    tracing::debug!(service = %service, host = %host, chain = %cause.chain, "request failed");
     let message = if cause.timeout {
-        format!("{service} at {host} did not answer in time (timeout); it will be retried")
+        format!("{service} at {at} did not answer in time (timeout); it will be retried")
     } else if let Some(why) = cause.tls {
-        format!("the TLS certificate of {host} is not trusted ({}); add your CA to jfconnect.tls.ca_file", why.words())
+        tls_sentence(why, &hp, &host, key)
     } else if cause.dns {
-        format!("cannot resolve the {service} host {host} (DNS); check the URL and the network, and that {host} is allowlisted in your firewall")
+        format!("cannot resolve the {service} host {host} (DNS) of {key}; check the URL and the network, and that {host} is allowlisted in your firewall")
     } else if cause.refused {
-        format!("{service} at {host} refused the connection; check that it runs and that {host} is allowlisted in your firewall")
+        format!("{service} at {at} refused the connection; check that it runs there, that {key} is right, and that {hp} is allowlisted in your firewall")
     } else if cause.cut {
-        format!(
-            "the connection to {service} at {host} was cut before an answer; it will be retried"
-        )
+        format!("the connection to {service} at {at} was cut before an answer; it will be retried")
     } else {
-        format!("cannot reach {service} at {host}: {}; check the network and that {host} is allowlisted", first_line(&cause.chain))
+        format!("cannot reach {service} at {at} ({key}): {}; check the network and that {hp} is allowlisted", first_line(&cause.chain))
     };
     TransportError::unavailable(None, message).with_chain(cause.chain)
 }
 
+/// What a failed handshake means for the admin. Every sentence starts "the TLS certificate".
+fn tls_sentence(why: cause::TlsWhy, host_port: &str, host: &str, key: &str) -> String {
+    match why {
+        cause::TlsWhy::UnknownIssuer => format!(
+            "the TLS certificate of {host} is not trusted (unknown issuer); add your CA to jfconnect.tls.ca_file"
+        ),
+        cause::TlsWhy::NameMismatch => format!(
+            "the TLS certificate presented at {host_port} is not issued for the host name {host} in {key} (name mismatch); put a host name the certificate names in {key}, or have the certificate reissued for {host}"
+        ),
+        cause::TlsWhy::Expired => format!(
+            "the TLS certificate presented at {host_port} has expired (or this machine's clock is wrong); renew the certificate or correct the clock"
+        ),
+        cause::TlsWhy::Handshake => format!(
+            "the TLS certificate of {host_port} could not be checked (handshake failed); check that {key} names an HTTPS port"
+        ),
+    }
+}
+
 /// Classifies an HTTP answer that is not a success.
-pub fn classify_status(status: u16, service: &str, url: &Url, detail: &str) -> TransportError {
+pub fn classify_status(status: u16, service: Service, url: &Url, detail: &str) -> TransportError {
     let host = url.host_str().unwrap_or("?");
     let class = class_of_status(status);
     let detail = if detail.is_empty() {
@@ -511,7 +542,7 @@ mod tests {
         let url = Url::parse("http://jes.example.com/x").unwrap();
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(reqwest::header::SERVER, "tinyproxy/1.11.1".parse().unwrap());
-        let e = o.status_error(401, &h, "JES", &url, "");
+        let e = o.status_error(401, &h, Service::Jes, &url, "");
         assert!(
             e.message.starts_with(
                 "the proxy at http://proxy:3128/ refused the credentials for user alice (HTTP 401)"
@@ -523,13 +554,19 @@ mod tests {
             reqwest::header::VIA,
             "1.1 vm (tinyproxy/1.11.1)".parse().unwrap(),
         );
-        let e = o.status_error(401, &h, "JES", &url, "");
+        let e = o.status_error(401, &h, Service::Jes, &url, "");
         assert!(
             e.message.starts_with("JES at jes.example.com refused"),
             "relayed origin 401: {}",
             e.message
         );
-        let e = o.status_error(407, &reqwest::header::HeaderMap::new(), "JES", &url, "");
+        let e = o.status_error(
+            407,
+            &reqwest::header::HeaderMap::new(),
+            Service::Jes,
+            &url,
+            "",
+        );
         assert!(e.message.contains("HTTP 407"), "{}", e.message);
     }
 }

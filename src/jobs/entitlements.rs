@@ -43,7 +43,7 @@ impl EntitlementsJob {
             .license
             .current()
             .map_err(|e| JobError::local(e.to_string()))?
-            .ok_or_else(|| JobError::local(super::NO_LICENSE))?;
+            .ok_or_else(|| JobError::local(self.license.none_found()))?;
         let (license, from_api) = (current.key, current.from_api);
         let fingerprint = license.fingerprint();
         let snapshot = self.store.snapshot();

@@ -63,9 +63,8 @@ pub struct JobError {
     pub message: String,
 }
 
-/// The entitlements job's failure when no license is set yet.
-pub const NO_LICENSE: &str =
-    "no license is configured; set jfconnect.license.file or PUT /api/v1/license";
+/// The start of the entitlements job's failure when no license is set yet.
+pub use crate::entitlements::NO_LICENSE;
 /// The usage job's failure before the license is registered.
 pub const NOT_REGISTERED: &str = "the license is not registered yet, so usage cannot be sent to JCS; it will be retried after the entitlements job registers";
 /// The one line logged (INFO) for the expected first-start state.

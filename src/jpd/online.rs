@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::http::{build, error_detail, ClientError, Outbound};
 use crate::protocol::HEADER_CHECKSUM_SHA256;
 use crate::protocol::{StorageInfo, ACCESS_TOKEN_CHECK, ARTIFACTORY_PREFIX, ARTIFACTORY_STORAGE};
-use crate::remote::TransportError;
+use crate::remote::{Service, TransportError};
 use crate::secret::Secret;
 use std::path::Path;
 use tokio::io::AsyncReadExt;
@@ -64,7 +64,7 @@ impl OnlineJpd {
     /// Turns a non-success answer into a classified error with the right advice.
     async fn refusal(
         &self,
-        service: &str,
+        service: Service,
         url: &Url,
         resp: crate::http::Response,
     ) -> TransportError {
@@ -95,7 +95,11 @@ impl OnlineJpd {
 
 impl OnlineJpd {
     /// An authenticated GET, its network failure classified for `service`.
-    async fn get(&self, url: &Url, service: &str) -> Result<crate::http::Response, TransportError> {
+    async fn get(
+        &self,
+        url: &Url,
+        service: Service,
+    ) -> Result<crate::http::Response, TransportError> {
         self.outbound
             .get(url)
             .bearer_auth(self.token()?.expose())
@@ -109,11 +113,11 @@ impl OnlineJpd {
 impl Jpd for OnlineJpd {
     async fn check_token(&self) -> Result<(), TransportError> {
         let url = self.url(ACCESS_TOKEN_CHECK, &[])?;
-        let resp = self.get(&url, "Access").await?;
+        let resp = self.get(&url, Service::Access).await?;
         if resp.status().is_success() {
             Ok(())
         } else {
-            Err(self.refusal("Access", &url, resp).await)
+            Err(self.refusal(Service::Access, &url, resp).await)
         }
     }
 
@@ -150,9 +154,9 @@ impl Jpd for OnlineJpd {
             .body(crate::http::Body::wrap_stream(stream))
             .send()
             .await
-            .map_err(|e| self.outbound.send_error(&e, "Artifactory", &url))?;
+            .map_err(|e| self.outbound.send_error(&e, Service::Artifactory, &url))?;
         if !resp.status().is_success() {
-            return Err(self.refusal("Artifactory", &url, resp).await);
+            return Err(self.refusal(Service::Artifactory, &url, resp).await);
         }
         resp.json::<StorageInfo>().await.map_err(|e| {
             TransportError::unavailable(
@@ -168,12 +172,12 @@ impl Jpd for OnlineJpd {
         path: &str,
     ) -> Result<Option<StorageInfo>, TransportError> {
         let url = self.url(ARTIFACTORY_STORAGE, &[repo, path])?;
-        let resp = self.get(&url, "Artifactory").await?;
+        let resp = self.get(&url, Service::Artifactory).await?;
         if resp.status().as_u16() == 404 {
             return Ok(None);
         }
         if !resp.status().is_success() {
-            return Err(self.refusal("Artifactory", &url, resp).await);
+            return Err(self.refusal(Service::Artifactory, &url, resp).await);
         }
         resp.json::<StorageInfo>().await.map(Some).map_err(|e| {
             TransportError::unavailable(

@@ -60,7 +60,8 @@ impl StoreProxyError {
         if err.is_timeout() {
             return StoreProxyError::Timeout { host, timeout };
         }
-        let sentence = crate::http::classify_send_error(err, "JFrog Store", url).message;
+        let sentence =
+            crate::http::classify_send_error(err, crate::remote::Service::Store, url).message;
         // The shared classifier speaks for scheduled jobs ("it will be retried"); a proxied
         // call is not retried, so that tail would mislead the caller.
         let sentence = match sentence.strip_suffix("; it will be retried") {

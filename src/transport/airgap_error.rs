@@ -35,8 +35,8 @@ pub enum AirgapError {
     #[error("this JPD has no id yet ({0} is missing); start jfconnect once (jfconnect status) so it makes one")]
     NoJpdId(PathBuf),
     /// No license is configured, so there is nothing to register.
-    #[error("no license is configured; set jfconnect.license.file (or PUT /api/v1/license) before registering")]
-    NoLicense,
+    #[error("{0}")]
+    NoLicense(String),
     /// A verified payload file is not what its kind promises.
     #[error("the bundle's {path} is not valid: {reason}")]
     Payload {
@@ -89,7 +89,7 @@ impl AirgapError {
             | AirgapError::KeyChanged { .. }
             | AirgapError::NoVendorKeys
             | AirgapError::NotAirGapped(_)
-            | AirgapError::NoLicense => true,
+            | AirgapError::NoLicense(_) => true,
             AirgapError::State(_)
             | AirgapError::Io { .. }
             | AirgapError::NoJpdId(_)

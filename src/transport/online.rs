@@ -10,6 +10,7 @@ use crate::protocol::{
     self, Entitlements, RegisterRequest, RegisterResponse, UsageBatch, UsageBatchReceipt,
     UsageFileWire,
 };
+use crate::remote::Service;
 use crate::secret::Secret;
 use base64::Engine;
 use std::collections::HashSet;
@@ -39,7 +40,7 @@ impl OnlineTransport {
 async fn failure(
     outbound: &Outbound,
     resp: crate::http::Response,
-    service: &str,
+    service: Service,
     url: &Url,
 ) -> TransportError {
     let status = resp.status().as_u16();
@@ -67,7 +68,7 @@ async fn read_capped(
 async fn json_body<T: serde::de::DeserializeOwned>(
     outbound: &Outbound,
     resp: crate::http::Response,
-    service: &str,
+    service: Service,
     url: &Url,
     cap: usize,
 ) -> Result<T, TransportError> {
@@ -101,9 +102,11 @@ impl Transport for OnlineTransport {
             .json(req)
             .send()
             .await
-            .map_err(|e| self.outbound.send_error(&e, "JES", &url))?;
+            .map_err(|e| self.outbound.send_error(&e, Service::Jes, &url))?;
         match resp.status() {
-            s if s.is_success() => json_body(&self.outbound, resp, "JES", &url, MAX_ANSWER).await,
+            s if s.is_success() => {
+                json_body(&self.outbound, resp, Service::Jes, &url, MAX_ANSWER).await
+            }
             StatusCode::BAD_REQUEST => {
                 let body = read_capped(resp, 64 * 1024).await.unwrap_or_default();
                 let detail = error_detail(&body);
@@ -115,7 +118,7 @@ impl Transport for OnlineTransport {
                     ),
                 ))
             }
-            _ => Err(failure(&self.outbound, resp, "JES", &url).await),
+            _ => Err(failure(&self.outbound, resp, Service::Jes, &url).await),
         }
     }
 
@@ -137,7 +140,7 @@ impl Transport for OnlineTransport {
         let resp = req
             .send()
             .await
-            .map_err(|e| self.outbound.send_error(&e, "JES", &url))?;
+            .map_err(|e| self.outbound.send_error(&e, Service::Jes, &url))?;
         match resp.status() {
             StatusCode::NOT_MODIFIED => Ok(EntitlementsFetch::NotModified),
             s if s.is_success() => {
@@ -147,10 +150,10 @@ impl Transport for OnlineTransport {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
                 let entitlements: Entitlements =
-                    json_body(&self.outbound, resp, "JES", &url, MAX_ANSWER).await?;
+                    json_body(&self.outbound, resp, Service::Jes, &url, MAX_ANSWER).await?;
                 Ok(EntitlementsFetch::Updated { etag, entitlements })
             }
-            _ => Err(failure(&self.outbound, resp, "JES", &url).await),
+            _ => Err(failure(&self.outbound, resp, Service::Jes, &url).await),
         }
     }
 
@@ -180,12 +183,12 @@ impl Transport for OnlineTransport {
             .json(&body)
             .send()
             .await
-            .map_err(|e| self.outbound.send_error(&e, "JCS", &url))?;
+            .map_err(|e| self.outbound.send_error(&e, Service::Jcs, &url))?;
         if !resp.status().is_success() {
-            return Err(failure(&self.outbound, resp, "JCS", &url).await);
+            return Err(failure(&self.outbound, resp, Service::Jcs, &url).await);
         }
         let receipt: UsageBatchReceipt =
-            json_body(&self.outbound, resp, "JCS", &url, MAX_ANSWER).await?;
+            json_body(&self.outbound, resp, Service::Jcs, &url, MAX_ANSWER).await?;
         receipt_for(batch, receipt)
     }
 
