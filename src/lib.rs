@@ -31,3 +31,4 @@ pub mod state;
 pub mod status;
 pub mod store_proxy;
 pub mod transport;
+pub mod words;

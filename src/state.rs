@@ -64,6 +64,8 @@ pub struct Durably {
     /// Fsync the folder after the rename. `false` only for a caller that places many files in
     /// one folder and fsyncs it once at the end ([`sync_dir`]) before it reports success.
     pub sync_folder: bool,
+    /// Refuse (`AlreadyExists`) instead of replacing a file already at the destination.
+    pub keep_existing: bool,
 }
 
 impl Default for Durably {
@@ -71,6 +73,7 @@ impl Default for Durably {
         Durably {
             mode: None,
             sync_folder: true,
+            keep_existing: false,
         }
     }
 }
@@ -118,8 +121,13 @@ pub fn write_durably(dest: &Path, from: &mut dyn Read, how: Durably) -> Result<u
             .map_err(fail("set permissions of", dest))?;
     }
     tmp.as_file().sync_all().map_err(fail("fsync", dest))?;
-    tmp.persist(dest)
-        .map_err(|e| fail("rename into place", dest)(e.error))?;
+    if how.keep_existing {
+        tmp.persist_noclobber(dest)
+            .map_err(|e| fail("rename into place", dest)(e.error))?;
+    } else {
+        tmp.persist(dest)
+            .map_err(|e| fail("rename into place", dest)(e.error))?;
+    }
     if how.sync_folder {
         sync_dir(dir).map_err(fail("fsync", dir))?;
     }

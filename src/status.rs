@@ -62,6 +62,8 @@ pub struct JobView {
     pub attempt: u32,
     /// Why the last run failed.
     pub last_error: Option<JobError>,
+    /// How long the last run took, in milliseconds.
+    pub last_duration_ms: Option<u64>,
     /// Runs so far.
     pub runs: u64,
     /// Failures by class.
@@ -133,6 +135,7 @@ pub fn jobs(schedules: &Schedules, enabled: &[JobName], running: &[JobName]) -> 
                 },
                 attempt: s.attempt,
                 last_error: s.last_error,
+                last_duration_ms: s.last_duration_ms,
                 runs: s.runs,
                 failures: s
                     .failures
@@ -193,14 +196,24 @@ fn when(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     match t {
         None => "-".into(),
         Some(t) => {
-            let secs = (t - now).num_seconds();
-            let rel = if secs >= 0 {
-                format!("in {}", span(secs))
+            // Milliseconds, so that a run that ended a moment ago is "80 ms ago", not "in 0s".
+            let ms = (t - now).num_milliseconds();
+            let rel = if ms > 0 {
+                format!("in {}", span_ms(ms))
             } else {
-                format!("{} ago", span(-secs))
+                format!("{} ago", span_ms(-ms))
             };
             format!("{} ({rel})", t.format("%Y-%m-%d %H:%M:%SZ"))
         }
+    }
+}
+
+/// Like [`span`], with milliseconds below a second.
+fn span_ms(ms: i64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        span(ms / 1000)
     }
 }
 
@@ -210,6 +223,15 @@ fn span(secs: i64) -> String {
         s if s < 7200 => format!("{}m", s / 60),
         s if s < 172800 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86400),
+    }
+}
+
+/// How long a run took: milliseconds below 10 s, then seconds.
+fn took(ms: u64) -> String {
+    if ms < 10_000 {
+        format!("{ms} ms")
+    } else {
+        format!("{} s", ms / 1000)
     }
 }
 
@@ -238,8 +260,8 @@ pub fn render_table(r: &StatusReport, now: DateTime<Utc>) -> String {
     line("registration", reg);
     let ents = match &r.entitlements {
         Some(e) => format!(
-            "{} entitlements, {} ({}), confirmed by {} {} ago",
-            e.count,
+            "{}, {} ({}), confirmed by {} {} ago",
+            crate::words::count(e.count as u64, "entitlement", "entitlements"),
             e.subscription_id,
             e.subscription_type,
             e.source,
@@ -260,6 +282,17 @@ pub fn render_table(r: &StatusReport, now: DateTime<Utc>) -> String {
             ),
         );
     }
+    line(
+        "usage files",
+        format!(
+            "{} pending, {} uploaded, {} archived ({} bytes), {} quarantined",
+            r.usage.pending,
+            r.usage.uploaded,
+            r.usage.archived,
+            r.usage.bytes_archived,
+            r.usage.quarantined
+        ),
+    );
     if r.proxies.is_empty() {
         line("proxy", "none (direct connections)".into());
     }
@@ -292,6 +325,10 @@ pub fn render_table(r: &StatusReport, now: DateTime<Utc>) -> String {
             (Some(e), _) => format!("failed ({}): {}", e.class, e.message),
             (None, Some(s)) => s.clone(),
             _ => "-".into(),
+        };
+        let outcome = match j.last_duration_ms {
+            Some(ms) if outcome != "-" => format!("{outcome} (took {})", took(ms)),
+            _ => outcome,
         };
         out.push_str(&format!(
             "{:<13} {:<10} {:<34} {:<34} {}\n",

@@ -355,6 +355,41 @@ fn import_names_a_usage_or_registration_bundle_instead_of_an_untrusted_key() {
     assert!(!text(&o).contains("trusted keys"), "{}", text(&o));
 }
 
+/// `bundle export --out FILE` never replaces a file silently, and `bundle import` of a file
+/// that is not there is bad input.
+#[test]
+fn export_keeps_an_existing_file_unless_forced_and_import_of_a_missing_file_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (cfg, _) = registered_jpd(dir);
+    let o = run_cfg(dir, &cfg, &["bundle", "import", "no-such.jfbundle"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no-such.jfbundle"), "{}", text(&o));
+
+    std::fs::write(dir.join("taken.jfbundle"), "keep me").unwrap();
+    let o = run_cfg(dir, &cfg, &["bundle", "export", "--out", "taken.jfbundle"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("taken.jfbundle exists") && text(&o).contains("--force"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("taken.jfbundle")).unwrap(),
+        "keep me"
+    );
+    let o = run_cfg(
+        dir,
+        &cfg,
+        &["bundle", "export", "--out", "taken.jfbundle", "--force"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_ne!(
+        std::fs::read(dir.join("taken.jfbundle")).unwrap(),
+        b"keep me"
+    );
+}
+
 /// Needs the `failpoints` feature (`cargo test --features failpoints`, as scripts/test runs).
 #[cfg(feature = "failpoints")]
 #[test]

@@ -12,7 +12,7 @@ use std::path::Path;
 
 /// The layers, bottom first. A module imports only from layers below its own.
 const LAYERS: &[&[&str]] = &[
-    &["clock", "secret", "remote"],
+    &["clock", "secret", "remote", "words"],
     &["logging"],
     &["protocol", "config", "state"],
     &["entitlements", "bundle", "http", "server_tls"],

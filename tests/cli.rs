@@ -174,3 +174,90 @@ fn disabled_service_starts_even_with_other_keys_wrong() {
     let (code, _) = sigterm_and_wait(&mut child);
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn sim_serve_with_tls_prints_an_https_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("sim");
+    let mut child = process_support::Killed(
+        jfconnect(dir.path())
+            .args(["sim", "serve", "--listen", "127.0.0.1:0", "--tls", "--data"])
+            .arg(&data)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while stderr.read(&mut byte).is_ok_and(|n| n == 1) && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("sim serve printed its address");
+    assert!(line.contains("https://localhost:"), "{line}");
+    assert!(!line.contains("http://"), "{line}");
+    assert!(
+        line.contains(&data.join("tls").join("ca.pem").display().to_string()),
+        "names the CA to trust: {line}"
+    );
+}
+
+#[test]
+fn status_shows_usage_counts_and_how_long_the_last_run_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let run = |args: &[&str]| {
+        jfconnect(dir.path())
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["jobs", "run", "archival"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&["status"]);
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
+    let usage = table
+        .lines()
+        .find(|l| l.starts_with("usage files "))
+        .unwrap_or_else(|| panic!("no usage row:\n{table}"));
+    for what in ["0 pending", "0 uploaded", "0 archived", "0 quarantined"] {
+        assert!(usage.contains(what), "{usage}");
+    }
+    let archival = table
+        .lines()
+        .find(|l| l.starts_with("archival "))
+        .unwrap_or_else(|| panic!("no archival row:\n{table}"));
+    assert!(!archival.contains("(in 0s)"), "a past run: {archival}");
+    assert!(
+        archival.contains(" ms ago") || archival.contains("s ago"),
+        "{archival}"
+    );
+    assert!(
+        archival.contains("(took ") && archival.contains(" ms)"),
+        "a run of milliseconds says so: {archival}"
+    );
+}
+
+#[test]
+fn jobs_run_help_lists_the_job_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = jfconnect(dir.path())
+        .args(["jobs", "run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{help}");
+    assert!(
+        help.contains("[possible values: entitlements, usage, archival]"),
+        "{help}"
+    );
+}

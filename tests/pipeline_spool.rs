@@ -56,6 +56,33 @@ async fn a_file_still_being_written_waits_for_the_settle_window() {
     assert!(t.usage_received().0.contains(&sha));
 }
 
+/// A file renamed into place waits for the settle window like one written in place (the spool
+/// cannot tell them apart: a rename keeps the mtime), as docs/usage-pipeline.md says.
+#[tokio::test]
+async fn a_renamed_file_waits_for_the_settle_window_too_as_the_docs_say() {
+    let env = Env::new();
+    let body = br#"{"product":"x","timestamp":"2024-03-01T10:00:00Z"}"#;
+    fs::write(env.spool().join(".r1.json"), body).unwrap();
+    fs::rename(env.spool().join(".r1.json"), env.spool().join("r1.json")).unwrap();
+    let t = MemoryTransport::default();
+    let out = upload(&env, &t).await;
+    assert_eq!((out.uploaded, out.not_settled), (0, 1));
+    pipeline_support::settle(&env.spool().join("r1.json"));
+    assert_eq!(upload(&env, &t).await.uploaded, 1);
+    let doc = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/usage-pipeline.md"
+    ))
+    .unwrap()
+    .split_whitespace()
+    .collect::<Vec<_>>()
+    .join(" ");
+    assert!(
+        doc.contains("every file, renamed into place or written in place, is taken only once its mtime is at least 2 s old"),
+        "docs/usage-pipeline.md states the settle wait for renamed files too"
+    );
+}
+
 #[tokio::test]
 async fn malformed_files_are_quarantined_with_a_reason_and_counted() {
     let env = Env::new();

@@ -60,7 +60,10 @@ impl std::fmt::Display for ExportOutcome {
         for (dest, b) in &self.files {
             let what = match b.kind {
                 Kind::Usage => {
-                    format!("{} usage files and the registration request", b.usage_files)
+                    format!(
+                        "{} and the registration request",
+                        crate::words::count(b.usage_files as u64, "usage file", "usage files")
+                    )
                 }
                 _ => "the registration request (no usage was pending)".to_string(),
             };
@@ -205,8 +208,16 @@ impl App {
     }
 
     /// Runs the export described in the module doc.
-    pub async fn export_usage_bundle(&self, out: &Path) -> Result<ExportOutcome, AirgapError> {
+    /// An existing `out` is kept (refused before anything runs) unless `replace`.
+    pub async fn export_usage_bundle(
+        &self,
+        out: &Path,
+        replace: bool,
+    ) -> Result<ExportOutcome, AirgapError> {
         let (outbox, _, scheduler) = self.airgapped("jfconnect bundle export")?;
+        if !replace && std::fs::symlink_metadata(out).is_ok() {
+            return Err(AirgapError::OutExists(out.to_path_buf()));
+        }
         if self.entitlements.snapshot().registration.is_none() {
             // Without imported entitlements the job ends "unavailable" after registering; only
             // a missing registration matters here.
@@ -243,7 +254,7 @@ impl App {
         let mut files = Vec::new();
         for (i, b) in bundles.into_iter().enumerate() {
             let dest = numbered(out, i + 1);
-            copy_export(&b.path, &dest)?;
+            copy_export(&b.path, &dest, replace)?;
             files.push((dest, b));
         }
         Ok(ExportOutcome {
@@ -272,14 +283,21 @@ fn numbered(out: &Path, n: usize) -> PathBuf {
 
 /// Copies `src` to `dest` durably (`state::copy_durably`), readable by all (0644): the file
 /// is carried out of the machine.
-fn copy_export(src: &Path, dest: &Path) -> Result<(), AirgapError> {
+/// An existing `dest` is kept unless `replace` (the new bundle stays in the outbox).
+fn copy_export(src: &Path, dest: &Path, replace: bool) -> Result<(), AirgapError> {
     let how = crate::state::Durably {
         mode: Some(0o644),
+        keep_existing: !replace,
         ..Default::default()
     };
     crate::state::copy_durably(src, dest, how)
         .map(|_| ())
-        .map_err(|e| AirgapError::io(e.step, e.path, e.source))
+        .map_err(|e| match e.source.kind() {
+            std::io::ErrorKind::AlreadyExists if !replace => {
+                AirgapError::OutExists(dest.to_path_buf())
+            }
+            _ => AirgapError::io(e.step, e.path, e.source),
+        })
 }
 
 #[cfg(test)]

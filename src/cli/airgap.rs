@@ -34,14 +34,14 @@ pub fn verify(file: &Path, pubkey: &Path) -> Result<(), Failure> {
     let m = crate::bundle::verify_file_with_pubkey(file, pubkey)
         .map_err(|e| failure(AirgapError::Bundle(e)))?;
     println!(
-        "VERIFIED: {} bundle {} of JPD {}, sequence {}, created {}, expires {}, {} payload entries, signed by key {}",
+        "VERIFIED: {} bundle {} of JPD {}, sequence {}, created {}, expires {}, {}, signed by key {}",
         m.kind,
         m.bundle_id,
         m.jpd_id,
         m.sequence,
         m.created,
         m.expires,
-        m.entries.len(),
+        crate::words::count(m.entries.len() as u64, "payload entry", "payload entries"),
         m.signing_key_id
     );
     Ok(())
@@ -71,10 +71,15 @@ pub async fn import(config: Config, clock: SharedClock, file: &Path) -> Result<(
     Ok(())
 }
 
-/// `jfconnect bundle export --out FILE`.
-pub async fn export(config: Config, clock: SharedClock, out: &Path) -> Result<(), Failure> {
+/// `jfconnect bundle export --out FILE [--force]`.
+pub async fn export(
+    config: Config,
+    clock: SharedClock,
+    out: &Path,
+    force: bool,
+) -> Result<(), Failure> {
     let app = App::build(config, clock, None, false)?;
-    let outcome = app.export_usage_bundle(out).await.map_err(failure)?;
+    let outcome = app.export_usage_bundle(out, force).await.map_err(failure)?;
     println!("{outcome}");
     Ok(())
 }

@@ -121,9 +121,12 @@ pub enum BundleAction {
     /// Run the usage job once into a signed usage bundle (or, with no usage pending, write a
     /// registration bundle) and copy it to FILE.
     Export {
-        /// Where to put the bundle.
+        /// Where to put the bundle; an existing file is kept (exit 2) unless --force.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Replace FILE (and FILE-n.jfbundle beside it) if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Verify an entitlements bundle from the vendor and store its entitlements.
     Import {
@@ -154,13 +157,20 @@ pub enum JobsAction {
     /// Run a job now: entitlements, usage or archival.
     Run {
         /// The job.
-        #[arg(value_parser = parse_job)]
+        #[arg(value_enum)]
         job: JobName,
     },
 }
 
-fn parse_job(s: &str) -> Result<JobName, String> {
-    s.parse()
+/// The job names as clap's possible values, so `jobs run --help` lists them.
+impl clap::ValueEnum for JobName {
+    fn value_variants<'a>() -> &'a [Self] {
+        &JobName::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
 }
 
 /// A failure at the edge: an exit code and one line for the user.
@@ -415,6 +425,8 @@ async fn bundle(cli: &Cli, action: &BundleAction) -> Result<(), Failure> {
         BundleAction::Verify { file, pubkey } => commands::verify(file, pubkey),
         BundleAction::Inspect { file, json } => commands::inspect(file, *json),
         BundleAction::Import { file } => commands::import(load_config(cli)?, clock(), file).await,
-        BundleAction::Export { out } => commands::export(load_config(cli)?, clock(), out).await,
+        BundleAction::Export { out, force } => {
+            commands::export(load_config(cli)?, clock(), out, *force).await
+        }
     }
 }

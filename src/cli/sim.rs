@@ -84,8 +84,19 @@ pub(super) async fn run(action: &SimAction, clock: SharedClock) -> Result<(), Fa
         .await
         .map_err(|e| Failure::failed(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(Failure::failed)?;
+    let (url, trust) = if *tls {
+        (
+            format!("https://{}:{}", crate::sim::tls::TLS_HOST, addr.port()),
+            format!(
+                "; trust {} with jfconnect.tls.ca_file",
+                data.join("tls").join("ca.pem").display()
+            ),
+        )
+    } else {
+        (format!("http://{addr}"), String::new())
+    };
     eprintln!(
-        "jfconnect simulator serving JES, JCS and the JPD on http://{addr} (data in {})",
+        "jfconnect simulator serving JES, JCS and the JPD on {url} (data in {}{trust})",
         data.display()
     );
     crate::sim::run(listener, opts, super::shutdown_signal())

@@ -98,7 +98,10 @@ impl EntitlementsJob {
                     })
                     .map_err(local)?;
                 Ok(JobReport {
-                    summary: format!("{prefix}fetched {n} entitlements of subscription {sub}"),
+                    summary: format!(
+                        "{prefix}fetched {} of subscription {sub}",
+                        crate::words::count(n as u64, "entitlement", "entitlements")
+                    ),
                 })
             }
             Err(e) if e.status == Some(401) => {

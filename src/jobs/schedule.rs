@@ -67,6 +67,9 @@ pub struct JobSchedule {
     pub last_summary: Option<String>,
     /// Why the last run failed, if it did.
     pub last_error: Option<JobError>,
+    /// How long the last run took, in milliseconds.
+    #[serde(default)]
+    pub last_duration_ms: Option<u64>,
     /// Runs so far.
     #[serde(default)]
     pub runs: u64,
@@ -94,6 +97,7 @@ impl JobSchedule {
     ) {
         self.runs += 1;
         self.last_run = Some(started);
+        self.last_duration_ms = Some((now - started).num_milliseconds().max(0) as u64);
         match outcome {
             Ok(report) => {
                 self.attempt = 0;

@@ -70,8 +70,8 @@ impl ArchivalOutcome {
     pub fn summary(&self) -> String {
         if self.archives.is_empty() {
             return format!(
-                "nothing to archive ({} usage files not yet uploaded)",
-                self.pending
+                "nothing to archive ({} not yet uploaded)",
+                crate::words::count(self.pending, "usage file", "usage files")
             );
         }
         let names: Vec<String> = self
@@ -80,8 +80,8 @@ impl ArchivalOutcome {
             .map(|a| format!("{}/{}", self.repo, a.name))
             .collect();
         format!(
-            "archived {} usage files into {}, checksum verified, originals deleted",
-            self.files(),
+            "archived {} into {}, checksum verified, originals deleted",
+            crate::words::count(self.files(), "usage file", "usage files"),
             names.join(", ")
         )
     }

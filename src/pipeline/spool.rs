@@ -3,8 +3,8 @@
 //!
 //! **Handshake.** A writer should create a file under a temporary name (a dotfile, `*.tmp` or
 //! `*.part`) and rename it to its final name when complete; those names are never picked up. For
-//! writers that write in place, a file is taken only once its mtime is older than the settle
-//! window, and its size and mtime are checked again after it was read: if either changed, the
+//! writers that write in place, every file (a renamed one too: a rename keeps the mtime, so the
+//! two cannot be told apart) is taken only once its mtime is older than the settle window, and its size and mtime are checked again after it was read: if either changed, the
 //! file is still being written and is left for the next run (never quarantined).
 //!
 //! **Validation** (pure, [`validate`]): one JSON object with `product` (a non-empty string) and

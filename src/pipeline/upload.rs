@@ -44,8 +44,10 @@ impl UsageOutcome {
     /// One line for a person.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "uploaded {} usage files in {} batches ({} already there)",
-            self.uploaded, self.batches, self.duplicates
+            "uploaded {} in {} ({} already there)",
+            crate::words::count(self.uploaded, "usage file", "usage files"),
+            crate::words::count(self.batches, "batch", "batches"),
+            self.duplicates
         );
         if self.quarantined > 0 {
             s.push_str(&format!("; {} quarantined", self.quarantined));
@@ -235,4 +237,22 @@ async fn send(
         tally.count(*day, product);
     }
     Ok((n, receipt.duplicates as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_file_in_one_batch_is_said_in_the_singular() {
+        let one = UsageOutcome {
+            uploaded: 1,
+            batches: 1,
+            ..UsageOutcome::default()
+        };
+        assert_eq!(
+            one.summary(),
+            "uploaded 1 usage file in 1 batch (0 already there)"
+        );
+    }
 }

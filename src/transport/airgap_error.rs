@@ -63,6 +63,9 @@ pub enum AirgapError {
     /// Another process holds the outbox or import lock for too long.
     #[error("another jfconnect process holds {0}; try again when it is done")]
     Busy(PathBuf),
+    /// `bundle export --out FILE` would replace a file.
+    #[error("{} exists; choose another --out, or pass --force to replace it", .0.display())]
+    OutExists(PathBuf),
     /// A step that runs a job failed.
     #[error("{0}")]
     Job(String),
@@ -82,14 +85,18 @@ impl AirgapError {
     /// machine: the CLI exits 2 and the HTTP API answers 400.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            AirgapError::Bundle(BundleError::Io { .. }) => false,
+            // A bundle file that is not there was named wrongly.
+            AirgapError::Bundle(BundleError::Io { source, .. }) => {
+                source.kind() == std::io::ErrorKind::NotFound
+            }
             AirgapError::Bundle(_) => true,
             AirgapError::Payload { .. }
             | AirgapError::NotAnswerable(_)
             | AirgapError::KeyChanged { .. }
             | AirgapError::NoVendorKeys
             | AirgapError::NotAirGapped(_)
-            | AirgapError::NoLicense(_) => true,
+            | AirgapError::NoLicense(_)
+            | AirgapError::OutExists(_) => true,
             AirgapError::State(_)
             | AirgapError::Io { .. }
             | AirgapError::NoJpdId(_)

@@ -48,10 +48,10 @@ impl ImportOutcome {
     /// One line for a person.
     pub fn summary(&self) -> String {
         format!(
-            "imported entitlements bundle {} (sequence {}): {} entitlements of subscription {}, {} valid now",
+            "imported entitlements bundle {} (sequence {}): {} of subscription {}, {} valid now",
             self.manifest.bundle_id,
             self.manifest.sequence,
-            self.entitlements,
+            crate::words::count(self.entitlements as u64, "entitlement", "entitlements"),
             self.subscription_id,
             self.valid_now
         )

@@ -63,7 +63,7 @@ async fn registers_then_fetches_then_gets_304_when_unchanged() {
     let r = f.job.run().await.unwrap();
     assert!(r.summary.contains("registered"), "{}", r.summary);
     assert!(
-        r.summary.contains("fetched 1 entitlements"),
+        r.summary.contains("fetched 1 entitlement of subscription"),
         "{}",
         r.summary
     );
