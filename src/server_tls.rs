@@ -1,25 +1,14 @@
 //! HTTPS for the ports jfconnect serves: `tls.server.cert_file` and `tls.server.key_file` turn
 //! it on. [`acceptor`] reads them once (a bad certificate or key is refused at start with a
-//! sentence naming the file), and [`TlsListener`] wraps any bound listener so `axum::serve` (or
-//! another server on another port) serves HTTPS with it.
-//!
-//! Handshakes run in their own tasks with a time limit, so a client that stalls in the
-//! handshake never holds up the accepting of others.
+//! sentence naming the file); each port's accept loop runs the handshakes, each in its
+//! connection's own task under that port's header-read time limit.
 
 use crate::config::Config;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-
-/// How long a client may take to finish the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -104,73 +93,4 @@ pub fn load(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServerTlsError> {
         .map_err(|e| refused(e.to_string()))?;
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
-}
-
-/// A listener that hands out TLS streams: TCP connections are accepted and their handshakes
-/// run in the background; only finished handshakes are returned.
-pub struct TlsListener {
-    local: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    accepting: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.accepting.abort();
-    }
-}
-
-impl TlsListener {
-    /// Serves TLS with `acceptor` on the bound `listener`.
-    pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<TlsListener> {
-        let local = listener.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        let accepting = tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send((stream, peer)).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener {
-            local,
-            ready,
-            accepting,
-        })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(pair) => pair,
-            // The accepting task ended (it never does on its own): wait for shutdown.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
 }

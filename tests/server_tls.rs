@@ -190,3 +190,63 @@ fn a_bad_certificate_or_key_exits_2_with_a_sentence() {
         "tls.server.cert_file",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_silent_and_stalled_handshakes_are_cut_at_the_header_timeout_and_the_cap_holds()
+{
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let port = free_port();
+    let cfg = config(dir.path(), port, &p.cert, &p.key);
+    let text = std::fs::read_to_string(&cfg).unwrap()
+        + "  api:\n    header_read_timeout: 2s\n    max_connections: 30\n";
+    std::fs::write(&cfg, text).unwrap();
+    let child = jfconnect(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(p.ca_pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{port}/api/v1/system/ping");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while trusting.get(&url).send().await.is_err() {
+        assert!(Instant::now() < deadline, "no HTTPS answer");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 100 silent connections and 100 that stop inside the TLS record header, over a cap of 30.
+    let mut peers: Vec<std::net::TcpStream> = (0..200)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            if i % 2 == 1 {
+                let _ = s.write_all(&[0x16, 0x03]);
+            }
+            s
+        })
+        .collect();
+    // A real HTTPS request still gets through.
+    let r = trusting.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Every peer that never finished a handshake is closed within the header timeout (or
+    // earlier, at the cap).
+    let started = Instant::now();
+    for s in &mut peers {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let closed = matches!(s.read(&mut buf), Ok(0) | Err(_))
+            && started.elapsed() < Duration::from_secs(5);
+        assert!(closed, "a stalled TLS peer stayed open");
+    }
+}

@@ -164,7 +164,7 @@ pub struct LicenseSection {
 }
 
 /// `jfconnect.api.*`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiSection {
     /// File holding the token products present (the read scope); none means "generate
@@ -179,6 +179,30 @@ pub struct ApiSection {
     /// The token read from `admin_token_file`.
     #[serde(skip)]
     pub admin_token: Option<Secret>,
+    /// Most connections served at once on each port (the API's and gRPC's); long-held watch
+    /// requests count.
+    pub max_connections: usize,
+    /// Time a new connection gets for its TLS handshake and first request head (gRPC: its
+    /// first call).
+    #[serde(with = "serde_forms::interval")]
+    pub header_read_timeout: Duration,
+    /// Time a connection may stay idle between requests (gRPC: with no call open).
+    #[serde(with = "serde_forms::interval")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            token_file: None,
+            token: None,
+            admin_token_file: None,
+            admin_token: None,
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `jfconnect.jes.*`

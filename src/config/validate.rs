@@ -60,6 +60,9 @@ impl Config {
             }
             (None, None) => {}
         }
+        if self.api.max_connections == 0 {
+            return Err(err("api.max_connections", "must be at least 1".into()));
+        }
         if self.log.max_bytes == 0 {
             return Err(err("log.max_bytes", "must be at least 1".into()));
         }

@@ -3,11 +3,16 @@
 //!
 //! `serve` takes an already-bound listener and a shutdown future (mini-redis style), so tests
 //! bind `127.0.0.1:0` and read the real port back. The binary is a thin shell around it.
+//! Every port is served under the [`limits::ListenerLimits`] of `jfconnect.api.*`
+//! (`connections` runs the API's accept loop; the gRPC port applies the same values).
+
+mod connections;
+pub mod limits;
 
 use crate::api;
 use crate::app::{App, AppError};
 use crate::jobs::JobName;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -50,33 +55,10 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
     let Listeners { http, grpc } = listeners.into();
-    match tls.clone() {
-        None => run(service, http, grpc, tls, shutdown).await,
-        Some(acceptor) => {
-            use axum::serve::ListenerExt;
-            let listener = crate::server_tls::TlsListener::new(http, acceptor)
-                .map_err(AppError::Server)?
-                // The identity tap makes axum hand the peer address to ConnectInfo.
-                .tap_io(|_| {});
-            run(service, listener, grpc, tls, shutdown).await
-        }
-    }
-}
-
-async fn run<L>(
-    service: Arc<App>,
-    listener: L,
-    grpc: Option<TcpListener>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), AppError>
-where
-    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
-    for<'a> std::net::SocketAddr:
-        axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
-{
     // An unwritable log folder is an error now, not a lost record at the first state change.
     service.audit_log().probe()?;
+    let limits = limits::ListenerLimits::from_config(&service.config().api);
+    limits::raise_fd_limit(limits.max_connections);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut background = tokio::task::JoinSet::new();
     background.spawn(service.feed().clone().follow(stop_rx.clone()));
@@ -86,7 +68,12 @@ where
             token: service.api_token().cloned(),
             clock: service.clock().clone(),
             tls: tls.clone(),
-            limits: crate::grpc::Limits::default(),
+            limits: crate::grpc::Limits {
+                max_connections: limits.max_connections,
+                first_call_timeout: limits.header_read_timeout,
+                idle_timeout: limits.idle_timeout,
+                ..crate::grpc::Limits::default()
+            },
         };
         let mut grpc_stop = stop_rx.clone();
         background.spawn(async move {
@@ -105,25 +92,17 @@ where
         tracing::warn!("jfconnect is disabled (jfconnect.enabled: false): answering health checks only, running no job");
     }
     let app = api::router(service.clone()).merge(crate::console::router(service.clone()));
-    let mut server_stop = stop_rx.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = server_stop.wait_for(|s| *s).await;
-    })
-    .into_future();
+    let server = connections::serve_http(http, tls, limits, app, stop_rx.clone());
     tokio::pin!(server);
     tokio::pin!(shutdown);
     tokio::select! {
-        r = &mut server => return r.map_err(AppError::Server),
+        _ = &mut server => return Ok(()),
         _ = &mut shutdown => {}
     }
     tracing::info!("shutting down: no new requests; letting running jobs finish or checkpoint");
     let _ = stop_tx.send(true);
     let drain = async {
-        let _ = (&mut server).await;
+        (&mut server).await;
         while background.join_next().await.is_some() {}
     };
     if tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), drain)
