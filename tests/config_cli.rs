@@ -218,3 +218,47 @@ fn admin_token_file_from_the_environment_must_differ_from_the_api_token() {
         "{stdout}"
     );
 }
+
+#[test]
+fn deeply_nested_and_alias_bomb_configs_are_refused_at_once_with_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("deep.yaml");
+    // 100,000 levels in 200 KB: the YAML parser alone took over a minute on it.
+    std::fs::write(
+        &deep,
+        format!(
+            "jfconnect:\n  x: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ),
+    )
+    .unwrap();
+    let mut bomb =
+        String::from("jfconnect:\n  port: 8030\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..9 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    let laughs = dir.path().join("laughs.yaml");
+    std::fs::write(&laughs, bomb).unwrap();
+    for (file, sentence) in [
+        (&deep, "nests more than 64 levels deep"),
+        (&laughs, "once its aliases (*name) are expanded"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = jfconnect(dir.path())
+            .arg("--config")
+            .arg(file)
+            .args(["config", "check"])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+        assert!(stderr.contains(sentence), "{stderr}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}

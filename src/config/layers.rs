@@ -135,6 +135,7 @@ fn file_trees(path: &Path) -> Result<Layered, ConfigError> {
         path: path.to_path_buf(),
         reason,
     };
+    super::shape::check(&text).map_err(syntax)?;
     let doc: Value = serde_yaml::from_str(&text).map_err(|e| syntax(e.to_string()))?;
     let mut top = match doc {
         Value::Null => Mapping::new(),

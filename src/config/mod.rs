@@ -30,6 +30,7 @@ mod kinds;
 mod layers;
 mod locate;
 mod serde_forms;
+mod shape;
 mod shared;
 mod show;
 mod validate;
