@@ -316,20 +316,20 @@ fn import_names_a_usage_or_registration_bundle_instead_of_an_untrusted_key() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (cfg, _) = registered_jpd(dir);
+    // Refused with exit 2, named for its kind, and not blamed on an untrusted key.
+    let refused_as = |file: &str, kind: &str| {
+        let o = run_cfg(dir, &cfg, &["bundle", "import", file]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let said = text(&o);
+        assert!(
+            said.contains(&format!("this bundle says it is a {kind} bundle"))
+                && said.contains("`bundle import` takes entitlements bundles"),
+            "{said}"
+        );
+        assert!(!said.contains("trusted keys"), "{said}");
+    };
     let reg = outbox(&cfg, "registration");
-    let o = run_cfg(
-        dir,
-        &cfg,
-        &["bundle", "import", &reg[0].display().to_string()],
-    );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("this bundle says it is a registration bundle")
-            && text(&o).contains("`bundle import` takes entitlements bundles"),
-        "{}",
-        text(&o)
-    );
-    assert!(!text(&o).contains("trusted keys"), "{}", text(&o));
+    refused_as(&reg[0].display().to_string(), "registration");
 
     let vs = dir.join("vendor-state").display().to_string();
     let reg_s = reg[0].display().to_string();
@@ -344,15 +344,7 @@ fn import_names_a_usage_or_registration_bundle_instead_of_an_untrusted_key() {
     write_usage(&cfg, 2);
     let o = run_cfg(dir, &cfg, &["bundle", "export", "--out", "usage.jfbundle"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = run_cfg(dir, &cfg, &["bundle", "import", "usage.jfbundle"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("this bundle says it is a usage bundle")
-            && text(&o).contains("`bundle import` takes entitlements bundles"),
-        "{}",
-        text(&o)
-    );
-    assert!(!text(&o).contains("trusted keys"), "{}", text(&o));
+    refused_as("usage.jfbundle", "usage");
 }
 
 /// `bundle export --out FILE` never replaces a file silently, and `bundle import` of a file

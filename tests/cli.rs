@@ -2,12 +2,12 @@
 //! scripts, `enabled: false` that never fails startup, and SIGTERM that stops `serve` cleanly.
 
 mod process_support;
-use process_support::free_port;
+use process_support::{free_port, sigterm_and_wait, wait_for_ping};
 
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn jfconnect(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_jfconnect"));
@@ -84,46 +84,6 @@ fn status_json_is_machine_readable() {
     assert_eq!(v["registration"]["state"], "unregistered");
     assert_eq!(v["jobs"].as_array().unwrap().len(), 3);
     assert!(v["usage"]["pending"].is_u64());
-}
-
-fn wait_for_ping(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::Write;
-            let _ = s.write_all(
-                b"GET /api/v1/system/ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            );
-            let mut answer = String::new();
-            let _ = s.read_to_string(&mut answer);
-            if answer.starts_with("HTTP/1.1 200") {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("serve never answered ping on port {port}");
-}
-
-fn sigterm_and_wait(child: &mut std::process::Child) -> (Option<i32>, Duration) {
-    let t = Instant::now();
-    let ok = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status.code(), t.elapsed());
-        }
-        if t.elapsed() > Duration::from_secs(15) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("serve did not stop within 15 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! thousand watchers at once; shutdown with held requests; `enabled: false` on the gRPC port.
 
 mod grpc_support;
+mod process_support;
 mod sim_support;
 
 use jfconnect::app::App;
@@ -82,20 +83,13 @@ impl Service {
     /// Asks for a run now; a 409 means a run (the first scheduled one) holds the job, so ask
     /// again until one starts (bounded).
     async fn run_entitlements_job(&self, http: &reqwest::Client) {
-        for _ in 0..200 {
-            let r = http
-                .post(self.url("/api/v1/jobs/entitlements/run"))
-                .bearer_auth(ADMIN)
-                .send()
-                .await
-                .unwrap();
-            if r.status() == 202 {
-                return;
-            }
-            assert_eq!(r.status(), 409);
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("the entitlements job never started");
+        process_support::start_job_run(
+            http,
+            &format!("http://{}", self.http),
+            "entitlements",
+            ADMIN,
+        )
+        .await;
     }
 
     /// The current ETag, waiting (bounded) for the first entitlements.

@@ -1,6 +1,9 @@
 //! Entitlements ending within `entitlements.warn_before`: a WARN row in status, an expiry gauge
 //! per entitlement on /metrics, and readiness that stays ready.
 
+mod process_support;
+use process_support::InProcess;
+
 use jfconnect::app::App;
 use jfconnect::clock::{ManualClock, SharedClock};
 use jfconnect::config::Config;
@@ -76,22 +79,14 @@ async fn entitlements_ending_soon_warn_in_status_and_metrics_and_stay_ready() {
         "{table}"
     );
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(jfconnect::server::serve(
-        app.clone(),
-        listener,
-        async move {
-            let _ = rx.await;
-        },
-    ));
+    let server = InProcess::start(app.clone()).await;
+    let base = server.base.clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
     let metrics = client
-        .get(format!("http://{addr}/metrics"))
+        .get(format!("{base}/metrics"))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -111,12 +106,11 @@ async fn entitlements_ending_soon_warn_in_status_and_metrics_and_stay_ready() {
     );
     assert!(!metrics.contains("feature=\"core\""), "{metrics}");
     let ready = client
-        .get(format!("http://{addr}/api/v1/system/readiness"))
+        .get(format!("{base}/api/v1/system/readiness"))
         .send()
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
     assert!(ready.text().await.unwrap().contains("ready"));
-    let _ = tx.send(());
-    let _ = server.await;
+    server.stop().await;
 }

@@ -1,22 +1,17 @@
 //! `jfconnect serve` as a process: the client cache keeps answering while it is killed and
 //! restarted, then converges; a gRPC port already in use exits 2 naming the key.
 
+mod process_support;
 mod sim_support;
 
+use process_support::{free_port, Killed};
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const TOKEN: &str = "process-test-token";
 const ADMIN: &str = "process-test-admin-token";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn serve(dir: &Path, sim: &sim_support::Sim, http: u16, grpc: u16) -> Command {
     std::fs::write(dir.join("license"), sim_support::LICENSE).unwrap();
@@ -41,32 +36,10 @@ fn serve(dir: &Path, sim: &sim_support::Sim, http: u16, grpc: u16) -> Command {
     cmd
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Asks the service to fetch entitlements now, retrying while it starts.
 async fn fetch_now(http: u16) {
-    let client = sim_support::client();
-    for _ in 0..200 {
-        let sent = client
-            .post(format!(
-                "http://127.0.0.1:{http}/api/v1/jobs/entitlements/run"
-            ))
-            .bearer_auth(ADMIN)
-            .send()
-            .await;
-        if sent.is_ok_and(|r| r.status() == 202) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("jfconnect did not start");
+    let base = format!("http://127.0.0.1:{http}");
+    process_support::start_job_run(&sim_support::client(), &base, "entitlements", ADMIN).await;
 }
 
 async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {

@@ -1,7 +1,10 @@
 //! `POST /api/v1/jobs/{name}/run` answers 202 only when the job really started, and 409 naming
 //! the holder (another process by its PID, or this process) while the job runs.
 
+mod process_support;
 mod sim_support;
+
+use process_support::InProcess;
 
 use jfconnect::app::App;
 use jfconnect::clock::{SharedClock, SystemClock};
@@ -73,12 +76,8 @@ async fn run_answers_409_with_the_holder_while_the_job_runs() {
     let config = Config::load(Some(&cfg)).unwrap();
     let clock: SharedClock = Arc::new(SystemClock);
     let app = Arc::new(App::build(config, clock, None, true).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(jfconnect::server::serve(app, listener, async move {
-        let _ = stopped.await;
-    }));
+    let server = InProcess::start(app).await;
+    let base = server.base.clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -109,11 +108,6 @@ async fn run_answers_409_with_the_holder_while_the_job_runs() {
     assert_eq!(body["holder"]["pid"], std::process::id());
     assert_eq!(body["holder"]["this_process"], true);
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    server.stop().await;
     sim.stop().await;
 }

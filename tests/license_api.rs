@@ -2,6 +2,9 @@
 //! `<data_dir>/license.api`, the configured `license.file` stays as it was, status names the key
 //! in effect, and a key JES refuses is set aside so the admin's key is in effect again.
 
+mod process_support;
+use process_support::InProcess;
+
 use jfconnect::app::App;
 use jfconnect::clock::{ManualClock, SharedClock};
 use jfconnect::config::Config;
@@ -46,18 +49,10 @@ async fn a_refused_api_key_leaves_the_admins_file_untouched_and_in_effect() {
         .license
         .starts_with(&format!("file {}", admin_file.display())));
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(jfconnect::server::serve(
-        app.clone(),
-        listener,
-        async move {
-            let _ = rx.await;
-        },
-    ));
+    let server = InProcess::start(app.clone()).await;
+    let base = server.base.clone();
     let r = reqwest::Client::new()
-        .put(format!("http://{addr}/api/v1/license"))
+        .put(format!("{base}/api/v1/license"))
         .bearer_auth(ADMIN)
         .body("JFL-MISTYPED-KEY")
         .timeout(Duration::from_secs(10))
@@ -72,8 +67,7 @@ async fn a_refused_api_key_leaves_the_admins_file_untouched_and_in_effect() {
     );
     let api_key = data.join("license.api");
     let refused = data.join("license.api.refused");
-    let _ = tx.send(());
-    let _ = server.await;
+    server.stop().await;
     // The service registers again at once; the refused key is then already set aside.
     let stored = std::fs::read_to_string(&api_key)
         .or_else(|_| std::fs::read_to_string(&refused))

@@ -1,6 +1,9 @@
 //! Logs in JFrog's formats: the service log line, the request log, trace ids carried into
 //! outbound calls, no colour off a terminal, and no WARN for the expected first start.
 
+mod process_support;
+use process_support::{free_port, sigterm_and_wait, wait_for_answer, InProcess};
+
 use jfconnect::app::App;
 use jfconnect::clock::{SharedClock, SystemClock};
 use jfconnect::config::Config;
@@ -9,7 +12,7 @@ use jfconnect::logging::{self, LogSettings};
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TOKEN: &str = "test-api-token-0123456789";
 
@@ -44,11 +47,7 @@ fn is_service_line(line: &str) -> bool {
 #[test]
 fn first_start_logs_one_info_line_for_the_missing_license_no_warn_no_colour() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let cfg = dir.path().join("system.yaml");
     std::fs::write(
         &cfg,
@@ -72,15 +71,7 @@ fn first_start_logs_one_info_line_for_the_missing_license_no_warn_no_colour() {
         .unwrap();
     // Long enough for several retries of the entitlements and usage jobs (1 s backoff).
     std::thread::sleep(Duration::from_secs(4));
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "serve did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    sigterm_and_wait(&mut child);
     let mut err = String::new();
     child
         .stderr
@@ -178,12 +169,8 @@ async fn trace_ids_reach_outbound_calls_and_the_request_log_keeps_secrets_out() 
 
     // Requests: every answer carries its trace id; the request log has JFrog's 11 fields and
     // neither the token nor the query string.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(jfconnect::server::serve(app, listener, async move {
-        let _ = stopped.await;
-    }));
+    let server = InProcess::start(app).await;
+    let base = server.base.clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .user_agent("logging-test/1")
@@ -209,12 +196,7 @@ async fn trace_ids_reach_outbound_calls_and_the_request_log_keeps_secrets_out() 
         r.headers().get(logging::TRACE_HEADER).unwrap(),
         "00112233aabbccdd"
     );
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    server.stop().await;
 
     let requests = std::fs::read_to_string(logs.join(logging::REQUEST_LOG)).unwrap();
     for secret in ["QUERYSECRET", "WRONG-TOKEN-SECRET", TOKEN, "api_key"] {
@@ -243,11 +225,7 @@ async fn trace_ids_reach_outbound_calls_and_the_request_log_keeps_secrets_out() 
 fn log_keys_switch_serve_to_json_lines_in_the_log_folder() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let cfg = dir.path().join("system.yaml");
     std::fs::write(
         &cfg,
@@ -269,31 +247,9 @@ fn log_keys_switch_serve_to_json_lines_in_the_log_folder() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let answered = loop {
-        assert!(Instant::now() < deadline, "serve never answered");
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::Write;
-            let _ = s.write_all(
-                b"GET /api/v1/system/ping?secret=Q HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            );
-            let mut answer = String::new();
-            let _ = s.read_to_string(&mut answer);
-            if answer.starts_with("HTTP/1.1 200") {
-                break answer;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let answered = wait_for_answer(port, "/api/v1/system/ping?secret=Q");
     assert!(answered.to_ascii_lowercase().contains("x-jfrog-trace-id:"));
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline + Duration::from_secs(15));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    sigterm_and_wait(&mut child);
     let mut err = String::new();
     child
         .stderr

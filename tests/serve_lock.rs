@@ -1,10 +1,11 @@
 //! One `serve` per data folder: a second process is refused with a sentence naming the PID of
 //! the one already serving; read-only `status` creates nothing in a folder that does not exist.
 
-use std::io::Read;
+mod process_support;
+use process_support::{free_port, wait_for_ping, Killed};
+
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 fn jfconnect(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_jfconnect"));
@@ -18,14 +19,6 @@ fn jfconnect(dir: &Path) -> Command {
     c
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn config(dir: &Path, port: u16) -> std::path::PathBuf {
     let p = dir.join(format!("system-{port}.yaml"));
     std::fs::write(
@@ -37,34 +30,6 @@ fn config(dir: &Path, port: u16) -> std::path::PathBuf {
     )
     .unwrap();
     p
-}
-
-fn wait_for_ping(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::Write;
-            let _ = s.write_all(
-                b"GET /api/v1/system/ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            );
-            let mut answer = String::new();
-            let _ = s.read_to_string(&mut answer);
-            if answer.starts_with("HTTP/1.1 200") {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("serve never answered ping on port {port}");
-}
-
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
