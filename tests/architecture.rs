@@ -97,6 +97,27 @@ fn sources() -> Vec<(String, String)> {
     out
 }
 
+/// The sources of every crate of the workspace (this one's `src/` and `client/src/`), for the
+/// file-level checks.
+fn workspace_sources() -> Vec<(String, String)> {
+    let mut out = sources();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let client = root.join("client").join("src");
+    for e in std::fs::read_dir(&client).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "rs") {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            out.push((format!("client/src/{name}"), text));
+        }
+    }
+    out
+}
+
 /// The code of a file without its unit tests: test files, and everything from a
 /// `#[cfg(test)]` item on (the crate keeps unit tests at the end of a file).
 fn production(path: &str, text: &str) -> Option<String> {
@@ -481,4 +502,212 @@ fn every_readme_or_docs_place_the_code_names_exists() {
     }
     assert!(named > 10, "the scan found only {named} references");
     assert!(missing.is_empty(), "{missing:#?}");
+}
+
+/// Loops of imports between files of one folder that are known and still to be broken, each
+/// named by its files in order; the test fails when one is gone (so the list only shrinks) or
+/// a new one appears.
+const KNOWN_FILE_LOOPS: &[&[&str]] = &[&[
+    "src/sim/artifacts.rs",
+    "src/sim/jcs.rs",
+    "src/sim/jes.rs",
+    "src/sim/jpd.rs",
+    "src/sim/routes.rs",
+    "src/sim/state.rs",
+]];
+
+/// The crate root a source file belongs to (`src/` or `client/src/`).
+fn crate_root(path: &str) -> Option<&str> {
+    ["client/src/", "src/"]
+        .into_iter()
+        .find(|r| path.starts_with(r))
+}
+
+/// The names after `prefix` in `text`: `prefix a::b` gives `a`, `prefix {a, b::c}` gives `a`
+/// and `b` (a group may span lines).
+fn first_segments(text: &str, prefix: &str) -> Vec<String> {
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(prefix) {
+        let before = rest[..i].chars().last();
+        let after = &rest[i + prefix.len()..];
+        rest = after;
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        if let Some(group) = after.strip_prefix('{') {
+            let mut depth = 0usize;
+            let mut start = 0usize;
+            for (j, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        out.push(ident(&group[start..j]));
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        out.push(ident(&group[start..j]));
+                        start = j + 1;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            out.push(ident(after));
+        }
+    }
+    out.retain(|n| !n.is_empty());
+    out
+}
+
+/// Imports between sibling files of one folder (`super::x` and `crate::folder::x` naming the
+/// file `x.rs` or the folder `x/`), `mod.rs` and `lib.rs` left out: a folder's `mod.rs`
+/// declares its files, so their ties to it are structure, not a loop.
+fn sibling_edges(files: &[(String, String)]) -> BTreeMap<String, Vec<String>> {
+    let known: std::collections::BTreeSet<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    let mut edges: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (path, text) in files {
+        let (Some(root), Some((dir, file))) = (crate_root(path), path.rsplit_once('/')) else {
+            continue;
+        };
+        if file == "mod.rs" || file == "lib.rs" || file == "main.rs" {
+            continue;
+        }
+        let Some(code) = production(path, text) else {
+            continue;
+        };
+        let code: String = code_lines(&code).map(|(_, l)| format!("{l}\n")).collect();
+        let folder = dir.strip_prefix(root.trim_end_matches('/')).unwrap_or(dir);
+        let folder = folder.trim_start_matches('/');
+        let mut names = first_segments(&code, "super::");
+        if folder.is_empty() {
+            names.extend(first_segments(&code, "crate::"));
+        } else {
+            let prefix = format!("crate::{}::", folder.replace('/', "::"));
+            names.extend(first_segments(&code, &prefix));
+        }
+        for name in names {
+            let me = file.trim_end_matches(".rs");
+            if name == me || name == "self" {
+                continue;
+            }
+            let targets = [format!("{dir}/{name}.rs"), format!("{dir}/{name}/mod.rs")];
+            if let Some(t) = targets.iter().find(|t| known.contains(t.as_str())) {
+                let list = edges.entry(path.clone()).or_default();
+                if !list.contains(t) {
+                    list.push(t.clone());
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// The loops (strongly connected groups of two files or more) among sibling files, each
+/// sorted.
+fn file_loops(files: &[(String, String)]) -> Vec<Vec<String>> {
+    let edges = sibling_edges(files);
+    let nodes: Vec<&String> = edges.keys().chain(edges.values().flatten()).collect();
+    let reach = |from: &String| {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut todo = vec![from.clone()];
+        while let Some(n) = todo.pop() {
+            for m in edges.get(&n).into_iter().flatten() {
+                if seen.insert(m.clone()) {
+                    todo.push(m.clone());
+                }
+            }
+        }
+        seen
+    };
+    let reaches: BTreeMap<&String, _> = nodes.iter().map(|n| (*n, reach(n))).collect();
+    let mut loops: Vec<Vec<String>> = Vec::new();
+    for n in &nodes {
+        if !reaches[n].contains(*n) || loops.iter().any(|l| l.contains(*n)) {
+            continue;
+        }
+        let mut group: Vec<String> = reaches[n]
+            .iter()
+            .filter(|m| reaches.get(m).is_some_and(|r| r.contains(*n)))
+            .cloned()
+            .collect();
+        group.sort();
+        group.dedup();
+        loops.push(group);
+    }
+    loops.sort();
+    loops
+}
+
+#[test]
+fn files_of_one_folder_do_not_import_each_other_in_a_loop() {
+    let found = file_loops(&workspace_sources());
+    let known: Vec<Vec<String>> = KNOWN_FILE_LOOPS
+        .iter()
+        .map(|l| l.iter().map(|s| s.to_string()).collect())
+        .collect();
+    let new: Vec<String> = found
+        .iter()
+        .filter(|l| !known.contains(l))
+        .map(|l| l.join(" <-> "))
+        .collect();
+    assert!(
+        new.is_empty(),
+        "files importing each other in a loop:\n{}",
+        new.join("\n")
+    );
+    let stale: Vec<String> = known
+        .iter()
+        .filter(|l| !found.contains(l))
+        .map(|l| {
+            format!(
+                "{} is no longer a loop: remove it from KNOWN_FILE_LOOPS",
+                l.join(" <-> ")
+            )
+        })
+        .collect();
+    assert!(stale.is_empty(), "{}", stale.join("\n"));
+}
+
+#[test]
+fn the_file_loop_check_catches_two_files_that_import_each_other() {
+    let broken = tree(&[
+        ("src/bundle/error.rs", "use super::manifest::Kind;\n"),
+        (
+            "src/bundle/manifest.rs",
+            "use super::{\n    error::BundleError,\n    kind::Kind,\n};\n",
+        ),
+        ("src/bundle/kind.rs", "use serde::Serialize;\n"),
+        (
+            "src/bundle/mod.rs",
+            "mod error;\npub use error::BundleError;\n",
+        ),
+        ("client/src/grpc.rs", "use crate::client::Inner;\n"),
+        (
+            "client/src/client.rs",
+            "async fn run() { crate::grpc::watch().await }\n",
+        ),
+        ("src/sim/jes.rs", "use super::SimError;\n"),
+    ]);
+    let loops = file_loops(&broken);
+    assert_eq!(
+        loops,
+        vec![
+            vec![
+                "client/src/client.rs".to_string(),
+                "client/src/grpc.rs".to_string()
+            ],
+            vec![
+                "src/bundle/error.rs".to_string(),
+                "src/bundle/manifest.rs".to_string()
+            ],
+        ]
+    );
 }

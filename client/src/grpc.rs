@@ -2,7 +2,7 @@
 //! reply until the stream ends.
 
 use crate::cache::Snapshot;
-use crate::client::{Inner, Link};
+use crate::inner::{Inner, Link};
 use crate::proto::entitlements_client::EntitlementsClient;
 use crate::proto::WatchRequest;
 use std::time::Duration;

@@ -21,11 +21,14 @@ mod backoff;
 mod cache;
 mod client;
 mod grpc;
+mod inner;
 mod long_poll;
+mod watcher;
 
 pub use backoff::Backoff;
 pub use cache::{Entitlement, Snapshot, Source};
-pub use client::{Client, ClientBuilder, ClientError, Link};
+pub use client::{Client, ClientBuilder, ClientError};
+pub use inner::Link;
 
 /// The generated gRPC types of `proto/jfconnect/v1/entitlements.proto` (package
 /// `jfconnect.v1`), client and server side; jfconnect serves with the same code.

@@ -2,7 +2,7 @@
 //! loop, for networks where gRPC is blocked.
 
 use crate::cache::Snapshot;
-use crate::client::{Inner, Link};
+use crate::inner::{Inner, Link};
 use std::time::Duration;
 
 /// Largest entitlements body read.

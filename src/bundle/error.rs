@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use super::manifest::Kind;
+use super::kind::Kind;
 
 /// Why a path inside the zip is unsafe to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::error::BundleError;
-use super::manifest::{format_time, Kind, Manifest};
+use super::kind::Kind;
+use super::manifest::{format_time, Manifest};
 use crate::clock::SharedClock;
 
 /// Allowed clock skew for the rollback guard.

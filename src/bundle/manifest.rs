@@ -7,6 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::error::{BundleError, PathProblem};
+use super::kind::Kind;
 
 /// The manifest's `format` value for this version.
 pub const FORMAT_V1: &str = "jfconnect-bundle/v1";
@@ -21,35 +22,6 @@ pub const PAYLOAD_PREFIX: &str = "payload/";
 /// The largest sequence number (fits a JSON number exactly in every language).
 pub const MAX_SEQUENCE: u64 = (1 << 53) - 1;
 const MAX_PATH: usize = 512;
-
-/// What a bundle carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// Usage files, JPD to vendor.
-    Usage,
-    /// Entitlements, vendor to JPD.
-    Entitlements,
-    /// A registration request, JPD to vendor.
-    Registration,
-}
-
-impl Kind {
-    /// The lower-case name used in the manifest and trusted comment.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Usage => "usage",
-            Kind::Entitlements => "entitlements",
-            Kind::Registration => "registration",
-        }
-    }
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One payload file as listed in the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

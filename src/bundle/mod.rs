@@ -4,7 +4,7 @@
 //! A person carries the file across the gap and must be able to check it by hand with `unzip`,
 //! `sha256sum` and `minisign`, so the format is plain zip + `sha256sum` lines + a minisign
 //! signature (`docs/bundle-format.md` is the normative spec). Layout of this module:
-//! `manifest` (the signed metadata, pure), `minisign` (key and signature formats, pure),
+//! `kind` (what a bundle carries), `manifest` (the signed metadata, pure), `minisign` (key and signature formats, pure),
 //! `keys` (key files on disk), `zipdir` (strict zip directory parser), `limits` (caps and
 //! streaming adapters), `entry` (reading one entry), `write` (the writer), `verify` (the
 //! verifier), `import_state` (replay/rollback history and policy), `inspect` (unverified view).
@@ -17,6 +17,7 @@ mod error;
 mod import_state;
 mod inspect;
 mod keys;
+mod kind;
 mod limits;
 mod manifest;
 mod minisign;
@@ -31,9 +32,10 @@ pub use keys::{
     keys_generate, load_or_generate, read_public_key, read_secret_key, read_trusted_keys,
     write_public_key, write_secret_key,
 };
+pub use kind::Kind;
 pub use limits::{DigestAdapter, Limits, MaxSizeAdapter};
 pub use manifest::{
-    format_time, parse_sums, sums_line, Kind, Manifest, ManifestEntry, FORMAT_V1, MANIFEST,
+    format_time, parse_sums, sums_line, Manifest, ManifestEntry, FORMAT_V1, MANIFEST,
     PAYLOAD_PREFIX, SIGNATURE, SUMS,
 };
 pub use minisign::{generate_keypair, KeyId, MinisignSignature, PublicKey, SecretKey, TrustedKeys};

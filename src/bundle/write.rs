@@ -16,9 +16,10 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
 use super::error::BundleError;
+use super::kind::Kind;
 use super::manifest::{
-    check_path, format_time, sums_line, valid_id, Kind, Manifest, ManifestEntry, FORMAT_V1,
-    MANIFEST, MAX_SEQUENCE, PAYLOAD_PREFIX, SIGNATURE, SUMS,
+    check_path, format_time, sums_line, valid_id, Manifest, ManifestEntry, FORMAT_V1, MANIFEST,
+    MAX_SEQUENCE, PAYLOAD_PREFIX, SIGNATURE, SUMS,
 };
 use super::minisign::SecretKey;
 
