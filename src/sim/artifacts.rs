@@ -8,15 +8,13 @@
 //! survives a restart without re-reading every archive. All functions here block: call them
 //! from `spawn_blocking`.
 
-use super::archive::{parse_sha256, verify_archive, ArchiveVerdict};
+use super::archive::{verify_archive, ArchiveVerdict};
+use super::archive_book::ArchiveRecord;
 use super::paths::ArtifactPath;
-use super::state::{lock, SimState};
-use super::SimError;
-use crate::protocol::sha256_hex;
-use crate::state::write_atomic;
+use super::state::SimState;
+use super::sync::lock;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -154,119 +152,4 @@ fn write_meta(state: &SimState, file: &Path, meta: &ArtifactMeta) -> io::Result<
     tmp.write_all(&bytes)?;
     tmp.persist(file).map_err(|e| e.error)?;
     Ok(())
-}
-
-/// The verdict on one stored archive, as kept in `<data>/archives/`.
-#[derive(Debug, Serialize, Deserialize)]
-struct ArchiveRecord {
-    repo: String,
-    path: String,
-    artifact_sha256: String,
-    valid: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    usage_sha256: Vec<String>,
-}
-
-impl ArchiveRecord {
-    fn new(path: &ArtifactPath, artifact_sha256: &str, verdict: ArchiveVerdict) -> Self {
-        let (valid, reason, digests) = match verdict {
-            ArchiveVerdict::Valid(d) => (true, None, d),
-            ArchiveVerdict::Invalid(r) => (false, Some(r), Vec::new()),
-        };
-        ArchiveRecord {
-            repo: path.repo.clone(),
-            path: path.rel(),
-            artifact_sha256: artifact_sha256.to_string(),
-            valid,
-            reason,
-            usage_sha256: digests.iter().map(hex::encode).collect(),
-        }
-    }
-
-    fn key(&self) -> String {
-        sha256_hex(format!("{}/{}", self.repo, self.path).as_bytes())
-    }
-
-    fn digests(&self) -> Vec<[u8; 32]> {
-        self.usage_sha256
-            .iter()
-            .filter_map(|h| parse_sha256(h))
-            .collect()
-    }
-}
-
-/// Every stored archive's verdict, and how many archives hold each usage file.
-pub(crate) struct ArchiveBook {
-    dir: PathBuf,
-    /// Artifact key → (valid, usage digests).
-    archives: HashMap<String, (bool, Vec<[u8; 32]>)>,
-    /// Usage digest → number of valid archives holding it.
-    holders: HashMap<[u8; 32], u32>,
-}
-
-impl ArchiveBook {
-    /// Rebuilds the book from `<data>/archives/*.json`.
-    pub fn load(dir: &Path) -> Result<ArchiveBook, SimError> {
-        let mut book = ArchiveBook {
-            dir: dir.to_path_buf(),
-            archives: HashMap::new(),
-            holders: HashMap::new(),
-        };
-        let entries = std::fs::read_dir(dir).map_err(|e| SimError::io("read", dir, e))?;
-        for entry in entries.flatten() {
-            let file = entry.path();
-            if file.extension().is_none_or(|x| x != "json") {
-                continue;
-            }
-            let bytes = std::fs::read(&file).map_err(|e| SimError::io("read", &file, e))?;
-            let record: ArchiveRecord =
-                serde_json::from_slice(&bytes).map_err(|e| SimError::Corrupt {
-                    path: file.clone(),
-                    reason: e.to_string(),
-                })?;
-            book.apply(&record);
-        }
-        Ok(book)
-    }
-
-    /// (distinct usage files archived, archives stored, archives invalid).
-    pub fn counts(&self) -> (u64, u64, u64) {
-        let invalid = self.archives.values().filter(|(valid, _)| !valid).count();
-        (
-            self.holders.len() as u64,
-            self.archives.len() as u64,
-            invalid as u64,
-        )
-    }
-
-    fn record(&mut self, record: ArchiveRecord) -> io::Result<()> {
-        let bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
-        write_atomic(&self.dir.join(format!("{}.json", record.key())), &bytes)?;
-        self.apply(&record);
-        Ok(())
-    }
-
-    /// Puts `record` in the book, replacing an earlier archive at the same path.
-    fn apply(&mut self, record: &ArchiveRecord) {
-        if let Some((_, old)) = self.archives.remove(&record.key()) {
-            for d in old {
-                if let Some(n) = self.holders.get_mut(&d) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.holders.remove(&d);
-                    }
-                }
-            }
-        }
-        let digests = if record.valid {
-            record.digests()
-        } else {
-            Vec::new()
-        };
-        for d in &digests {
-            *self.holders.entry(*d).or_insert(0) += 1;
-        }
-        self.archives.insert(record.key(), (record.valid, digests));
-    }
 }

@@ -6,56 +6,20 @@
 //! Tokens are kept on disk only as their SHA-256, so the data folder holds no usable secret; the
 //! license itself is never stored or logged.
 
-use super::routes::{bearer, parse_json, read_body, ApiError, SMALL_BODY_LIMIT};
+use super::reply::{bearer, parse_json, read_body, ApiError, SMALL_BODY_LIMIT};
 use super::state::{bump, SimState};
-use super::SimError;
 use crate::protocol::{
     sha256_hex, Entitlement, Entitlements, RegisterRequest, RegisterResponse, HEADER_JPD_ID,
 };
 use crate::secret::Secret;
-use crate::state::write_atomic;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use serde::Deserialize;
 use std::sync::Arc;
-use tokio::sync::Mutex;
-
-/// The subscription JES serves to every registered JPD (the JPD id is filled in per request).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub(crate) struct Subscription {
-    subscription_id: String,
-    subscription_type: String,
-    issued_at: String,
-    entitlements: Vec<Entitlement>,
-}
-
-impl Default for Subscription {
-    fn default() -> Self {
-        let line = |product: &str, feature: &str| Entitlement {
-            product: product.into(),
-            feature: feature.into(),
-            valid_from: None,
-            valid_until: None,
-        };
-        Subscription {
-            subscription_id: "sub-sim-0001".into(),
-            subscription_type: "enterprise_plus".into(),
-            issued_at: "2024-01-01T00:00:00Z".into(),
-            entitlements: vec![
-                line("artifactory", "ha"),
-                line("artifactory", "federation"),
-                line("xray", "scan"),
-                line("distribution", "edge"),
-            ],
-        }
-    }
-}
 
 /// Body of `POST /_sim/entitlements`: the new entitlements, other fields kept when absent.
 #[derive(Debug, Deserialize)]
@@ -64,61 +28,6 @@ struct SubscriptionChange {
     subscription_type: Option<String>,
     issued_at: Option<String>,
     entitlements: Vec<Entitlement>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Book {
-    /// SHA-256 of each registration token → the JPD it was issued to.
-    tokens: HashMap<String, String>,
-    subscription: Subscription,
-}
-
-/// Registrations and the served subscription, persisted in `<data>/jes/state.json`.
-pub(crate) struct JesBook {
-    file: PathBuf,
-    book: Mutex<Book>,
-}
-
-impl JesBook {
-    /// Reads the book back, or starts an empty one.
-    pub fn load(dir: &Path) -> Result<JesBook, SimError> {
-        let file = dir.join("state.json");
-        let book = match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| SimError::Corrupt {
-                path: file.clone(),
-                reason: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Book::default(),
-            Err(e) => return Err(SimError::io("read", &file, e)),
-        };
-        Ok(JesBook {
-            file,
-            book: Mutex::new(book),
-        })
-    }
-
-    /// The JPD a token was issued to.
-    async fn jpd_of(&self, token: &str) -> Option<String> {
-        self.book
-            .lock()
-            .await
-            .tokens
-            .get(&sha256_hex(token.as_bytes()))
-            .cloned()
-    }
-
-    /// Applies `change` to the book and writes it to disk (while still holding the lock, so
-    /// writes land in order).
-    async fn update<T>(&self, change: impl FnOnce(&mut Book) -> T) -> Result<T, std::io::Error> {
-        let mut book = self.book.lock().await;
-        let out = change(&mut book);
-        let bytes = serde_json::to_vec_pretty(&*book).map_err(std::io::Error::other)?;
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || write_atomic(&file, &bytes))
-            .await
-            .map_err(std::io::Error::other)??;
-        Ok(out)
-    }
 }
 
 /// True when JES accepts `key`: listed in `accepted`, or with no list, `JFL-` and 12+ chars.

@@ -8,7 +8,7 @@
 use super::archive::parse_sha256;
 use super::artifacts::{self, ArtifactMeta, PlaceError, Upload};
 use super::paths::{parse_artifact_path, ArtifactPath};
-use super::routes::{bearer, ApiError, MismatchFault};
+use super::reply::{bearer, ApiError, MismatchFault};
 use super::state::SimState;
 use crate::protocol::{sha256_hex, Checksums, StorageInfo, HEADER_CHECKSUM_SHA256};
 use axum::body::{Body, Bytes};

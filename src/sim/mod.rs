@@ -12,20 +12,28 @@
 //!
 //! Code map: [`fault`] (fault grammar, pure), `paths` (request classification and artifact
 //! paths, pure), `archive` (archive index check, pure), `server` (accept loop, connection
-//! reset), `routes` (routing, fault middleware, `/_sim/*`), `jes`, `jcs`, `jpd` (the three
-//! remotes), `state` (shared state and data folder layout).
+//! reset), `routes` (routing, fault middleware, `/_sim/*`), `reply` (what every handler shares),
+//! `jes`, `jcs`, `jpd` (the three remotes' handlers), `jes_book`, `usage_store`, `artifacts`,
+//! `archive_book` (what they keep on disk), `state` (shared state and data folder layout),
+//! `sync` (the poison-tolerant mutex lock). The stores never import the handlers or the
+//! shared state, so no files here import each other in a loop.
 
 mod archive;
+mod archive_book;
 mod artifacts;
 pub mod fault;
 mod jcs;
 mod jes;
+mod jes_book;
 mod jpd;
 mod paths;
+mod reply;
 mod routes;
 mod server;
 mod state;
+mod sync;
 pub mod tls;
+mod usage_store;
 pub mod vendor;
 
 pub use archive::{verify_archive, ArchiveVerdict};
@@ -198,7 +206,7 @@ impl SimHandle {
 
     /// Replaces the active faults.
     pub fn set_faults(&self, faults: Vec<Fault>) {
-        *state::lock(&self.state.faults) = fault::FaultSet::new(faults);
+        *sync::lock(&self.state.faults) = fault::FaultSet::new(faults);
     }
 
     /// Stops it and waits until it has stopped.

@@ -1,5 +1,5 @@
-//! The simulator's routing table, the fault middleware, the `/_sim/*` control endpoints and the
-//! small helpers every handler shares (JSON errors, capped body reads, bearer tokens).
+//! The simulator's routing table, the fault middleware and the `/_sim/*` control endpoints (the
+//! helpers every handler shares are in `reply`).
 //!
 //! Faults are applied in one middleware in front of every route rather than inside each
 //! handler, so a fault behaves the same on every endpoint and a handler never needs to know
@@ -8,27 +8,22 @@
 
 use super::fault::{parse_fault, Endpoint, FaultAction, FaultSet};
 use super::paths::classify;
+use super::reply::{error, parse_json, read_body, ApiError, MismatchFault, SMALL_BODY_LIMIT};
 use super::server::ConnControl;
-use super::state::{bump, lock, SimState};
+use super::state::{bump, SimState};
+use super::sync::lock;
 use super::{jcs, jes, jpd};
-use crate::protocol::{self, ErrorBody};
-use axum::body::{Body, Bytes};
+use crate::protocol::{self};
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-/// Largest body accepted by the small JSON endpoints (register, `/_sim/*`).
-pub(crate) const SMALL_BODY_LIMIT: usize = 1024 * 1024;
-
-/// Marks a request hit by a `mismatch` fault: the handler answers a wrong SHA-256.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct MismatchFault;
 
 /// Builds the whole routing table.
 pub(crate) fn router(state: Arc<SimState>) -> Router {
@@ -51,80 +46,6 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), apply_faults))
         .with_state(state)
-}
-
-/// A JSON [`ErrorBody`] answer.
-pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(ErrorBody::new(code, message))).into_response()
-}
-
-/// A refused request: status, stable code and one sentence, answered as an [`ErrorBody`].
-/// Handlers return `Result<Response, ApiError>` and use `?`.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    /// An error answer.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        error(self.status, self.code, self.message)
-    }
-}
-
-/// The bearer token of a request, if any (empty tokens count as none).
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// Reads a whole request body, refusing it (413) once it passes `limit` bytes.
-pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let mut stream = body.into_data_stream();
-    let mut buf = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                "the request body could not be read to its end",
-            )
-        })?;
-        if buf.len() + chunk.len() > limit {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the request body is larger than {limit} bytes"),
-            ));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(buf))
-}
-
-/// Parses a JSON body, answering 400 with serde's reason on failure.
-pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_json",
-            format!("the body is not a valid {what}: {e}"),
-        )
-    })
 }
 
 /// Reads and throws away a request body, so that the client sees the answer rather than a

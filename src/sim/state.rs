@@ -6,16 +6,17 @@
 //! (deduplication by SHA-256) and still counts the archives it holds. Plain call counters live
 //! only in memory: they describe this run.
 
-use super::artifacts::ArchiveBook;
+use super::archive_book::ArchiveBook;
 use super::fault::FaultSet;
-use super::jcs::UsageStore;
-use super::jes::JesBook;
+use super::jes_book::JesBook;
+use super::sync::lock;
+use super::usage_store::UsageStore;
 use super::{SimError, SimOptions};
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 /// Where each kind of data lives under the data folder.
 #[derive(Debug, Clone)]
@@ -175,11 +176,6 @@ impl SimState {
             faults_fired: get(&c.faults_fired),
         }
     }
-}
-
-/// Locks a mutex, shrugging off poisoning: every critical section here leaves its data whole.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Removes uploads left half-done by a previous run; failures only leave litter behind.
