@@ -26,6 +26,9 @@ pub enum ClientError {
     /// The token cannot be sent as a header (control characters, non-ASCII).
     #[error("the API token contains characters that cannot be sent in a header")]
     BadToken,
+    /// The CA given to [`ClientBuilder::ca_pem`] holds no PEM certificate.
+    #[error("the CA given to the jfconnect client holds no PEM certificate")]
+    BadCa,
 }
 
 /// Settings of a [`Client`]; [`ClientBuilder::connect`] starts it.
@@ -47,6 +50,7 @@ impl ClientBuilder {
                 long_poll_wait: Duration::from_secs(30),
                 first_answer_wait: Duration::from_secs(5),
                 grpc_retry: Duration::from_secs(300),
+                ca_pem: None,
             },
             token: token.into(),
         }
@@ -98,6 +102,14 @@ impl ClientBuilder {
         self
     }
 
+    /// For `https://` addresses (jfconnect with `tls.server.*` set, on both ports): trust only
+    /// the CA in this PEM text, the one that signed jfconnect's certificate, instead of the
+    /// system's roots.
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.settings.ca_pem = Some(pem.into());
+        self
+    }
+
     /// Loads the cache file, starts watching jfconnect, and waits (bounded) for a first answer
     /// when nothing is cached. Must be called inside a Tokio runtime.
     pub async fn connect(self) -> Result<Client, ClientError> {
@@ -107,6 +119,12 @@ impl ClientBuilder {
         }
         for url in settings.grpc.iter().chain(settings.http.iter()) {
             check_url(url)?;
+        }
+        if let Some(pem) = &settings.ca_pem {
+            let ca = reqwest::Certificate::from_pem_bundle(pem).map_err(|_| ClientError::BadCa)?;
+            if ca.is_empty() {
+                return Err(ClientError::BadCa);
+            }
         }
         let auth: http::HeaderValue = format!("Bearer {}", self.token)
             .parse()

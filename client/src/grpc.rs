@@ -7,7 +7,7 @@ use crate::proto::entitlements_client::EntitlementsClient;
 use crate::proto::WatchRequest;
 use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 /// Runs one session; `Ok` when jfconnect ended the stream (it is shutting down), `Err` with a
 /// sentence otherwise.
@@ -19,6 +19,12 @@ pub(crate) async fn watch(inner: &Inner, url: &str) -> Result<(), String> {
         .http2_keep_alive_interval(Duration::from_secs(15))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
+    let endpoint = match &inner.settings.ca_pem {
+        Some(pem) if url.starts_with("https:") => endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+            .map_err(|e| format!("cannot set up TLS: {}", chain(&e)))?,
+        _ => endpoint,
+    };
     let channel = endpoint
         .connect()
         .await

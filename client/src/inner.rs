@@ -31,6 +31,7 @@ pub(crate) struct Settings {
     pub(crate) long_poll_wait: Duration,
     pub(crate) first_answer_wait: Duration,
     pub(crate) grpc_retry: Duration,
+    pub(crate) ca_pem: Option<Vec<u8>>,
 }
 
 /// What the background tasks share with the handle.

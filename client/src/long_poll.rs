@@ -11,9 +11,18 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 /// Polls until a request fails; returns the failure as a sentence.
 pub(crate) async fn watch(inner: &Inner, base: &str) -> Result<(), String> {
     let wait = inner.settings.long_poll_wait;
-    let http = reqwest::Client::builder()
+    let mut http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .timeout(wait + Duration::from_secs(15))
+        .timeout(wait + Duration::from_secs(15));
+    if let Some(pem) = &inner.settings.ca_pem {
+        http = http.tls_built_in_root_certs(false);
+        for ca in reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| format!("the CA is not PEM: {e}"))?
+        {
+            http = http.add_root_certificate(ca);
+        }
+    }
+    let http = http
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
     let url = format!("{base}/api/v1/entitlements?wait={}s", wait.as_secs().max(1));

@@ -67,7 +67,7 @@ pub async fn serve_tls(
             feed: service.feed().subscribe(),
             token: service.api_token().cloned(),
             clock: service.clock().clone(),
-            tls: tls.clone(),
+            tls: tls.as_ref().map(crate::server_tls::for_grpc),
             limits: crate::grpc::Limits {
                 max_connections: limits.max_connections,
                 first_call_timeout: limits.header_read_timeout,
