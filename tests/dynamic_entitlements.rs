@@ -175,6 +175,8 @@ fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(70))
         .pool_max_idle_per_host(2000)
+        // Below the API's idle timeout (30 s), as jfconnect's own clients do.
+        .pool_idle_timeout(jfconnect::http::POOL_IDLE_TIMEOUT)
         .build()
         .unwrap()
 }

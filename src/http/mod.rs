@@ -35,6 +35,14 @@ pub enum ClientError {
     Build(String),
 }
 
+/// How long an outbound connection may sit idle in the pool before it is dropped. Servers close
+/// idle keep-alive connections on their own schedule (the simulator after 30 s, load balancers
+/// and Tomcat commonly after 60 s); a request written on a connection at the moment the server
+/// closes it is lost with "connection closed before message completed" (hyper's
+/// `IncompleteMessage`), which reqwest cannot retry. Dropping idle connections before any
+/// common server limit keeps jfconnect out of that race; reqwest's default is 90 s.
+pub const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The HTTP client type every outbound caller holds; built only here.
 pub use reqwest::Client;
 
@@ -47,6 +55,7 @@ pub use reqwest::{header, Body, Error, Response, StatusCode};
 pub fn loopback_client(timeout: std::time::Duration) -> Result<Client, ClientError> {
     Client::builder()
         .no_proxy()
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .timeout(timeout)
         .build()
         .map_err(|e| ClientError::Build(e.to_string()))
@@ -168,6 +177,7 @@ fn build_from(
     let mut builder = reqwest::Client::builder()
         .connect_timeout(config.http.connect_timeout)
         .timeout(config.http.request_timeout)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .user_agent(concat!("jfconnect/", env!("CARGO_PKG_VERSION")))
         .use_rustls_tls()
         .redirect(redirect)

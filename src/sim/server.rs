@@ -25,8 +25,17 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-/// How long a client may take to send a request's headers (slow-loris guard).
+/// How long a client may take to send a request's headers (slow-loris guard). hyper counts it
+/// from the moment a connection waits for a request, so it also closes a keep-alive connection
+/// left idle this long.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+// A pooled connection reused at the instant the simulator closes it for idleness loses its
+// request (`IncompleteMessage`): jfconnect's clients must let go of idle connections first.
+const _: () = assert!(
+    crate::http::POOL_IDLE_TIMEOUT.as_secs() < HEADER_READ_TIMEOUT.as_secs(),
+    "the outbound pool keeps idle connections as long as the simulator or longer"
+);
+
 /// How long in-flight requests may run on after shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 

@@ -17,8 +17,11 @@ pub struct Sim {
     pub http: reqwest::Client,
 }
 
+/// A client of the simulator. Like jfconnect's own, it drops idle connections before the
+/// simulator closes them (30 s): one reused at that instant loses its request.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
+        .pool_idle_timeout(jfconnect::http::POOL_IDLE_TIMEOUT)
         .timeout(Duration::from_secs(20))
         .connect_timeout(Duration::from_secs(5))
         .build()
