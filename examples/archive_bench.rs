@@ -3,7 +3,10 @@
 //!
 //! `cargo run --release --example archive_bench -- 100000 [work-dir]`
 //!
-//! Prints wall times, the ratio to zip, output sizes and this process's peak RSS (VmHWM).
+//! Prints wall times, the ratio to zip, output sizes and this process's peak RSS (VmHWM); then
+//! the time the archival job takes to delete the originals (the job resumed after its
+//! read-back check) beside `find DIR -type f -delete` on a copy of the same files (`cp -a`,
+//! made before anything ran), and a last `BENCH_RESULT {json}` line for `scripts/bench`.
 
 use jfconnect::config::Config;
 use jfconnect::jpd::memory::MemoryJpd;
@@ -32,6 +35,16 @@ fn main() {
     make_files(&layout, n);
     println!("created {n} usage files in {:.2?}", t.elapsed());
     let rss_after_setup = vm_hwm_kib();
+    let copy = work.path().join("spool-copy");
+    let t = Instant::now();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&layout.spool)
+        .arg(&copy)
+        .status()
+        .expect("run cp");
+    assert!(status.success(), "cp -a failed");
+    println!("copied the spool for find -delete in {:.2?}", t.elapsed());
 
     let zip_out = work.path().join("infozip.zip");
     let cpu0 = cpu_ticks();
@@ -73,7 +86,16 @@ fn main() {
                 .sum::<u64>()
         })
         .unwrap_or(0);
-    // The whole job: resumes that plan, deploys, verifies, deletes the originals.
+    // Deploy and read-back check, stopping right before the originals are deleted.
+    let verified = RunOptions {
+        settle: Duration::ZERO,
+        failpoint: Failpoints::error_at("after-verify"),
+        clock: std::sync::Arc::new(jfconnect::clock::SystemClock),
+    };
+    let t = Instant::now();
+    let _ = rt.block_on(archive_uploaded_with(&config, &jpd, &NoProgress, &verified));
+    let deploy_time = t.elapsed();
+    // The rest of the job: resumes that plan and deletes the originals.
     let go = RunOptions {
         settle: Duration::ZERO,
         failpoint: Failpoints::off(),
@@ -83,8 +105,16 @@ fn main() {
     let out = rt
         .block_on(archive_uploaded_with(&config, &jpd, &NoProgress, &go))
         .expect("archival");
-    let job_time = t.elapsed();
+    let delete_time = t.elapsed();
     assert_eq!(out.files(), n as u64, "every file archived");
+    let t = Instant::now();
+    let status = Command::new("find")
+        .arg(&copy)
+        .args(["-type", "f", "-delete"])
+        .status()
+        .expect("run find");
+    assert!(status.success(), "find -delete failed");
+    let find_time = t.elapsed();
 
     println!(
         "zip -q -r:              {:>8.2?}  {:>11} bytes",
@@ -94,7 +124,11 @@ fn main() {
         "jfconnect plan+archive: {:>8.2?}  {:>11} bytes",
         ours_time, ours_size
     );
-    println!("jfconnect rest of job (deploy to in-memory JPD, verify, delete): {job_time:.2?}");
+    println!("jfconnect deploy to in-memory JPD + read-back check: {deploy_time:.2?}");
+    println!(
+        "jfconnect delete originals: {delete_time:.2?}; find -type f -delete on a copy: {find_time:.2?} ({:.2}x)",
+        delete_time.as_secs_f64() / find_time.as_secs_f64()
+    );
     println!(
         "ratio vs zip: time {:.2}x, size {:.3}x",
         ours_time.as_secs_f64() / zip_time.as_secs_f64(),
@@ -111,6 +145,20 @@ fn main() {
         vm_hwm_kib(),
         rss_after_setup
     );
+    let result = serde_json::json!({
+        "files": n,
+        "zip_s": zip_time.as_secs_f64(),
+        "zip_bytes": zip_size,
+        "zip_cpu_s": zip_cpu as f64 / 100.0,
+        "archive_s": ours_time.as_secs_f64(),
+        "archive_bytes": ours_size,
+        "archive_cpu_s": ours_cpu as f64 / 100.0,
+        "deploy_verify_s": deploy_time.as_secs_f64(),
+        "delete_s": delete_time.as_secs_f64(),
+        "find_delete_s": find_time.as_secs_f64(),
+        "hwm_kib": vm_hwm_kib(),
+    });
+    println!("BENCH_RESULT {result}");
 }
 
 /// Writes `n` ~1 KiB usage files and marks them uploaded, in batches (memory stays flat).

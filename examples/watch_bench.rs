@@ -1,5 +1,5 @@
 //! Load generator for the dynamic-entitlements benchmark (docs/benchmarks.md, "Entitlements
-//! watch and gRPC"); `scripts/bench-watch` starts the simulator and `jfconnect serve` and runs it.
+//! watch and gRPC"); `scripts/bench.d/watch` starts the simulator and `jfconnect serve` and runs it.
 //!
 //! 1. Opens N HTTP long-polls (`?wait=60s`, `If-None-Match`) and reads the extra RSS of `serve`;
 //!    changes the subscription at the simulator and asks the entitlements job to run; measures
@@ -10,6 +10,7 @@
 //! 4. `jfconnect_client::Client::is_entitled`, answered from memory: time per call.
 //!
 //! Usage: watch_bench HTTP_URL GRPC_URL TOKEN SIM_URL SERVE_PID [WATCHERS] [CALLERS] [SECONDS]
+//! [ADMIN_TOKEN] (the admin token asks for job runs; default TOKEN)
 
 use jfconnect_client::proto::entitlements_client::EntitlementsClient;
 use jfconnect_client::proto::{CheckRequest, WatchRequest};
@@ -35,6 +36,7 @@ struct Args {
     http: String,
     grpc: String,
     token: String,
+    admin: String,
     sim: String,
     pid: u32,
     watchers: usize,
@@ -45,7 +47,7 @@ struct Args {
 fn args() -> Args {
     let a: Vec<String> = std::env::args().skip(1).collect();
     if a.len() < 5 {
-        eprintln!("usage: watch_bench HTTP_URL GRPC_URL TOKEN SIM_URL SERVE_PID [WATCHERS] [CALLERS] [SECONDS]");
+        eprintln!("usage: watch_bench HTTP_URL GRPC_URL TOKEN SIM_URL SERVE_PID [WATCHERS] [CALLERS] [SECONDS] [ADMIN_TOKEN]");
         std::process::exit(2);
     }
     let num = |i: usize, default: u64| a.get(i).and_then(|v| v.parse().ok()).unwrap_or(default);
@@ -53,6 +55,7 @@ fn args() -> Args {
         http: a[0].clone(),
         grpc: a[1].clone(),
         token: a[2].clone(),
+        admin: a.get(8).unwrap_or(&a[2]).clone(),
         sim: a[3].clone(),
         pid: a[4].parse().expect("SERVE_PID is a number"),
         watchers: num(5, 1000) as usize,
@@ -61,13 +64,18 @@ fn args() -> Args {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `/proc/<pid>/status` figure in KiB (`VmRSS:`, `VmHWM:`).
+fn status_kib(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
@@ -97,7 +105,7 @@ async fn change(a: &Args, http: &reqwest::Client, n: usize) -> Instant {
         .unwrap();
     let at = Instant::now();
     http.post(format!("{}/api/v1/jobs/entitlements/run", a.http))
-        .bearer_auth(&a.token)
+        .bearer_auth(&a.admin)
         .send()
         .await
         .unwrap()
@@ -116,8 +124,17 @@ async fn etag(a: &Args, http: &reqwest::Client) -> String {
     r.headers()["etag"].to_str().unwrap().to_string()
 }
 
-fn report(what: &str, lags: &mut [Duration], before: u64, held: u64) {
+/// Fan-out of one change: (p50, p99, max) in ms, and the extra RSS in KiB.
+struct Fanout {
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    extra_kib: u64,
+}
+
+fn report(what: &str, lags: &mut [Duration], before: u64, held: u64) -> Fanout {
     lags.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "{what}: {} watchers, extra RSS {:.1} MiB ({} -> {} KiB); fan-out p50 {:?}, p99 {:?}, max {:?}",
         lags.len(),
@@ -128,6 +145,28 @@ fn report(what: &str, lags: &mut [Duration], before: u64, held: u64) {
         percentile(lags, 99),
         lags[lags.len() - 1]
     );
+    Fanout {
+        p50_ms: ms(percentile(lags, 50)),
+        p99_ms: ms(percentile(lags, 99)),
+        max_ms: ms(lags[lags.len() - 1]),
+        extra_kib: held.saturating_sub(before),
+    }
+}
+
+/// User + system CPU seconds `pid` has used so far.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // After the command name: utime is field 14, stime 15 (counted from 1, name is 2).
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+fn hwm_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
 }
 
 /// Runs `call` from `callers` concurrent loops for `deadline`: requests per second and p99.
@@ -170,6 +209,7 @@ async fn main() {
     let a = args();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(90))
+        .pool_idle_timeout(Duration::from_secs(20))
         .pool_max_idle_per_host(4 * a.watchers)
         .build()
         .unwrap();
@@ -177,6 +217,7 @@ async fn main() {
     settle().await;
 
     // 1. HTTP long-polls.
+    let cpu_start = cpu_s(a.pid);
     let before = rss_kib(a.pid);
     let tag = etag(&a, &http).await;
     let mut polls = Vec::new();
@@ -199,7 +240,7 @@ async fn main() {
     for p in polls {
         lags.push(p.await.unwrap().saturating_duration_since(at));
     }
-    report("HTTP long-poll", &mut lags, before, held);
+    let http_fanout = report("HTTP long-poll", &mut lags, before, held);
     settle().await;
 
     // 2. gRPC watch streams, spread over connections of 100 streams each.
@@ -236,13 +277,14 @@ async fn main() {
             .unwrap();
         lags.push(t.saturating_duration_since(at));
     }
-    report("gRPC watch", &mut lags, before, held);
+    let grpc_fanout = report("gRPC watch", &mut lags, before, held);
+    let watch_cpu = cpu_s(a.pid) - cpu_start;
     settle().await;
 
     // 3. Check, gRPC and HTTP, same run.
     let deadline = Duration::from_secs(a.seconds);
     let grpc = grpc_client(&a).await;
-    let (rate, p99) = load(a.callers, deadline, move || {
+    let (grpc_rate, grpc_p99) = load(a.callers, deadline, move || {
         let mut c = grpc.clone();
         async move {
             let request = CheckRequest {
@@ -254,7 +296,7 @@ async fn main() {
     })
     .await;
     println!(
-        "gRPC Check: {} callers on 1 connection, {rate:.0} req/s, p99 {p99:?}",
+        "gRPC Check: {} callers on 1 connection, {grpc_rate:.0} req/s, p99 {grpc_p99:?}",
         a.callers
     );
     let url = format!(
@@ -263,7 +305,7 @@ async fn main() {
     );
     let token = a.token.clone();
     let client = http.clone();
-    let (rate, p99) = load(a.callers, deadline, move || {
+    let (http_rate, http_p99) = load(a.callers, deadline, move || {
         let request = client.get(&url).bearer_auth(&token).send();
         async move {
             let r = request.await.unwrap();
@@ -273,7 +315,7 @@ async fn main() {
     })
     .await;
     println!(
-        "HTTP check: {} callers, keep-alive, {rate:.0} req/s, p99 {p99:?}",
+        "HTTP check: {} callers, keep-alive, {http_rate:.0} req/s, p99 {http_p99:?}",
         a.callers
     );
 
@@ -294,4 +336,26 @@ async fn main() {
     assert_eq!(yes, calls / 2);
     println!("client is_entitled: {per_call:?} per call ({calls} calls, half yes)");
     println!("serve RSS after: {} KiB", rss_kib(a.pid));
+    // One machine-readable line for scripts/bench.
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let result = serde_json::json!({
+        "watchers": a.watchers,
+        "http_fanout_p50_ms": http_fanout.p50_ms,
+        "http_fanout_p99_ms": http_fanout.p99_ms,
+        "http_fanout_max_ms": http_fanout.max_ms,
+        "http_extra_rss_kib": http_fanout.extra_kib,
+        "grpc_fanout_p50_ms": grpc_fanout.p50_ms,
+        "grpc_fanout_p99_ms": grpc_fanout.p99_ms,
+        "grpc_fanout_max_ms": grpc_fanout.max_ms,
+        "grpc_extra_rss_kib": grpc_fanout.extra_kib,
+        "watch_cpu_s": watch_cpu,
+        "grpc_check_rps": grpc_rate,
+        "grpc_check_p99_ms": ms(grpc_p99),
+        "http_check_rps": http_rate,
+        "http_check_p99_ms": ms(http_p99),
+        "is_entitled_ns": per_call.as_secs_f64() * 1e9,
+        "serve_hwm_kib": hwm_kib(a.pid),
+        "serve_cpu_s": cpu_s(a.pid),
+    });
+    println!("BENCH_RESULT {result}");
 }

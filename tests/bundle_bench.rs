@@ -124,6 +124,17 @@ fn verify_throughput_and_memory_against_sha256sum() {
         sha.as_secs_f64() / ours.as_secs_f64(),
         peak_rss_mib()
     );
+    // One machine-readable line for scripts/bench.
+    eprintln!(
+        "BENCH_RESULT {}",
+        serde_json::json!({
+            "bytes": size,
+            "verify_mbps": mbps(ours),
+            "sha256sum_mbps": mbps(sha),
+            "verify_s": ours.as_secs_f64(),
+            "peak_rss_kib": peak_rss_mib() * 1024,
+        })
+    );
 }
 
 #[test]

@@ -1,0 +1,98 @@
+//! `scripts/bench` cannot rot: its listing names the benchmarks docs/benchmarks.md documents,
+//! a bad name is refused with exit 2, and a smoke run of one small benchmark (with the debug
+//! binary this test run built) writes a valid `results.json` and markdown table. The
+//! benchmarks themselves never run under `cargo test`.
+
+use std::path::Path;
+use std::process::Command;
+
+const NAMES: [&str; 10] = [
+    "api_entitlements",
+    "store_proxy_small",
+    "store_proxy_1gib",
+    "archive_100k",
+    "archive_1m",
+    "delete_1m",
+    "export_100k",
+    "upload_100k",
+    "verify_1gib",
+    "watch_1000",
+];
+
+fn bench() -> Command {
+    Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench"))
+}
+
+#[test]
+fn the_listing_names_every_documented_benchmark_and_bad_names_are_refused() {
+    let out = bench().arg("--dry-run").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = plan["benchmarks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, NAMES);
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md"))
+            .unwrap();
+    for name in NAMES {
+        assert!(
+            docs.contains(&format!("`{name}`")),
+            "docs/benchmarks.md does not describe {name}"
+        );
+    }
+
+    let out = bench().args(["--dry-run", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown benchmark nope"));
+}
+
+#[test]
+fn a_quick_run_writes_results_json_and_a_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_jfconnect")).parent().unwrap();
+    let out = bench()
+        .args(["--quick", "--no-build", "--bin-dir"])
+        .arg(bin_dir)
+        .arg("--out")
+        .arg(dir.path())
+        .arg("export_100k")
+        .env_remove("JFCONNECT_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("results.json")).unwrap()).unwrap();
+    let rows = results["benchmarks"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row["name"], "export_100k");
+    assert_eq!(row["unit"], "s");
+    for key in ["ours", "reference", "ratio", "rss_kib", "cpu_s"] {
+        assert!(
+            row[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key} is {}",
+            row[key]
+        );
+    }
+    for key in ["load_before", "load_after"] {
+        assert!(row[key].as_f64().is_some_and(|v| v >= 0.0), "{key}");
+    }
+    let ratio = row["ours"].as_f64().unwrap() / row["reference"].as_f64().unwrap();
+    assert!((row["ratio"].as_f64().unwrap() - ratio).abs() < 1e-9);
+    let table = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
+    assert!(table.starts_with("| benchmark |"));
+    assert!(table.contains("| export_100k | s |"));
+}
