@@ -102,16 +102,7 @@ impl App {
         file: &Path,
     ) -> Result<ImportOutcome, AirgapError> {
         let (_, inbox, scheduler) = self.airgapped("jfconnect bundle import")?;
-        let (config, clock, owned_inbox, path) = (
-            self.config.clone(),
-            self.clock.clone(),
-            inbox.clone(),
-            file.to_path_buf(),
-        );
-        let verified =
-            tokio::task::spawn_blocking(move || inbox::verify(&config, &owned_inbox, clock, &path))
-                .await
-                .map_err(|e| AirgapError::Job(format!("the bundle check stopped: {e}")))??;
+        let verified = self.verify_entitlements_bundle(inbox, file).await?;
         let report = scheduler
             .run_now_prepared(JobName::Entitlements, JOB_WAIT, || {
                 inbox::accept(inbox, &verified)
@@ -147,25 +138,34 @@ impl App {
         file: &Path,
     ) -> Result<BundlePreview, AirgapError> {
         let (_, inbox, _) = self.airgapped("an entitlements bundle preview")?;
+        let verified = self.verify_entitlements_bundle(inbox, file).await?;
+        let id = verified.manifest().signing_key_id.clone();
+        let keys = self.config.airgap.vendor_public_keys.clone();
+        let key_file = tokio::task::spawn_blocking(move || {
+            keys.into_iter()
+                .find(|p| crate::bundle::read_public_key(p).is_ok_and(|k| k.id.to_string() == id))
+        })
+        .await
+        .ok()
+        .flatten();
+        Ok(BundlePreview { verified, key_file })
+    }
+
+    /// Step 1 of an import (writes nothing), off the async threads.
+    async fn verify_entitlements_bundle(
+        &self,
+        inbox: &Inbox,
+        file: &Path,
+    ) -> Result<inbox::Verified, AirgapError> {
         let (config, clock, inbox, path) = (
             self.config.clone(),
             self.clock.clone(),
             inbox.clone(),
             file.to_path_buf(),
         );
-        tokio::task::spawn_blocking(move || {
-            let verified = inbox::verify(&config, &inbox, clock, &path)?;
-            let id = &verified.manifest().signing_key_id;
-            let key_file = config
-                .airgap
-                .vendor_public_keys
-                .iter()
-                .find(|p| crate::bundle::read_public_key(p).is_ok_and(|k| k.id.to_string() == *id))
-                .cloned();
-            Ok(BundlePreview { verified, key_file })
-        })
-        .await
-        .map_err(|e| AirgapError::Job(format!("the bundle check stopped: {e}")))?
+        tokio::task::spawn_blocking(move || inbox::verify(&config, &inbox, clock, &path))
+            .await
+            .map_err(|e| AirgapError::Job(format!("the bundle check stopped: {e}")))?
     }
 
     /// The newest `n` bundles of `kind` in the outbox, newest first, each checked with the

@@ -9,7 +9,7 @@
 //!
 //! [`App::preview_entitlements_bundle`]: crate::app::App::preview_entitlements_bundle
 
-use super::auth::{Admin, CsrfForm};
+use super::auth::{Admin, CarriesCsrf, CsrfForm, Posted};
 use super::layout::{self, Frame, Nav};
 use super::session::{random_token, Flash, PendingBundle};
 use super::Console;
@@ -19,7 +19,6 @@ use axum::body::Body;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
 use std::io::Write;
@@ -126,12 +125,8 @@ pub async fn page(State(console): State<Arc<Console>>, admin: Admin) -> Response
 /// `POST /ui/airgap/registration`: a fresh registration bundle, as a download.
 pub async fn registration(
     State(console): State<Arc<Console>>,
-    admin: Admin,
-    Form(form): Form<CsrfForm>,
+    Posted { admin, .. }: Posted<CsrfForm>,
 ) -> Response {
-    if let Err(r) = admin.check_csrf(&form.csrf) {
-        return r.into_response();
-    }
     match console.app.registration_bundle().await {
         Ok(written) => download(&written.path).await,
         Err(e) => back(
@@ -456,6 +451,12 @@ pub struct DecisionForm {
     id: String,
 }
 
+impl CarriesCsrf for DecisionForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 fn take_pending(console: &Console, admin: &Admin, id: &str) -> Option<PendingBundle> {
     admin
         .with_session(console, |s| {
@@ -471,12 +472,8 @@ fn take_pending(console: &Console, admin: &Admin, id: &str) -> Option<PendingBun
 /// `POST /ui/airgap/apply`: imports the waiting bundle (verified again by the import).
 pub async fn apply(
     State(console): State<Arc<Console>>,
-    admin: Admin,
-    Form(form): Form<DecisionForm>,
+    Posted { admin, form }: Posted<DecisionForm>,
 ) -> Response {
-    if let Err(r) = admin.check_csrf(&form.csrf) {
-        return r.into_response();
-    }
     let Some(pending) = take_pending(&console, &admin, &form.id) else {
         return back(
             &console,
@@ -507,12 +504,8 @@ fn capitalised(s: &str) -> String {
 /// `POST /ui/airgap/cancel`: forgets the waiting bundle.
 pub async fn cancel(
     State(console): State<Arc<Console>>,
-    admin: Admin,
-    Form(form): Form<DecisionForm>,
+    Posted { admin, form }: Posted<DecisionForm>,
 ) -> Response {
-    if let Err(r) = admin.check_csrf(&form.csrf) {
-        return r.into_response();
-    }
     let flash = match take_pending(&console, &admin, &form.id) {
         Some(p) => Flash::ok(format!(
             "Cancelled: {} was not imported; nothing was changed.",

@@ -173,6 +173,46 @@ pub struct CsrfForm {
     pub csrf: String,
 }
 
+/// A form that carries the session's CSRF token.
+pub trait CarriesCsrf {
+    /// The token the form carried.
+    fn csrf(&self) -> &str;
+}
+
+impl CarriesCsrf for CsrfForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// A state-changing form posted by a signed-in admin, its CSRF token checked: a handler that
+/// takes it cannot forget the check.
+pub struct Posted<T> {
+    /// Who posted it.
+    pub admin: Admin,
+    /// What it holds.
+    pub form: T,
+}
+
+impl<T> FromRequest<Arc<Console>> for Posted<T>
+where
+    T: serde::de::DeserializeOwned + CarriesCsrf + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, console: &Arc<Console>) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let admin = Admin::from_request_parts(&mut parts, console).await?;
+        let Form(form) = Form::<T>::from_request(Request::from_parts(parts, body), &())
+            .await
+            .map_err(IntoResponse::into_response)?;
+        admin
+            .check_csrf(form.csrf())
+            .map_err(IntoResponse::into_response)?;
+        Ok(Posted { admin, form })
+    }
+}
+
 /// Refuses a state-changing request sent from another site (`Origin` or `Sec-Fetch-Site`
 /// naming another origin). The CSRF token is the check; this one stops such a request before
 /// it reaches a handler.
@@ -277,29 +317,27 @@ pub async fn login(State(console): State<Arc<Console>>, request: Request) -> Res
     throttle(&mut |t| t.succeeded(addr));
     let id = console.sessions().start(now);
     tracing::info!(address = %addr, "console login");
-    let cookie = format!(
-        "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        super::session::MAX_AGE.as_secs(),
-        if console.secure { "; Secure" } else { "" }
-    );
+    let cookie = set_cookie(&console, &id, super::session::MAX_AGE.as_secs());
     ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
 }
 
 /// `POST /ui/logout`.
 pub async fn logout(
     State(console): State<Arc<Console>>,
-    admin: Admin,
-    Form(form): Form<CsrfForm>,
+    Posted { admin, .. }: Posted<CsrfForm>,
 ) -> Response {
-    if let Err(r) = admin.check_csrf(&form.csrf) {
-        return r.into_response();
-    }
     console.sessions().end(&admin.cookie);
-    let cookie = format!(
-        "{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0{}",
-        if console.secure { "; Secure" } else { "" }
-    );
+    let cookie = set_cookie(&console, "", 0);
     ([(header::SET_COOKIE, cookie)], Redirect::to("/ui/login")).into_response()
+}
+
+/// The session cookie's header: `HttpOnly`, `SameSite=Strict`, only for `/ui`, `Secure` over
+/// TLS.
+fn set_cookie(console: &Console, value: &str, max_age: u64) -> String {
+    format!(
+        "{COOKIE}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        if console.secure { "; Secure" } else { "" }
+    )
 }
 
 #[cfg(test)]

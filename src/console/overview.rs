@@ -1,7 +1,7 @@
 //! The overview: mode, identity, registration, the entitlements valid now and coming, expiry
 //! warnings, and each job with a "run now" button.
 
-use super::auth::{Admin, CsrfForm};
+use super::auth::{Admin, CsrfForm, Posted};
 use super::layout::{self, Frame, Nav};
 use super::session::Flash;
 use super::Console;
@@ -10,7 +10,6 @@ use crate::jobs::JobName;
 use crate::protocol::Entitlement;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup};
 use std::sync::Arc;
@@ -188,13 +187,9 @@ fn job_tone(state: &str, failed: bool) -> &'static str {
 /// answer (started, or already running and by whom) comes back as the page's message.
 pub async fn run_job(
     State(console): State<Arc<Console>>,
-    admin: Admin,
     Path(name): Path<String>,
-    Form(form): Form<CsrfForm>,
+    Posted { admin, .. }: Posted<CsrfForm>,
 ) -> Response {
-    if let Err(r) = admin.check_csrf(&form.csrf) {
-        return r.into_response();
-    }
     let flash = match (name.parse::<JobName>(), console.app.scheduler()) {
         (Err(e), _) => Flash::bad(e),
         (Ok(_), None) => {
