@@ -103,13 +103,15 @@ fn serve(dir: &Path, name: &str, extra: &str) -> Serve {
     let port = free_port();
     let data = dir.join(format!("{name}-data"));
     std::fs::write(dir.join("admin.token"), ADMIN_TOKEN).unwrap();
+    std::fs::write(dir.join("read.token"), "console-read-token-0123456789").unwrap();
     let cfg = dir.join(format!("{name}.yaml"));
     std::fs::write(
         &cfg,
         format!(
-            "jfconnect:\n  port: {port}\n  data_dir: {}\n  license:\n    file: {}\n  api:\n    token_file: {}\n  usage:\n    spool_dir: {}\n{extra}",
+            "jfconnect:\n  port: {port}\n  data_dir: {}\n  license:\n    file: {}\n  api:\n    token_file: {}\n    admin_token_file: {}\n  usage:\n    spool_dir: {}\n{extra}",
             data.display(),
             dir.join("license").display(),
+            dir.join("read.token").display(),
             dir.join("admin.token").display(),
             dir.join(format!("{name}-spool")).display(),
         ),

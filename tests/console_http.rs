@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const TOKEN: &str = "console-http-admin-token-0123";
+const READ_TOKEN: &str = "console-http-read-token-4567";
 
 struct Running {
     base: String,
+    data: std::path::PathBuf,
     clock: ManualClock,
     _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -28,8 +30,10 @@ impl Drop for Running {
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::defaults(dir.path().join("data"));
-    config.api.token = Some(jfconnect::secret::Secret::new(TOKEN));
+    config.api.token = Some(jfconnect::secret::Secret::new(READ_TOKEN));
+    config.api.admin_token = Some(jfconnect::secret::Secret::new(TOKEN));
     config.grpc.enabled = false;
+    let data = dir.path().join("data");
     let clock = ManualClock::new(chrono::Utc::now());
     let shared: SharedClock = Arc::new(clock.clone());
     let app = Arc::new(App::build(config, shared, None, true).unwrap());
@@ -41,6 +45,7 @@ async fn start() -> Running {
     }));
     Running {
         base,
+        data,
         clock,
         _dir: dir,
         stop: Some(tx),
@@ -152,6 +157,24 @@ async fn pages_carry_the_security_headers_and_the_session_cookie_its_flags() {
 }
 
 #[tokio::test]
+async fn the_read_token_is_refused_with_what_to_do_and_is_not_a_failed_guess() {
+    let r = start().await;
+    let http = client();
+    for _ in 0..jfconnect::console::session::MAX_FAILURES + 1 {
+        let read = login(&http, &r.base, READ_TOKEN).await;
+        assert_eq!(read.status(), 403);
+        assert!(read.headers().get("set-cookie").is_none());
+        let page = read.text().await.unwrap();
+        assert!(
+            page.contains("That is the API token, which only reads")
+                && page.contains("jfconnect.api.admin_token_file"),
+            "{page}"
+        );
+    }
+    assert_eq!(login(&http, &r.base, TOKEN).await.status(), 303);
+}
+
+#[tokio::test]
 async fn failed_logins_are_throttled_per_address() {
     let r = start().await;
     let http = client();
@@ -217,4 +240,22 @@ async fn state_changes_need_the_csrf_token_and_this_origin() {
     let started = run(&csrf, Some("same-origin")).await.unwrap();
     assert_eq!(started.status(), 303);
     assert_eq!(header(&started, "location"), "/ui/");
+
+    // Every post is in the audit log; the one that changed something says what.
+    let audit = std::fs::read_to_string(r.data.join("logs").join("jfconnect-audit.log")).unwrap();
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let runs: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["path"] == "/ui/jobs/entitlements/run")
+        .collect();
+    assert_eq!(runs.len(), 4, "{audit}");
+    assert_eq!(runs[0]["status"], 403);
+    assert_eq!(runs[0]["change"], serde_json::Value::Null);
+    assert_eq!(runs[3]["status"], 303);
+    assert_eq!(runs[3]["scope"], "admin");
+    assert_eq!(runs[3]["change"], "started the entitlements job");
+    assert!(!audit.contains(TOKEN) && !audit.contains(&csrf));
 }

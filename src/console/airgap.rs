@@ -128,7 +128,13 @@ pub async fn registration(
     Posted { admin, .. }: Posted<CsrfForm>,
 ) -> Response {
     match console.app.registration_bundle().await {
-        Ok(written) => download(&written.path).await,
+        Ok(written) => super::noted(
+            download(&written.path).await,
+            format!(
+                "wrote registration bundle {} (sequence {})",
+                written.bundle_id, written.sequence
+            ),
+        ),
         Err(e) => back(
             &console,
             &admin,
@@ -488,7 +494,7 @@ pub async fn apply(
                 &console,
                 Flash::ok(format!("{}.", capitalised(&outcome.summary()))),
             );
-            Redirect::to("/ui/").into_response()
+            super::noted(Redirect::to("/ui/").into_response(), outcome.summary())
         }
         Err(e) => back(&console, &admin, refused(&e)),
     }

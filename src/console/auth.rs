@@ -3,6 +3,7 @@
 use super::layout;
 use super::session::{Flash, Session};
 use super::{Console, MOUNT};
+use crate::api::auth::Scope;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::{header, request::Parts, HeaderMap, Method, StatusCode};
@@ -16,17 +17,15 @@ use std::sync::Arc;
 
 const COOKIE: &str = "jfconnect_console";
 
-/// The key naming the file of the token the sign-in takes. Until the API has a separate admin
-/// scope, the API token is the one that may change state.
-const TOKEN_KEY: &str = "jfconnect.api.token_file";
+/// The key naming the file of the token the sign-in takes.
+const TOKEN_KEY: &str = "jfconnect.api.admin_token_file";
 
-/// True when `presented` is the admin token (the scope that may change state), compared in
-/// constant time.
-fn is_admin_token(console: &Console, presented: &str) -> bool {
-    console
-        .app
-        .api_token()
-        .is_some_and(|t| !presented.is_empty() && t.ct_eq(presented.trim()))
+/// The scope `presented` proves, checked as the API checks a bearer token.
+fn scope_of(console: &Console, presented: &str) -> Option<Scope> {
+    if presented.trim().is_empty() {
+        return None;
+    }
+    crate::api::auth::scope_of(&console.app, presented.trim())
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
@@ -238,6 +237,41 @@ pub async fn same_origin(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+/// Writes every form post but the sign-in to the audit log, as the API's state changes are:
+/// the scope (admin when a live session posted it), address, path, status and what changed.
+pub async fn audit(State(console): State<Arc<Console>>, request: Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD)
+        || request.uri().path() == "/ui/login"
+    {
+        return next.run(request).await;
+    }
+    let now = console.now();
+    let signed_in = cookie_value(request.headers())
+        .is_some_and(|id| console.sessions().touch(&id, now).is_some());
+    let remote_address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_else(|| "-".into());
+    let method = request.method().to_string();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let record = crate::api::auth::AuditRecord {
+        time: crate::logging::now_text(),
+        scope: signed_in.then_some(Scope::Admin),
+        remote_address,
+        method,
+        path,
+        status: response.status().as_u16(),
+        change: response
+            .extensions()
+            .get::<crate::api::auth::AuditNote>()
+            .map(|n| n.0.clone()),
+    };
+    crate::api::auth::record_change(&console.app, &record).await;
+    response
+}
+
 #[derive(Deserialize)]
 pub struct NextQuery {
     next: Option<String>,
@@ -303,16 +337,28 @@ pub async fn login(State(console): State<Arc<Console>>, request: Request) -> Res
             StatusCode::TOO_MANY_REQUESTS,
         );
     }
-    if !is_admin_token(&console, &form.token) {
-        throttle(&mut |t| t.failed(addr, now));
-        tracing::warn!(address = %addr, "console login with a wrong token");
-        return login_form(
-            &next,
-            Some(&format!(
-                "That is not the admin token. Use the token in {TOKEN_KEY}."
-            )),
-            StatusCode::UNAUTHORIZED,
-        );
+    match scope_of(&console, &form.token) {
+        Some(Scope::Admin) => {}
+        Some(Scope::Read) => {
+            // The caller holds the read token: refused with what to do, not throttled.
+            tracing::warn!(address = %addr, "console login with the API (read) token refused");
+            return login_form(
+                &next,
+                Some(&format!("That is the API token, which only reads. The console changes state: sign in with the admin token in {TOKEN_KEY}.")),
+                StatusCode::FORBIDDEN,
+            );
+        }
+        None => {
+            throttle(&mut |t| t.failed(addr, now));
+            tracing::warn!(address = %addr, "console login with a wrong token");
+            return login_form(
+                &next,
+                Some(&format!(
+                    "That is not the admin token. Use the token in {TOKEN_KEY}."
+                )),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
     }
     throttle(&mut |t| t.succeeded(addr));
     let id = console.sessions().start(now);

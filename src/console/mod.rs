@@ -91,11 +91,24 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ui/{*rest}", get(not_found))
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .layer(axum::middleware::from_fn(auth::same_origin))
+        // Outside the origin check, so a refused cross-site post is recorded too.
+        .layer(axum::middleware::from_fn_with_state(
+            console.clone(),
+            auth::audit,
+        ))
         .layer(axum::middleware::from_fn(headers))
         .with_state(console)
         .layer(axum::middleware::from_fn(
             crate::api::request_log::log_requests,
         ))
+}
+
+/// `response`, noting for the audit log what it changed.
+fn noted(mut response: Response, change: String) -> Response {
+    response
+        .extensions_mut()
+        .insert(crate::api::auth::AuditNote(change));
+    response
 }
 
 /// The headers of every console answer: the Content Security Policy, no caching, no sniffing,

@@ -190,19 +190,29 @@ pub async fn run_job(
     Path(name): Path<String>,
     Posted { admin, .. }: Posted<CsrfForm>,
 ) -> Response {
-    let flash = match (name.parse::<JobName>(), console.app.scheduler()) {
-        (Err(e), _) => Flash::bad(e),
-        (Ok(_), None) => {
-            Flash::bad("jfconnect is disabled (jfconnect.enabled: false); no job runs.")
-        }
+    let (flash, change) = match (name.parse::<JobName>(), console.app.scheduler()) {
+        (Err(e), _) => (Flash::bad(e), None),
+        (Ok(_), None) => (
+            Flash::bad("jfconnect is disabled (jfconnect.enabled: false); no job runs."),
+            None,
+        ),
         (Ok(job), Some(scheduler)) => match scheduler.start(job).await {
-            Ok(()) => Flash::ok(format!(
-                "The {job} job started; reload this page to see its outcome."
-            )),
-            Err(e @ StartError::Running { .. }) => Flash::warn(format!("Not started (409): {e}.")),
-            Err(e) => Flash::bad(format!("Not started: {e}.")),
+            Ok(()) => (
+                Flash::ok(format!(
+                    "The {job} job started; reload this page to see its outcome."
+                )),
+                Some(format!("started the {job} job")),
+            ),
+            Err(e @ StartError::Running { .. }) => {
+                (Flash::warn(format!("Not started (409): {e}.")), None)
+            }
+            Err(e) => (Flash::bad(format!("Not started: {e}.")), None),
         },
     };
     admin.flash(&console, flash);
-    Redirect::to("/ui/").into_response()
+    let response = Redirect::to("/ui/").into_response();
+    match change {
+        Some(c) => super::noted(response, c),
+        None => response,
+    }
 }

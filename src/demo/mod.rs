@@ -196,7 +196,12 @@ impl Console {
 
 /// The file holding the token the console's sign-in takes.
 fn admin_token_file(service: &App) -> std::path::PathBuf {
-    service.config().data_dir.join("api.token")
+    let config = service.config();
+    config
+        .api
+        .admin_token_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("admin.token"))
 }
 
 impl<W: Write> Demo<'_, W> {
