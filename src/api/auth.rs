@@ -15,12 +15,11 @@
 use super::request_log::AuthenticatedUser;
 use super::{ApiError, ApiState};
 use crate::app::App;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// What a presented token may do.
@@ -107,11 +106,7 @@ pub async fn require_admin(
     next: Next,
 ) -> Response {
     let scope = request.extensions().get::<Scope>().copied();
-    let remote_address = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_else(|| "-".into());
+    let remote_address = super::request_log::remote_address(&request);
     let method = request.method().to_string();
     let path = request.uri().path().to_string();
     let response = if scope == Some(Scope::Admin) {

@@ -18,6 +18,15 @@ use tracing::Instrument;
 #[derive(Debug, Clone, Copy)]
 pub struct AuthenticatedUser(pub &'static str);
 
+/// The caller's address as the logs write it (`-` when the server did not record one).
+pub(crate) fn remote_address(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
 /// Logs the request once its answer is ready.
 pub async fn log_requests(request: Request, next: Next) -> Response {
     let started = SystemClock.now();
@@ -28,11 +37,7 @@ pub async fn log_requests(request: Request, next: Next) -> Response {
         .filter(|t| logging::is_trace_id(t))
         .map(str::to_ascii_lowercase)
         .unwrap_or_else(logging::new_trace_id);
-    let remote_address = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_else(|| "-".into());
+    let remote_address = remote_address(&request);
     let method = request.method().to_string();
     let path = request.uri().path().to_string();
     let request_content_length = declared_length(request.headers());
