@@ -15,6 +15,7 @@ pub mod demo;
 pub mod doctor;
 pub mod entitlements;
 pub mod grpc;
+pub mod ha;
 pub mod http;
 pub mod jobs;
 pub mod jpd;

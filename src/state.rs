@@ -356,6 +356,18 @@ fn check_jpd_id(data_dir: &Path) -> Result<Option<(String, bool)>, StateError> {
     Ok(Some((text.to_string(), checked)))
 }
 
+/// Replaces `<data_dir>/jpd_id` and its checksum with `id`, which another source of truth
+/// holds (the JPD's shared database in database mode). An id outside the grammar is refused.
+pub fn adopt_jpd_id(data_dir: &Path, id: &str) -> Result<(), StateError> {
+    if !valid_jpd_id(id) {
+        return Err(StateError::Corrupt {
+            path: data_dir.join(JPD_ID_FILE),
+            reason: format!("the id to adopt, {id:?}, is not a JPD id"),
+        });
+    }
+    write_jpd_id(data_dir, id)
+}
+
 /// Writes a new `<data_dir>/jpd_id` and its checksum (checksum last: an id without one is
 /// adopted on the next read, a checksum without an id is refused).
 fn write_jpd_id(data_dir: &Path, id: &str) -> Result<(), StateError> {

@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["logging"],
     &["protocol", "config", "state"],
     &["entitlements", "bundle", "http", "server_tls"],
-    &["jpd", "transport", "store_proxy"],
+    &["jpd", "transport", "store_proxy", "ha"],
     &["pipeline"],
     &["jobs"],
     &["app"],

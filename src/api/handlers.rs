@@ -24,12 +24,13 @@ pub async fn ping() -> &'static str {
 
 /// `GET /api/v1/system/readiness`: ready, or disabled (still 200: a disabled service is healthy).
 pub async fn readiness(State(s): State<Arc<ApiState>>) -> Response {
-    let status = if s.config().enabled {
-        "ready"
-    } else {
-        "disabled"
-    };
-    Json(json!({ "status": status })).into_response()
+    if !s.config().enabled {
+        return Json(json!({ "status": "disabled" })).into_response();
+    }
+    match super::cluster::degraded(&s) {
+        Some(reason) => Json(json!({ "status": "degraded", "reason": reason })).into_response(),
+        None => Json(json!({ "status": "ready" })).into_response(),
+    }
 }
 
 /// `GET /api/v1/system/jpd_id`: this JPD's id, as plain text.
@@ -66,6 +67,9 @@ pub async fn run_job(
             "job_unavailable",
             format!("the {job} job does not run in this mode"),
         ));
+    }
+    if let Some(refusal) = super::cluster::refuse_unless_holder(&s, job).await {
+        return Err(refusal);
     }
     match scheduler.start(job).await {
         Ok(()) => Ok((

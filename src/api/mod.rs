@@ -9,6 +9,7 @@
 //! never call JES, JCS or the JPD themselves.
 
 pub mod auth;
+mod cluster;
 mod handlers;
 mod metrics;
 mod offline;
@@ -89,6 +90,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/entitlements", get(watch::entitlements))
         .route("/api/v1/entitlements/check", get(watch::check))
         .route("/api/v1/jobs", get(handlers::jobs))
+        .route("/api/v1/cluster", get(cluster::cluster))
         .route("/metrics", get(metrics::metrics))
         // Merged, not nested: nesting rewrites the path before the store proxy's raw-path
         // check could see tricks such as `//host`.

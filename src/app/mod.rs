@@ -9,6 +9,7 @@ mod serve_lock;
 
 pub use airgap::{BundlePreview, ExportOutcome};
 pub use serve_lock::{ServeLock, ServeLockError};
+pub mod cluster;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -53,6 +54,9 @@ pub enum AppError {
     /// The outbound HTTP client could not be built.
     #[error(transparent)]
     Client(#[from] crate::http::ClientError),
+    /// The shared database could not be used (database mode).
+    #[error("{0}")]
+    Cluster(String),
     /// The HTTP server failed.
     #[error("the HTTP API failed: {0}")]
     Server(std::io::Error),
@@ -74,6 +78,7 @@ pub struct App {
     outbox: Option<Outbox>,
     inbox: Option<Inbox>,
     feed: Arc<EntitlementsFeed>,
+    cluster: Option<Arc<crate::ha::cluster::Cluster>>,
 }
 
 impl App {
@@ -119,6 +124,10 @@ impl App {
     /// The jobs; `None` when the service is disabled.
     pub fn scheduler(&self) -> Option<&Arc<Scheduler>> {
         self.scheduler.as_ref()
+    }
+    /// This node's part in the cluster; `None` without `shared.database`.
+    pub fn cluster(&self) -> Option<&Arc<crate::ha::cluster::Cluster>> {
+        self.cluster.as_ref()
     }
     /// The JFrog Store proxy; `None` when `store.url` is not set.
     pub fn store(&self) -> Option<&Arc<crate::store_proxy::StoreProxy>> {
@@ -330,13 +339,33 @@ impl App {
             transport_override,
             restart,
             Access::ReadWrite,
+            None,
+        )
+    }
+
+    /// [`App::build`] for a node that joined a cluster ([`cluster::join`]): the entitlements
+    /// job runs only while this node holds its lease.
+    pub fn build_in_cluster(
+        config: Config,
+        clock: SharedClock,
+        transport_override: Option<Arc<dyn Transport>>,
+        restart: bool,
+        cluster_node: Option<Arc<crate::ha::cluster::Cluster>>,
+    ) -> Result<App, AppError> {
+        App::assemble(
+            config,
+            clock,
+            transport_override,
+            restart,
+            Access::ReadWrite,
+            cluster_node,
         )
     }
 
     /// Opens what exists, for read-only commands (`status`): never creates the data folder, a
     /// JPD id or an API token; what is missing reads as "not yet".
     pub fn open_read_only(config: Config, clock: SharedClock) -> Result<App, AppError> {
-        App::assemble(config, clock, None, false, Access::ReadOnly)
+        App::assemble(config, clock, None, false, Access::ReadOnly, None)
     }
 
     fn assemble(
@@ -345,6 +374,7 @@ impl App {
         transport_override: Option<Arc<dyn Transport>>,
         restart: bool,
         access: Access,
+        cluster_node: Option<Arc<crate::ha::cluster::Cluster>>,
     ) -> Result<App, AppError> {
         let data_dir = config.data_dir.clone();
         let (jpd_id, api_token, admin_token) = match access {
@@ -417,7 +447,7 @@ impl App {
                 Arc::new(crate::jpd::online::OnlineJpd::new(&config)?),
                 clock.clone(),
             );
-            let jobs: Vec<Arc<dyn Job>> = vec![Arc::new(EntitlementsTask {
+            let mut entitlements_task: Arc<dyn Job> = Arc::new(EntitlementsTask {
                 job: EntitlementsJob {
                     transport,
                     store: entitlements.clone(),
@@ -428,7 +458,12 @@ impl App {
                 interval: config.entitlements.interval,
                 warn_before: config.entitlements.warn_before,
                 expiry_warning: Default::default(),
-            })];
+            });
+            if let Some(c) = &cluster_node {
+                entitlements_task =
+                    cluster::LeasedJob::wrap(entitlements_task, c.clone(), entitlements.clone());
+            }
+            let jobs: Vec<Arc<dyn Job>> = vec![entitlements_task];
             let jobs: Vec<Arc<dyn Job>> = jobs.into_iter().chain(pipeline_jobs).collect();
             let backoff = Backoff {
                 initial: config.retry.initial,
@@ -467,6 +502,7 @@ impl App {
         ));
         Ok(App {
             feed,
+            cluster: cluster_node,
             store,
             outbox,
             inbox,

@@ -291,7 +291,8 @@ async fn serve(cli: &Cli) -> Result<(), Failure> {
     // A bad certificate or key is bad input: refused before anything starts.
     let tls = crate::server_tls::acceptor(&config).map_err(Failure::bad_input)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let service = Arc::new(App::build(config, clock(), None, true)?);
+    let cluster = crate::app::cluster::join(&config, Some(addr.clone())).await?;
+    let service = Arc::new(App::build_in_cluster(config, clock(), None, true, cluster)?);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| Failure::failed(format!("cannot listen on {addr}: {e}")))?;

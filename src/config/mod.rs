@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
 
+mod database;
 mod env;
 mod keys;
 mod kinds;
@@ -35,6 +36,7 @@ mod shared;
 mod show;
 mod validate;
 
+pub use database::{DatabaseSettings, TlsMode};
 pub use env::{ProcessEnv, CONFIG_ENV, SETTLE_ENV};
 pub use keys::{env_name, keys, shared_keys, Key, Kind, Section};
 pub use layers::{Source, Sources};

@@ -15,7 +15,7 @@ pub const SHARED_ENV_PREFIX: &str = "JF_SHARED_";
 pub struct Shared {
     /// `shared.node.*`
     pub node: Node,
-    /// `shared.database.*`: read, not used yet (several nodes sharing one database).
+    /// `shared.database.*`: set, the shared state of the JPD's nodes lives in PostgreSQL.
     pub database: Database,
     /// `shared.security.*`
     pub security: Security,
@@ -47,6 +47,9 @@ pub struct Database {
     pub password: Option<Secret>,
     /// File holding the password.
     pub password_file: Option<PathBuf>,
+    /// Where and how to connect, checked by validation; `None` without a database.
+    #[serde(skip)]
+    pub settings: Option<super::DatabaseSettings>,
 }
 
 /// `shared.security.*`

@@ -124,6 +124,8 @@ impl Config {
         if self.shared.node.id.trim().is_empty() {
             self.shared.node.id = host_name(&self.env);
         }
+        self.shared.database.settings =
+            super::database::resolve(&self.shared).map_err(|(k, r)| shared_err(k, r))?;
         self.fill_derived_paths();
         Ok(())
     }

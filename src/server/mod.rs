@@ -91,6 +91,14 @@ pub async fn serve_tls(
     } else {
         tracing::warn!("jfconnect is disabled (jfconnect.enabled: false): answering health checks only, running no job");
     }
+    if let Some(cluster) = service.cluster() {
+        background.spawn(crate::app::cluster::run(
+            cluster.clone(),
+            service.entitlements().clone(),
+            service.scheduler().cloned(),
+            stop_rx.clone(),
+        ));
+    }
     let app = api::router(service.clone()).merge(crate::console::router(service.clone()));
     let server = connections::serve_http(http, tls, limits, app, stop_rx.clone());
     tokio::pin!(server);
@@ -110,6 +118,10 @@ pub async fn serve_tls(
         .is_err()
     {
         tracing::warn!("shutdown grace period over; stopping now");
+    }
+    if let Some(cluster) = service.cluster() {
+        // Releasing the leases lets another node take over at once instead of after the TTL.
+        cluster.shutdown().await;
     }
     Ok(())
 }

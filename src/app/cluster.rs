@@ -1,0 +1,243 @@
+//! Database mode (`shared.database` set): this node joins the JPD's cluster before the app is
+//! built, and the pieces built from the config are wired to it.
+//!
+//! - Identity: the data folder's JPD id, signing key pair and generated API token are offered
+//!   to the database; the first node's win and are written back into every node's data folder,
+//!   so everything that reads those files (bundles, the API) uses the one identity of the JPD.
+//!   A data folder of a former single node whose database is empty is thereby imported once,
+//!   registration and entitlements included, and the node does not register again.
+//! - The entitlements job runs only on the node holding its lease ([`LeasedJob`]); its result
+//!   is written to the shared store with the lease's epoch, and a refused write steps it down.
+//! - Every node copies the shared entitlements into its local store as they change (LISTEN,
+//!   with polling), so it serves them within a second and keeps the last good copy on disk and
+//!   in memory while the database is away.
+
+use super::AppError;
+use crate::config::Config;
+use crate::entitlements::{EntitlementsState, EntitlementsStore};
+use crate::ha::cluster::{Cluster, ClusterOptions};
+use crate::ha::db::{Db, DbError};
+use crate::ha::lease::LeaseTiming;
+use crate::ha::sealing::MasterKey;
+use crate::ha::store::{entitlements_digest, Identity, PgStore};
+use crate::jobs::scheduler::{Job, Scheduler};
+use crate::jobs::{JobError, JobName, JobReport};
+use crate::secret::Secret;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The job whose lease decides who talks to JES.
+pub const ENTITLEMENTS_JOB: JobName = JobName::Entitlements;
+
+/// How often a node polls the shared entitlements besides LISTEN.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+fn db_error(e: impl std::fmt::Display) -> AppError {
+    AppError::Cluster(e.to_string())
+}
+
+/// Joins the cluster named by `config.shared` and brings the data folder's identity in line
+/// with the JPD's. `None` when no database is configured (a single node, as before).
+pub async fn join(
+    config: &Config,
+    address: Option<String>,
+) -> Result<Option<Arc<Cluster>>, AppError> {
+    let Some(settings) = &config.shared.database.settings else {
+        return Ok(None);
+    };
+    if settings.plaintext_password_in_file {
+        tracing::warn!("shared.database.password is written in the configuration file; prefer password_file or JF_SHARED_DATABASE_PASSWORD");
+    }
+    let key_file = config
+        .shared
+        .security
+        .master_key_file
+        .as_deref()
+        .ok_or_else(|| {
+            db_error("shared.security.masterKeyFile is required when shared.database is set")
+        })?;
+    let key = Arc::new(MasterKey::from_file(key_file).map_err(db_error)?);
+    let node_id = config.shared.node.id.clone();
+    let db = Db::new(settings, config.tls.ca_file.as_deref(), &node_id).map_err(db_error)?;
+    let store = PgStore::new(db, key, &node_id);
+    let cluster = Cluster::start(
+        store.clone(),
+        ClusterOptions {
+            address,
+            timing: LeaseTiming::default(),
+            jobs: vec![ENTITLEMENTS_JOB.as_str().to_string()],
+            poll_every: POLL_EVERY,
+        },
+    )
+    .await
+    .map_err(db_error)?;
+    adopt_identity(config, &store).await?;
+    Ok(Some(Arc::new(cluster)))
+}
+
+async fn adopt_identity(config: &Config, store: &PgStore) -> Result<(), AppError> {
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| AppError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let jpd_id = super::jpd_id(data_dir)?;
+    let prefix = crate::transport::outbox::jpd_key_prefix(data_dir);
+    let sk = crate::bundle::load_or_generate(&prefix).map_err(db_error)?;
+    let generated_token = config.api.token.is_none();
+    let api_token = super::api_token(config)?;
+    let local = Identity {
+        jpd_id,
+        signing_public: sk.public().to_file_string(),
+        signing_secret: Secret::new(sk.to_file_string()),
+        api_token: generated_token.then_some(api_token),
+        admin_token: None,
+        license: None,
+        origin: format!("data folder of node {}", store.node()),
+        created_by: store.node().to_string(),
+    };
+    let (shared, created) = store.ensure_identity(&local).await.map_err(db_error)?;
+    let entitlements = EntitlementsStore::open(&config.state_dir())?;
+    if created {
+        let state = entitlements.snapshot();
+        if state != EntitlementsState::default() {
+            let imported = store
+                .import_entitlements_if_empty(&state)
+                .await
+                .map_err(db_error)?;
+            if imported {
+                tracing::info!("imported this data folder's registration and entitlements into the shared database");
+            }
+        }
+        return Ok(());
+    }
+    if shared.jpd_id != local.jpd_id {
+        tracing::info!(jpd_id = %shared.jpd_id, "adopting the JPD identity from the shared database");
+    }
+    let io = |path: std::path::PathBuf| move |source| AppError::DataDir { path, source };
+    crate::state::adopt_jpd_id(data_dir, &shared.jpd_id)?;
+    let sk = crate::bundle::SecretKey::parse(shared.signing_secret.expose()).map_err(db_error)?;
+    crate::bundle::write_secret_key(&prefix.with_extension("key"), &sk).map_err(db_error)?;
+    crate::bundle::write_public_key(&prefix.with_extension("pub"), &sk.public())
+        .map_err(db_error)?;
+    if let (true, Some(token)) = (generated_token, &shared.api_token) {
+        let path = data_dir.join("api.token");
+        crate::state::write_private(&path, token.expose().as_bytes()).map_err(io(path.clone()))?;
+    }
+    Ok(())
+}
+
+/// The entitlements job as run by a cluster node: only the leaseholder runs it, and what it
+/// stored is written to the shared store with the lease's epoch.
+pub struct LeasedJob {
+    inner: Arc<dyn Job>,
+    cluster: Arc<Cluster>,
+    entitlements: Arc<EntitlementsStore>,
+}
+
+impl LeasedJob {
+    /// Wraps `inner`.
+    pub fn wrap(
+        inner: Arc<dyn Job>,
+        cluster: Arc<Cluster>,
+        entitlements: Arc<EntitlementsStore>,
+    ) -> Arc<dyn Job> {
+        Arc::new(LeasedJob {
+            inner,
+            cluster,
+            entitlements,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Job for LeasedJob {
+    fn name(&self) -> JobName {
+        self.inner.name()
+    }
+    fn interval(&self) -> Duration {
+        self.inner.interval()
+    }
+    async fn run(&self) -> Result<JobReport, JobError> {
+        let job = self.inner.name();
+        let Some(fence) = self.cluster.fence(job.as_str()) else {
+            return Ok(JobReport {
+                summary: format!(
+                    "another node holds the {job} lease and runs it; this node serves its results"
+                ),
+            });
+        };
+        let outcome = self.inner.run().await;
+        let state = self.entitlements.snapshot();
+        match self.cluster.store().save_entitlements(&fence, &state).await {
+            Ok(_) => outcome,
+            Err(DbError::Fenced(f)) => {
+                tracing::warn!(error = %f, "stepping down: another node took the lease while this one ran");
+                if let Some(l) = self.cluster.lease(job.as_str()) {
+                    l.step_down();
+                }
+                if let Ok(Some(shared)) = self.cluster.store().entitlements().await {
+                    let _ = self.entitlements.update(|s| *s = shared.state.clone());
+                }
+                Err(JobError::local(f.to_string()))
+            }
+            Err(e) => Err(JobError {
+                class: if e.is_unavailable() {
+                    crate::remote::ErrorClass::Unavailable
+                } else {
+                    crate::remote::ErrorClass::Local
+                },
+                message: format!("the result could not be shared with the other nodes: {e}"),
+            }),
+        }
+    }
+}
+
+/// Background work of a cluster node until `stop`: copies shared entitlements changes into the
+/// local store, reports the served digest, and runs the entitlements job at once when this
+/// node takes its lease (so a takeover does not wait for the next scheduled run).
+pub async fn run(
+    cluster: Arc<Cluster>,
+    entitlements: Arc<EntitlementsStore>,
+    scheduler: Option<Arc<Scheduler>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut followed = cluster.followed();
+    let mut lease = cluster
+        .lease(ENTITLEMENTS_JOB.as_str())
+        .map(|l| l.subscribe());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let lease_changed = async {
+            match lease.as_mut() {
+                Some(l) => l.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            r = followed.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let current = followed.borrow_and_update().current.clone();
+                if let Some(shared) = current {
+                    if entitlements.snapshot() != shared.state {
+                        if let Err(e) = entitlements.update(|s| *s = shared.state.clone()) {
+                            tracing::error!(error = %e, "cannot keep the shared entitlements in the local store");
+                        }
+                    }
+                }
+            }
+            changed = lease_changed => {
+                if changed && lease.as_ref().is_some_and(|l| l.borrow().is_some()) {
+                    if let Some(s) = &scheduler {
+                        s.trigger(ENTITLEMENTS_JOB);
+                    }
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        cluster.set_served_digest(Some(entitlements_digest(&entitlements.snapshot())));
+    }
+}

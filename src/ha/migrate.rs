@@ -1,0 +1,175 @@
+//! Versioned, forward-only migrations of the `jfconnect` schema.
+//!
+//! `serve` runs [`migrate`] on start: one transaction that first takes a transaction-scoped
+//! advisory lock (released at commit, so it works behind a transaction-mode pooler, unlike a
+//! session lock), creates the schema and its versions table if missing, and applies every
+//! migration newer than the recorded version. Two nodes starting at once therefore apply each
+//! migration once; a node that finds a newer schema than it knows refuses to start. Read-only
+//! commands call [`schema_version`], which never changes anything.
+
+use super::db::{Db, DbError};
+
+/// Key of the transaction-scoped advisory lock that serialises migrations ("jfconnect" in hex).
+const MIGRATION_LOCK: i64 = 0x6a66_636f_6e6e_6563;
+
+/// The migrations, in order. Never edit a released one: add the next.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "shared state", V1)];
+
+/// Newest schema version this build knows.
+pub fn latest() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+const V1: &str = r#"
+CREATE TABLE jfconnect.nodes (
+    node_id             text PRIMARY KEY,
+    instance_id         text NOT NULL,
+    started_at          timestamptz NOT NULL,
+    heartbeat_at        timestamptz NOT NULL,
+    address             text,
+    entitlements_digest text
+);
+CREATE TABLE jfconnect.leases (
+    job         text PRIMARY KEY,
+    holder      text NOT NULL,
+    epoch       bigint NOT NULL CHECK (epoch > 0),
+    acquired_at timestamptz NOT NULL,
+    expires_at  timestamptz NOT NULL
+);
+CREATE TABLE jfconnect.identity (
+    singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    jpd_id         text NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    created_by     text NOT NULL,
+    origin         text NOT NULL,
+    key_check      bytea NOT NULL,
+    signing_public text NOT NULL,
+    signing_secret bytea NOT NULL,
+    api_token      bytea,
+    admin_token    bytea,
+    license        bytea,
+    license_set_at timestamptz
+);
+CREATE TABLE jfconnect.entitlements (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    state      bytea NOT NULL,
+    digest     text NOT NULL,
+    version    bigint NOT NULL,
+    epoch      bigint NOT NULL,
+    updated_at timestamptz NOT NULL,
+    updated_by text NOT NULL
+);
+CREATE TABLE jfconnect.schedules (
+    job        text PRIMARY KEY,
+    body       jsonb NOT NULL,
+    epoch      bigint NOT NULL,
+    updated_at timestamptz NOT NULL,
+    updated_by text NOT NULL
+);
+CREATE TABLE jfconnect.import_history (
+    kind           text PRIMARY KEY,
+    last_sequence  bigint,
+    newest_created timestamptz
+);
+CREATE TABLE jfconnect.imported_bundles (
+    kind        text NOT NULL,
+    bundle_id   text NOT NULL,
+    sequence    bigint NOT NULL,
+    imported_at timestamptz NOT NULL,
+    imported_by text NOT NULL,
+    PRIMARY KEY (kind, bundle_id)
+);
+CREATE TABLE jfconnect.import_inbox (
+    id          bigserial PRIMARY KEY,
+    sha256      text NOT NULL UNIQUE,
+    bundle      bytea NOT NULL,
+    received_at timestamptz NOT NULL,
+    received_by text NOT NULL,
+    outcome     text,
+    done_at     timestamptz,
+    done_by     text
+);
+"#;
+
+/// Brings the schema up to [`latest`]; returns the version it found before.
+pub async fn migrate(db: &Db) -> Result<i32, DbError> {
+    let mut client = db.client().await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| db.fail("start the migration", e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| db.fail("lock for the migration", e))?;
+    tx.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS jfconnect;
+         CREATE TABLE IF NOT EXISTS jfconnect.schema_versions (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+         );",
+    )
+    .await
+    .map_err(|e| db.fail("create the jfconnect schema", e))?;
+    let found: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM jfconnect.schema_versions",
+            &[],
+        )
+        .await
+        .map_err(|e| db.fail("read the schema version", e))?
+        .get(0);
+    if found > latest() {
+        return Err(DbError::SchemaTooNew {
+            found,
+            known: latest(),
+        });
+    }
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| db.fail("apply a schema migration", e))?;
+        tx.execute(
+            "INSERT INTO jfconnect.schema_versions (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await
+        .map_err(|e| db.fail("record a schema migration", e))?;
+        tracing::info!(version, name, "database schema migrated");
+    }
+    tx.commit()
+        .await
+        .map_err(|e| db.fail("commit the migration", e))?;
+    Ok(found)
+}
+
+/// The schema version in the database, without changing anything; `NoSchema` when none.
+pub async fn schema_version(db: &Db) -> Result<i32, DbError> {
+    let client = db.client().await?;
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('jfconnect.schema_versions') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| db.fail("look for the jfconnect schema", e))?
+        .get(0);
+    if !exists {
+        return Err(DbError::NoSchema);
+    }
+    let v: i32 = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM jfconnect.schema_versions",
+            &[],
+        )
+        .await
+        .map_err(|e| db.fail("read the schema version", e))?
+        .get(0);
+    if v > latest() {
+        return Err(DbError::SchemaTooNew {
+            found: v,
+            known: latest(),
+        });
+    }
+    Ok(v)
+}

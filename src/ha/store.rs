@@ -1,0 +1,587 @@
+//! The shared state of one JPD in PostgreSQL: identity, entitlements, schedules, bundle import
+//! history and the import inbox.
+//!
+//! Identity (JPD id, signing key pair, API and admin tokens, license) is created once by the
+//! first node and read by every other. Entitlements and schedules are written only by the
+//! job's leaseholder, through [`check_fence`], and every entitlements write raises a version and
+//! notifies `jfconnect_entitlements` in the same transaction, so other nodes pick it up at
+//! commit. Bundle imports may happen on any node; the sequence check is one compare-and-set in
+//! the transaction that records the import. Every secret is sealed with the master key.
+
+use super::db::{Db, DbError};
+use super::lease::{check_fence, Fence};
+use super::sealing::{MasterKey, SealError};
+use crate::bundle::ImportState;
+use crate::entitlements::EntitlementsState;
+use crate::secret::Secret;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The channel other nodes LISTEN on for entitlements changes (payload: the new version).
+pub const ENTITLEMENTS_CHANNEL: &str = "jfconnect_entitlements";
+
+const KEY_CHECK: &[u8] = b"jfconnect master key check";
+
+/// The JPD's identity, the same on every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The JPD id.
+    pub jpd_id: String,
+    /// The JPD's bundle signing public key (minisign public key file text).
+    pub signing_public: String,
+    /// Its secret half (minisign secret key file text).
+    pub signing_secret: Secret,
+    /// Token for reading the API.
+    pub api_token: Option<Secret>,
+    /// Token for changing state through the API.
+    pub admin_token: Option<Secret>,
+    /// The license in effect, when set through the API.
+    pub license: Option<Secret>,
+    /// How it came to be: `created` or `imported from the data folder of node …`.
+    pub origin: String,
+    /// Which node made it.
+    pub created_by: String,
+}
+
+/// The entitlements state as stored, with its version and the digest of what is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedEntitlements {
+    /// The state.
+    pub state: EntitlementsState,
+    /// Raised by every write.
+    pub version: i64,
+    /// SHA-256 of the entitlements served (hex), the same on every node.
+    pub digest: String,
+}
+
+/// A bundle import that the history refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportConflict {
+    /// The bundle id was imported before.
+    #[error("bundle {0} was imported before")]
+    AlreadyImported(String),
+    /// An older sequence than the last imported.
+    #[error("bundle sequence {sequence} is older than the last imported ({last})")]
+    OlderSequence {
+        /// The bundle's.
+        sequence: u64,
+        /// The last imported.
+        last: u64,
+    },
+    /// The same sequence as the last imported.
+    #[error("bundle sequence {0} was already imported")]
+    SameSequence(u64),
+}
+
+/// One bundle to record as imported.
+#[derive(Debug, Clone)]
+pub struct ImportRecord<'a> {
+    /// Bundle kind (`entitlements`, …).
+    pub kind: &'a str,
+    /// Its id.
+    pub bundle_id: &'a str,
+    /// Its sequence.
+    pub sequence: u64,
+    /// Its `created` time.
+    pub created: DateTime<Utc>,
+}
+
+/// A bundle waiting in the import inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxItem {
+    /// Its id in the inbox.
+    pub id: i64,
+    /// SHA-256 of the bundle (hex).
+    pub sha256: String,
+    /// Node that received it.
+    pub received_by: String,
+}
+
+/// The PostgreSQL store, used by one node.
+#[derive(Clone)]
+pub struct PgStore {
+    db: Db,
+    key: Arc<MasterKey>,
+    node: String,
+}
+
+/// The digest every node reports for the entitlements it serves.
+pub fn entitlements_digest(state: &EntitlementsState) -> String {
+    let body = serde_json::to_vec(&state.current).unwrap_or_default();
+    hex::encode(Sha256::digest(&body))
+}
+
+fn seq_i64(sequence: u64) -> Result<i64, DbError> {
+    i64::try_from(sequence).map_err(|_| DbError::Damaged {
+        what: "bundle sequence",
+        reason: format!("{sequence} is beyond what the database stores"),
+    })
+}
+
+impl PgStore {
+    /// The store of node `node` on `db`, sealing secrets with `key`.
+    pub fn new(db: Db, key: Arc<MasterKey>, node: &str) -> PgStore {
+        PgStore {
+            db,
+            key,
+            node: node.to_string(),
+        }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn seal_opt(&self, purpose: &str, s: Option<&Secret>) -> Result<Option<Vec<u8>>, SealError> {
+        s.map(|s| self.key.seal_secret(purpose, s)).transpose()
+    }
+
+    fn open_opt(&self, purpose: &str, b: Option<Vec<u8>>) -> Result<Option<Secret>, SealError> {
+        b.map(|b| self.key.open_secret(purpose, &b)).transpose()
+    }
+
+    /// The identity, if one was created. Refused when the master key differs from the one the
+    /// identity was sealed with.
+    pub async fn identity(&self) -> Result<Option<Identity>, DbError> {
+        let client = self.db.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT jpd_id, key_check, signing_public, signing_secret, api_token,
+                        admin_token, license, origin, created_by
+                 FROM jfconnect.identity",
+                &[],
+            )
+            .await
+            .map_err(|e| self.db.fail("read the JPD identity", e))?;
+        let Some(r) = row else { return Ok(None) };
+        let check: Vec<u8> = r.get(1);
+        if self.key.open("key_check", &check).ok().as_deref() != Some(KEY_CHECK) {
+            return Err(SealError::WrongKeyOrDamaged {
+                purpose: "secrets (this node's shared.security.masterKeyFile differs from the one the first node used)".into(),
+            }
+            .into());
+        }
+        Ok(Some(Identity {
+            jpd_id: r.get(0),
+            signing_public: r.get(2),
+            signing_secret: self
+                .key
+                .open_secret("signing_secret", &r.get::<_, Vec<u8>>(3))?,
+            api_token: self.open_opt("api_token", r.get(4))?,
+            admin_token: self.open_opt("admin_token", r.get(5))?,
+            license: self.open_opt("license", r.get(6))?,
+            origin: r.get(7),
+            created_by: r.get(8),
+        }))
+    }
+
+    /// Stores `fresh` as the identity unless one exists, then returns the one in effect and
+    /// whether it was this call that stored it. Two nodes racing both get the winner's.
+    pub async fn ensure_identity(&self, fresh: &Identity) -> Result<(Identity, bool), DbError> {
+        if let Some(existing) = self.identity().await? {
+            return Ok((existing, false));
+        }
+        let client = self.db.client().await?;
+        let inserted = client
+            .execute(
+                "INSERT INTO jfconnect.identity (jpd_id, created_by, origin, key_check,
+                     signing_public, signing_secret, api_token, admin_token, license, license_set_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                         CASE WHEN $9::bytea IS NULL THEN NULL ELSE clock_timestamp() END)
+                 ON CONFLICT (singleton) DO NOTHING",
+                &[
+                    &fresh.jpd_id,
+                    &self.node,
+                    &fresh.origin,
+                    &self.key.seal("key_check", KEY_CHECK)?,
+                    &fresh.signing_public,
+                    &self.key.seal_secret("signing_secret", &fresh.signing_secret)?,
+                    &self.seal_opt("api_token", fresh.api_token.as_ref())?,
+                    &self.seal_opt("admin_token", fresh.admin_token.as_ref())?,
+                    &self.seal_opt("license", fresh.license.as_ref())?,
+                ],
+            )
+            .await
+            .map_err(|e| self.db.fail("store the JPD identity", e))?;
+        drop(client);
+        let current = self.identity().await?.ok_or(DbError::Damaged {
+            what: "JPD identity",
+            reason: "it vanished right after it was stored".into(),
+        })?;
+        if inserted == 1 {
+            tracing::info!(jpd_id = %current.jpd_id, origin = %current.origin, "JPD identity stored in the shared database");
+        }
+        Ok((current, inserted == 1))
+    }
+
+    /// Sets (or clears) the license in effect for the whole JPD.
+    pub async fn set_license(&self, license: Option<&Secret>) -> Result<(), DbError> {
+        let client = self.db.client().await?;
+        let n = client
+            .execute(
+                "UPDATE jfconnect.identity SET license = $1, license_set_at = clock_timestamp()",
+                &[&self.seal_opt("license", license)?],
+            )
+            .await
+            .map_err(|e| self.db.fail("store the license", e))?;
+        if n == 0 {
+            return Err(DbError::Damaged {
+                what: "JPD identity",
+                reason: "there is none yet to attach the license to".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The stored entitlements state; `None` before the first write.
+    pub async fn entitlements(&self) -> Result<Option<SharedEntitlements>, DbError> {
+        let client = self.db.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT state, version, digest FROM jfconnect.entitlements",
+                &[],
+            )
+            .await
+            .map_err(|e| self.db.fail("read the entitlements", e))?;
+        let Some(r) = row else { return Ok(None) };
+        let plain = self.key.open("entitlements", &r.get::<_, Vec<u8>>(0))?;
+        let state = serde_json::from_slice(&plain).map_err(|e| DbError::Damaged {
+            what: "entitlements",
+            reason: e.to_string(),
+        })?;
+        Ok(Some(SharedEntitlements {
+            state,
+            version: r.get(1),
+            digest: r.get(2),
+        }))
+    }
+
+    /// The entitlements version (0 before the first write): a cheap poll.
+    pub async fn entitlements_version(&self) -> Result<i64, DbError> {
+        let client = self.db.client().await?;
+        let row = client
+            .query_opt("SELECT version FROM jfconnect.entitlements", &[])
+            .await
+            .map_err(|e| self.db.fail("read the entitlements version", e))?;
+        Ok(row.map_or(0, |r| r.get(0)))
+    }
+
+    /// Writes the entitlements state as leaseholder `fence`; refused with `Fenced` when the
+    /// lease moved on. Returns the new version.
+    pub async fn save_entitlements(
+        &self,
+        fence: &Fence,
+        state: &EntitlementsState,
+    ) -> Result<i64, DbError> {
+        let mut client = self.db.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.db.fail("start a transaction", e))?;
+        check_fence(&self.db, &tx, fence).await?;
+        let version = self.write_entitlements(&tx, fence.epoch, state).await?;
+        tx.commit()
+            .await
+            .map_err(|e| self.db.fail("commit the entitlements", e))?;
+        Ok(version)
+    }
+
+    async fn write_entitlements(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        epoch: i64,
+        state: &EntitlementsState,
+    ) -> Result<i64, DbError> {
+        let plain = serde_json::to_vec(state).map_err(|e| DbError::Damaged {
+            what: "entitlements",
+            reason: e.to_string(),
+        })?;
+        let sealed = self.key.seal("entitlements", &plain)?;
+        let digest = entitlements_digest(state);
+        let version: i64 = tx
+            .query_one(
+                "INSERT INTO jfconnect.entitlements AS e
+                     (state, digest, version, epoch, updated_at, updated_by)
+                 VALUES ($1, $2, 1, $3, clock_timestamp(), $4)
+                 ON CONFLICT (singleton) DO UPDATE SET
+                     state = EXCLUDED.state, digest = EXCLUDED.digest, version = e.version + 1,
+                     epoch = EXCLUDED.epoch, updated_at = EXCLUDED.updated_at,
+                     updated_by = EXCLUDED.updated_by
+                 RETURNING version",
+                &[&sealed, &digest, &epoch, &self.node],
+            )
+            .await
+            .map_err(|e| self.db.fail("store the entitlements", e))?
+            .get(0);
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&ENTITLEMENTS_CHANNEL, &version.to_string()],
+        )
+        .await
+        .map_err(|e| self.db.fail("announce the entitlements", e))?;
+        Ok(version)
+    }
+
+    /// Stores `state` as the shared entitlements only when none are stored yet (a former single
+    /// node's data folder brought into an empty database); true when it did.
+    pub async fn import_entitlements_if_empty(
+        &self,
+        state: &EntitlementsState,
+    ) -> Result<bool, DbError> {
+        let mut client = self.db.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.db.fail("start a transaction", e))?;
+        tx.execute("LOCK TABLE jfconnect.entitlements IN EXCLUSIVE MODE", &[])
+            .await
+            .map_err(|e| self.db.fail("lock the entitlements", e))?;
+        let empty = tx
+            .query_opt("SELECT 1 FROM jfconnect.entitlements", &[])
+            .await
+            .map_err(|e| self.db.fail("read the entitlements", e))?
+            .is_none();
+        if empty {
+            self.write_entitlements(&tx, 0, state).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| self.db.fail("commit the entitlements", e))?;
+        Ok(empty)
+    }
+
+    /// Every job's schedule document.
+    pub async fn schedules(&self) -> Result<BTreeMap<String, serde_json::Value>, DbError> {
+        let client = self.db.client().await?;
+        let rows = client
+            .query("SELECT job, body FROM jfconnect.schedules", &[])
+            .await
+            .map_err(|e| self.db.fail("read the schedules", e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Writes the schedule of the job `fence` holds the lease of.
+    pub async fn save_schedule(
+        &self,
+        fence: &Fence,
+        body: &serde_json::Value,
+    ) -> Result<(), DbError> {
+        let mut client = self.db.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.db.fail("start a transaction", e))?;
+        check_fence(&self.db, &tx, fence).await?;
+        tx.execute(
+            "INSERT INTO jfconnect.schedules (job, body, epoch, updated_at, updated_by)
+             VALUES ($1, $2, $3, clock_timestamp(), $4)
+             ON CONFLICT (job) DO UPDATE SET body = EXCLUDED.body, epoch = EXCLUDED.epoch,
+                 updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by",
+            &[&fence.job, body, &fence.epoch, &self.node],
+        )
+        .await
+        .map_err(|e| self.db.fail("store a schedule", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| self.db.fail("commit a schedule", e))?;
+        Ok(())
+    }
+
+    /// The import history of one bundle kind.
+    pub async fn import_history(&self, kind: &str) -> Result<ImportState, DbError> {
+        let client = self.db.client().await?;
+        let head = client
+            .query_opt(
+                "SELECT last_sequence, newest_created FROM jfconnect.import_history WHERE kind = $1",
+                &[&kind],
+            )
+            .await
+            .map_err(|e| self.db.fail("read the import history", e))?;
+        let ids = client
+            .query(
+                "SELECT bundle_id FROM jfconnect.imported_bundles WHERE kind = $1",
+                &[&kind],
+            )
+            .await
+            .map_err(|e| self.db.fail("read the import history", e))?;
+        let last: Option<i64> = head.as_ref().and_then(|r| r.get(0));
+        Ok(ImportState {
+            last_sequence: last.map(|s| s.max(0) as u64),
+            newest_created: head.and_then(|r| r.get(1)),
+            imported_ids: ids.iter().map(|r| r.get(0)).collect(),
+        })
+    }
+
+    /// Records an import: refuses a bundle id seen before and any sequence not above the last
+    /// one, as one compare-and-set in one transaction, together with the entitlements it
+    /// brings (when given). A refusal changes nothing.
+    pub async fn commit_import(
+        &self,
+        rec: &ImportRecord<'_>,
+        entitlements: Option<&EntitlementsState>,
+    ) -> Result<Result<(), ImportConflict>, DbError> {
+        let sequence = seq_i64(rec.sequence)?;
+        let mut client = self.db.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.db.fail("start a transaction", e))?;
+        let fail = |e| self.db.fail("record a bundle import", e);
+        let fresh_id = tx
+            .execute(
+                "INSERT INTO jfconnect.imported_bundles (kind, bundle_id, sequence, imported_at, imported_by)
+                 VALUES ($1, $2, $3, clock_timestamp(), $4) ON CONFLICT DO NOTHING",
+                &[&rec.kind, &rec.bundle_id, &sequence, &self.node],
+            )
+            .await
+            .map_err(fail)?;
+        if fresh_id == 0 {
+            return Ok(Err(ImportConflict::AlreadyImported(
+                rec.bundle_id.to_string(),
+            )));
+        }
+        tx.execute(
+            "INSERT INTO jfconnect.import_history (kind) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&rec.kind],
+        )
+        .await
+        .map_err(fail)?;
+        let swapped = tx
+            .execute(
+                "UPDATE jfconnect.import_history
+                 SET last_sequence = $2,
+                     newest_created = greatest(coalesce(newest_created, $3), $3)
+                 WHERE kind = $1 AND (last_sequence IS NULL OR last_sequence < $2)",
+                &[&rec.kind, &sequence, &rec.created],
+            )
+            .await
+            .map_err(fail)?;
+        if swapped == 0 {
+            let last: i64 = tx
+                .query_one(
+                    "SELECT last_sequence FROM jfconnect.import_history WHERE kind = $1",
+                    &[&rec.kind],
+                )
+                .await
+                .map_err(fail)?
+                .get(0);
+            let last = last.max(0) as u64;
+            return Ok(Err(if rec.sequence == last {
+                ImportConflict::SameSequence(last)
+            } else {
+                ImportConflict::OlderSequence {
+                    sequence: rec.sequence,
+                    last,
+                }
+            }));
+        }
+        if let Some(state) = entitlements {
+            self.write_entitlements(&tx, 0, state).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| self.db.fail("commit a bundle import", e))?;
+        Ok(Ok(()))
+    }
+
+    /// Puts a received bundle in the inbox (once per SHA-256); returns its item and whether it
+    /// is new.
+    pub async fn inbox_put(&self, bundle: &[u8]) -> Result<(InboxItem, bool), DbError> {
+        let sha = hex::encode(Sha256::digest(bundle));
+        let client = self.db.client().await?;
+        let inserted = client
+            .query_opt(
+                "INSERT INTO jfconnect.import_inbox (sha256, bundle, received_at, received_by)
+                 VALUES ($1, $2, clock_timestamp(), $3) ON CONFLICT (sha256) DO NOTHING
+                 RETURNING id, received_by",
+                &[&sha, &bundle, &self.node],
+            )
+            .await
+            .map_err(|e| self.db.fail("put a bundle in the import inbox", e))?;
+        let (row, new) = match inserted {
+            Some(r) => (r, true),
+            None => (
+                client
+                    .query_one(
+                        "SELECT id, received_by FROM jfconnect.import_inbox WHERE sha256 = $1",
+                        &[&sha],
+                    )
+                    .await
+                    .map_err(|e| self.db.fail("read the import inbox", e))?,
+                false,
+            ),
+        };
+        Ok((
+            InboxItem {
+                id: row.get(0),
+                sha256: sha,
+                received_by: row.get(1),
+            },
+            new,
+        ))
+    }
+
+    /// Bundles in the inbox not yet imported or refused, oldest first.
+    pub async fn inbox_pending(&self) -> Result<Vec<InboxItem>, DbError> {
+        let client = self.db.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, sha256, received_by FROM jfconnect.import_inbox
+                 WHERE done_at IS NULL ORDER BY id",
+                &[],
+            )
+            .await
+            .map_err(|e| self.db.fail("read the import inbox", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| InboxItem {
+                id: r.get(0),
+                sha256: r.get(1),
+                received_by: r.get(2),
+            })
+            .collect())
+    }
+
+    /// The bytes of an inbox item, checked against its SHA-256.
+    pub async fn inbox_bundle(&self, item: &InboxItem) -> Result<Vec<u8>, DbError> {
+        let client = self.db.client().await?;
+        let bytes: Vec<u8> = client
+            .query_one(
+                "SELECT bundle FROM jfconnect.import_inbox WHERE id = $1",
+                &[&item.id],
+            )
+            .await
+            .map_err(|e| self.db.fail("read a bundle from the import inbox", e))?
+            .get(0);
+        if hex::encode(Sha256::digest(&bytes)) != item.sha256 {
+            return Err(DbError::Damaged {
+                what: "import inbox bundle",
+                reason: "its bytes do not match their SHA-256".into(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Marks an inbox item done with its outcome; false when another node already did.
+    pub async fn inbox_done(&self, item: &InboxItem, outcome: &str) -> Result<bool, DbError> {
+        let client = self.db.client().await?;
+        let n = client
+            .execute(
+                "UPDATE jfconnect.import_inbox
+                 SET outcome = $2, done_at = clock_timestamp(), done_by = $3
+                 WHERE id = $1 AND done_at IS NULL",
+                &[&item.id, &outcome, &self.node],
+            )
+            .await
+            .map_err(|e| self.db.fail("mark an inbox bundle done", e))?;
+        Ok(n == 1)
+    }
+}

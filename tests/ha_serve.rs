@@ -1,0 +1,315 @@
+//! Two `serve` nodes of one JPD against a real PostgreSQL and the simulator: one identity, one
+//! registration, one fetcher, the same entitlements on both, 409 from the node without the
+//! lease, the cluster view and metrics, and takeover when the leaseholder stops.
+
+mod pg_support;
+mod process_support;
+mod sim_support;
+
+use jfconnect::app::{cluster as ha_app, App, AppError};
+use jfconnect::clock::{SharedClock, SystemClock};
+use jfconnect::config::Config;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+const MASTER_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+struct Node {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<Result<(), AppError>>,
+    token: String,
+}
+
+fn node_config(root: &std::path::Path, node: &str, sim: &str, database: &str) -> Config {
+    node_config_on(pg_support::shared(), root, node, sim, database)
+}
+
+fn node_config_on(
+    server: &pg_support::PgServer,
+    root: &std::path::Path,
+    node: &str,
+    sim: &str,
+    database: &str,
+) -> Config {
+    std::fs::write(root.join("license"), sim_support::LICENSE).unwrap();
+    std::fs::write(root.join("master.key"), MASTER_KEY).unwrap();
+    let yaml = format!(
+        "jfconnect:\n  data_dir: {root}/{node}\n  license:\n    file: {root}/license\n  jes:\n    url: {sim}\n  jcs:\n    url: {sim}\n  jpd:\n    url: {sim}\nshared:\n  node:\n    id: {node}\n  database:\n    type: postgresql\n    driver: org.postgresql.Driver\n    url: \"{url}?sslmode=disable\"\n    username: {user}\n    password: {pw}\n  security:\n    masterKeyFile: {root}/master.key\n",
+        root = root.display(),
+        url = server.jdbc_url(database),
+        user = pg_support::USER,
+        pw = pg_support::PASSWORD,
+    );
+    let path = root.join(format!("{node}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    Config::load_from(Some(&path), &Default::default()).unwrap()
+}
+
+async fn start(config: Config) -> Node {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cluster = ha_app::join(&config, Some(addr.to_string())).await.unwrap();
+    let data_dir = config.data_dir.clone();
+    let clock: SharedClock = Arc::new(SystemClock);
+    let app = Arc::new(App::build_in_cluster(config, clock, None, true, cluster).unwrap());
+    let token = std::fs::read_to_string(data_dir.join("api.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (tx, rx) = oneshot::channel::<()>();
+    let done = tokio::spawn(jfconnect::server::serve(app, listener, async move {
+        let _ = rx.await;
+    }));
+    Node {
+        addr,
+        stop: Some(tx),
+        done,
+        token,
+    }
+}
+
+impl Node {
+    async fn get(&self, path: &str) -> reqwest::Response {
+        sim_support::client()
+            .get(format!("http://{}{path}", self.addr))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, path: &str) -> reqwest::Response {
+        sim_support::client()
+            .post(format!("http://{}{path}", self.addr))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(15), self.done)
+            .await
+            .expect("the node stops within its grace period")
+            .unwrap()
+            .unwrap();
+    }
+
+    /// The entitlements this node serves, without the fields that depend on when it is asked.
+    async fn served(&self) -> Option<serde_json::Value> {
+        let resp = self.get("/api/v1/entitlements").await;
+        if resp.status() != 200 {
+            return None;
+        }
+        let mut v: serde_json::Value = resp.json().await.unwrap();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("age_seconds");
+        }
+        Some(v)
+    }
+
+    async fn cluster(&self) -> serde_json::Value {
+        let resp = self.get("/api/v1/cluster").await;
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+}
+
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    limit: Duration,
+    mut probe: impl FnMut() -> F,
+) -> Option<T> {
+    tokio::time::timeout(limit, async {
+        loop {
+            if let Some(v) = probe().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_are_one_jfconnect() {
+    let sim = sim_support::start().await;
+    let database = pg_support::shared().fresh_database();
+    let root = tempfile::tempdir().unwrap();
+    let base = sim.handle.base_url();
+    let a = start(node_config(root.path(), "node-a", &base, &database)).await;
+    let b = start(node_config(root.path(), "node-b", &base, &database)).await;
+
+    // One identity: same JPD id and API token on both nodes.
+    assert_eq!(
+        a.token, b.token,
+        "the API token is the JPD's, not the node's"
+    );
+    let id_a = a.get("/api/v1/system/jpd_id").await.text().await.unwrap();
+    let id_b = b.get("/api/v1/system/jpd_id").await.text().await.unwrap();
+    assert_eq!(id_a, id_b);
+    assert_eq!(
+        std::fs::read(root.path().join("node-a/keys/jpd.pub")).unwrap(),
+        std::fs::read(root.path().join("node-b/keys/jpd.pub")).unwrap(),
+        "one signing key per JPD"
+    );
+
+    // Both serve the same entitlements, fetched once by the leaseholder.
+    let served = eventually(Duration::from_secs(20), || async {
+        let (x, y) = (a.served().await?, b.served().await?);
+        (x == y).then_some(x)
+    })
+    .await
+    .expect("both nodes serve the same entitlements");
+    assert!(served.get("entitlements").is_some(), "{served}");
+    let stats = sim.stats().await;
+    assert_eq!(stats.register_calls, 1, "one registration per JPD");
+
+    // The cluster view: two nodes, one leaseholder; digests agree once heartbeats carry them.
+    let view = eventually(Duration::from_secs(15), || async {
+        let v = a.cluster().await;
+        (v["entitlements_digest_consistent"] == true).then_some(v)
+    })
+    .await
+    .expect("both nodes report the same served digest");
+    assert_eq!(view["live_nodes"], 2, "{view}");
+    let holder = view["leases"][0]["holder"].as_str().unwrap().to_string();
+    let (holder_node, other) = if holder == "node-a" { (a, b) } else { (b, a) };
+
+    // Asking the node without the lease to run the job names the one that has it.
+    let resp = other.post("/api/v1/jobs/entitlements/run").await;
+    assert_eq!(resp.status(), 409);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains(&format!("node {holder}")), "{body}");
+    assert_eq!(
+        holder_node
+            .post("/api/v1/jobs/entitlements/run")
+            .await
+            .status(),
+        202
+    );
+
+    let metrics = other.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("jfconnect_cluster_nodes 2\n"), "{metrics}");
+    assert!(
+        metrics.contains("jfconnect_lease_held{job=\"entitlements\"} 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("jfconnect_entitlements_digest_consistent 1\n"),
+        "{metrics}"
+    );
+    let ready: serde_json::Value = other
+        .get("/api/v1/system/readiness")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready");
+
+    // The leaseholder stops: the other takes the released lease at its next renewal and
+    // fetches without registering again.
+    let fetches_before = sim.stats().await.entitlements_calls;
+    holder_node.stop().await;
+    let took = eventually(Duration::from_secs(20), || async {
+        let v = other.cluster().await;
+        let leases = v["leases"].as_array()?.clone();
+        leases
+            .iter()
+            .any(|l| l["holder"] != holder.as_str() && l["expires_in_ms"].as_i64() > Some(0))
+            .then_some(())
+    })
+    .await;
+    assert!(took.is_some(), "the surviving node took the lease");
+    eventually(Duration::from_secs(20), || async {
+        (sim.stats().await.entitlements_calls > fetches_before).then_some(())
+    })
+    .await
+    .expect("the new leaseholder fetches at once");
+    assert_eq!(
+        sim.stats().await.register_calls,
+        1,
+        "no second registration"
+    );
+    other.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_keep_serving_and_say_degraded_while_postgresql_restarts() {
+    let server = pg_support::PgServer::start();
+    let database = server.fresh_database();
+    let sim = sim_support::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let base = sim.handle.base_url();
+    let a = start(node_config_on(
+        &server,
+        root.path(),
+        "node-a",
+        &base,
+        &database,
+    ))
+    .await;
+    let b = start(node_config_on(
+        &server,
+        root.path(),
+        "node-b",
+        &base,
+        &database,
+    ))
+    .await;
+    let served = eventually(Duration::from_secs(20), || async {
+        let (x, y) = (a.served().await?, b.served().await?);
+        (x == y).then_some(x)
+    })
+    .await
+    .expect("both nodes serve the same entitlements");
+
+    server.stop();
+    for n in [&a, &b] {
+        let ready = eventually(Duration::from_secs(10), || async {
+            let v: serde_json::Value = n.get("/api/v1/system/readiness").await.json().await.ok()?;
+            (v["status"] == "degraded").then_some(v)
+        })
+        .await
+        .expect("readiness says degraded while the database is away");
+        assert!(
+            ready["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("unreachable"),
+            "{ready}"
+        );
+        assert_eq!(
+            n.served().await,
+            Some(served.clone()),
+            "the last good copy is served"
+        );
+    }
+
+    server.restart();
+    for n in [&a, &b] {
+        eventually(Duration::from_secs(20), || async {
+            let v: serde_json::Value = n.get("/api/v1/system/readiness").await.json().await.ok()?;
+            (v["status"] == "ready").then_some(())
+        })
+        .await
+        .expect("ready again once the database is back");
+    }
+    // The leaseholder kept or retook its lease: a cluster view answers again.
+    let view = eventually(Duration::from_secs(20), || async {
+        let resp = a.get("/api/v1/cluster").await;
+        let v: serde_json::Value = resp.json().await.ok()?;
+        (v["live_nodes"] == 2).then_some(v)
+    })
+    .await
+    .expect("both nodes heartbeat again");
+    assert_eq!(view["leases"].as_array().map(|l| l.len()), Some(1));
+    a.stop().await;
+    b.stop().await;
+}
