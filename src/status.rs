@@ -190,6 +190,101 @@ pub struct StatusReport {
     pub data_dir: String,
     /// This node (`shared.node.id`).
     pub node_id: String,
+    /// Database mode: the cluster as `GET /api/v1/cluster` shows it ([`with_cluster`]).
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// The cluster part of the report (database mode).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClusterStatus {
+    /// The shared database, without password.
+    pub database: String,
+    /// Nodes, leases and digest agreement, when the database answered.
+    pub view: Option<crate::ha::cluster::ClusterView>,
+    /// Why the database could not be read.
+    pub error: Option<String>,
+}
+
+/// Adds the cluster rows to `report` (database mode; reads the database, writes nothing).
+pub async fn with_cluster(mut report: StatusReport, s: &App) -> StatusReport {
+    let joined = s.cluster().map(|c| c.as_ref());
+    report.cluster = crate::app::cluster::status_view(s.config(), joined)
+        .await
+        .map(|(database, view)| match view {
+            Ok(v) => ClusterStatus {
+                database,
+                view: Some(v),
+                error: None,
+            },
+            Err(e) => ClusterStatus {
+                database,
+                view: None,
+                error: Some(e),
+            },
+        });
+    report
+}
+
+fn cluster_lines(c: &ClusterStatus, line: &mut impl FnMut(&str, String)) {
+    let Some(v) = &c.view else {
+        line(
+            "cluster",
+            format!(
+                "{}: {}",
+                c.database,
+                c.error.as_deref().unwrap_or("not read")
+            ),
+        );
+        return;
+    };
+    line(
+        "cluster",
+        format!(
+            "{} of {} nodes live, entitlements {} ({})",
+            v.live_nodes,
+            v.nodes.len(),
+            if v.entitlements_digest_consistent {
+                "the same on every live node"
+            } else {
+                "NOT the same on every live node"
+            },
+            c.database
+        ),
+    );
+    for n in &v.nodes {
+        let digest = n
+            .entitlements_digest
+            .as_deref()
+            .map_or("nothing yet".to_string(), |d| d.chars().take(12).collect());
+        line(
+            "cluster node",
+            format!(
+                "{}: heartbeat {} ago, serves {digest}{}{}",
+                n.node_id,
+                span(n.heartbeat_age_ms / 1000),
+                n.address
+                    .as_deref()
+                    .map(|a| format!(", at {a}"))
+                    .unwrap_or_default(),
+                if n.node_id == v.node_id {
+                    " (this node)"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    for l in &v.leases {
+        let left = if l.expires_in_ms > 0 {
+            format!("{} left", span(l.expires_in_ms / 1000))
+        } else {
+            format!("expired {} ago", span(-l.expires_in_ms / 1000))
+        };
+        line(
+            "lease",
+            format!("{}: node {}, epoch {}, {left}", l.job, l.holder, l.epoch),
+        );
+    }
 }
 
 fn when(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
@@ -270,6 +365,9 @@ pub fn render_table(r: &StatusReport, now: DateTime<Utc>) -> String {
         None => "none yet".into(),
     };
     line("entitlements", ents);
+    if let Some(c) = &r.cluster {
+        cluster_lines(c, &mut line);
+    }
     for end in &r.ending_soon {
         line(
             "WARN",
@@ -392,5 +490,6 @@ pub fn report(s: &App) -> StatusReport {
         config_file: s.config().file_description(),
         data_dir: s.config().data_dir.display().to_string(),
         node_id: s.config().shared.node.id.clone(),
+        cluster: None,
     }
 }

@@ -837,3 +837,60 @@ async fn nodes_form_one_cluster_and_a_duplicate_node_id_is_refused() {
     );
     other.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_is_verified_against_tls_ca_file() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let server = PgServer::start();
+    server.enable_tls(&leaf.pem(), &leaf_key.serialize_pem());
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let settings = |tls| DatabaseSettings {
+        host: "127.0.0.1".into(),
+        port: server.port,
+        database: "postgres".into(),
+        username: pg_support::USER.into(),
+        password: Some(Secret::new(pg_support::PASSWORD)),
+        tls,
+        plaintext_password_in_file: false,
+    };
+    let encrypted = |db: Db| async move {
+        let client = db.client().await?;
+        let row = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(|e| db.fail("read pg_stat_ssl", e))?;
+        Ok::<bool, DbError>(row.get(0))
+    };
+
+    // sslmode=require with the test CA in tls.ca_file: TLS, verified.
+    let db = Db::new(&settings(TlsMode::Require), Some(&ca_file), "n").unwrap();
+    assert!(encrypted(db).await.unwrap(), "the connection is encrypted");
+    // prefer takes TLS when the server offers it.
+    let db = Db::new(&settings(TlsMode::Prefer), Some(&ca_file), "n").unwrap();
+    assert!(encrypted(db).await.unwrap());
+    // Without the CA (system roots only) the certificate is refused: no connection, a sentence.
+    let db = Db::new(&settings(TlsMode::Require), None, "n").unwrap();
+    let err = encrypted(db).await.unwrap_err().to_string();
+    assert!(err.contains("127.0.0.1"), "{err}");
+    assert!(
+        err.to_lowercase().contains("certificate"),
+        "the refusal says why: {err}"
+    );
+    // disable stays plain even though the server offers TLS.
+    let db = Db::new(&settings(TlsMode::Disable), None, "n").unwrap();
+    assert!(!encrypted(db).await.unwrap());
+}

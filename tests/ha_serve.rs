@@ -37,7 +37,7 @@ fn node_config_on(
     std::fs::write(root.join("license"), sim_support::LICENSE).unwrap();
     std::fs::write(root.join("master.key"), MASTER_KEY).unwrap();
     let yaml = format!(
-        "jfconnect:\n  data_dir: {root}/{node}\n  license:\n    file: {root}/license\n  jes:\n    url: {sim}\n  jcs:\n    url: {sim}\n  jpd:\n    url: {sim}\nshared:\n  node:\n    id: {node}\n  database:\n    type: postgresql\n    driver: org.postgresql.Driver\n    url: \"{url}?sslmode=disable\"\n    username: {user}\n    password: {pw}\n  security:\n    masterKeyFile: {root}/master.key\n",
+        "jfconnect:\n  data_dir: {root}/{node}\n  ha:\n    lease_ttl: 3s\n    lease_renew: 1s\n  license:\n    file: {root}/license\n  jes:\n    url: {sim}\n  jcs:\n    url: {sim}\n  jpd:\n    url: {sim}\nshared:\n  node:\n    id: {node}\n  database:\n    type: postgresql\n    driver: org.postgresql.Driver\n    url: \"{url}?sslmode=disable\"\n    username: {user}\n    password: {pw}\n  security:\n    masterKeyFile: {root}/master.key\n",
         root = root.display(),
         url = server.jdbc_url(database),
         user = pg_support::USER,
@@ -180,6 +180,39 @@ async fn two_nodes_are_one_jfconnect() {
     .expect("both nodes report the same served digest");
     assert_eq!(view["live_nodes"], 2, "{view}");
     let holder = view["leases"][0]["holder"].as_str().unwrap().to_string();
+    // jfconnect.ha.lease_ttl (3s here) is the lease's length in the database.
+    let left = view["leases"][0]["expires_in_ms"].as_i64().unwrap();
+    assert!(left > 0 && left <= 3000, "{view}");
+
+    // `jfconnect status` shows the same cluster, read without joining it.
+    let config = root.path().join("node-a.yaml");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_jfconnect"))
+        .arg("status")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        text.contains("2 of 2 nodes live, entitlements the same on every live node"),
+        "{text}"
+    );
+    for n in ["node-a", "node-b"] {
+        assert!(text.contains(&format!("cluster node   {n}: heartbeat")), "{text}");
+    }
+    assert!(
+        text.contains(&format!("lease          entitlements: node {holder}, epoch")),
+        "{text}"
+    );
+    let json = std::process::Command::new(env!("CARGO_BIN_EXE_jfconnect"))
+        .args(["status", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["cluster"]["view"]["live_nodes"], 2, "{json}");
+    assert_eq!(json["cluster"]["view"]["leases"][0]["holder"], holder.as_str());
     let (holder_node, other) = if holder == "node-a" { (a, b) } else { (b, a) };
 
     // Asking the node without the lease to run the job names the one that has it.
@@ -310,6 +343,63 @@ async fn nodes_keep_serving_and_say_degraded_while_postgresql_restarts() {
     .await
     .expect("both nodes heartbeat again");
     assert_eq!(view["leases"].as_array().map(|l| l.len()), Some(1));
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Moving from one node to several: a single node's data folder, registered and serving,
+/// meets an empty database once and brings its identity, registration and entitlements in;
+/// a second node adopts them; JES sees no second registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_single_node_moves_to_a_database_without_registering_again() {
+    let sim = sim_support::start().await;
+    let database = pg_support::shared().fresh_database();
+    let root = tempfile::tempdir().unwrap();
+    let base = sim.handle.base_url();
+    let clustered = node_config(root.path(), "node-a", &base, &database);
+    // The same node before: no shared: section.
+    let alone_yaml = std::fs::read_to_string(root.path().join("node-a.yaml")).unwrap();
+    let alone_yaml = &alone_yaml[..alone_yaml.find("shared:").unwrap()];
+    let alone_path = root.path().join("alone.yaml");
+    std::fs::write(&alone_path, alone_yaml).unwrap();
+    let alone = Config::load_from(Some(&alone_path), &Default::default()).unwrap();
+    assert!(alone.shared.database.settings.is_none());
+
+    let single = start(alone).await;
+    let served = eventually(Duration::from_secs(20), || async { single.served().await })
+        .await
+        .expect("the single node serves entitlements");
+    let jpd_id = single.get("/api/v1/system/jpd_id").await.text().await.unwrap();
+    let token = single.token.clone();
+    single.stop().await;
+    assert_eq!(sim.stats().await.register_calls, 1);
+
+    let a = start(clustered).await;
+    assert_eq!(a.token, token, "the generated API token is kept");
+    assert_eq!(
+        a.get("/api/v1/system/jpd_id").await.text().await.unwrap(),
+        jpd_id,
+        "the JPD keeps its id"
+    );
+    let b = start(node_config(root.path(), "node-b", &base, &database)).await;
+    assert_eq!(
+        b.get("/api/v1/system/jpd_id").await.text().await.unwrap(),
+        jpd_id,
+        "the second node adopts it"
+    );
+    assert_eq!(b.token, token);
+    let on_b = eventually(Duration::from_secs(20), || async { b.served().await })
+        .await
+        .expect("the second node serves the shared entitlements");
+    assert_eq!(
+        on_b["entitlements"], served["entitlements"],
+        "the same entitlements"
+    );
+    assert_eq!(
+        sim.stats().await.register_calls,
+        1,
+        "moving to a database registers nothing again"
+    );
     a.stop().await;
     b.stop().await;
 }

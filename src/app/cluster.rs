@@ -15,7 +15,7 @@
 use super::AppError;
 use crate::config::Config;
 use crate::entitlements::{EntitlementsState, EntitlementsStore};
-use crate::ha::cluster::{Cluster, ClusterOptions};
+use crate::ha::cluster::{Cluster, ClusterOptions, ClusterView};
 use crate::ha::db::{Db, DbError};
 use crate::ha::lease::LeaseTiming;
 use crate::ha::sealing::MasterKey;
@@ -64,7 +64,10 @@ pub async fn join(
         store.clone(),
         ClusterOptions {
             address,
-            timing: LeaseTiming::default(),
+            timing: LeaseTiming {
+                ttl: config.ha.lease_ttl,
+                renew_every: config.ha.lease_renew,
+            },
             jobs: vec![ENTITLEMENTS_JOB.as_str().to_string()],
             poll_every: POLL_EVERY,
         },
@@ -73,6 +76,27 @@ pub async fn join(
     .map_err(db_error)?;
     adopt_identity(config, &store).await?;
     Ok(Some(Arc::new(cluster)))
+}
+
+/// The cluster as `status` shows it: `None` without `shared.database`; else the database's URL
+/// (no password) and the view, read through `joined` when this process takes part, else read
+/// without joining (no migration, nothing written), or why it could not be read.
+pub async fn status_view(
+    config: &Config,
+    joined: Option<&Cluster>,
+) -> Option<(String, Result<ClusterView, String>)> {
+    let settings = config.shared.database.settings.as_ref()?;
+    let url = settings.display_url();
+    let view = match joined {
+        Some(c) => c.view().await.map_err(|e| e.to_string()),
+        None => match Db::new(settings, config.tls.ca_file.as_deref(), &config.shared.node.id) {
+            Ok(db) => crate::ha::cluster::peek(&db, &config.shared.node.id, config.ha.lease_ttl)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    Some((url, view))
 }
 
 async fn adopt_identity(config: &Config, store: &PgStore) -> Result<(), AppError> {

@@ -257,7 +257,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Jobs {
             action: JobsAction::Run { job },
         } => run_job(&cli, *job).await,
-        Command::Status { json } => status(&cli, *json),
+        Command::Status { json } => status(&cli, *json).await,
         Command::Config { action } => config::run(&cli, action),
         Command::Doctor { json } => doctor(&cli, *json).await,
         #[cfg(feature = "sim")]
@@ -404,10 +404,10 @@ async fn doctor(cli: &Cli, json: bool) -> Result<(), Failure> {
     }
 }
 
-fn status(cli: &Cli, json: bool) -> Result<(), Failure> {
+async fn status(cli: &Cli, json: bool) -> Result<(), Failure> {
     let config = load_config(cli)?;
     let service = App::open_read_only(config, clock())?;
-    let report = crate::status::report(&service);
+    let report = crate::status::with_cluster(crate::status::report(&service), &service).await;
     if json {
         let text = serde_json::to_string_pretty(&report).map_err(Failure::failed)?;
         println!("{text}");

@@ -125,6 +125,8 @@ pub struct Config {
     pub http: HttpSection,
     /// `retry.*`: backoff after an *unavailable* failure.
     pub retry: RetrySection,
+    /// `ha.*`: lease timing of database mode (`shared.database` set).
+    pub ha: HaSection,
     /// What other parts need from the process environment, captured once at load.
     #[serde(skip)]
     pub env: ProcessEnv,
@@ -444,6 +446,28 @@ impl Default for HttpSection {
     }
 }
 
+/// `jfconnect.ha.*`: how long a job's lease lasts without renewal (judged in database time),
+/// and how often its holder renews it. Used only in database mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HaSection {
+    /// Lease TTL: a holder silent this long loses the lease.
+    #[serde(with = "serde_forms::interval")]
+    pub lease_ttl: Duration,
+    /// How often the holder renews its lease (and every node heartbeats).
+    #[serde(with = "serde_forms::interval")]
+    pub lease_renew: Duration,
+}
+
+impl Default for HaSection {
+    fn default() -> Self {
+        HaSection {
+            lease_ttl: Duration::from_secs(15),
+            lease_renew: Duration::from_secs(5),
+        }
+    }
+}
+
 /// `jfconnect.retry.*`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -488,6 +512,7 @@ impl Default for Config {
             store: StoreSection::default(),
             http: HttpSection::default(),
             retry: RetrySection::default(),
+            ha: HaSection::default(),
             log: LogSection::default(),
             env: ProcessEnv::default(),
             shared: Shared::default(),

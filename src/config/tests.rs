@@ -506,3 +506,27 @@ fn process_environment_for_other_parts_is_captured_at_load() {
         "the proxy password stays out of Debug"
     );
 }
+
+#[test]
+fn lease_timing_defaults_and_a_renewal_not_shorter_than_the_ttl_is_refused() {
+    let c = Config::load_from(None, &env(&[])).unwrap();
+    assert_eq!(
+        (c.ha.lease_ttl, c.ha.lease_renew),
+        (Duration::from_secs(15), Duration::from_secs(5))
+    );
+    let c = Config::load_from(
+        None,
+        &env(&[
+            ("JF_JFCONNECT_HA_LEASE_TTL", "4s"),
+            ("JF_JFCONNECT_HA_LEASE_RENEW", "1s"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.ha.lease_ttl, Duration::from_secs(4));
+    let (key, _, reason) = key_error(Config::load_from(
+        None,
+        &env(&[("JF_JFCONNECT_HA_LEASE_RENEW", "15s")]),
+    ));
+    assert_eq!(key, "jfconnect.ha.lease_renew");
+    assert!(reason.contains("shorter than ha.lease_ttl (15s)"), "{reason}");
+}

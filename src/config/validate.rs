@@ -115,6 +115,15 @@ impl Config {
                 "must not be shorter than retry.initial".into(),
             ));
         }
+        if self.ha.lease_renew >= self.ha.lease_ttl {
+            return Err(err(
+                "ha.lease_renew",
+                format!(
+                    "must be shorter than ha.lease_ttl ({}), or a holder loses its lease between two renewals",
+                    super::serde_forms::format_interval(self.ha.lease_ttl)
+                ),
+            ));
+        }
         let shared_err =
             |key: &str, reason: String| sources.error(&format!("shared.{key}"), reason);
         if let Some(p) = &self.shared.database.password_file {

@@ -81,6 +81,17 @@ impl ClusterView {
     }
 }
 
+/// The cluster as read by a process that takes no part in it (`jfconnect status`): no
+/// migration, no join, nothing written.
+pub async fn peek(db: &super::db::Db, node_id: &str, ttl: Duration) -> Result<ClusterView, DbError> {
+    Ok(ClusterView::new(
+        node_id,
+        nodes::nodes(db).await?,
+        lease::leases(db).await?,
+        ttl,
+    ))
+}
+
 /// A running member of the cluster.
 pub struct Cluster {
     store: PgStore,

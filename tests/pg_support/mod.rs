@@ -278,6 +278,33 @@ impl PgServer {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Restarts the server with TLS on (`ssl = on`) under the PEM certificate chain and key
+    /// given; plain connections are still accepted, so the client's sslmode decides.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        self.stop();
+        let data = self.data_dir();
+        std::fs::write(data.join("server.crt"), cert_pem).expect("write server.crt");
+        std::fs::write(data.join("server.key"), key_pem).expect("write server.key");
+        // PostgreSQL refuses a key others can read.
+        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod server.key");
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).expect("read conf");
+        conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(data.join("postgresql.conf"), conf).expect("write conf");
+        if let Some(user) = &self.run_as {
+            for f in ["server.crt", "server.key", "postgresql.conf"] {
+                let status = Command::new("chown")
+                    .arg(format!("{user}:"))
+                    .arg(data.join(f))
+                    .status()
+                    .expect("chown");
+                assert!(status.success(), "chown {f} failed");
+            }
+        }
+        self.restart();
+    }
+
     /// The server's folder (its log is `log` in it).
     pub fn folder(&self) -> &Path {
         &self.dir
