@@ -21,6 +21,7 @@ struct Node {
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<Result<(), AppError>>,
     token: String,
+    admin: String,
 }
 
 fn node_config(root: &std::path::Path, node: &str, sim: &str, database: &str) -> Config {
@@ -55,10 +56,13 @@ async fn start(config: Config) -> Node {
     let data_dir = config.data_dir.clone();
     let clock: SharedClock = Arc::new(SystemClock);
     let app = Arc::new(App::build_in_cluster(config, clock, None, true, cluster).unwrap());
-    let token = std::fs::read_to_string(data_dir.join("api.token"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let read = |f: &str| {
+        std::fs::read_to_string(data_dir.join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (token, admin) = (read("api.token"), read("admin.token"));
     let (tx, rx) = oneshot::channel::<()>();
     let done = tokio::spawn(jfconnect::server::serve(app, listener, async move {
         let _ = rx.await;
@@ -68,6 +72,7 @@ async fn start(config: Config) -> Node {
         stop: Some(tx),
         done,
         token,
+        admin,
     }
 }
 
@@ -84,7 +89,7 @@ impl Node {
     async fn post(&self, path: &str) -> reqwest::Response {
         sim_support::client()
             .post(format!("http://{}{path}", self.addr))
-            .bearer_auth(&self.token)
+            .bearer_auth(&self.admin)
             .send()
             .await
             .unwrap()
@@ -151,6 +156,8 @@ async fn two_nodes_are_one_jfconnect() {
         a.token, b.token,
         "the API token is the JPD's, not the node's"
     );
+    assert_eq!(a.admin, b.admin, "so is the admin token");
+    assert_ne!(a.admin, a.token);
     let id_a = a.get("/api/v1/system/jpd_id").await.text().await.unwrap();
     let id_b = b.get("/api/v1/system/jpd_id").await.text().await.unwrap();
     assert_eq!(id_a, id_b);
@@ -193,16 +200,25 @@ async fn two_nodes_are_one_jfconnect() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(status.status.success(), "{text}{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     assert!(
         text.contains("2 of 2 nodes live, entitlements the same on every live node"),
         "{text}"
     );
     for n in ["node-a", "node-b"] {
-        assert!(text.contains(&format!("cluster node   {n}: heartbeat")), "{text}");
+        assert!(
+            text.contains(&format!("cluster node   {n}: heartbeat")),
+            "{text}"
+        );
     }
     assert!(
-        text.contains(&format!("lease          entitlements: node {holder}, epoch")),
+        text.contains(&format!(
+            "lease          entitlements: node {holder}, epoch"
+        )),
         "{text}"
     );
     let json = std::process::Command::new(env!("CARGO_BIN_EXE_jfconnect"))
@@ -212,7 +228,10 @@ async fn two_nodes_are_one_jfconnect() {
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(json["cluster"]["view"]["live_nodes"], 2, "{json}");
-    assert_eq!(json["cluster"]["view"]["leases"][0]["holder"], holder.as_str());
+    assert_eq!(
+        json["cluster"]["view"]["leases"][0]["holder"],
+        holder.as_str()
+    );
     let (holder_node, other) = if holder == "node-a" { (a, b) } else { (b, a) };
 
     // Asking the node without the lease to run the job names the one that has it.
@@ -369,8 +388,13 @@ async fn a_single_node_moves_to_a_database_without_registering_again() {
     let served = eventually(Duration::from_secs(20), || async { single.served().await })
         .await
         .expect("the single node serves entitlements");
-    let jpd_id = single.get("/api/v1/system/jpd_id").await.text().await.unwrap();
-    let token = single.token.clone();
+    let jpd_id = single
+        .get("/api/v1/system/jpd_id")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (token, admin) = (single.token.clone(), single.admin.clone());
     single.stop().await;
     assert_eq!(sim.stats().await.register_calls, 1);
 
@@ -388,6 +412,7 @@ async fn a_single_node_moves_to_a_database_without_registering_again() {
         "the second node adopts it"
     );
     assert_eq!(b.token, token);
+    assert_eq!(b.admin, admin, "the admin token too");
     let on_b = eventually(Duration::from_secs(20), || async { b.served().await })
         .await
         .expect("the second node serves the shared entitlements");

@@ -19,7 +19,7 @@ use crate::ha::cluster::{Cluster, ClusterOptions, ClusterView};
 use crate::ha::db::{Db, DbError};
 use crate::ha::lease::LeaseTiming;
 use crate::ha::sealing::MasterKey;
-use crate::ha::store::{entitlements_digest, Identity, PgStore};
+use crate::ha::store::{entitlements_digest, Identity, PgStore, TokenScope};
 use crate::jobs::scheduler::{Job, Scheduler};
 use crate::jobs::{JobError, JobName, JobReport};
 use crate::secret::Secret;
@@ -89,7 +89,11 @@ pub async fn status_view(
     let url = settings.display_url();
     let view = match joined {
         Some(c) => c.view().await.map_err(|e| e.to_string()),
-        None => match Db::new(settings, config.tls.ca_file.as_deref(), &config.shared.node.id) {
+        None => match Db::new(
+            settings,
+            config.tls.ca_file.as_deref(),
+            &config.shared.node.id,
+        ) {
             Ok(db) => crate::ha::cluster::peek(&db, &config.shared.node.id, config.ha.lease_ttl)
                 .await
                 .map_err(|e| e.to_string()),
@@ -108,14 +112,20 @@ async fn adopt_identity(config: &Config, store: &PgStore) -> Result<(), AppError
     let jpd_id = super::jpd_id(data_dir)?;
     let prefix = crate::transport::outbox::jpd_key_prefix(data_dir);
     let sk = crate::bundle::load_or_generate(&prefix).map_err(db_error)?;
-    let generated_token = config.api.token.is_none();
-    let api_token = super::api_token(config)?;
+    // A token this node generated (no token file configured) is the JPD's: offered, and
+    // replaced by the JPD's when another node stored one first.
+    let generated = |configured: bool, token: Secret| (!configured).then_some(token);
+    let api_token = generated(config.api.token.is_some(), super::api_token(config)?);
+    let admin_token = generated(
+        config.api.admin_token.is_some(),
+        super::admin_token(config)?,
+    );
     let local = Identity {
         jpd_id,
         signing_public: sk.public().to_file_string(),
         signing_secret: Secret::new(sk.to_file_string()),
-        api_token: generated_token.then_some(api_token),
-        admin_token: None,
+        api_token: api_token.clone(),
+        admin_token: admin_token.clone(),
         license: None,
         origin: format!("data folder of node {}", store.node()),
         created_by: store.node().to_string(),
@@ -144,9 +154,17 @@ async fn adopt_identity(config: &Config, store: &PgStore) -> Result<(), AppError
     crate::bundle::write_secret_key(&prefix.with_extension("key"), &sk).map_err(db_error)?;
     crate::bundle::write_public_key(&prefix.with_extension("pub"), &sk.public())
         .map_err(db_error)?;
-    if let (true, Some(token)) = (generated_token, &shared.api_token) {
-        let path = data_dir.join("api.token");
-        crate::state::write_private(&path, token.expose().as_bytes()).map_err(io(path.clone()))?;
+    for (scope, mine, file) in [
+        (TokenScope::Api, api_token, "api.token"),
+        (TokenScope::Admin, admin_token, "admin.token"),
+    ] {
+        let Some(mine) = mine else { continue };
+        let jpd = store.fill_token(scope, &mine).await.map_err(db_error)?;
+        if jpd != mine {
+            let path = data_dir.join(file);
+            crate::state::write_private(&path, jpd.expose().as_bytes())
+                .map_err(io(path.clone()))?;
+        }
     }
     Ok(())
 }

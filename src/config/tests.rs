@@ -528,5 +528,8 @@ fn lease_timing_defaults_and_a_renewal_not_shorter_than_the_ttl_is_refused() {
         &env(&[("JF_JFCONNECT_HA_LEASE_RENEW", "15s")]),
     ));
     assert_eq!(key, "jfconnect.ha.lease_renew");
-    assert!(reason.contains("shorter than ha.lease_ttl (15s)"), "{reason}");
+    assert!(
+        reason.contains("shorter than ha.lease_ttl (15s)"),
+        "{reason}"
+    );
 }

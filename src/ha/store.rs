@@ -45,6 +45,24 @@ pub struct Identity {
     pub created_by: String,
 }
 
+/// The two API token scopes kept per JPD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenScope {
+    /// `api.token_file`: reads.
+    Api,
+    /// `api.admin_token_file`: state changes.
+    Admin,
+}
+
+impl TokenScope {
+    fn column(self) -> &'static str {
+        match self {
+            TokenScope::Api => "api_token",
+            TokenScope::Admin => "admin_token",
+        }
+    }
+}
+
 /// The entitlements state as stored, with its version and the digest of what is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedEntitlements {
@@ -220,6 +238,32 @@ impl PgStore {
             tracing::info!(jpd_id = %current.jpd_id, origin = %current.origin, "JPD identity stored in the shared database");
         }
         Ok((current, inserted == 1))
+    }
+
+    /// Gives the JPD a generated token of one scope when its identity has none yet (an
+    /// identity stored before that scope existed, or by a node with a configured token file),
+    /// then answers the JPD's: `token` when it was stored, else the one another node stored.
+    pub async fn fill_token(&self, scope: TokenScope, token: &Secret) -> Result<Secret, DbError> {
+        let column = scope.column();
+        let client = self.db.client().await?;
+        client
+            .execute(
+                &format!("UPDATE jfconnect.identity SET {column} = $1 WHERE {column} IS NULL"),
+                &[&self.key.seal_secret(column, token)?],
+            )
+            .await
+            .map_err(|e| self.db.fail("store a token", e))?;
+        drop(client);
+        let identity = self.identity().await?;
+        identity
+            .and_then(|i| match scope {
+                TokenScope::Api => i.api_token,
+                TokenScope::Admin => i.admin_token,
+            })
+            .ok_or(DbError::Damaged {
+                what: "JPD identity",
+                reason: format!("its {column} is missing right after it was stored"),
+            })
     }
 
     /// Sets (or clears) the license in effect for the whole JPD.

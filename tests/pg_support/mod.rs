@@ -287,8 +287,11 @@ impl PgServer {
         std::fs::write(data.join("server.crt"), cert_pem).expect("write server.crt");
         std::fs::write(data.join("server.key"), key_pem).expect("write server.key");
         // PostgreSQL refuses a key others can read.
-        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600))
-            .expect("chmod server.key");
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod server.key");
         let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).expect("read conf");
         conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
         std::fs::write(data.join("postgresql.conf"), conf).expect("write conf");
