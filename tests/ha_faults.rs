@@ -8,6 +8,7 @@ mod pg_support;
 mod process_support;
 mod sim_support;
 
+use process_support::eventually;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -136,22 +137,6 @@ impl Proc {
     }
 }
 
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    limit: Duration,
-    mut probe: impl FnMut() -> F,
-) -> Option<T> {
-    tokio::time::timeout(limit, async {
-        loop {
-            if let Some(v) = probe().await {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .ok()
-}
-
 /// Starts two nodes and answers them as (holder, other) once one holds the lease and both
 /// serve the entitlements.
 async fn two_nodes(root: &Path, sim: &str, database: &str) -> (Proc, Proc, i64) {
@@ -180,6 +165,18 @@ async fn two_nodes(root: &Path, sim: &str, database: &str) -> (Proc, Proc, i64) 
     } else {
         (b, a, epoch)
     }
+}
+
+/// Waits (a little past the takeover limit) until `other` reports itself the holder.
+async fn taken_over_by(other: &Proc) -> (String, i64) {
+    eventually(TAKEOVER_LIMIT + Duration::from_secs(5), || async {
+        other
+            .holder()
+            .await
+            .filter(|(h, _)| other.data.ends_with(h))
+    })
+    .await
+    .unwrap_or_else(|| panic!("no takeover: {}", other.log_text()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,14 +210,7 @@ async fn a_sigkilled_leaseholder_is_replaced_within_twenty_seconds_and_a_duplica
     let fetches = sim.stats().await.entitlements_calls;
     holder.child.kill().unwrap();
     let killed = Instant::now();
-    let (new_holder, new_epoch) = eventually(TAKEOVER_LIMIT + Duration::from_secs(5), || async {
-        other
-            .holder()
-            .await
-            .filter(|(h, _)| other.data.ends_with(h))
-    })
-    .await
-    .unwrap_or_else(|| panic!("no takeover: {}", other.log_text()));
+    let (new_holder, new_epoch) = taken_over_by(&other).await;
     let took = killed.elapsed();
     println!("takeover after SIGKILL: {took:?}");
     assert!(took <= TAKEOVER_LIMIT, "takeover took {took:?}");
@@ -248,14 +238,7 @@ async fn a_leaseholder_paused_past_its_ttl_steps_down_when_it_resumes() {
 
     holder.signal("STOP");
     let paused = Instant::now();
-    let (_, new_epoch) = eventually(TAKEOVER_LIMIT + Duration::from_secs(5), || async {
-        other
-            .holder()
-            .await
-            .filter(|(h, _)| other.data.ends_with(h))
-    })
-    .await
-    .unwrap_or_else(|| panic!("no takeover: {}", other.log_text()));
+    let (_, new_epoch) = taken_over_by(&other).await;
     assert!(paused.elapsed() <= TAKEOVER_LIMIT, "{:?}", paused.elapsed());
     assert!(new_epoch > epoch);
 

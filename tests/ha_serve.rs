@@ -9,6 +9,7 @@ mod sim_support;
 use jfconnect::app::{cluster as ha_app, App, AppError};
 use jfconnect::clock::{SharedClock, SystemClock};
 use jfconnect::config::Config;
+use process_support::eventually;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,22 +125,6 @@ impl Node {
         assert_eq!(resp.status(), 200);
         resp.json().await.unwrap()
     }
-}
-
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    limit: Duration,
-    mut probe: impl FnMut() -> F,
-) -> Option<T> {
-    tokio::time::timeout(limit, async {
-        loop {
-            if let Some(v) = probe().await {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

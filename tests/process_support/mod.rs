@@ -125,3 +125,21 @@ pub async fn start_job_run(client: &reqwest::Client, base: &str, job: &str, toke
     }
     panic!("the {job} job never started (last answer: {last})");
 }
+
+/// Asks `probe` every 100 ms until it answers `Some`, for at most `limit`; `None` when it never
+/// did.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    limit: std::time::Duration,
+    mut probe: impl FnMut() -> F,
+) -> Option<T> {
+    tokio::time::timeout(limit, async {
+        loop {
+            if let Some(v) = probe().await {
+                return v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .ok()
+}
