@@ -51,7 +51,7 @@ pub enum DbError {
     },
     /// A leaseholder write carried an epoch that is no longer current.
     #[error("{0}")]
-    Fenced(#[from] super::lease::Fenced),
+    Fenced(#[from] super::fence::Fenced),
     /// A sealed secret did not open.
     #[error(transparent)]
     Seal(#[from] SealError),

@@ -13,6 +13,7 @@
 //! across a database failover.
 
 use super::db::{Db, DbError};
+pub use super::fence::{Fence, Fenced};
 use std::time::Duration;
 
 /// Lease timing. Defaults: TTL 15 s, renewed every 5 s.
@@ -30,34 +31,6 @@ impl Default for LeaseTiming {
             ttl: Duration::from_secs(15),
             renew_every: Duration::from_secs(5),
         }
-    }
-}
-
-/// A granted lease: what a leaseholder's writes carry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fence {
-    /// The job the lease is for.
-    pub job: String,
-    /// The node holding it.
-    pub holder: String,
-    /// The epoch; raised each time the lease changes hands.
-    pub epoch: i64,
-}
-
-/// A leaseholder write refused because the lease moved on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("node {} may no longer write for job {}: its lease (epoch {}) is no longer current{}", .fence.holder, .fence.job, .fence.epoch, current_text(.current))]
-pub struct Fenced {
-    /// The stale fence.
-    pub fence: Fence,
-    /// The lease as it is now: holder and epoch, if anyone holds it.
-    pub current: Option<(String, i64)>,
-}
-
-fn current_text(current: &Option<(String, i64)>) -> String {
-    match current {
-        Some((holder, epoch)) => format!(" (node {holder} holds it at epoch {epoch})"),
-        None => String::new(),
     }
 }
 

@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod db;
+pub mod fence;
 pub mod keeper;
 pub mod lease;
 pub mod migrate;
