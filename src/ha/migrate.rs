@@ -111,20 +111,7 @@ pub async fn migrate(db: &Db) -> Result<i32, DbError> {
     )
     .await
     .map_err(|e| db.fail("create the jfconnect schema", e))?;
-    let found: i32 = tx
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM jfconnect.schema_versions",
-            &[],
-        )
-        .await
-        .map_err(|e| db.fail("read the schema version", e))?
-        .get(0);
-    if found > latest() {
-        return Err(DbError::SchemaTooNew {
-            found,
-            known: latest(),
-        });
-    }
+    let found = recorded_version(db, &tx).await?;
     for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
         tx.batch_execute(sql)
             .await
@@ -157,7 +144,17 @@ pub async fn schema_version(db: &Db) -> Result<i32, DbError> {
     if !exists {
         return Err(DbError::NoSchema);
     }
-    let v: i32 = client
+    recorded_version(db, &client).await
+}
+
+/// The highest version recorded in `jfconnect.schema_versions`; `SchemaTooNew` when it is
+/// newer than this binary knows. One reading for the migration (inside its transaction) and for
+/// the read-only check.
+async fn recorded_version(
+    db: &Db,
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<i32, DbError> {
+    let found: i32 = client
         .query_one(
             "SELECT coalesce(max(version), 0) FROM jfconnect.schema_versions",
             &[],
@@ -165,11 +162,11 @@ pub async fn schema_version(db: &Db) -> Result<i32, DbError> {
         .await
         .map_err(|e| db.fail("read the schema version", e))?
         .get(0);
-    if v > latest() {
+    if found > latest() {
         return Err(DbError::SchemaTooNew {
-            found: v,
+            found,
             known: latest(),
         });
     }
-    Ok(v)
+    Ok(found)
 }
