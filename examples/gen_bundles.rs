@@ -273,6 +273,41 @@ fn hostile(key: &SecretKey, foreign: &SecretKey) -> Vec<(&'static str, Vec<u8>)>
             p.insert(0, part("payload/entitlements.json", b"{}"));
         }),
     ));
+    // Pairs of names a disk that folds names takes for one (bundle-format §1): each bundle is
+    // signed and lists both, so only the name rule refuses it.
+    for (name, first, second) in [
+        (
+            "equivalent-names-nfc-nfd",
+            "payload/caf\u{e9}.json",
+            "payload/cafe\u{301}.json",
+        ),
+        ("equivalent-names-case", "payload/A.json", "payload/a.json"),
+        (
+            "equivalent-names-ligature",
+            "payload/\u{fb01}le.json",
+            "payload/file.json",
+        ),
+        (
+            "equivalent-names-kelvin",
+            "payload/\u{212a}.json",
+            "payload/k.json",
+        ),
+        (
+            "equivalent-names-sharp-s",
+            "payload/stra\u{df}e.json",
+            "payload/STRASSE.json",
+        ),
+    ] {
+        out.push((
+            name,
+            simple(name, &|b| {
+                b.payload
+                    .push((first.into(), b"{\"first\":true}\n".to_vec()));
+                b.payload
+                    .push((second.into(), b"{\"second\":true}\n".to_vec()));
+            }),
+        ));
+    }
     out.push((
         "central-local-mismatch",
         with_parts("clm", &|p| {

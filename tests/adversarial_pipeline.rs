@@ -6,6 +6,7 @@
 
 mod pipeline_support;
 
+use jfconnect::bundle::name_key;
 use jfconnect::jpd::memory::MemoryJpd;
 use jfconnect::pipeline::plan::entry_file_name;
 use jfconnect::pipeline::progress::NoProgress;
@@ -469,21 +470,24 @@ proptest::proptest! {
         ..Default::default()
     })]
 
-    /// No two distinct spool names give one entry name, even after case folding.
+    /// No two distinct spool names give one entry name, even after Unicode normalisation and
+    /// case folding (`bundle::name_key`, the rule bundles follow too).
     #[test]
     fn entry_names_are_injective(a in "\\PC{1,40}", b in "\\PC{1,40}") {
         proptest::prop_assume!(a != b);
         let (ea, eb) = (entry_file_name(&a), entry_file_name(&b));
-        proptest::prop_assert_ne!(ea.to_lowercase(), eb.to_lowercase(), "{:?} {:?}", a, b);
+        proptest::prop_assert_ne!(name_key(&ea), name_key(&eb), "{:?} {:?}", a, b);
     }
 
-    /// The same for names built from a small alphabet, where collisions are likelier.
+    /// The same for names built from a small alphabet, where collisions are likelier: case
+    /// pairs, NFC and NFD `é`, `ß` and `ss`, `ﬁ` and `fi`, the Kelvin and Ångström signs.
     #[test]
     fn entry_names_are_injective_on_a_small_alphabet(
-        a in "[aA_ +.%~\u{e9}]{1,6}", b in "[aA_ +.%~\u{e9}]{1,6}"
+        a in "[aAfiKkSs_ +.%~\u{e9}\u{301}\u{df}\u{fb01}\u{212a}\u{212b}\u{c5}]{1,6}",
+        b in "[aAfiKkSs_ +.%~\u{e9}\u{301}\u{df}\u{fb01}\u{212a}\u{212b}\u{c5}]{1,6}"
     ) {
         proptest::prop_assume!(a != b);
         let (ea, eb) = (entry_file_name(&a), entry_file_name(&b));
-        proptest::prop_assert_ne!(ea.to_lowercase(), eb.to_lowercase(), "{:?} {:?}", a, b);
+        proptest::prop_assert_ne!(name_key(&ea), name_key(&eb), "{:?} {:?}", a, b);
     }
 }

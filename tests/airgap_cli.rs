@@ -530,6 +530,14 @@ fn hostile_bundles_are_refused_by_import_with_their_sentence_and_nothing_changes
         ("foreign-key", "not one of the trusted keys"),
         ("tampered-manifest", "manifest.json"),
         ("duplicate-name", "two entries"),
+        (
+            "equivalent-names-sharp-s",
+            "Unicode normalisation and case folding",
+        ),
+        (
+            "equivalent-names-nfc-nfd",
+            "Unicode normalisation and case folding",
+        ),
         ("wrong-kind", "usage"),
         ("wrong-jpd", "jpd-other-9999"),
         ("zip-bomb", "zip bomb"),

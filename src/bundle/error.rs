@@ -126,9 +126,18 @@ pub enum BundleError {
         /// The declared size.
         declared: u64,
     },
-    /// Two entries share a name (or names differing only in letter case).
+    /// Two entries share a name, byte for byte.
     #[error("the bundle has two entries named {0}")]
     DuplicateName(String),
+    /// Two entries' names differ, but only by Unicode normalisation or letter case (one name
+    /// to a disk that folds names; `docs/bundle-format.md` §1).
+    #[error("the bundle has entries {first} and {second}, one name after Unicode normalisation and case folding: a disk that folds names would extract one over the other")]
+    EquivalentNames {
+        /// The name seen first.
+        first: String,
+        /// The name that is the same as `first` after folding.
+        second: String,
+    },
     /// The local file header names a different file than the zip directory.
     #[error("entry {central} is named {local} in its local header; the zip was tampered with")]
     LocalHeaderMismatch {

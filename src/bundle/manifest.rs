@@ -158,7 +158,7 @@ impl Manifest {
         if self.created()? >= self.expires()? {
             return bad("expires is not after created".into());
         }
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = super::names::NameSet::default();
         for e in &self.entries {
             let path = check_path(e.path.as_bytes())?;
             if !path.starts_with(PAYLOAD_PREFIX) {
@@ -167,9 +167,7 @@ impl Manifest {
             if !is_hex64(&e.sha256) {
                 return bad(format!("entry {path} has a malformed sha256"));
             }
-            if !seen.insert(path.to_lowercase()) {
-                return bad(format!("entry {path} is listed twice"));
-            }
+            seen.insert(path)?;
         }
         Ok(())
     }

@@ -6,7 +6,7 @@
 //! signature (`docs/bundle-format.md` is the normative spec). Layout of this module:
 //! `kind` (what a bundle carries), `manifest` (the signed metadata, pure), `minisign` (key and signature formats, pure),
 //! `keys` (key files on disk), `zipdir` (strict zip directory parser), `limits` (caps and
-//! streaming adapters), `entry` (reading one entry), `write` (the writer), `verify` (the
+//! streaming adapters), `entry` (reading one entry), `names` (when two entry names are one), `write` (the writer), `verify` (the
 //! verifier), `import_state` (replay/rollback history and policy), `inspect` (unverified view).
 //!
 //! Architecture invariant: nothing outside `verify` hands out bundle content, and it does so
@@ -21,6 +21,7 @@ mod kind;
 mod limits;
 mod manifest;
 mod minisign;
+mod names;
 mod verify;
 mod write;
 mod zipdir;
@@ -39,6 +40,7 @@ pub use manifest::{
     PAYLOAD_PREFIX, SIGNATURE, SUMS,
 };
 pub use minisign::{generate_keypair, KeyId, MinisignSignature, PublicKey, SecretKey, TrustedKeys};
+pub use names::name_key;
 pub use verify::{
     verify_bundle, verify_bytes, verify_file_with_pubkey, verify_self_signed, VerifiedBundle,
 };

@@ -169,7 +169,7 @@ fn write_zip(
         .last_modified_time(mtime);
     let mut zip = ZipWriter::new(io::BufWriter::with_capacity(256 * 1024, file));
     let mut entries = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = super::names::NameSet::default();
     for item in payload {
         let path = check_path(item.path.as_bytes())?.to_string();
         if !path.starts_with(PAYLOAD_PREFIX) {
@@ -177,9 +177,9 @@ fn write_zip(
                 "payload path {path} does not start with {PAYLOAD_PREFIX}"
             )));
         }
-        if !seen.insert(path.to_lowercase()) {
-            return Err(BundleError::InvalidSpec(format!("{path} is given twice")));
-        }
+        // Never write a pair of names that a reader refuses (bundle-format §1).
+        seen.insert(&path)
+            .map_err(|e| BundleError::InvalidSpec(format!("payload entry names: {e}")))?;
         zip.start_file(path.as_str(), opts)
             .map_err(|e| io_err(zip_err(e)))?;
         let mut w = HashingWriter {

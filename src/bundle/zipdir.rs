@@ -7,12 +7,12 @@
 //! and hands back plain [`ZipEntry`] records. It reads through [`Source`] (positioned reads),
 //! so the checks are tested over byte slices without a disk.
 
-use std::collections::HashSet;
 use std::io;
 
 use super::error::BundleError;
 use super::limits::Limits;
 use super::manifest::{check_path, MANIFEST, SIGNATURE, SUMS};
+use super::names::NameSet;
 
 /// Positioned, read-only access to the bundle's bytes.
 pub trait Source: Sync {
@@ -335,14 +335,12 @@ pub fn read_entries(src: &dyn Source, limits: &Limits) -> Result<Vec<ZipEntry>, 
     let dir = find_directory(src, limits)?;
     let cd = read_at(src, dir.offset, dir.size)?;
     let mut f = Fields::new(&cd);
-    let mut names = HashSet::new();
+    let mut names = NameSet::default();
     let mut total: u64 = 0;
     let mut centrals = Vec::new();
     for _ in 0..dir.count {
         let c = parse_central(&mut f, limits)?;
-        if !names.insert(c.entry.path.to_lowercase()) {
-            return Err(BundleError::DuplicateName(c.entry.path));
-        }
+        names.insert(&c.entry.path)?;
         total = total.saturating_add(c.entry.size);
         centrals.push(c);
     }
