@@ -18,9 +18,9 @@ use std::time::Duration;
 use url::Url;
 
 /// Below this much free space the data folder check fails.
-pub const MIN_FREE_BYTES: u64 = 100 * 1024 * 1024;
+pub(crate) const MIN_FREE_BYTES: u64 = 100 * 1024 * 1024;
 /// A clock further than this from the servers' `Date` fails the clock check.
-pub const MAX_SKEW: Duration = Duration::from_secs(60);
+pub(crate) const MAX_SKEW: Duration = Duration::from_secs(60);
 /// How long each network probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 

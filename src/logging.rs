@@ -38,7 +38,7 @@ pub const SERVICE_LOG: &str = "jfconnect-service.log";
 /// The request log's file name under the log folder.
 pub const REQUEST_LOG: &str = "jfconnect-request.log";
 /// The audit log's file name (state changes made through the API), beside the other logs.
-pub const AUDIT_LOG: &str = "jfconnect-audit.log";
+pub(crate) const AUDIT_LOG: &str = "jfconnect-audit.log";
 
 /// Text lines or JSON lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
@@ -79,9 +79,9 @@ pub struct LogSettings {
 }
 
 /// Default rotation size: 25 MiB, as JFrog services.
-pub const DEFAULT_MAX_BYTES: u64 = 25 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BYTES: u64 = 25 * 1024 * 1024;
 /// Default number of rotated files kept.
-pub const DEFAULT_MAX_FILES: usize = 10;
+pub(crate) const DEFAULT_MAX_FILES: usize = 10;
 
 impl Default for LogSettings {
     fn default() -> Self {
@@ -127,7 +127,7 @@ impl Rotating {
 /// The audit log: one JSON line per state change asked of the API, size-rotated like the other
 /// logs. Opened at the first line (or by [`AuditLog::probe`] at start), so a process that never
 /// changes state never creates it. What goes in is the caller's record; it must hold no secret.
-pub struct AuditLog {
+pub(crate) struct AuditLog {
     dir: PathBuf,
     settings: LogSettings,
     file: Mutex<Option<Rotating>>,
@@ -147,11 +147,6 @@ impl AuditLog {
         }
     }
 
-    /// The file's path.
-    pub fn path(&self) -> PathBuf {
-        self.dir.join(AUDIT_LOG)
-    }
-
     /// Opens (creating) the file now, so an unwritable folder is an error at start.
     pub fn probe(&self) -> Result<(), LogError> {
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
@@ -169,7 +164,7 @@ impl AuditLog {
     }
 
     /// Appends `record` as one JSON line.
-    pub fn append(&self, record: &impl Serialize) -> Result<(), LogError> {
+    pub(crate) fn append(&self, record: &impl Serialize) -> Result<(), LogError> {
         let mut line = serde_json::to_string(record).map_err(|e| LogError::Dir {
             path: self.dir.clone(),
             source: std::io::Error::other(e),
@@ -237,7 +232,7 @@ pub fn init(settings: &LogSettings, default_level: &str) -> Result<(), LogError>
 }
 
 /// A fresh trace id: 16 lower-case hex digits, as JFrog's.
-pub fn new_trace_id() -> String {
+pub(crate) fn new_trace_id() -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
 
@@ -249,7 +244,7 @@ pub fn is_trace_id(s: &str) -> bool {
 /// A span carrying `trace_id`; every line logged inside it, and every outbound request sent
 /// inside it, carries the id. It is an ERROR-level span so it exists at every log level (a
 /// one-off command logs errors only, and its outbound calls still carry the id).
-pub fn trace_span(name: &'static str, trace_id: &str) -> tracing::Span {
+pub(crate) fn trace_span(name: &'static str, trace_id: &str) -> tracing::Span {
     match name {
         "request" => tracing::error_span!("request", trace_id = %trace_id),
         _ => tracing::error_span!("job", job = name, trace_id = %trace_id),
@@ -260,7 +255,7 @@ pub fn trace_span(name: &'static str, trace_id: &str) -> tracing::Span {
 struct TraceId(String);
 
 /// The trace id of the current span, if logging is set up and a trace span is entered.
-pub fn current_trace_id() -> Option<String> {
+pub(crate) fn current_trace_id() -> Option<String> {
     tracing::Span::current()
         .with_subscriber(|(id, dispatch)| {
             let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
@@ -440,7 +435,7 @@ static REQUESTS: OnceLock<RequestSink> = OnceLock::new();
 
 /// One request log entry.
 #[derive(Debug, Clone, Serialize)]
-pub struct RequestRecord {
+pub(crate) struct RequestRecord {
     /// When the answer was ready (RFC 3339, milliseconds, UTC).
     pub time: String,
     /// The request's trace id.
@@ -499,7 +494,7 @@ impl RequestRecord {
 
 /// Logs one answered request: to the request log file when a log folder is set, and as a
 /// DEBUG line of the service log (`JFCONNECT_LOG=debug` shows every request, 401s included).
-pub fn log_request(record: &RequestRecord) {
+pub(crate) fn log_request(record: &RequestRecord) {
     let sink = REQUESTS.get();
     let format = sink.map(|s| s.format).unwrap_or_default();
     let line = record.render(format);
@@ -510,7 +505,7 @@ pub fn log_request(record: &RequestRecord) {
 }
 
 /// The current time as the logs write it.
-pub fn now_text() -> String {
+pub(crate) fn now_text() -> String {
     timestamp()
 }
 

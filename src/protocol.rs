@@ -17,9 +17,9 @@ pub const JCS_USAGE: &str = "/jcs/api/v1/usage";
 /// `GET` here checks that the JPD token is valid (Access).
 pub const ACCESS_TOKEN_CHECK: &str = "/access/api/v1/tokens/me";
 /// Prefix of Artifactory deploy (`PUT /artifactory/{repo}/{path}`).
-pub const ARTIFACTORY_PREFIX: &str = "/artifactory";
+pub(crate) const ARTIFACTORY_PREFIX: &str = "/artifactory";
 /// Prefix of Artifactory storage info (`GET /artifactory/api/storage/{repo}/{path}`).
-pub const ARTIFACTORY_STORAGE: &str = "/artifactory/api/storage";
+pub(crate) const ARTIFACTORY_STORAGE: &str = "/artifactory/api/storage";
 /// Header carrying the JPD id on every call to JES and JCS.
 pub const HEADER_JPD_ID: &str = "X-JFrog-JPD-Id";
 /// Header carrying the SHA-256 of a deployed artifact.

@@ -68,7 +68,7 @@ impl Service {
     }
 
     /// The config key that holds its URL.
-    pub fn url_key(self) -> &'static str {
+    pub(crate) fn url_key(self) -> &'static str {
         match self {
             Service::Jes => "jfconnect.jes.url",
             Service::Jcs => "jfconnect.jcs.url",
@@ -101,7 +101,7 @@ pub struct TransportError {
 
 impl TransportError {
     /// The same error, keeping `chain` (the cause's source chain) for logs.
-    pub fn with_chain(mut self, chain: String) -> Self {
+    pub(crate) fn with_chain(mut self, chain: String) -> Self {
         self.chain = Some(chain);
         self
     }
@@ -140,7 +140,7 @@ impl TransportError {
 /// The class of an HTTP status that is not a success: 4xx rejected, everything else
 /// unavailable. 408 (request timeout) and 429 (too many requests) are the remote asking us to
 /// come back later, so they are unavailable too.
-pub fn class_of_status(status: u16) -> ErrorClass {
+pub(crate) fn class_of_status(status: u16) -> ErrorClass {
     match status {
         408 | 429 => ErrorClass::Unavailable,
         400..=499 => ErrorClass::Rejected,

@@ -15,10 +15,10 @@ use std::io::{self, Read};
 use std::path::Path;
 
 /// Largest secret or key file read: tokens, passwords, licenses, minisign keys.
-pub const MAX_SECRET_FILE: u64 = 64 * 1024;
+pub(crate) const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 /// Largest CA bundle or config file read.
-pub const MAX_TEXT_FILE: u64 = 1024 * 1024;
+pub(crate) const MAX_TEXT_FILE: u64 = 1024 * 1024;
 
 /// Why a small file could not be read. Its sentence does not name the file: the caller does,
 /// together with the setting that pointed at it.
@@ -37,14 +37,14 @@ pub enum FileError {
 
 impl FileError {
     /// True when the file does not exist.
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, FileError::Io(e) if e.kind() == io::ErrorKind::NotFound)
     }
 }
 
 /// Reads a whole small file: non-blocking open, regular file only (checked on the open
 /// descriptor), at most `cap` bytes.
-pub fn read_limited(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
+pub(crate) fn read_limited(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -79,7 +79,7 @@ fn read_capped(file: File, cap: u64) -> Result<Vec<u8>, FileError> {
 }
 
 /// Like [`read_limited`], as UTF-8 text.
-pub fn read_limited_text(path: &Path, cap: u64) -> Result<String, FileError> {
+pub(crate) fn read_limited_text(path: &Path, cap: u64) -> Result<String, FileError> {
     String::from_utf8(read_limited(path, cap)?).map_err(|_| {
         FileError::Io(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -119,7 +119,7 @@ impl Secret {
 
     /// Reads a secret from a file (through [`read_limited`], capped at [`MAX_SECRET_FILE`]),
     /// trimming surrounding white space (a trailing newline is the usual shape of a token file).
-    pub fn from_file(path: &Path) -> Result<Self, FileError> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self, FileError> {
         let text = read_limited_text(path, MAX_SECRET_FILE)?;
         Ok(Secret(text.trim().to_string()))
     }
@@ -135,7 +135,7 @@ impl Secret {
     }
 
     /// Compares with `other` in time independent of where they differ.
-    pub fn ct_eq(&self, other: &str) -> bool {
+    pub(crate) fn ct_eq(&self, other: &str) -> bool {
         use subtle::ConstantTimeEq;
         let a = self.0.as_bytes();
         let b = other.as_bytes();

@@ -98,7 +98,7 @@ pub fn load(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServerTlsError> {
 /// The same certificate and key for the gRPC port: ALPN `h2` instead of `http/1.1`. gRPC
 /// clients offer only `h2`, and a server offering only `http/1.1` refuses their handshake
 /// (`no_application_protocol`).
-pub fn for_grpc(acceptor: &TlsAcceptor) -> TlsAcceptor {
+pub(crate) fn for_grpc(acceptor: &TlsAcceptor) -> TlsAcceptor {
     let mut config = (**acceptor.config()).clone();
     config.alpn_protocols = vec![b"h2".to_vec()];
     TlsAcceptor::from(Arc::new(config))

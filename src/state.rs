@@ -49,7 +49,7 @@ pub enum StateError {
 
 /// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync folder.
 /// Creates the folder when missing.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::create_dir_all(folder_of(path))?;
     write_durably(path, &mut &*bytes, Durably::default())
         .map(|_| ())
@@ -58,7 +58,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// How [`write_durably`] places a file.
 #[derive(Debug, Clone, Copy)]
-pub struct Durably {
+pub(crate) struct Durably {
     /// Permission bits of the new file (Unix); `None` keeps the temp file's owner-only 0600.
     pub mode: Option<u32>,
     /// Fsync the folder after the rename. `false` only for a caller that places many files in
@@ -81,7 +81,7 @@ impl Default for Durably {
 /// A step of a durable write that failed, with the file it concerned.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot {step} {}: {source}", path.display())]
-pub struct DurableError {
+pub(crate) struct DurableError {
     /// What was being done ("read", "write", "fsync", "rename into place", ...).
     pub step: &'static str,
     /// The file or folder it was done to.
@@ -101,7 +101,11 @@ fn folder_of(path: &Path) -> &Path {
 /// folder, fsynced, renamed over `dest`, then (with `how.sync_folder`) the folder fsynced. At
 /// every instant, and after any failure (the temp file is removed), `dest` is either what it
 /// was (absent or the old content) or the whole new content. Answers the bytes written.
-pub fn write_durably(dest: &Path, from: &mut dyn Read, how: Durably) -> Result<u64, DurableError> {
+pub(crate) fn write_durably(
+    dest: &Path,
+    from: &mut dyn Read,
+    how: Durably,
+) -> Result<u64, DurableError> {
     let dir = folder_of(dest);
     let fail = |step, path: &Path| {
         let path = path.to_path_buf();
@@ -135,7 +139,7 @@ pub fn write_durably(dest: &Path, from: &mut dyn Read, how: Durably) -> Result<u
 }
 
 /// Copies the file `src` to `dest` with [`write_durably`].
-pub fn copy_durably(src: &Path, dest: &Path, how: Durably) -> Result<u64, DurableError> {
+pub(crate) fn copy_durably(src: &Path, dest: &Path, how: Durably) -> Result<u64, DurableError> {
     let mut from = File::open(src).map_err(|source| DurableError {
         step: "read",
         path: src.to_path_buf(),
@@ -145,13 +149,13 @@ pub fn copy_durably(src: &Path, dest: &Path, how: Durably) -> Result<u64, Durabl
 }
 
 /// Writes a file that only the owner may read (mode 0600), atomically and durably.
-pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomic(path, bytes)?;
     set_private(path)
 }
 
 /// Restricts `path` to its owner (mode 0600 on Unix).
-pub fn set_private(path: &Path) -> io::Result<()> {
+pub(crate) fn set_private(path: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -161,7 +165,7 @@ pub fn set_private(path: &Path) -> io::Result<()> {
 }
 
 /// Fsyncs a folder so that a rename or delete inside it is durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -193,7 +197,7 @@ pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
 }
 
 /// Largest state file read. The biggest, the entitlements, is a few KiB per product.
-pub const MAX_STATE_FILE: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_STATE_FILE: u64 = 16 * 1024 * 1024;
 
 /// Reads a state file through [`crate::secret::read_limited`]: `Ok(None)` when absent; a
 /// FIFO, device, folder or oversized file is `Corrupt`, never a hang or an unbounded read.
@@ -244,7 +248,7 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
 
 /// Loads a state file; a damaged one is moved aside to `<name>.corrupt` (kept for a person to
 /// look at) and treated as absent, with a warning. Used where starting afresh is safe.
-pub fn load_or_set_aside<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
+pub(crate) fn load_or_set_aside<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
     match load(path) {
         Err(StateError::Corrupt { path: p, reason }) => {
             let aside = p.with_extension("corrupt");
@@ -263,7 +267,7 @@ pub fn load_or_set_aside<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, 
 
 /// The grammar of a JPD id: 1 to 128 of letters, digits and `- _ . :`, starting with a letter
 /// or digit (what JES accepts, and a subset of what a bundle manifest may carry).
-pub fn valid_jpd_id(id: &str) -> bool {
+pub(crate) fn valid_jpd_id(id: &str) -> bool {
     let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':');
     !id.is_empty()
         && id.len() <= 128
@@ -272,22 +276,25 @@ pub fn valid_jpd_id(id: &str) -> bool {
 }
 
 /// Name of the JPD id file in the data folder: one line an operator can read.
-pub const JPD_ID_FILE: &str = "jpd_id";
+pub(crate) const JPD_ID_FILE: &str = "jpd_id";
 
 /// Name of its checksum, beside it, in `sha256sum` form (`sha256sum -c jpd_id.sha256`).
-pub const JPD_ID_SUM_FILE: &str = "jpd_id.sha256";
+pub(crate) const JPD_ID_SUM_FILE: &str = "jpd_id.sha256";
 
 /// Reads `<data_dir>/jpd_id` without writing anything: `Ok(None)` when neither it nor its
 /// checksum exists. The id must be one line of the id grammar and match `jpd_id.sha256` (an id
 /// from before checksums, with none beside it, is accepted). Anything else is `Corrupt`,
 /// naming the file: a damaged id must never be used as a new one.
-pub fn read_jpd_id(data_dir: &Path) -> Result<Option<String>, StateError> {
+pub(crate) fn read_jpd_id(data_dir: &Path) -> Result<Option<String>, StateError> {
     Ok(check_jpd_id(data_dir)?.map(|(id, _)| id))
 }
 
 /// The JPD id for a starting service: read and checked as [`read_jpd_id`] does, its checksum
 /// written when missing, or a new id from `make` with its checksum on first start.
-pub fn open_jpd_id(data_dir: &Path, make: impl FnOnce() -> String) -> Result<String, StateError> {
+pub(crate) fn open_jpd_id(
+    data_dir: &Path,
+    make: impl FnOnce() -> String,
+) -> Result<String, StateError> {
     match check_jpd_id(data_dir)? {
         Some((id, true)) => Ok(id),
         Some((_, false)) => {
@@ -358,7 +365,7 @@ fn check_jpd_id(data_dir: &Path) -> Result<Option<(String, bool)>, StateError> {
 
 /// Replaces `<data_dir>/jpd_id` and its checksum with `id`, which another source of truth
 /// holds (the JPD's shared database in database mode). An id outside the grammar is refused.
-pub fn adopt_jpd_id(data_dir: &Path, id: &str) -> Result<(), StateError> {
+pub(crate) fn adopt_jpd_id(data_dir: &Path, id: &str) -> Result<(), StateError> {
     if !valid_jpd_id(id) {
         return Err(StateError::Corrupt {
             path: data_dir.join(JPD_ID_FILE),
@@ -393,14 +400,13 @@ fn jpd_id_sum_line(bytes: &[u8]) -> String {
 
 /// An exclusive lock on a file, held until dropped; keeps two runs of one job apart.
 #[derive(Debug)]
-pub struct LockFile {
+pub(crate) struct LockFile {
     _file: File,
-    path: PathBuf,
 }
 
 impl LockFile {
     /// Takes the lock at `path` or fails at once if another process holds it.
-    pub fn try_acquire(path: &Path) -> io::Result<Option<LockFile>> {
+    pub(crate) fn try_acquire(path: &Path) -> io::Result<Option<LockFile>> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
@@ -414,10 +420,7 @@ impl LockFile {
                 // The holder's PID, so a refused caller can say who holds it.
                 file.set_len(0)?;
                 (&file).write_all(std::process::id().to_string().as_bytes())?;
-                Ok(Some(LockFile {
-                    _file: file,
-                    path: path.to_path_buf(),
-                }))
+                Ok(Some(LockFile { _file: file }))
             }
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e),
@@ -428,11 +431,6 @@ impl LockFile {
     /// file is missing or holds no number).
     pub fn holder(path: &Path) -> Option<u32> {
         fs::read_to_string(path).ok()?.trim().parse().ok()
-    }
-
-    /// The locked file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// The open lock file (to record who holds it).
@@ -453,7 +451,10 @@ fn lock_tries(wait: std::time::Duration) -> u128 {
 /// `Ok(None)` when another holder kept it the whole time. The one lock wait of async code: each
 /// try runs on the blocking pool and the pauses are timer sleeps, so a waiting task never
 /// holds up an async worker (a current-thread runtime keeps serving its other tasks).
-pub async fn wait_for_lock(path: &Path, wait: std::time::Duration) -> io::Result<Option<LockFile>> {
+pub(crate) async fn wait_for_lock(
+    path: &Path,
+    wait: std::time::Duration,
+) -> io::Result<Option<LockFile>> {
     let tries = lock_tries(wait);
     for attempt in 0..tries {
         let p = path.to_path_buf();
@@ -473,7 +474,7 @@ pub async fn wait_for_lock(path: &Path, wait: std::time::Duration) -> io::Result
 /// [`wait_for_lock`] for code that already runs on a blocking thread (inside
 /// `spawn_blocking`, or with no runtime): it sleeps the thread between tries, so it must never
 /// be called on an async worker.
-pub fn wait_for_lock_blocking(
+pub(crate) fn wait_for_lock_blocking(
     path: &Path,
     wait: std::time::Duration,
 ) -> io::Result<Option<LockFile>> {

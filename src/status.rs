@@ -206,7 +206,7 @@ pub struct ClusterStatus {
 }
 
 /// Adds the cluster rows to `report` (database mode; reads the database, writes nothing).
-pub async fn with_cluster(mut report: StatusReport, s: &App) -> StatusReport {
+pub(crate) async fn with_cluster(mut report: StatusReport, s: &App) -> StatusReport {
     let joined = s.cluster().map(|c| c.as_ref());
     report.cluster = crate::app::cluster::status_view(s.config(), joined)
         .await

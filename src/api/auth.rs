@@ -25,7 +25,7 @@ use std::sync::Arc;
 /// What a presented token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Scope {
+pub(crate) enum Scope {
     /// The API token: reads.
     Read,
     /// The admin token: reads and state changes.
@@ -45,11 +45,11 @@ impl Scope {
 /// A handler's one-line account of what it changed, set as a response extension; the audit
 /// log records it. Never a secret.
 #[derive(Debug, Clone)]
-pub struct AuditNote(pub String);
+pub(crate) struct AuditNote(pub String);
 
 /// The scope of a presented token, or `None` when it is neither token. Both tokens are
 /// compared, in constant time, whatever the first comparison says.
-pub fn scope_of(app: &App, presented: &str) -> Option<Scope> {
+pub(crate) fn scope_of(app: &App, presented: &str) -> Option<Scope> {
     let admin = app.admin_token().is_some_and(|t| t.ct_eq(presented));
     let read = app.api_token().is_some_and(|t| t.ct_eq(presented));
     match (admin, read) {
@@ -60,7 +60,7 @@ pub fn scope_of(app: &App, presented: &str) -> Option<Scope> {
 }
 
 /// The scope of a request's `Authorization: Bearer <token>`, or the 401 to answer.
-pub fn scope_of_request(app: &App, headers: &HeaderMap) -> Result<Scope, ApiError> {
+pub(crate) fn scope_of_request(app: &App, headers: &HeaderMap) -> Result<Scope, ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -84,7 +84,7 @@ pub fn scope_of_request(app: &App, headers: &HeaderMap) -> Result<Scope, ApiErro
 
 /// Decides the scope of every request it wraps (401 without a valid token, whatever the path)
 /// and hands it to the routes as a request extension.
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     State(service): State<Arc<ApiState>>,
     mut request: Request,
     next: Next,
@@ -100,7 +100,7 @@ pub async fn authenticate(
 
 /// Lets only the admin scope through to a state-changing route (403 with a sentence for the
 /// read scope) and writes the request to the audit log whatever its outcome.
-pub async fn require_admin(
+pub(crate) async fn require_admin(
     State(service): State<Arc<ApiState>>,
     request: Request,
     next: Next,
@@ -137,7 +137,7 @@ pub async fn require_admin(
 
 /// One line of `jfconnect-audit.log`.
 #[derive(Debug, Serialize)]
-pub struct AuditRecord {
+pub(crate) struct AuditRecord {
     /// When the answer was ready (RFC 3339, UTC).
     pub time: String,
     /// The scope the token proved, if any.
@@ -156,7 +156,7 @@ pub struct AuditRecord {
 
 /// Appends `record` to the audit log (off the async threads); a failure is logged, the
 /// answer stands.
-pub async fn record_change(app: &App, record: &AuditRecord) {
+pub(crate) async fn record_change(app: &App, record: &AuditRecord) {
     let audit = app.audit_log().clone();
     let line = match serde_json::to_value(record) {
         Ok(v) => v,

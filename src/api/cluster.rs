@@ -34,7 +34,7 @@ pub async fn cluster(State(s): State<Arc<ApiState>>) -> Result<Response, ApiErro
 }
 
 /// `None` when `job` may run here now; otherwise the 409 naming the node that holds its lease.
-pub async fn refuse_unless_holder(s: &ApiState, job: JobName) -> Option<ApiError> {
+pub(crate) async fn refuse_unless_holder(s: &ApiState, job: JobName) -> Option<ApiError> {
     let c = s.cluster()?;
     let keeper = c.lease(job.as_str())?;
     if keeper.current().is_some() {

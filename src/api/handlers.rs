@@ -111,7 +111,7 @@ struct LicenseBody {
 /// `PUT /api/v1/license`: set the license (raw text, or JSON `{"license_key": "..."}`) in
 /// `<data_dir>/license.api`, in effect before the admin's `license.file` (left untouched), and
 /// register again at once.
-pub async fn put_license(
+pub(crate) async fn put_license(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -200,7 +200,7 @@ pub async fn not_found() -> ApiError {
 }
 
 /// A known route with the wrong method.
-pub async fn method_not_allowed() -> ApiError {
+pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

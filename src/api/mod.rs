@@ -13,7 +13,7 @@ mod cluster;
 mod handlers;
 mod metrics;
 mod offline;
-pub mod request_log;
+pub(crate) mod request_log;
 mod watch;
 
 use watch::EntitlementsBody;
@@ -27,11 +27,11 @@ use axum::{Json, Router};
 use std::sync::Arc;
 
 /// Largest request body the API reads.
-pub const MAX_BODY: usize = 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 1024 * 1024;
 
 /// An API error: a status and a JSON body with a code and a sentence.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     body: ErrorBody,
 }
@@ -54,7 +54,7 @@ impl IntoResponse for ApiError {
 
 /// What the handlers share: the app, read through its methods, and the API's own cache of the
 /// rendered entitlements answer.
-pub struct ApiState {
+pub(crate) struct ApiState {
     app: Arc<App>,
     entitlements_body: EntitlementsBody,
 }

@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 /// Who a request proved to be, set on the response by the token check.
 #[derive(Debug, Clone, Copy)]
-pub struct AuthenticatedUser(pub &'static str);
+pub(crate) struct AuthenticatedUser(pub &'static str);
 
 /// The caller's address as the logs write it (`-` when the server did not record one).
 pub(crate) fn remote_address(request: &Request) -> String {
@@ -28,7 +28,7 @@ pub(crate) fn remote_address(request: &Request) -> String {
 }
 
 /// Logs the request once its answer is ready.
-pub async fn log_requests(request: Request, next: Next) -> Response {
+pub(crate) async fn log_requests(request: Request, next: Next) -> Response {
     let started = SystemClock.now();
     let trace_id = request
         .headers()

@@ -18,13 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest `?wait=` honoured.
-pub const MAX_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// The last rendered body, keyed by version, confirmation time and the second it was rendered
 /// in (`age_seconds` changes once a second). Products poll this route hard; rendering once a
 /// second instead of once a request is most of its cost.
 #[derive(Default)]
-pub struct EntitlementsBody(std::sync::Mutex<Option<(BodyKey, Bytes)>>);
+pub(crate) struct EntitlementsBody(std::sync::Mutex<Option<(BodyKey, Bytes)>>);
 
 type BodyKey = (String, i64, i64);
 

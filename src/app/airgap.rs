@@ -36,7 +36,7 @@ const JOB_WAIT: Duration = Duration::from_secs(60);
 /// A verified entitlements bundle, not imported: what it holds and which configured vendor
 /// key file signed it.
 #[derive(Debug, Clone)]
-pub struct BundlePreview {
+pub(crate) struct BundlePreview {
     /// The verified manifest and payload.
     pub verified: inbox::Verified,
     /// The file of `airgap.vendor_public_keys` whose key signed it.
@@ -45,7 +45,7 @@ pub struct BundlePreview {
 
 /// What an export did.
 #[derive(Debug, Clone)]
-pub struct ExportOutcome {
+pub(crate) struct ExportOutcome {
     /// Each exported bundle: where it was copied to, and what it is.
     pub files: Vec<(PathBuf, WrittenBundle)>,
     /// The usage job's summary.
@@ -97,7 +97,7 @@ impl App {
     /// Verifies the entitlements bundle `file`, puts its payload in the inbox and runs the
     /// entitlements job at once, under its lock; answers once the store holds the bundle's
     /// entitlements. A refused bundle changes nothing.
-    pub async fn import_entitlements_bundle(
+    pub(crate) async fn import_entitlements_bundle(
         &self,
         file: &Path,
     ) -> Result<ImportOutcome, AirgapError> {
@@ -133,7 +133,7 @@ impl App {
     /// kind, expiry, the import history) and reads its payload, changing nothing: the preview
     /// the console shows before "Apply" runs [`App::import_entitlements_bundle`], which
     /// verifies again.
-    pub async fn preview_entitlements_bundle(
+    pub(crate) async fn preview_entitlements_bundle(
         &self,
         file: &Path,
     ) -> Result<BundlePreview, AirgapError> {
@@ -170,7 +170,11 @@ impl App {
 
     /// The newest `n` bundles of `kind` in the outbox, newest first, each checked with the
     /// JPD's public key.
-    pub fn outbox_bundles(&self, kind: Kind, n: u64) -> Result<Vec<WrittenBundle>, AirgapError> {
+    pub(crate) fn outbox_bundles(
+        &self,
+        kind: Kind,
+        n: u64,
+    ) -> Result<Vec<WrittenBundle>, AirgapError> {
         let (outbox, _, _) = self.airgapped("the outbox")?;
         let last = outbox.last_sequence(kind)?;
         let mut found = outbox.written_since(kind, last.saturating_sub(n))?;
@@ -180,7 +184,7 @@ impl App {
 
     /// The outbox file called `name`, when `name` is a bundle file name this JPD writes and
     /// the file exists (never a path outside the outbox).
-    pub fn outbox_file(&self, name: &str) -> Option<PathBuf> {
+    pub(crate) fn outbox_file(&self, name: &str) -> Option<PathBuf> {
         let outbox = self.outbox.as_ref()?;
         let plain = name
             .bytes()
@@ -194,7 +198,7 @@ impl App {
     }
 
     /// A fresh signed registration bundle in the outbox, for the license in effect.
-    pub async fn registration_bundle(&self) -> Result<WrittenBundle, AirgapError> {
+    pub(crate) async fn registration_bundle(&self) -> Result<WrittenBundle, AirgapError> {
         let (outbox, _, _) = self.airgapped("an offline registration")?;
         let license = self
             .license
@@ -209,7 +213,7 @@ impl App {
 
     /// Runs the export described in the module doc.
     /// An existing `out` is kept (refused before anything runs) unless `replace`.
-    pub async fn export_usage_bundle(
+    pub(crate) async fn export_usage_bundle(
         &self,
         out: &Path,
         replace: bool,

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The job whose lease decides who talks to JES.
-pub const ENTITLEMENTS_JOB: JobName = JobName::Entitlements;
+pub(crate) const ENTITLEMENTS_JOB: JobName = JobName::Entitlements;
 
 /// How often a node polls the shared entitlements besides LISTEN.
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -81,7 +81,7 @@ pub async fn join(
 /// The cluster as `status` shows it: `None` without `shared.database`; else the database's URL
 /// (no password) and the view, read through `joined` when this process takes part, else read
 /// without joining (no migration, nothing written), or why it could not be read.
-pub async fn status_view(
+pub(crate) async fn status_view(
     config: &Config,
     joined: Option<&Cluster>,
 ) -> Option<(String, Result<ClusterView, String>)> {
@@ -171,7 +171,7 @@ async fn adopt_identity(config: &Config, store: &PgStore) -> Result<(), AppError
 
 /// The entitlements job as run by a cluster node: only the leaseholder runs it, and what it
 /// stored is written to the shared store with the lease's epoch.
-pub struct LeasedJob {
+pub(crate) struct LeasedJob {
     inner: Arc<dyn Job>,
     cluster: Arc<Cluster>,
     entitlements: Arc<EntitlementsStore>,
@@ -179,7 +179,7 @@ pub struct LeasedJob {
 
 impl LeasedJob {
     /// Wraps `inner`.
-    pub fn wrap(
+    pub(crate) fn wrap(
         inner: Arc<dyn Job>,
         cluster: Arc<Cluster>,
         entitlements: Arc<EntitlementsStore>,

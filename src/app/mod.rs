@@ -7,8 +7,7 @@
 mod airgap;
 mod serve_lock;
 
-pub use airgap::{BundlePreview, ExportOutcome};
-pub use serve_lock::{ServeLock, ServeLockError};
+pub(crate) use serve_lock::ServeLock;
 pub mod cluster;
 
 use crate::clock::SharedClock;
@@ -102,7 +101,7 @@ impl App {
         self.admin_token.as_ref()
     }
     /// The audit log of state changes made through the API.
-    pub fn audit_log(&self) -> &Arc<crate::logging::AuditLog> {
+    pub(crate) fn audit_log(&self) -> &Arc<crate::logging::AuditLog> {
         &self.audit
     }
     /// Time.
@@ -136,7 +135,7 @@ impl App {
     /// Air-gapped, before the first import: the registration bundle waiting in the outbox to
     /// be carried to the vendor (its absolute path). `None` once entitlements are imported, in
     /// online mode, or when no registration bundle was written.
-    pub fn registration_to_carry(&self) -> Option<std::path::PathBuf> {
+    pub(crate) fn registration_to_carry(&self) -> Option<std::path::PathBuf> {
         if !self.config.airgap.enabled || self.entitlements.snapshot().current.is_some() {
             return None;
         }
@@ -154,7 +153,7 @@ enum Access {
 }
 
 /// What a read-only view shows before the first start made a JPD id.
-pub const NO_JPD_ID: &str = "(not assigned yet)";
+pub(crate) const NO_JPD_ID: &str = "(not assigned yet)";
 
 /// Reads `<data_dir>/jpd_id` (checked against its grammar and checksum, the checksum added
 /// when missing), making one on first start.
@@ -235,7 +234,7 @@ pub fn api_token(config: &Config) -> Result<Secret, AppError> {
 }
 
 /// The API token if one is configured or was made before; never makes one.
-pub fn existing_api_token(config: &Config) -> Result<Option<Secret>, AppError> {
+pub(crate) fn existing_api_token(config: &Config) -> Result<Option<Secret>, AppError> {
     TokenFile::api(config).existing()
 }
 
@@ -246,13 +245,13 @@ pub fn admin_token(config: &Config) -> Result<Secret, AppError> {
 }
 
 /// The admin token if one is configured or was made before; never makes one.
-pub fn existing_admin_token(config: &Config) -> Result<Option<Secret>, AppError> {
+pub(crate) fn existing_admin_token(config: &Config) -> Result<Option<Secret>, AppError> {
     TokenFile::admin(config).existing()
 }
 
 /// The license file: the configured one, or `<data_dir>/license` (where `PUT /api/v1/license`
 /// writes when none is configured).
-pub fn license_source(config: &Config) -> LicenseSource {
+pub(crate) fn license_source(config: &Config) -> LicenseSource {
     LicenseSource {
         api_path: Some(config.data_dir.join("license.api")),
         path: Some(
@@ -364,7 +363,7 @@ impl App {
 
     /// Opens what exists, for read-only commands (`status`): never creates the data folder, a
     /// JPD id or an API token; what is missing reads as "not yet".
-    pub fn open_read_only(config: Config, clock: SharedClock) -> Result<App, AppError> {
+    pub(crate) fn open_read_only(config: Config, clock: SharedClock) -> Result<App, AppError> {
         App::assemble(config, clock, None, false, Access::ReadOnly, None)
     }
 

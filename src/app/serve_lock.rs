@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Why the data folder could not be claimed.
 #[derive(Debug, thiserror::Error)]
-pub enum ServeLockError {
+pub(crate) enum ServeLockError {
     /// Another process serves the folder.
     #[error("another jfconnect{} is already serving the data folder {data_dir}; stop it, or give this one its own jfconnect.data_dir", .pid.map(|p| format!(" (PID {p})")).unwrap_or_default())]
     Held {
@@ -29,7 +29,7 @@ pub enum ServeLockError {
 
 /// Held while this process serves the data folder; released when dropped (or the process ends).
 #[derive(Debug)]
-pub struct ServeLock {
+pub(crate) struct ServeLock {
     _lock: LockFile,
 }
 
@@ -40,7 +40,7 @@ impl ServeLock {
     }
 
     /// Claims `data_dir` for this process and writes its PID into the lock file.
-    pub fn acquire(data_dir: &Path) -> Result<ServeLock, ServeLockError> {
+    pub(crate) fn acquire(data_dir: &Path) -> Result<ServeLock, ServeLockError> {
         let path = ServeLock::path(data_dir);
         let io = |source| ServeLockError::Io {
             path: path.clone(),

@@ -18,7 +18,7 @@ use super::manifest::{format_time, Manifest};
 use crate::clock::SharedClock;
 
 /// Allowed clock skew for the rollback guard.
-pub const CLOCK_SKEW: Duration = Duration::minutes(5);
+pub(crate) const CLOCK_SKEW: Duration = Duration::minutes(5);
 
 /// The import history of one kind of bundle from one trust domain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,7 +45,7 @@ pub struct Expectations {
 }
 
 /// Checks kind, JPD, expiry, clock rollback, replay and sequence, in that order.
-pub fn check_policy(m: &Manifest, expect: &Expectations) -> Result<(), BundleError> {
+pub(crate) fn check_policy(m: &Manifest, expect: &Expectations) -> Result<(), BundleError> {
     if let Some(kind) = expect.kind.filter(|k| *k != m.kind) {
         return Err(BundleError::WrongKind {
             expected: kind,
@@ -98,7 +98,7 @@ pub fn check_policy(m: &Manifest, expect: &Expectations) -> Result<(), BundleErr
 
 impl ImportState {
     /// The history after importing `m`.
-    pub fn with_imported(mut self, m: &Manifest) -> Result<ImportState, BundleError> {
+    pub(crate) fn with_imported(mut self, m: &Manifest) -> Result<ImportState, BundleError> {
         let created = m.created()?;
         self.last_sequence = Some(m.sequence);
         self.newest_created = Some(self.newest_created.map_or(created, |c| c.max(created)));

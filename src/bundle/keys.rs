@@ -38,13 +38,13 @@ pub fn keys_generate(prefix: &Path) -> Result<SecretKey, BundleError> {
 }
 
 /// Writes a secret key file, owner-only.
-pub fn write_secret_key(path: &Path, sk: &SecretKey) -> Result<(), BundleError> {
+pub(crate) fn write_secret_key(path: &Path, sk: &SecretKey) -> Result<(), BundleError> {
     crate::state::write_private(path, sk.to_file_string().as_bytes())
         .map_err(|e| BundleError::io("write", path, e))
 }
 
 /// Writes a public key file.
-pub fn write_public_key(path: &Path, pk: &PublicKey) -> Result<(), BundleError> {
+pub(crate) fn write_public_key(path: &Path, pk: &PublicKey) -> Result<(), BundleError> {
     crate::state::write_atomic(path, pk.to_file_string().as_bytes())
         .map_err(|e| BundleError::io("write", path, e))?;
     #[cfg(unix)]

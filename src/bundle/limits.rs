@@ -54,7 +54,7 @@ impl Default for Limits {
 }
 
 /// Fails with `InvalidData` as soon as more than `limit` bytes come through.
-pub struct MaxSizeAdapter<R> {
+pub(crate) struct MaxSizeAdapter<R> {
     inner: R,
     limit: u64,
     seen: u64,
@@ -63,7 +63,7 @@ pub struct MaxSizeAdapter<R> {
 /// Marker carried inside the `io::Error` when a [`MaxSizeAdapter`] trips.
 #[derive(Debug, thiserror::Error)]
 #[error("more than {0} bytes")]
-pub struct OverLimit(pub u64);
+pub(crate) struct OverLimit(pub u64);
 
 impl<R: Read> MaxSizeAdapter<R> {
     /// Caps `inner` at `limit` bytes.
@@ -73,11 +73,6 @@ impl<R: Read> MaxSizeAdapter<R> {
             limit,
             seen: 0,
         }
-    }
-
-    /// Bytes passed through so far.
-    pub fn seen(&self) -> u64 {
-        self.seen
     }
 }
 
@@ -101,10 +96,10 @@ impl<R: Read> Read for MaxSizeAdapter<R> {
 /// Marker carried inside the `io::Error` when a [`DigestAdapter`] ends on a mismatch.
 #[derive(Debug, thiserror::Error)]
 #[error("SHA-256 or size does not match")]
-pub struct DigestMismatch;
+pub(crate) struct DigestMismatch;
 
 /// Hashes what passes through; at end of stream fails unless size and SHA-256 are as expected.
-pub struct DigestAdapter<R> {
+pub(crate) struct DigestAdapter<R> {
     inner: R,
     hasher: Sha256,
     expected_sha256: [u8; 32],

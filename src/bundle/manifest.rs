@@ -18,9 +18,9 @@ pub const SUMS: &str = "SHA256SUMS";
 /// Fixed entry names.
 pub const SIGNATURE: &str = "SHA256SUMS.minisig";
 /// Every payload entry's path starts with this.
-pub const PAYLOAD_PREFIX: &str = "payload/";
+pub(crate) const PAYLOAD_PREFIX: &str = "payload/";
 /// The largest sequence number (fits a JSON number exactly in every language).
-pub const MAX_SEQUENCE: u64 = (1 << 53) - 1;
+pub(crate) const MAX_SEQUENCE: u64 = (1 << 53) - 1;
 const MAX_PATH: usize = 512;
 
 /// One payload file as listed in the manifest.
@@ -71,13 +71,13 @@ fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, BundleError> {
 }
 
 /// Checks an id (bundle id, JPD id): 1–128 of `A-Z a-z 0-9 . _ - : @`, first alphanumeric.
-pub fn valid_id(s: &str) -> bool {
+pub(crate) fn valid_id(s: &str) -> bool {
     let ok = |b: u8| b.is_ascii_alphanumeric() || b".-_:@".contains(&b);
     !s.is_empty() && s.len() <= 128 && s.as_bytes()[0].is_ascii_alphanumeric() && s.bytes().all(ok)
 }
 
 /// Checks that a zip entry name is a safe relative path.
-pub fn check_path(name: &[u8]) -> Result<&str, BundleError> {
+pub(crate) fn check_path(name: &[u8]) -> Result<&str, BundleError> {
     let lossy = || String::from_utf8_lossy(name).into_owned();
     let fail = |problem| BundleError::UnsafePath {
         path: lossy(),
@@ -138,7 +138,7 @@ impl Manifest {
     }
 
     /// Checks every field's content, as [`Manifest::parse`] does.
-    pub fn validate(&self) -> Result<(), BundleError> {
+    pub(crate) fn validate(&self) -> Result<(), BundleError> {
         let bad = |m: String| Err(BundleError::MalformedManifest(m));
         if self.format != FORMAT_V1 {
             return Err(BundleError::UnsupportedFormat(self.format.clone()));
@@ -199,7 +199,7 @@ pub fn sums_line(sha256_hex: &str, path: &str) -> String {
 /// Parses `SHA256SUMS` strictly (bundle-format §3): UTF-8, every line exactly
 /// `<64 lower-case hex><two spaces><path>` ended by one LF, no CR anywhere, no blank line, no
 /// path listed twice. Anything `sha256sum -c` would read differently is refused.
-pub fn parse_sums(text: &[u8]) -> Result<Vec<(String, String)>, BundleError> {
+pub(crate) fn parse_sums(text: &[u8]) -> Result<Vec<(String, String)>, BundleError> {
     let bad = |line: usize, m: &str| BundleError::MalformedSums(format!("line {line} {m}"));
     let text = std::str::from_utf8(text)
         .map_err(|_| BundleError::MalformedSums("it is not UTF-8".into()))?;

@@ -27,7 +27,7 @@ const PUBLIC_KEY_LEN: usize = 2 + 8 + 32;
 const SECRET_KEY_LEN: usize = 2 + 2 + 2 + 32 + 8 + 8 + 8 + 64 + 32;
 const SIG_LEN: usize = 2 + 8 + 64;
 /// minisign's limit on a trusted comment (TRUSTEDCOMMENTMAXBYTES less its prefix).
-pub const TRUSTED_COMMENT_MAX: usize = 8192 - TRUSTED_PREFIX.len() - 2;
+pub(crate) const TRUSTED_COMMENT_MAX: usize = 8192 - TRUSTED_PREFIX.len() - 2;
 
 /// The 8-byte key number that names a minisign key pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,7 +86,7 @@ pub fn generate_keypair() -> SecretKey {
 
 impl PublicKey {
     /// Parses the base64 line of a public key (what `minisign -P` takes).
-    pub fn from_base64(line: &str) -> Result<PublicKey, String> {
+    pub(crate) fn from_base64(line: &str) -> Result<PublicKey, String> {
         let bytes = B64
             .decode(line.trim())
             .map_err(|_| "the key line is not base64".to_string())?;
@@ -118,7 +118,7 @@ impl PublicKey {
     }
 
     /// The base64 line.
-    pub fn to_base64(&self) -> String {
+    pub(crate) fn to_base64(&self) -> String {
         let mut bytes = Vec::with_capacity(PUBLIC_KEY_LEN);
         bytes.extend_from_slice(SIGALG);
         bytes.extend_from_slice(&self.id.0);
@@ -229,7 +229,7 @@ impl SecretKey {
     }
 
     /// Like [`SecretKey::sign`], given the BLAKE2b-512 of the data (for streamed data).
-    pub fn sign_digest(
+    pub(crate) fn sign_digest(
         &self,
         digest: &[u8; 64],
         untrusted: &str,
@@ -317,7 +317,11 @@ impl MinisignSignature {
     }
 
     /// Checks the signature over data whose BLAKE2b-512 is `digest`, then the trusted comment.
-    pub fn verify_digest(&self, key: &PublicKey, digest: &[u8; 64]) -> Result<(), BundleError> {
+    pub(crate) fn verify_digest(
+        &self,
+        key: &PublicKey,
+        digest: &[u8; 64],
+    ) -> Result<(), BundleError> {
         if key.id != self.key_id {
             return Err(BundleError::UnknownKey(self.key_id.to_string()));
         }

@@ -27,23 +27,26 @@ mod write;
 mod zipdir;
 
 pub use error::{BundleError, PathProblem};
-pub use import_state::{check_policy, Expectations, ImportState, ImportStore, CLOCK_SKEW};
-pub use inspect::{inspect_bundle, BundleSummary};
+
+pub use import_state::{Expectations, ImportState, ImportStore};
+pub use inspect::inspect_bundle;
+pub use inspect::BundleSummary;
 pub use keys::{
     keys_generate, load_or_generate, read_public_key, read_secret_key, read_trusted_keys,
-    write_public_key, write_secret_key,
 };
+pub(crate) use keys::{write_public_key, write_secret_key};
 pub use kind::Kind;
-pub use limits::{DigestAdapter, Limits, MaxSizeAdapter};
+pub use limits::Limits;
+
 pub use manifest::{
-    format_time, parse_sums, sums_line, Manifest, ManifestEntry, FORMAT_V1, MANIFEST,
-    PAYLOAD_PREFIX, SIGNATURE, SUMS,
+    format_time, sums_line, Manifest, ManifestEntry, FORMAT_V1, MANIFEST, SIGNATURE, SUMS,
 };
-pub use minisign::{generate_keypair, KeyId, MinisignSignature, PublicKey, SecretKey, TrustedKeys};
+
+pub use minisign::KeyId;
 pub use names::name_key;
-pub use verify::{
-    verify_bundle, verify_bytes, verify_file_with_pubkey, verify_self_signed, VerifiedBundle,
-};
+pub use minisign::{generate_keypair, MinisignSignature, PublicKey, SecretKey, TrustedKeys};
+pub use verify::VerifiedBundle;
+pub use verify::{verify_bundle, verify_bytes, verify_file_with_pubkey, verify_self_signed};
 pub use write::{
     new_bundle_id, write_bundle, BundleSpec, PayloadEntry, PayloadSource, UNTRUSTED_COMMENT,
 };

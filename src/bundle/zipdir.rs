@@ -23,7 +23,7 @@ pub trait Source: Sync {
 }
 
 /// A bundle held in memory.
-pub struct SliceSource<'a>(pub &'a [u8]);
+pub(crate) struct SliceSource<'a>(pub &'a [u8]);
 
 impl Source for SliceSource<'_> {
     fn len(&self) -> u64 {
@@ -51,7 +51,7 @@ impl Source for std::fs::File {
 
 /// One checked zip entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ZipEntry {
+pub(crate) struct ZipEntry {
     /// The entry name, checked safe.
     pub path: String,
     /// 0 stored, 8 deflate.
@@ -331,7 +331,10 @@ fn check_entry_size(
 }
 
 /// Reads and checks the whole directory: end record, central records, local headers, overlaps.
-pub fn read_entries(src: &dyn Source, limits: &Limits) -> Result<Vec<ZipEntry>, BundleError> {
+pub(crate) fn read_entries(
+    src: &dyn Source,
+    limits: &Limits,
+) -> Result<Vec<ZipEntry>, BundleError> {
     let dir = find_directory(src, limits)?;
     let cd = read_at(src, dir.offset, dir.size)?;
     let mut f = Fields::new(&cd);

@@ -191,7 +191,7 @@ impl Failure {
         }
     }
     /// Exit code 2.
-    pub fn bad_input(message: impl std::fmt::Display) -> Self {
+    pub(crate) fn bad_input(message: impl std::fmt::Display) -> Self {
         Failure {
             code: 2,
             message: message.to_string(),
@@ -325,7 +325,7 @@ async fn serve(cli: &Cli) -> Result<(), Failure> {
 }
 
 /// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

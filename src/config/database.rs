@@ -44,7 +44,7 @@ impl std::fmt::Debug for DatabaseSettings {
 
 impl DatabaseSettings {
     /// The URL without the password, for logs and `status`.
-    pub fn display_url(&self) -> String {
+    pub(crate) fn display_url(&self) -> String {
         format!(
             "postgres://{}@{}:{}/{}",
             self.username, self.host, self.port, self.database

@@ -24,10 +24,10 @@ const CAPTURED: &[&str] = &[
 ];
 
 /// Environment variable naming the config file when `--config` is absent.
-pub const CONFIG_ENV: &str = "JFCONNECT_CONFIG";
+pub(crate) const CONFIG_ENV: &str = "JFCONNECT_CONFIG";
 
 /// Environment variable overriding the spool settle window, in milliseconds (tests, demo).
-pub const SETTLE_ENV: &str = "JFCONNECT_SPOOL_SETTLE_MS";
+pub(crate) const SETTLE_ENV: &str = "JFCONNECT_SPOOL_SETTLE_MS";
 
 /// A snapshot of the environment variables jfconnect reads.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -46,7 +46,7 @@ impl ProcessEnv {
     }
 
     /// An environment made of `vars` (tests).
-    pub fn from_vars(vars: BTreeMap<String, String>) -> ProcessEnv {
+    pub(crate) fn from_vars(vars: BTreeMap<String, String>) -> ProcessEnv {
         ProcessEnv { vars }
     }
 
@@ -61,12 +61,12 @@ impl ProcessEnv {
     }
 
     /// True when `NO_COLOR` is set to anything but the empty string (no colour in logs).
-    pub fn no_color(&self) -> bool {
+    pub(crate) fn no_color(&self) -> bool {
         self.vars.get("NO_COLOR").is_some_and(|v| !v.is_empty())
     }
 
     /// The spool settle window set by [`SETTLE_ENV`], if any.
-    pub fn spool_settle(&self) -> Option<Duration> {
+    pub(crate) fn spool_settle(&self) -> Option<Duration> {
         self.vars
             .get(SETTLE_ENV)
             .and_then(|v| v.trim().parse::<u64>().ok())

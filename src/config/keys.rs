@@ -54,7 +54,7 @@ pub struct Key {
 }
 
 /// The environment variable that overrides `key` (a path under `jfconnect.`).
-pub fn env_name(key: &str) -> String {
+pub(crate) fn env_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.replace('.', "_").to_uppercase())
 }
 
@@ -72,7 +72,7 @@ pub fn keys() -> &'static [Key] {
 }
 
 /// The keys jfconnect reads under `shared.`.
-pub fn shared_keys() -> &'static [Key] {
+pub(crate) fn shared_keys() -> &'static [Key] {
     static KEYS: OnceLock<Vec<Key>> = OnceLock::new();
     KEYS.get_or_init(|| derive(Section::Shared, serde_yaml::to_value(Shared::default())))
 }

@@ -27,7 +27,7 @@ impl ConfigFile {
 
     /// The file to read: `explicit`, else the first of the lookup that applies; `None` when no
     /// file is read.
-    pub fn locate(
+    pub(crate) fn locate(
         explicit: Option<&Path>,
         env: &ProcessEnv,
     ) -> Result<Option<ConfigFile>, ConfigError> {

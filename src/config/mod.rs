@@ -37,15 +37,17 @@ mod show;
 mod validate;
 
 pub use database::{DatabaseSettings, TlsMode};
-pub use env::{ProcessEnv, CONFIG_ENV, SETTLE_ENV};
-pub use keys::{env_name, keys, shared_keys, Key, Kind, Section};
+pub(crate) use env::ProcessEnv;
+pub(crate) use keys::{env_name, Section};
+pub use keys::{keys, Kind};
 pub use layers::{Source, Sources};
 pub use locate::ConfigFile;
-pub use serde_forms::parse_interval;
-pub use shared::{Database, Node, Security, Shared, SHARED_ENV_PREFIX};
+pub(crate) use serde_forms::parse_interval;
+
+pub use shared::{Node, Shared};
 
 /// Prefix of every environment override.
-pub const ENV_PREFIX: &str = "JF_JFCONNECT_";
+pub(crate) const ENV_PREFIX: &str = "JF_JFCONNECT_";
 
 /// Data folder when neither the file nor the environment names one.
 const DEFAULT_DATA_DIR: &str = "jfconnect-data";
@@ -578,7 +580,7 @@ impl Config {
     /// address and data folder taken from the file or environment where they are valid on
     /// their own, so health checks answer where the operator expects them. `None` when the
     /// service is not disabled.
-    pub fn disabled_fallback(explicit: Option<&Path>) -> Option<Config> {
+    pub(crate) fn disabled_fallback(explicit: Option<&Path>) -> Option<Config> {
         let env = ProcessEnv::capture();
         let file = ConfigFile::locate(explicit, &env).ok()?;
         let tree = layers::layered_tree(file.as_ref().map(|f| f.path.as_path()), &env)
@@ -624,7 +626,7 @@ impl Config {
     }
 
     /// The config file in use, and how it was found, as `status` and `serve` print it.
-    pub fn file_description(&self) -> String {
+    pub(crate) fn file_description(&self) -> String {
         match &self.file {
             Some(f) => f.to_string(),
             None => "none (built-in defaults and environment variables)".into(),
@@ -632,13 +634,13 @@ impl Config {
     }
 
     /// Path of the state folder.
-    pub fn state_dir(&self) -> PathBuf {
+    pub(crate) fn state_dir(&self) -> PathBuf {
         self.data_dir.join("state")
     }
 
     /// The folder of the audit log (`jfconnect-audit.log`): `log.dir`, else `<data_dir>/logs`
     /// (state changes are recorded even when no other log file is kept).
-    pub fn audit_log_dir(&self) -> PathBuf {
+    pub(crate) fn audit_log_dir(&self) -> PathBuf {
         self.log
             .dir
             .clone()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use url::Url;
 
 /// Parses an interval such as `30s`, `15m`, `24h`, `7d` (a whole number and one unit).
-pub fn parse_interval(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let hint = "use a whole number and a unit, e.g. 30s, 15m, 24h";
     let split = s

@@ -10,10 +10,10 @@ use std::cell::Cell;
 use std::fmt;
 
 /// Deepest nesting accepted (mappings, sequences, flow collections).
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 /// Most values (scalars, mappings, sequences) in the document with every alias expanded.
-pub const MAX_NODES: usize = 100_000;
+pub(crate) const MAX_NODES: usize = 100_000;
 
 /// Refuses `text` when it nests deeper than [`MAX_DEPTH`] or expands to more than
 /// [`MAX_NODES`] values; the reason is one sentence.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Prefix of the environment overrides of `shared:` keys.
-pub const SHARED_ENV_PREFIX: &str = "JF_SHARED_";
+pub(crate) const SHARED_ENV_PREFIX: &str = "JF_SHARED_";
 
 /// `shared.*`
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -1,3 +1,4 @@
+use super::keys::shared_keys;
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -144,7 +144,7 @@ pub async fn registration(
 }
 
 /// `GET /ui/airgap/outbox/{name}`: a bundle of the outbox, as a download.
-pub async fn outbox_file(
+pub(crate) async fn outbox_file(
     State(console): State<Arc<Console>>,
     _admin: Admin,
     Path(name): Path<String>,
@@ -452,7 +452,7 @@ pub async fn preview(State(console): State<Arc<Console>>, admin: Admin) -> Respo
 
 /// The Apply and Cancel forms.
 #[derive(Deserialize)]
-pub struct DecisionForm {
+pub(crate) struct DecisionForm {
     csrf: String,
     id: String,
 }

@@ -117,7 +117,7 @@ impl FromRequestParts<Arc<Console>> for Admin {
 
 impl Admin {
     /// Runs `f` on this admin's session, if it is still alive.
-    pub fn with_session<T>(
+    pub(crate) fn with_session<T>(
         &self,
         console: &Console,
         f: impl FnOnce(&mut Session) -> T,
@@ -132,7 +132,7 @@ impl Admin {
     }
 
     /// `Err` unless `presented` is this session's CSRF token.
-    pub fn check_csrf(&self, presented: &str) -> Result<(), CsrfRefused> {
+    pub(crate) fn check_csrf(&self, presented: &str) -> Result<(), CsrfRefused> {
         let ok = crate::secret::Secret::new(self.csrf.clone()).ct_eq(presented);
         if ok {
             Ok(())
@@ -144,7 +144,7 @@ impl Admin {
 
 /// A form without this session's CSRF token: answered 403.
 #[derive(Debug)]
-pub struct CsrfRefused;
+pub(crate) struct CsrfRefused;
 
 impl IntoResponse for CsrfRefused {
     fn into_response(self) -> Response {
@@ -167,13 +167,13 @@ fn forbidden(text: &str) -> Response {
 
 /// A form that carries only the CSRF token.
 #[derive(Deserialize)]
-pub struct CsrfForm {
+pub(crate) struct CsrfForm {
     /// The session's CSRF token.
     pub csrf: String,
 }
 
 /// A form that carries the session's CSRF token.
-pub trait CarriesCsrf {
+pub(crate) trait CarriesCsrf {
     /// The token the form carried.
     fn csrf(&self) -> &str;
 }
@@ -186,7 +186,7 @@ impl CarriesCsrf for CsrfForm {
 
 /// A state-changing form posted by a signed-in admin, its CSRF token checked: a handler that
 /// takes it cannot forget the check.
-pub struct Posted<T> {
+pub(crate) struct Posted<T> {
     /// Who posted it.
     pub admin: Admin,
     /// What it holds.
@@ -215,7 +215,7 @@ where
 /// Refuses a state-changing request sent from another site (`Origin` or `Sec-Fetch-Site`
 /// naming another origin). The CSRF token is the check; this one stops such a request before
 /// it reaches a handler.
-pub async fn same_origin(request: Request, next: Next) -> Response {
+pub(crate) async fn same_origin(request: Request, next: Next) -> Response {
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }
@@ -273,12 +273,12 @@ pub async fn audit(State(console): State<Arc<Console>>, request: Request, next: 
 }
 
 #[derive(Deserialize)]
-pub struct NextQuery {
+pub(crate) struct NextQuery {
     next: Option<String>,
 }
 
 /// `GET /ui/login`.
-pub async fn login_page(Query(q): Query<NextQuery>) -> Response {
+pub(crate) async fn login_page(Query(q): Query<NextQuery>) -> Response {
     login_form(&safe_next(q.next.as_deref()), None, StatusCode::OK)
 }
 
@@ -299,7 +299,7 @@ fn login_form(next: &str, problem: Option<&str>, status: StatusCode) -> Response
 }
 
 #[derive(Deserialize)]
-pub struct LoginForm {
+pub(crate) struct LoginForm {
     token: String,
     next: Option<String>,
 }

@@ -33,7 +33,7 @@ struct Bar {
 }
 
 /// One day's counts by product.
-pub type Day = (NaiveDate, BTreeMap<String, u64>);
+pub(crate) type Day = (NaiveDate, BTreeMap<String, u64>);
 
 /// The products in the legend, most files first, at most [`COLOURS`] - 1 (the last colour is
 /// for all others), and whether there are others.
@@ -67,7 +67,7 @@ fn axis_max(max: u64) -> u64 {
 }
 
 /// The chart of `days` (oldest first), or a sentence when nothing was counted.
-pub fn usage_chart(days: &[Day]) -> Markup {
+pub(crate) fn usage_chart(days: &[Day]) -> Markup {
     let total: u64 = days.iter().flat_map(|(_, p)| p.values()).sum();
     if total == 0 {
         return html! { p.empty { "No usage files were acknowledged in these days." } };

@@ -7,14 +7,14 @@ use maud::{html, Markup, DOCTYPE};
 
 /// Which navigation entry is the current page.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Nav {
+pub(crate) enum Nav {
     Overview,
     Usage,
     Airgap,
 }
 
 /// What the frame shows around a page.
-pub struct Frame<'a> {
+pub(crate) struct Frame<'a> {
     /// The page.
     pub nav: Nav,
     /// "connected" or "air-gapped".
@@ -40,7 +40,7 @@ fn head(title: &str) -> Markup {
 }
 
 /// A page without navigation (sign-in, errors).
-pub fn bare(title: &str, body: Markup) -> Markup {
+pub(crate) fn bare(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {

@@ -34,16 +34,16 @@ use axum::Router;
 use std::sync::{Arc, Mutex};
 
 /// Where the console is served.
-pub const MOUNT: &str = "/ui/";
+pub(crate) const MOUNT: &str = "/ui/";
 
 /// The Content Security Policy of every console answer.
-pub const CSP: &str = "default-src 'self'; frame-ancestors 'none'; form-action 'self'";
+pub(crate) const CSP: &str = "default-src 'self'; frame-ancestors 'none'; form-action 'self'";
 
 /// Largest form body (login, buttons); bundle uploads have their own cap.
 const MAX_FORM: usize = 64 * 1024;
 
 /// What the console's handlers share.
-pub struct Console {
+pub(crate) struct Console {
     app: Arc<App>,
     sessions: Mutex<session::Sessions>,
     throttle: Mutex<session::Throttle>,

@@ -18,9 +18,9 @@ use std::time::Duration;
 /// A session ends after this long without a request.
 pub const IDLE: Duration = Duration::from_secs(30 * 60);
 /// A session ends this long after login, whatever happens.
-pub const MAX_AGE: Duration = Duration::from_secs(12 * 3600);
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(12 * 3600);
 /// Most sessions alive at once.
-pub const MAX_SESSIONS: usize = 32;
+pub(crate) const MAX_SESSIONS: usize = 32;
 /// Failed logins from one address before it has to wait.
 pub const MAX_FAILURES: u32 = 5;
 /// How long failures from one address are remembered (and the wait once over the limit).
@@ -30,7 +30,7 @@ const MAX_ADDRESSES: usize = 4096;
 
 /// A message shown once on the next page.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Flash {
+pub(crate) struct Flash {
     /// `ok`, `warn` or `bad`.
     pub tone: &'static str,
     /// The sentence.
@@ -63,7 +63,7 @@ impl Flash {
 
 /// An uploaded entitlements bundle that passed the checks and waits for Apply or Cancel.
 #[derive(Debug)]
-pub struct PendingBundle {
+pub(crate) struct PendingBundle {
     /// The uploaded file (removed when dropped).
     pub file: tempfile::TempPath,
     /// The name the browser gave it.
@@ -74,7 +74,7 @@ pub struct PendingBundle {
 
 /// One logged-in browser.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     /// The token every state-changing form carries.
     pub csrf: String,
     /// Shown once on the next page.
@@ -87,7 +87,7 @@ pub struct Session {
 
 /// The live sessions, by the SHA-256 of their cookie.
 #[derive(Debug, Default)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     by_hash: HashMap<String, Session>,
 }
 
@@ -96,7 +96,7 @@ fn hash(id: &str) -> String {
 }
 
 /// A fresh random token (256 bits, hex).
-pub fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
@@ -151,7 +151,7 @@ impl Sessions {
 
 /// Failed logins per address.
 #[derive(Debug, Default)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     failures: HashMap<IpAddr, (u32, Duration)>,
 }
 

@@ -399,6 +399,6 @@ impl<W: Write> Demo<'_, W> {
 }
 
 /// `jfconnect demo --airgapped`: the air-gapped round trip once (see [`crate::airgap::demo`]).
-pub async fn run_airgapped(out: &mut impl Write, keep: bool) -> Result<(), DemoError> {
+pub(crate) async fn run_airgapped(out: &mut impl Write, keep: bool) -> Result<(), DemoError> {
     airgapped::run(out, keep).await
 }

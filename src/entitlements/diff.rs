@@ -83,7 +83,7 @@ impl EntitlementsDiff {
     }
 
     /// Counts of (added, removed, validity changed) features.
-    pub fn totals(&self) -> (usize, usize, usize) {
+    pub(crate) fn totals(&self) -> (usize, usize, usize) {
         let mut t = (0, 0, 0);
         for c in self.products.iter().flat_map(|p| &p.changes) {
             match c {

@@ -37,7 +37,7 @@ pub fn ends(e: &Entitlements) -> Vec<EntitlementEnd> {
 }
 
 /// The entitlements still valid at `now` that end within `window`, soonest first.
-pub fn ending_within(
+pub(crate) fn ending_within(
     e: &Entitlements,
     now: DateTime<Utc>,
     window: Duration,
@@ -56,13 +56,13 @@ pub fn ending_within(
 
 /// Lets a warning through at most once a day.
 #[derive(Debug, Default)]
-pub struct DailyWarning {
+pub(crate) struct DailyWarning {
     last: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl DailyWarning {
     /// True (and remembered) when no warning was let through in the 24 hours before `now`.
-    pub fn due(&self, now: DateTime<Utc>) -> bool {
+    pub(crate) fn due(&self, now: DateTime<Utc>) -> bool {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         match *last {
             Some(t) if now - t < chrono::Duration::hours(24) => false,

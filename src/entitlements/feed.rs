@@ -60,7 +60,7 @@ pub enum Feed {
 }
 
 /// The shared handle: the latest snapshot, and a way to wait for the next.
-pub type FeedReceiver = tokio::sync::watch::Receiver<Arc<Feed>>;
+pub(crate) type FeedReceiver = tokio::sync::watch::Receiver<Arc<Feed>>;
 
 /// The answer to "may `product` use `feature` now?".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub struct CheckAnswer {
 }
 
 /// Largest product or feature name a check accepts.
-pub const MAX_NAME: usize = 256;
+pub(crate) const MAX_NAME: usize = 256;
 
 impl Feed {
     /// The version, when there are entitlements.
@@ -147,7 +147,7 @@ fn version_of(source: Source, jpd_id: &str, served: &Entitlements) -> String {
 
 /// The next instant after `now` at which a validity window of `stored` opens or closes, i.e.
 /// when the served set changes without any new input.
-pub fn next_boundary(stored: &Entitlements, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(crate) fn next_boundary(stored: &Entitlements, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     stored
         .entitlements
         .iter()
@@ -161,7 +161,7 @@ pub fn next_boundary(stored: &Entitlements, now: DateTime<Utc>) -> Option<DateTi
 
 /// What products are told, from the store's state at `now`, and when that answer changes by
 /// itself (a validity window opening or closing).
-pub fn feed_of(
+pub(crate) fn feed_of(
     state: &EntitlementsState,
     source: Source,
     jpd_id: &str,
@@ -237,7 +237,7 @@ impl EntitlementsFeed {
 
     /// Rebuilds the snapshot when the store changed since the last one or a validity window
     /// boundary has passed; watchers are woken only when the snapshot differs.
-    pub fn refresh(&self) {
+    pub(crate) fn refresh(&self) {
         if !self.enabled {
             return;
         }
@@ -292,13 +292,13 @@ impl EntitlementsFeed {
     }
 
     /// A receiver that turns true when the service shuts down.
-    pub fn closing(&self) -> watch::Receiver<bool> {
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
         self.closing.subscribe()
     }
 }
 
 /// Checks a product or feature name from a request: non-empty, at most [`MAX_NAME`] bytes.
-pub fn check_name(what: &str, value: &str) -> Result<(), String> {
+pub(crate) fn check_name(what: &str, value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Err(format!("{what} is required"));
     }

@@ -153,7 +153,7 @@ impl EntitlementsStore {
 }
 
 /// The start of every "no license" sentence.
-pub const NO_LICENSE: &str = "no license is configured";
+pub(crate) const NO_LICENSE: &str = "no license is configured";
 
 /// Where the license is read from: the admin's file, and the key set through
 /// `PUT /api/v1/license`, which jfconnect keeps apart so it never overwrites the admin's file.
@@ -201,7 +201,7 @@ impl LicenseSource {
 
     /// Sets a refused API key aside (to `<api_path>.refused`), so the admin's file is in effect
     /// again; answers where it went.
-    pub fn set_aside_refused_api_key(&self) -> std::io::Result<Option<PathBuf>> {
+    pub(crate) fn set_aside_refused_api_key(&self) -> std::io::Result<Option<PathBuf>> {
         let Some(api) = &self.api_path else {
             return Ok(None);
         };
@@ -214,7 +214,7 @@ impl LicenseSource {
 
     /// The sentence for "no license": which files were looked at and how to set one. Starts
     /// with [`NO_LICENSE`], which callers match on to tell the expected first-start state.
-    pub fn none_found(&self) -> String {
+    pub(crate) fn none_found(&self) -> String {
         let shown = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         let looked: Vec<String> = [
             shown(&self.api_path).map(|p| format!("{p} (set through PUT /api/v1/license)")),
@@ -255,7 +255,7 @@ fn read_key(path: &Path) -> Result<Option<Secret>, LicenseError> {
 
 /// Filters entitlements to those valid at `now` (a window that starts later is kept but not
 /// served until then).
-pub fn valid_at(entitlements: &Entitlements, now: DateTime<Utc>) -> Entitlements {
+pub(crate) fn valid_at(entitlements: &Entitlements, now: DateTime<Utc>) -> Entitlements {
     let parse = |s: &Option<String>| {
         s.as_deref()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())

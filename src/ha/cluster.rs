@@ -83,7 +83,7 @@ impl ClusterView {
 
 /// The cluster as read by a process that takes no part in it (`jfconnect status`): no
 /// migration, no join, nothing written.
-pub async fn peek(
+pub(crate) async fn peek(
     db: &super::db::Db,
     node_id: &str,
     ttl: Duration,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// How long one connection attempt may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections kept per node: leases, heartbeats, state reads and writes; LISTEN has its own.
 const POOL_SIZE: usize = 4;
 
@@ -224,7 +224,7 @@ impl Db {
     }
 
     /// A connection of its own outside the pool (for LISTEN); the caller drives `connection`.
-    pub async fn dedicated(&self) -> Result<Dedicated, DbError> {
+    pub(crate) async fn dedicated(&self) -> Result<Dedicated, DbError> {
         let unavailable = |e: tokio_postgres::Error| DbError::Unavailable {
             url: self.url.to_string(),
             reason: pg_reason(&e),
@@ -263,7 +263,7 @@ impl Db {
 }
 
 /// A dedicated connection: its client and the messages (notifications) its connection yields.
-pub struct Dedicated {
+pub(crate) struct Dedicated {
     /// The client half.
     pub client: tokio_postgres::Client,
     /// Notifications as they arrive; closed when the connection ends.

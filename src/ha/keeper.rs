@@ -38,7 +38,7 @@ impl LeaseHandle {
 
     /// Forgets the lease at once after the database refused a write with it (the caller logged
     /// why); the keeper tries to take it again only once it is free.
-    pub fn step_down(&self) {
+    pub(crate) fn step_down(&self) {
         self.step_down.notify_one();
     }
 

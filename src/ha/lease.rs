@@ -104,7 +104,7 @@ pub async fn release(db: &Db, fence: &Fence) -> Result<(), DbError> {
 
 /// Inside a leaseholder's write transaction: locks the lease row until commit and refuses the
 /// write unless `fence` is still the live lease.
-pub async fn check_fence(
+pub(crate) async fn check_fence(
     db: &Db,
     tx: &deadpool_postgres::Transaction<'_>,
     fence: &Fence,

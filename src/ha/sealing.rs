@@ -72,7 +72,7 @@ impl hkdf::KeyType for Len32 {
 
 impl MasterKey {
     /// Reads JFrog's `master.key` file (hex digits, at least 128 bits; white space trimmed).
-    pub fn from_file(path: &Path) -> Result<MasterKey, SealError> {
+    pub(crate) fn from_file(path: &Path) -> Result<MasterKey, SealError> {
         let shown = path.display().to_string();
         let unreadable = |reason: String| SealError::Unreadable {
             path: shown.clone(),
@@ -126,7 +126,7 @@ impl MasterKey {
     }
 
     /// Seals `plain` for `purpose` (the name of the column it goes to).
-    pub fn seal(&self, purpose: &str, plain: &[u8]) -> Result<Vec<u8>, SealError> {
+    pub(crate) fn seal(&self, purpose: &str, plain: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
@@ -166,12 +166,12 @@ impl MasterKey {
     }
 
     /// Seals a secret string.
-    pub fn seal_secret(&self, purpose: &str, secret: &Secret) -> Result<Vec<u8>, SealError> {
+    pub(crate) fn seal_secret(&self, purpose: &str, secret: &Secret) -> Result<Vec<u8>, SealError> {
         self.seal(purpose, secret.expose().as_bytes())
     }
 
     /// Opens a sealed secret string.
-    pub fn open_secret(&self, purpose: &str, sealed: &[u8]) -> Result<Secret, SealError> {
+    pub(crate) fn open_secret(&self, purpose: &str, sealed: &[u8]) -> Result<Secret, SealError> {
         let plain = self.open(purpose, sealed)?;
         String::from_utf8(plain)
             .map(Secret::new)

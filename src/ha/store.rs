@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The channel other nodes LISTEN on for entitlements changes (payload: the new version).
-pub const ENTITLEMENTS_CHANNEL: &str = "jfconnect_entitlements";
+pub(crate) const ENTITLEMENTS_CHANNEL: &str = "jfconnect_entitlements";
 
 const KEY_CHECK: &[u8] = b"jfconnect master key check";
 
@@ -47,7 +47,7 @@ pub struct Identity {
 
 /// The two API token scopes kept per JPD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenScope {
+pub(crate) enum TokenScope {
     /// `api.token_file`: reads.
     Api,
     /// `api.admin_token_file`: state changes.
@@ -243,7 +243,11 @@ impl PgStore {
     /// Gives the JPD a generated token of one scope when its identity has none yet (an
     /// identity stored before that scope existed, or by a node with a configured token file),
     /// then answers the JPD's: `token` when it was stored, else the one another node stored.
-    pub async fn fill_token(&self, scope: TokenScope, token: &Secret) -> Result<Secret, DbError> {
+    pub(crate) async fn fill_token(
+        &self,
+        scope: TokenScope,
+        token: &Secret,
+    ) -> Result<Secret, DbError> {
         let column = scope.column();
         let client = self.db.client().await?;
         client
@@ -309,7 +313,7 @@ impl PgStore {
     }
 
     /// The entitlements version (0 before the first write): a cheap poll.
-    pub async fn entitlements_version(&self) -> Result<i64, DbError> {
+    pub(crate) async fn entitlements_version(&self) -> Result<i64, DbError> {
         let client = self.db.client().await?;
         let row = client
             .query_opt("SELECT version FROM jfconnect.entitlements", &[])
@@ -376,7 +380,7 @@ impl PgStore {
 
     /// Stores `state` as the shared entitlements only when none are stored yet (a former single
     /// node's data folder brought into an empty database); true when it did.
-    pub async fn import_entitlements_if_empty(
+    pub(crate) async fn import_entitlements_if_empty(
         &self,
         state: &EntitlementsState,
     ) -> Result<bool, DbError> {

@@ -52,7 +52,8 @@ pub use reqwest::{header, Body, Error, Response, StatusCode};
 
 /// A client for a loopback peer jfconnect runs itself (the demo calling its own API): no
 /// proxy, the system's roots, a whole-request timeout.
-pub fn loopback_client(timeout: std::time::Duration) -> Result<Client, ClientError> {
+#[cfg(feature = "sim")] // only the simulator uses it
+pub(crate) fn loopback_client(timeout: std::time::Duration) -> Result<Client, ClientError> {
     Client::builder()
         .no_proxy()
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -81,7 +82,7 @@ pub struct ProxyInfo {
 /// The proxies in effect for `config`: the configured one, or else the standard
 /// `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` variables (upper or lower case) of the environment
 /// captured with the configuration.
-pub fn proxies_in_effect(
+pub(crate) fn proxies_in_effect(
     config: &Config,
 ) -> Result<Vec<(ProxyInfo, Option<crate::secret::Secret>, Url)>, ClientError> {
     let p = &config.proxy;
@@ -164,7 +165,7 @@ pub fn build(config: &Config) -> Result<Outbound, ClientError> {
 
 /// Builds the client the store proxy forwards with: like [`build`], but it never follows a
 /// redirect itself (the caller gets the store's 3xx, as from any proxy).
-pub fn build_for_store(config: &Config) -> Result<Outbound, ClientError> {
+pub(crate) fn build_for_store(config: &Config) -> Result<Outbound, ClientError> {
     build_from(config, reqwest::redirect::Policy::none())
 }
 
@@ -243,7 +244,7 @@ pub fn build_client(config: &Config) -> Result<reqwest::Client, ClientError> {
 
 /// Adds the current trace id (a job run's or an API request's) to an outbound request, so
 /// JES, JCS, the JPD and the store can be correlated with our logs.
-pub fn traced(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+pub(crate) fn traced(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     match crate::logging::current_trace_id() {
         Some(id) => request.header(crate::logging::TRACE_HEADER, id),
         None => request,
@@ -278,7 +279,12 @@ impl Outbound {
     /// Classifies a failed send, blaming the proxy when it was the proxy that failed: a CONNECT
     /// the proxy refused or could not open, or a refused connection while a proxy was in effect
     /// (the connection was then to the proxy, not to the origin).
-    pub fn send_error(&self, err: &reqwest::Error, service: Service, url: &Url) -> TransportError {
+    pub(crate) fn send_error(
+        &self,
+        err: &reqwest::Error,
+        service: Service,
+        url: &Url,
+    ) -> TransportError {
         let cause = cause::of(err);
         if let Some(p) = self.proxy_for(url) {
             let host = url.host_str().unwrap_or("?");
@@ -303,7 +309,7 @@ impl Outbound {
     /// or the 401 that some proxies (tinyproxy) send instead, told apart from the origin's own
     /// 401 by the proxy's `Server` header with no `Via` (a relayed answer carries `Via`) or a
     /// `Proxy-Authenticate` header.
-    pub fn status_error(
+    pub(crate) fn status_error(
         &self,
         status: u16,
         headers: &reqwest::header::HeaderMap,
@@ -346,7 +352,7 @@ fn proxy_credentials(p: &ProxyInfo, status: u16) -> TransportError {
 }
 
 /// A URL with any user name and password removed, for messages.
-pub fn redact_url(url: &Url) -> String {
+pub(crate) fn redact_url(url: &Url) -> String {
     let mut u = url.clone();
     let _ = u.set_username("");
     let _ = u.set_password(None);
@@ -429,7 +435,12 @@ fn tls_sentence(why: cause::TlsWhy, host_port: &str, host: &str, key: &str) -> S
 }
 
 /// Classifies an HTTP answer that is not a success.
-pub fn classify_status(status: u16, service: Service, url: &Url, detail: &str) -> TransportError {
+pub(crate) fn classify_status(
+    status: u16,
+    service: Service,
+    url: &Url,
+    detail: &str,
+) -> TransportError {
     let host = url.host_str().unwrap_or("?");
     let class = class_of_status(status);
     let detail = if detail.is_empty() {
@@ -457,7 +468,7 @@ fn first_line(s: &str) -> String {
 }
 
 /// Pulls the `message` of a `{"error": {...}}` body, or a short prefix of the text.
-pub fn error_detail(body: &[u8]) -> String {
+pub(crate) fn error_detail(body: &[u8]) -> String {
     if let Ok(e) = serde_json::from_slice::<crate::protocol::ErrorBody>(body) {
         return e.error.message;
     }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 /// A parsed `no_proxy` list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NoProxyRule {
+pub(crate) struct NoProxyRule {
     all: bool,
     domains: Vec<String>,
     nets: Vec<(IpAddr, u8)>,

@@ -19,7 +19,7 @@ use crate::transport::{EntitlementsFetch, Transport};
 use std::sync::Arc;
 
 /// The entitlements job.
-pub struct EntitlementsJob {
+pub(crate) struct EntitlementsJob {
     /// How JES is reached.
     pub transport: Arc<dyn Transport>,
     /// Durable state shared with the API.

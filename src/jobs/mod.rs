@@ -64,16 +64,16 @@ pub struct JobError {
 }
 
 /// The start of the entitlements job's failure when no license is set yet.
-pub use crate::entitlements::NO_LICENSE;
+pub(crate) use crate::entitlements::NO_LICENSE;
 /// The usage job's failure before the license is registered.
-pub const NOT_REGISTERED: &str = "the license is not registered yet, so usage cannot be sent to JCS; it will be retried after the entitlements job registers";
+pub(crate) const NOT_REGISTERED: &str = "the license is not registered yet, so usage cannot be sent to JCS; it will be retried after the entitlements job registers";
 /// The one line logged (INFO) for the expected first-start state.
-pub const SETUP_PENDING_HINT: &str = "no license yet: set jfconnect.license.file (or JF_JFCONNECT_LICENSE_FILE) to a file holding the license key, or PUT it to /api/v1/license; jfconnect registers as soon as one is set and sends usage after that";
+pub(crate) const SETUP_PENDING_HINT: &str = "no license yet: set jfconnect.license.file (or JF_JFCONNECT_LICENSE_FILE) to a file holding the license key, or PUT it to /api/v1/license; jfconnect registers as soon as one is set and sends usage after that";
 
 impl JobError {
     /// True for the expected state of a first start (no license yet, hence not registered),
     /// which is logged once at INFO instead of as a failure.
-    pub fn is_setup_pending(&self) -> bool {
+    pub(crate) fn is_setup_pending(&self) -> bool {
         self.message.starts_with(NO_LICENSE) || self.message.starts_with(NOT_REGISTERED)
     }
 

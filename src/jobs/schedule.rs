@@ -25,11 +25,11 @@ pub struct Backoff {
 }
 
 /// No retry waits less than this, so a hard failure never spins.
-pub const BACKOFF_FLOOR: Duration = Duration::from_secs(1);
+pub(crate) const BACKOFF_FLOOR: Duration = Duration::from_secs(1);
 
 impl Backoff {
     /// The ceiling of the `attempt`-th consecutive retry (1-based).
-    pub fn ceiling(&self, attempt: u32) -> Duration {
+    pub(crate) fn ceiling(&self, attempt: u32) -> Duration {
         let factor = 1u32
             .checked_shl(attempt.saturating_sub(1))
             .unwrap_or(u32::MAX);
@@ -79,8 +79,9 @@ pub struct JobSchedule {
 }
 
 impl JobSchedule {
+    #[cfg(test)]
     /// True when the job should run at `now`.
-    pub fn is_due(&self, now: DateTime<Utc>) -> bool {
+    pub(crate) fn is_due(&self, now: DateTime<Utc>) -> bool {
         !self.blocked && self.next_run.is_none_or(|t| t <= now)
     }
 
@@ -148,7 +149,7 @@ impl Schedules {
 
     /// Applies a restart: jobs held back by a *rejected* failure get one more try now. Every
     /// other next-run time stands, so a restart neither skips nor repeats a run.
-    pub fn on_restart(&mut self, now: DateTime<Utc>) {
+    pub(crate) fn on_restart(&mut self, now: DateTime<Utc>) {
         for s in self.jobs.values_mut() {
             if s.blocked {
                 s.unblock(now);

@@ -28,7 +28,7 @@ pub trait Job: Send + Sync + 'static {
 
 /// Why [`Scheduler::run_now_prepared`] failed: in the caller's step, or in the job.
 #[derive(Debug)]
-pub enum Prepared<E> {
+pub(crate) enum Prepared<E> {
     /// The step run under the lock before the job refused; the job did not run.
     Prepare(E),
     /// The job failed (or could not start).
@@ -150,7 +150,7 @@ impl Scheduler {
     }
 
     /// True while `name` runs in this process.
-    pub fn is_running(&self, name: JobName) -> bool {
+    pub(crate) fn is_running(&self, name: JobName) -> bool {
         *self
             .running
             .lock()
@@ -205,7 +205,7 @@ impl Scheduler {
     /// it, then runs the job and records the outcome, still under the lock. A `prepare` that
     /// fails ends there: the job does not run and nothing is recorded. This is how an import
     /// hands the entitlements job its input without a second writer of the store.
-    pub async fn run_now_prepared<E>(
+    pub(crate) async fn run_now_prepared<E>(
         &self,
         name: JobName,
         wait: Duration,
@@ -298,8 +298,11 @@ impl Scheduler {
             .insert(name, on);
     }
 
+    #[cfg(test)]
     /// Runs every job that is due at the clock's "now", in a fixed order; answers what ran.
-    pub async fn run_due(&self) -> Result<Vec<(JobName, Result<JobReport, JobError>)>, StateError> {
+    pub(crate) async fn run_due(
+        &self,
+    ) -> Result<Vec<(JobName, Result<JobReport, JobError>)>, StateError> {
         let now = self.clock.now();
         let all = self.snapshot()?;
         let mut names: Vec<JobName> = self.jobs.keys().copied().collect();
@@ -315,7 +318,7 @@ impl Scheduler {
     }
 
     /// Asks the task of `name` to run it now.
-    pub fn trigger(&self, name: JobName) -> bool {
+    pub(crate) fn trigger(&self, name: JobName) -> bool {
         match self.wake.get(&name) {
             Some(n) => {
                 n.notify_one();
@@ -334,7 +337,7 @@ impl Scheduler {
     }
 
     /// The jobs this scheduler runs.
-    pub fn job_names(&self) -> Vec<JobName> {
+    pub(crate) fn job_names(&self) -> Vec<JobName> {
         let mut v: Vec<JobName> = self.jobs.keys().copied().collect();
         v.sort();
         v
@@ -343,7 +346,11 @@ impl Scheduler {
     /// Runs every job on its schedule until `shutdown` turns true. A job that is running when
     /// shutdown comes gets `grace` to finish; the pipeline is crash-safe, so one cut short
     /// resumes from its checkpoint next time.
-    pub async fn run_forever(self: Arc<Self>, shutdown: watch::Receiver<bool>, grace: Duration) {
+    pub(crate) async fn run_forever(
+        self: Arc<Self>,
+        shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) {
         let mut tasks = tokio::task::JoinSet::new();
         for name in self.job_names() {
             let me = self.clone();

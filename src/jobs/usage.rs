@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Uploads pending usage files to JCS.
-pub struct UsageTask {
+pub(crate) struct UsageTask {
     /// The configuration.
     pub config: Arc<Config>,
     /// JCS (or the bundle outbox).
@@ -66,7 +66,7 @@ impl Job for UsageTask {
 }
 
 /// Archives uploaded usage files into the JPD and deletes the originals.
-pub struct ArchivalTask {
+pub(crate) struct ArchivalTask {
     /// The configuration.
     pub config: Arc<Config>,
     /// The JPD.
@@ -100,7 +100,7 @@ impl Job for ArchivalTask {
 
 /// The usage and archival jobs for `config`, sending usage through `transport` and archives
 /// to `jpd`.
-pub fn pipeline_jobs(
+pub(crate) fn pipeline_jobs(
     config: &Config,
     transport: Arc<dyn Transport>,
     store: Arc<EntitlementsStore>,

@@ -17,7 +17,7 @@ use crate::remote::TransportError;
 use std::path::Path;
 
 /// The sentence added to every 401/403 from the JPD: which setting to fix.
-pub const TOKEN_HINT: &str = "check the token in the file named by jfconnect.jpd.token_file";
+pub(crate) const TOKEN_HINT: &str = "check the token in the file named by jfconnect.jpd.token_file";
 
 /// Talks to the JPD's Access and Artifactory.
 #[async_trait::async_trait]

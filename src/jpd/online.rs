@@ -18,7 +18,7 @@ use url::Url;
 const CHUNK: usize = 64 * 1024;
 
 /// The JPD reached over HTTP(S).
-pub struct OnlineJpd {
+pub(crate) struct OnlineJpd {
     outbound: Outbound,
     base: Url,
     token: Option<Secret>,

@@ -88,7 +88,7 @@ impl ArchivalOutcome {
 }
 
 /// Archives every uploaded usage file; see [`archive_uploaded_with`].
-pub async fn archive_uploaded(
+pub(crate) async fn archive_uploaded(
     config: &Config,
     jpd: &dyn Jpd,
     progress: &dyn Progress,

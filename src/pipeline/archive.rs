@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 
 /// Name of the index entry.
-pub const INDEX_NAME: &str = "index.json";
+pub(crate) const INDEX_NAME: &str = "index.json";
 
 const DOS_DATE: u16 = (1 << 5) | 1; // 1980-01-01
 const DOS_TIME: u16 = 0;
@@ -53,7 +53,7 @@ pub fn prepare(path: String, content: &[u8]) -> io::Result<PreparedEntry> {
 
 /// A reusable deflate state: allocating one per entry would cost more than compressing a
 /// 1 KiB usage file, so each worker thread keeps one and resets it between entries.
-pub struct Deflater(Compress);
+pub(crate) struct Deflater(Compress);
 
 impl Default for Deflater {
     fn default() -> Self {
@@ -98,7 +98,7 @@ impl Deflater {
 }
 
 /// Writes a zip archive entry by entry.
-pub struct ZipStream<W: Write> {
+pub(crate) struct ZipStream<W: Write> {
     out: W,
     offset: u64,
     central: BufWriter<File>,
@@ -132,7 +132,7 @@ impl<W: Write> ZipStream<W> {
     }
 
     /// Adds an entry whose stored bytes come from `data` (exactly `csize` of them).
-    pub fn add_raw(
+    pub(crate) fn add_raw(
         &mut self,
         path: &str,
         crc32: u32,
@@ -269,7 +269,7 @@ struct IndexLine<'a> {
 }
 
 /// Builds `index.json` deflated into a temp file while the entries are written.
-pub struct IndexWriter {
+pub(crate) struct IndexWriter {
     enc: DeflateEncoder<BufWriter<File>>,
     crc: crc32fast::Hasher,
     size: u64,
@@ -307,7 +307,7 @@ impl IndexWriter {
     }
 
     /// Closes the index and appends it to `zip` as [`INDEX_NAME`].
-    pub fn append_to<W: Write>(mut self, zip: &mut ZipStream<W>) -> io::Result<()> {
+    pub(crate) fn append_to<W: Write>(mut self, zip: &mut ZipStream<W>) -> io::Result<()> {
         self.put(b"]}")?;
         let mut file = self
             .enc
@@ -322,7 +322,7 @@ impl IndexWriter {
 }
 
 /// A writer that counts and hashes what passes through it.
-pub struct HashingWriter<W: Write> {
+pub(crate) struct HashingWriter<W: Write> {
     inner: W,
     hasher: sha2::Sha256,
     len: u64,

@@ -22,7 +22,7 @@ const BATCH_BYTES: u64 = 8 * 1024 * 1024;
 
 /// A finished, fsynced archive file.
 #[derive(Debug)]
-pub struct Assembled {
+pub(crate) struct Assembled {
     /// The temp file.
     pub path: PathBuf,
     /// Its SHA-256.
@@ -87,7 +87,7 @@ fn write(
 }
 
 /// One archive being written: the zip, its index, and what went in.
-pub struct ArchiveBuilder {
+pub(crate) struct ArchiveBuilder {
     out: PathBuf,
     zip: ZipStream<HashingWriter<BufWriter<File>>>,
     index: IndexWriter,
@@ -169,7 +169,7 @@ impl ArchiveBuilder {
 }
 
 /// Where archive `k` of a plan is written.
-pub fn archive_temp_path(layout: &Layout, k: usize) -> PathBuf {
+pub(crate) fn archive_temp_path(layout: &Layout, k: usize) -> PathBuf {
     layout.tmp_dir().join(format!("archive-{k:04}.zip.part"))
 }
 

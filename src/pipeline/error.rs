@@ -112,6 +112,6 @@ impl PipelineError {
 }
 
 /// True when `e` means "no space left on device".
-pub fn is_disk_full(e: &io::Error) -> bool {
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::StorageFull
 }

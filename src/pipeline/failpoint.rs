@@ -51,7 +51,7 @@ impl Failpoints {
 
     /// Abort the process at the step named by `JFCONNECT_FAILPOINT`, if set; without the
     /// `failpoints` feature the variable is not read at all.
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         #[cfg(feature = "failpoints")]
         if let Ok(v) = std::env::var(FAILPOINT_ENV) {
             if !v.trim().is_empty() {
@@ -73,7 +73,7 @@ impl Failpoints {
 
     /// Called at step `name`: aborts or errors when armed for it.
     #[inline]
-    pub fn hit(&self, name: &'static str) -> Result<(), PipelineError> {
+    pub(crate) fn hit(&self, name: &'static str) -> Result<(), PipelineError> {
         #[cfg(feature = "failpoints")]
         match &self.mode {
             Mode::Abort(n) if n == name => {

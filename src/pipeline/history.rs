@@ -15,13 +15,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Days of per-product counts kept.
-pub const KEEP_DAYS: i64 = 90;
+pub(crate) const KEEP_DAYS: i64 = 90;
 /// Products kept per day; further ones are added to [`OTHER`].
-pub const MAX_PRODUCTS: usize = 32;
+pub(crate) const MAX_PRODUCTS: usize = 32;
 /// Archives kept in the list.
-pub const KEEP_ARCHIVES: usize = 100;
+pub(crate) const KEEP_ARCHIVES: usize = 100;
 /// The product name under which products past [`MAX_PRODUCTS`] are counted.
-pub const OTHER: &str = "(other products)";
+pub(crate) const OTHER: &str = "(other products)";
 
 /// One archive written to the JPD and verified.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +68,7 @@ impl UsageHistory {
     }
 
     /// Adds `other`'s counts into this one.
-    pub fn merge_counts(&mut self, other: &UsageHistory) {
+    pub(crate) fn merge_counts(&mut self, other: &UsageHistory) {
         for (day, products) in &other.days {
             for (product, n) in products {
                 self.add(*day, product, *n);
@@ -86,7 +86,7 @@ impl UsageHistory {
 
     /// The counts of the `days` days ending with `today`, one entry per day, oldest first
     /// (days with nothing are empty maps).
-    pub fn last_days(
+    pub(crate) fn last_days(
         &self,
         today: NaiveDate,
         days: i64,

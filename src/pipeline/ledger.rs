@@ -95,7 +95,7 @@ impl Ledger {
     }
 
     /// True when the file with this SHA-256 was acknowledged and not yet archived.
-    pub fn is_uploaded(&self, sha256: &str) -> bool {
+    pub(crate) fn is_uploaded(&self, sha256: &str) -> bool {
         self.marker(sha256).is_some_and(|m| m.exists())
     }
 
@@ -143,7 +143,7 @@ impl Ledger {
     }
 
     /// Stores what a run saw: `pending` and `uploaded` files in the spool.
-    pub fn record_scan(&self, pending: u64, uploaded: u64) -> Result<(), PipelineError> {
+    pub(crate) fn record_scan(&self, pending: u64, uploaded: u64) -> Result<(), PipelineError> {
         let mut c = self.load();
         c.pending = pending;
         c.uploaded = uploaded;
@@ -151,7 +151,7 @@ impl Ledger {
     }
 
     /// Adds a finished plan's totals once, whatever the number of times it is called.
-    pub fn record_plan_done(
+    pub(crate) fn record_plan_done(
         &self,
         plan_id: &str,
         files: u64,

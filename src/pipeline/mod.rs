@@ -23,16 +23,20 @@ pub mod failpoint;
 pub mod history;
 pub mod ledger;
 pub mod plan;
-pub mod plan_store;
+pub(crate) mod plan_store;
 pub mod progress;
 pub mod spool;
 pub mod upload;
 
-pub use archival::{archive_uploaded, archive_uploaded_with, ArchivalOutcome};
+pub use archival::{archive_uploaded_with, ArchivalOutcome};
+
+pub(crate) use archival::archive_uploaded;
 pub use error::PipelineError;
 pub use ledger::{pipeline_counts, Counts};
-pub use progress::{console_progress, NoProgress, Progress};
-pub use upload::{upload_pending, upload_pending_with, UsageOutcome};
+pub(crate) use progress::console_progress;
+pub use progress::NoProgress;
+pub(crate) use upload::upload_pending;
+pub use upload::{upload_pending_with, UsageOutcome};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -40,10 +44,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// How long a spool file must stay unchanged (size and mtime) before it is picked up.
-pub const SETTLE_WINDOW: Duration = Duration::from_secs(2);
-
-/// Environment variable overriding [`SETTLE_WINDOW`] in milliseconds (tests, demo).
-pub use crate::config::SETTLE_ENV;
+pub(crate) const SETTLE_WINDOW: Duration = Duration::from_secs(2);
 
 /// Knobs of one run that are not configuration: tests and the demo set them.
 #[derive(Clone)]
@@ -66,7 +67,7 @@ impl std::fmt::Debug for RunOptions {
 }
 
 impl RunOptions {
-    /// The settle window from [`SETTLE_ENV`] as captured in `config` (default
+    /// The settle window from `JFCONNECT_SPOOL_SETTLE_MS` as captured in `config` (default
     /// [`SETTLE_WINDOW`]), the failpoint from `JFCONNECT_FAILPOINT` (which aborts the process;
     /// only with the `failpoints` feature) and `clock`.
     pub fn from_config(config: &Config, clock: SharedClock) -> Self {
@@ -100,17 +101,17 @@ impl Layout {
     }
 
     /// The lock that keeps usage and archival runs (and processes) apart.
-    pub fn lock_file(&self) -> PathBuf {
+    pub(crate) fn lock_file(&self) -> PathBuf {
         self.root.join("pipeline.lock")
     }
 
     /// Folder of the active archive plan.
-    pub fn plan_dir(&self) -> PathBuf {
+    pub(crate) fn plan_dir(&self) -> PathBuf {
         self.root.join("archival").join("plan")
     }
 
     /// The rules of a spool scan in a run with `opts`.
-    pub fn scan_rules(&self, config: &Config, opts: &RunOptions) -> spool::ScanRules {
+    pub(crate) fn scan_rules(&self, config: &Config, opts: &RunOptions) -> spool::ScanRules {
         spool::ScanRules {
             quarantine: self.quarantine.clone(),
             settle: opts.settle,

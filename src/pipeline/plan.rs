@@ -29,11 +29,11 @@ use std::fmt::Write;
 use std::hash::{BuildHasher, RandomState};
 
 /// Bytes reserved per archive for `index.json`'s headers and the end records.
-pub const ARCHIVE_OVERHEAD: u64 = 1024;
+pub(crate) const ARCHIVE_OVERHEAD: u64 = 1024;
 
 /// One file's place in a plan: a line of a plan's entries file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlanEntry {
+pub(crate) struct PlanEntry {
     /// Name in the spool.
     pub spool_name: String,
     /// Path inside the archive.
@@ -48,7 +48,7 @@ pub struct PlanEntry {
 
 /// One archive of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArchiveSpec {
+pub(crate) struct ArchiveSpec {
     /// Path in the Artifactory repository.
     pub name: String,
     /// Number of usage files in it.
@@ -63,7 +63,7 @@ pub struct ArchiveSpec {
 
 /// A file as the planner needs it.
 #[derive(Debug, Clone)]
-pub struct PlanInput<'a> {
+pub(crate) struct PlanInput<'a> {
     /// Name in the spool.
     pub name: &'a str,
     /// SHA-256 of its bytes.
@@ -76,7 +76,7 @@ pub struct PlanInput<'a> {
 
 /// Keeps `[A-Za-z0-9._-]`, replaces anything else with `_`, drops leading dots, caps at
 /// `max` characters.
-pub fn sanitize(s: &str, max: usize) -> String {
+pub(crate) fn sanitize(s: &str, max: usize) -> String {
     let cleaned: String = s
         .chars()
         .map(|c| {
@@ -91,7 +91,7 @@ pub fn sanitize(s: &str, max: usize) -> String {
 }
 
 /// The product folder name.
-pub fn product_dir(product: &str) -> String {
+pub(crate) fn product_dir(product: &str) -> String {
     let s = sanitize(product, 64);
     if s.is_empty() {
         "unknown".into()
@@ -101,7 +101,7 @@ pub fn product_dir(product: &str) -> String {
 }
 
 /// Longest entry file name (`NAME_MAX` of common file systems, so the archive extracts).
-pub const MAX_ENTRY_NAME: usize = 255;
+pub(crate) const MAX_ENTRY_NAME: usize = 255;
 
 /// The file name inside the archive: the reversible encoding of the module docs.
 pub fn entry_file_name(name: &str) -> String {
@@ -131,7 +131,7 @@ pub fn entry_file_name(name: &str) -> String {
 }
 
 /// `YYYY-MM-DD/<product>/<encoded file name>` of one usage file.
-pub fn entry_path(head: &UsageHead, name: &str) -> String {
+pub(crate) fn entry_path(head: &UsageHead, name: &str) -> String {
     format!(
         "{}/{}/{}",
         head.timestamp.date_naive().format("%Y-%m-%d"),
@@ -144,7 +144,7 @@ pub fn entry_path(head: &UsageHead, name: &str) -> String {
 /// entry (a keyed hash), so a false "twice" is possible only with odds of about n²/2⁶⁵, and
 /// it only leaves a file for the next plan.
 #[derive(Debug, Default)]
-pub struct EntryNames {
+pub(crate) struct EntryNames {
     seen: HashSet<u64>,
     keys: RandomState,
 }
@@ -157,7 +157,7 @@ impl EntryNames {
 }
 
 /// The repository path of archive `n` (from 1) of a plan made on `day`.
-pub fn archive_name(origin: &str, day: NaiveDate, first_sha256: &str, n: usize) -> String {
+pub(crate) fn archive_name(origin: &str, day: NaiveDate, first_sha256: &str, n: usize) -> String {
     let origin = match sanitize(origin, 64) {
         s if s.is_empty() => "jfconnect".to_string(),
         s => s,
@@ -172,14 +172,14 @@ pub fn archive_name(origin: &str, day: NaiveDate, first_sha256: &str, n: usize) 
 /// Upper bound of the bytes one entry adds to an archive: data stored at worst uncompressed,
 /// local and central headers (with a zip64 offset), and its `index.json` line with every
 /// character escaped.
-pub fn entry_cost(path: &str, size: u64) -> u64 {
+pub(crate) fn entry_cost(path: &str, size: u64) -> u64 {
     let p = path.len() as u64;
     size + (30 + p) + (46 + p + 12) + (64 + 60 + 6 * p)
 }
 
 /// Places files into archives one at a time, holding only the archive list.
 #[derive(Debug, Clone)]
-pub struct Planner {
+pub(crate) struct Planner {
     origin: String,
     day: NaiveDate,
     max_bytes: u64,
@@ -228,13 +228,8 @@ impl Planner {
         (k, entry)
     }
 
-    /// The archives so far.
-    pub fn archives(&self) -> &[ArchiveSpec] {
-        &self.archives
-    }
-
     /// The finished list of archives.
-    pub fn into_archives(self) -> Vec<ArchiveSpec> {
+    pub(crate) fn into_archives(self) -> Vec<ArchiveSpec> {
         self.archives
     }
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 /// The fixed part of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlanHeader {
+pub(crate) struct PlanHeader {
     /// Unique id (for counting a plan once).
     pub id: String,
     /// When it was made (RFC 3339).
@@ -32,7 +32,7 @@ pub struct PlanHeader {
 
 impl PlanHeader {
     /// Usage files in the whole plan.
-    pub fn total_entries(&self) -> u64 {
+    pub(crate) fn total_entries(&self) -> u64 {
         self.archives.iter().map(|a| a.entries).sum()
     }
 }
@@ -40,7 +40,7 @@ impl PlanHeader {
 /// How far one archive of a plan got.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
-pub enum ArchiveStep {
+pub(crate) enum ArchiveStep {
     /// Not yet deployed and verified.
     Planned,
     /// Deployed and its SHA-256 read back: originals may be deleted.
@@ -65,7 +65,7 @@ pub enum ArchiveStep {
 
 /// The step of every archive of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlanProgress {
+pub(crate) struct PlanProgress {
     /// One per archive, in order.
     pub steps: Vec<ArchiveStep>,
 }
@@ -75,7 +75,7 @@ fn entries_file(dir: &Path, k: usize) -> PathBuf {
 }
 
 /// The list of names left out of archive `k`.
-pub fn dropped_file(layout: &Layout, k: usize) -> PathBuf {
+pub(crate) fn dropped_file(layout: &Layout, k: usize) -> PathBuf {
     layout.plan_dir().join(format!("dropped-{k:04}.txt"))
 }
 
@@ -84,7 +84,7 @@ fn tmp_plan_dir(layout: &Layout) -> PathBuf {
 }
 
 /// Writes a new plan while the spool is scanned.
-pub struct PlanWriter {
+pub(crate) struct PlanWriter {
     dir: PathBuf,
     planner: Planner,
     current: Option<(usize, BufWriter<File>, Sha256)>,
@@ -94,7 +94,7 @@ pub struct PlanWriter {
 
 impl PlanWriter {
     /// Starts a plan in a fresh `plan.tmp/`.
-    pub fn begin(layout: &Layout, planner: Planner) -> Result<Self, PipelineError> {
+    pub(crate) fn begin(layout: &Layout, planner: Planner) -> Result<Self, PipelineError> {
         let dir = tmp_plan_dir(layout);
         match fs::remove_dir_all(&dir) {
             Ok(()) => {}
@@ -186,7 +186,7 @@ impl PlanWriter {
 }
 
 /// The active plan, if any.
-pub fn load_plan(layout: &Layout) -> Result<Option<PlanHeader>, PipelineError> {
+pub(crate) fn load_plan(layout: &Layout) -> Result<Option<PlanHeader>, PipelineError> {
     let dir = layout.plan_dir();
     if !dir.is_dir() {
         return Ok(None);
@@ -202,7 +202,10 @@ pub fn load_plan(layout: &Layout) -> Result<Option<PlanHeader>, PipelineError> {
 }
 
 /// The saved progress of the active plan (all `Planned` when none was saved).
-pub fn load_progress(layout: &Layout, plan: &PlanHeader) -> Result<PlanProgress, PipelineError> {
+pub(crate) fn load_progress(
+    layout: &Layout,
+    plan: &PlanHeader,
+) -> Result<PlanProgress, PipelineError> {
     let p = layout.plan_dir().join("progress.json");
     let n = plan.archives.len();
     match crate::state::load::<PlanProgress>(&p)? {
@@ -218,7 +221,7 @@ pub fn load_progress(layout: &Layout, plan: &PlanHeader) -> Result<PlanProgress,
 }
 
 /// Saves the progress durably.
-pub fn save_progress(layout: &Layout, progress: &PlanProgress) -> Result<(), PipelineError> {
+pub(crate) fn save_progress(layout: &Layout, progress: &PlanProgress) -> Result<(), PipelineError> {
     Ok(crate::state::save(
         &layout.plan_dir().join("progress.json"),
         progress,
@@ -229,7 +232,11 @@ pub fn save_progress(layout: &Layout, progress: &PlanProgress) -> Result<(), Pip
 /// recorded, and (in plans that record it) the same SHA-256. A list cut, emptied or edited
 /// after the plan was made would let a file be deleted without being archived or land in two
 /// archives, so a mismatch stops the run before anything is assembled or deleted.
-pub fn check_entries(layout: &Layout, plan: &PlanHeader, k: usize) -> Result<(), PipelineError> {
+pub(crate) fn check_entries(
+    layout: &Layout,
+    plan: &PlanHeader,
+    k: usize,
+) -> Result<(), PipelineError> {
     let p = entries_file(&layout.plan_dir(), k);
     let Some(spec) = plan.archives.get(k) else {
         return Err(PipelineError::BadPlan {
@@ -285,7 +292,11 @@ pub fn entries(
 }
 
 /// Records durably which spool names were left out of archive `k`.
-pub fn save_dropped(layout: &Layout, k: usize, names: &[String]) -> Result<(), PipelineError> {
+pub(crate) fn save_dropped(
+    layout: &Layout,
+    k: usize,
+    names: &[String],
+) -> Result<(), PipelineError> {
     let p = dropped_file(layout, k);
     let mut text = String::new();
     for n in names {
@@ -296,7 +307,7 @@ pub fn save_dropped(layout: &Layout, k: usize, names: &[String]) -> Result<(), P
 }
 
 /// The names left out of archive `k`.
-pub fn load_dropped(layout: &Layout, k: usize) -> Result<HashSet<String>, PipelineError> {
+pub(crate) fn load_dropped(layout: &Layout, k: usize) -> Result<HashSet<String>, PipelineError> {
     let p = dropped_file(layout, k);
     match fs::read_to_string(&p) {
         Ok(t) => Ok(t
@@ -326,7 +337,7 @@ pub fn finish(layout: &Layout) -> Result<(), PipelineError> {
 }
 
 /// Removes a retired plan left by a crash.
-pub fn sweep_done(layout: &Layout) -> Result<(), PipelineError> {
+pub(crate) fn sweep_done(layout: &Layout) -> Result<(), PipelineError> {
     let done = done_plan_dir(layout);
     match fs::remove_dir_all(&done) {
         Ok(()) => Ok(()),

@@ -30,7 +30,7 @@ impl Progress for NoProgress {
 }
 
 /// A bar on stderr when it is a terminal, else log lines at most every 5 seconds of `clock`.
-pub fn console_progress(clock: SharedClock) -> Box<dyn Progress> {
+pub(crate) fn console_progress(clock: SharedClock) -> Box<dyn Progress> {
     if std::io::stderr().is_terminal() {
         Box::new(BarProgress(Mutex::new(None)))
     } else {

@@ -63,7 +63,7 @@ impl Identity {
 
     /// True when `now` is the file this identity was taken of, unchanged. Fields a plan of an
     /// older version did not record (0) are not compared.
-    pub fn same_file(&self, now: &Identity) -> bool {
+    pub(crate) fn same_file(&self, now: &Identity) -> bool {
         self.size == now.size
             && self.mtime_ns == now.mtime_ns
             && self.ino == now.ino
@@ -78,7 +78,7 @@ impl Identity {
 /// folder): such a file is never read. Opening a FIFO this way returns at once, where a plain
 /// `open` would wait for a writer forever.
 #[cfg(unix)]
-pub fn open_regular(path: &Path) -> io::Result<Result<(fs::File, fs::Metadata), String>> {
+pub(crate) fn open_regular(path: &Path) -> io::Result<Result<(fs::File, fs::Metadata), String>> {
     use std::os::unix::fs::OpenOptionsExt;
     let opened = fs::OpenOptions::new()
         .read(true)
@@ -109,7 +109,7 @@ pub fn open_regular(path: &Path) -> io::Result<Result<(fs::File, fs::Metadata), 
 
 /// The two fields jfconnect reads from a usage file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageHead {
+pub(crate) struct UsageHead {
     /// The product that wrote it.
     pub product: String,
     /// When it was written (its UTC date chooses the archive folder).
@@ -118,7 +118,7 @@ pub struct UsageHead {
 
 /// A finished, valid usage file.
 #[derive(Debug, Clone)]
-pub struct UsageFile {
+pub(crate) struct UsageFile {
     /// Its name in the spool.
     pub name: String,
     /// Lower-case hex SHA-256 of its bytes: its identity everywhere.
@@ -133,7 +133,7 @@ pub struct UsageFile {
 
 /// What looking at one spool entry found.
 #[derive(Debug)]
-pub enum Scanned {
+pub(crate) enum Scanned {
     /// A finished, valid usage file.
     Ready(UsageFile),
     /// Still being written (too young, or changed while read): left for a later run.
@@ -150,7 +150,7 @@ pub enum Scanned {
 }
 
 /// True for names that may be finished usage files: not dotfiles, not `*.tmp`, not `*.part`.
-pub fn is_candidate_name(name: &OsStr) -> bool {
+pub(crate) fn is_candidate_name(name: &OsStr) -> bool {
     let bytes = name.as_encoded_bytes();
     let lower = bytes.to_ascii_lowercase();
     !(bytes.is_empty()
@@ -169,7 +169,7 @@ struct Head {
 }
 
 /// Checks that `bytes` is one JSON object with a `product` string and an RFC 3339 `timestamp`.
-pub fn validate(bytes: &[u8]) -> Result<UsageHead, String> {
+pub(crate) fn validate(bytes: &[u8]) -> Result<UsageHead, String> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         return Err("it is not a JSON object".into());
@@ -193,7 +193,7 @@ pub fn validate(bytes: &[u8]) -> Result<UsageHead, String> {
 }
 
 /// A streaming listing of the spool, in bounded batches of candidate names.
-pub struct SpoolScan {
+pub(crate) struct SpoolScan {
     iter: fs::ReadDir,
     dir: PathBuf,
 }
@@ -210,7 +210,7 @@ impl SpoolScan {
     }
 
     /// Up to `n` more candidate names; empty at the end.
-    pub fn next_names(&mut self, n: usize) -> Result<Vec<OsString>, PipelineError> {
+    pub(crate) fn next_names(&mut self, n: usize) -> Result<Vec<OsString>, PipelineError> {
         let mut out = Vec::with_capacity(n.min(4096));
         for entry in self.iter.by_ref() {
             let entry = entry.map_err(|e| PipelineError::io("list", &self.dir, e))?;
@@ -231,7 +231,7 @@ impl SpoolScan {
 }
 
 /// Counts candidate names in `dir` without reading any file (for progress totals).
-pub fn count_candidates(dir: &Path) -> u64 {
+pub(crate) fn count_candidates(dir: &Path) -> u64 {
     match fs::read_dir(dir) {
         Ok(it) => it
             .filter_map(Result::ok)
@@ -242,7 +242,7 @@ pub fn count_candidates(dir: &Path) -> u64 {
 }
 
 /// Looks at one spool entry: settled (by `now`)? valid? its SHA-256. Keeps the bytes when `keep`.
-pub fn examine(
+pub(crate) fn examine(
     dir: &Path,
     name: &OsStr,
     (settle, now): (Duration, SystemTime),
@@ -317,7 +317,7 @@ fn read_capped(f: &fs::File, max: u64) -> io::Result<(Vec<u8>, fs::Metadata)> {
 
 /// What a scan saw besides the files it handed on.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ScanCounts {
+pub(crate) struct ScanCounts {
     /// Names looked at.
     pub examined: u64,
     /// Files moved to quarantine.
@@ -329,7 +329,7 @@ pub struct ScanCounts {
 /// The rules of one scan: how settled a file must be, how large it may be, where refused
 /// files go.
 #[derive(Clone)]
-pub struct ScanRules {
+pub(crate) struct ScanRules {
     /// The quarantine folder.
     pub quarantine: PathBuf,
     /// Settle window.
@@ -353,7 +353,7 @@ impl SpoolScan {
     /// examined on every core, each ready file handed to `ready` on its worker thread (with a
     /// per-thread state from `init`), invalid files quarantined here, the rest counted in
     /// `counts`. Answers the ready files' results in listing order; `None` at the end.
-    pub fn next_batch<S, R: Send>(
+    pub(crate) fn next_batch<S, R: Send>(
         &mut self,
         n: usize,
         rules: &ScanRules,
@@ -396,7 +396,7 @@ impl SpoolScan {
 /// Maps `items` on every core, each worker thread with its own `state` (made by `init`);
 /// answers in the items' order. Items of a worker that panicked (there should be none) map to
 /// `on_panic()`, so they are left for the next run.
-pub fn par_map<T: Sync, S, R: Send>(
+pub(crate) fn par_map<T: Sync, S, R: Send>(
     items: &[T],
     init: impl Fn() -> S + Sync,
     f: impl Fn(&mut S, &T) -> R + Sync,
@@ -487,7 +487,7 @@ fn copy_then_remove(src: &Path, dest: &Path) -> Result<(), PipelineError> {
 }
 
 /// How many files are in quarantine (sidecars not counted).
-pub fn count_quarantined(dir: &Path) -> u64 {
+pub(crate) fn count_quarantined(dir: &Path) -> u64 {
     match fs::read_dir(dir) {
         Ok(it) => it
             .filter_map(Result::ok)
@@ -503,7 +503,7 @@ pub fn count_quarantined(dir: &Path) -> u64 {
 
 /// One file in quarantine, as the console lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Quarantined {
+pub(crate) struct Quarantined {
     /// Its name (not UTF-8 bytes replaced).
     pub name: String,
     /// Why it was quarantined (from its `.reason` sidecar, at most 4 KiB).
@@ -519,7 +519,7 @@ const QUARANTINE_SCAN: usize = 10_000;
 
 /// The newest `max` files in quarantine with their reasons, newest first. Reads only; looks at
 /// no more than 10,000 entries, so a huge quarantine costs a bounded time.
-pub fn list_quarantined(dir: &Path, max: usize) -> Vec<Quarantined> {
+pub(crate) fn list_quarantined(dir: &Path, max: usize) -> Vec<Quarantined> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };

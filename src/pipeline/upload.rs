@@ -18,7 +18,7 @@ use crate::transport::{Transport, UsageUpload};
 use std::collections::{HashSet, VecDeque};
 
 /// Most bytes of usage files held for one upload request (a single larger file goes alone).
-pub const BATCH_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const BATCH_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Files examined per parallel step of the spool scan.
 const SCAN_CHUNK: usize = 256;
@@ -60,7 +60,7 @@ impl UsageOutcome {
 }
 
 /// Uploads every pending usage file; see [`upload_pending_with`].
-pub async fn upload_pending(
+pub(crate) async fn upload_pending(
     config: &Config,
     transport: &dyn Transport,
     jpd_id: &str,

@@ -17,14 +17,14 @@
 use std::time::Duration;
 
 /// Largest request head (request line and headers), bytes; 431 beyond it.
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Largest request line (method, target, version), bytes; 414 beyond it.
-pub const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
 
 /// The limits of one listening port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenerLimits {
+pub(crate) struct ListenerLimits {
     /// Most connections served at once.
     pub max_connections: usize,
     /// Time for the TLS handshake and the first complete request head, from the accept.

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// How long running jobs get to finish after a shutdown signal, and the HTTP server to drain.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 /// The bound ports `serve` answers on.
 pub struct Listeners {

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Seek};
 
 /// Name of the index inside an archive.
-pub const INDEX_NAME: &str = "index.json";
+pub(crate) const INDEX_NAME: &str = "index.json";
 /// Largest accepted `index.json`, in bytes.
 const MAX_INDEX_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -37,7 +37,7 @@ struct IndexEntry {
 
 /// The outcome of checking an archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ArchiveVerdict {
+pub(crate) enum ArchiveVerdict {
     /// Every entry matched its index line; these are the entries' SHA-256 digests.
     Valid(Vec<[u8; 32]>),
     /// The archive cannot be trusted, for this reason (one sentence).
@@ -45,7 +45,7 @@ pub enum ArchiveVerdict {
 }
 
 /// Checks an archive read from `reader`. Never fails: a damaged or lying archive is a verdict.
-pub fn verify_archive<R: Read + Seek>(reader: R) -> ArchiveVerdict {
+pub(crate) fn verify_archive<R: Read + Seek>(reader: R) -> ArchiveVerdict {
     match check(reader) {
         Ok(digests) => ArchiveVerdict::Valid(digests),
         Err(reason) => ArchiveVerdict::Invalid(reason),
@@ -159,7 +159,7 @@ fn check_entry_path(path: &str) -> Result<(), String> {
 }
 
 /// Parses 64 lower-case hex digits.
-pub fn parse_sha256(hex_text: &str) -> Option<[u8; 32]> {
+pub(crate) fn parse_sha256(hex_text: &str) -> Option<[u8; 32]> {
     if hex_text.len() != 64 || hex_text.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
     }

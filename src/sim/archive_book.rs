@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 /// The verdict on one stored archive, as kept in `<data>/archives/`.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct ArchiveRecord {
+pub struct ArchiveRecord {
     repo: String,
     path: String,
     artifact_sha256: String,

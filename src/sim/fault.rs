@@ -201,7 +201,7 @@ fn parse_delay(text: &str) -> Result<Duration, String> {
 
 /// The active faults, in the order given; the first one that covers a request fires.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FaultSet {
+pub(crate) struct FaultSet {
     faults: Vec<Fault>,
 }
 
@@ -213,7 +213,7 @@ impl FaultSet {
 
     /// Decides whether a request to `endpoint` fires a fault; if so, uses up one of its counts
     /// (dropping it when spent) and returns its action.
-    pub fn fire(&mut self, endpoint: Endpoint) -> Option<FaultAction> {
+    pub(crate) fn fire(&mut self, endpoint: Endpoint) -> Option<FaultAction> {
         let idx = self.faults.iter().position(|f| {
             f.endpoint.covers(endpoint)
                 && (f.action != FaultAction::Mismatch

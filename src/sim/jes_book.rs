@@ -72,7 +72,7 @@ impl JesBook {
     }
 
     /// The JPD a token was issued to.
-    pub async fn jpd_of(&self, token: &str) -> Option<String> {
+    pub(crate) async fn jpd_of(&self, token: &str) -> Option<String> {
         self.book
             .lock()
             .await

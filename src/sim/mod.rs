@@ -36,8 +36,8 @@ pub mod tls;
 mod usage_store;
 pub mod vendor;
 
-pub use archive::{verify_archive, ArchiveVerdict};
-pub use fault::{parse_fault, Endpoint, Fault, FaultAction};
+pub use fault::FaultAction;
+pub use fault::{parse_fault, Endpoint, Fault};
 pub use state::SimStats;
 
 use crate::secret::Secret;

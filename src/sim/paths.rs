@@ -20,7 +20,7 @@ const MAX_SEGMENT: usize = 255;
 const MAX_SEGMENTS: usize = 64;
 
 /// The endpoint a request is for, or `None` for `/_sim/*`, downloads and unknown paths.
-pub fn classify(method: &Method, path: &str) -> Option<Endpoint> {
+pub(crate) fn classify(method: &Method, path: &str) -> Option<Endpoint> {
     let storage_prefix = format!("{}/", protocol::ARTIFACTORY_STORAGE);
     let artifactory_prefix = format!("{}/", protocol::ARTIFACTORY_PREFIX);
     if *method == Method::POST && path == protocol::JES_REGISTER {
@@ -42,7 +42,7 @@ pub fn classify(method: &Method, path: &str) -> Option<Endpoint> {
 
 /// A checked artifact location: a repository key and a relative path inside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArtifactPath {
+pub(crate) struct ArtifactPath {
     /// Repository key, e.g. `jfconnect-usage`.
     pub repo: String,
     /// Decoded segments of the path inside the repository (at least one).
@@ -65,7 +65,7 @@ impl ArtifactPath {
     }
 
     /// True when the artifact is an archive that the simulator verifies (`*.zip`).
-    pub fn is_archive(&self) -> bool {
+    pub(crate) fn is_archive(&self) -> bool {
         self.segments
             .last()
             .is_some_and(|s| s.to_ascii_lowercase().ends_with(".zip"))
@@ -75,11 +75,11 @@ impl ArtifactPath {
 /// Why an artifact path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct PathError(pub String);
+pub(crate) struct PathError(pub String);
 
 /// Parses the raw (still percent-encoded) part of a URL path after `/artifactory/` or
 /// `/artifactory/api/storage/`: `<repo>/<path...>`.
-pub fn parse_artifact_path(raw: &str) -> Result<ArtifactPath, PathError> {
+pub(crate) fn parse_artifact_path(raw: &str) -> Result<ArtifactPath, PathError> {
     let mut parts = raw.split('/');
     let repo = decode_segment(parts.next().unwrap_or(""))?;
     if repo.is_empty() {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 
 /// The name the server certificate is issued for.
-pub const TLS_HOST: &str = "localhost";
+pub(crate) const TLS_HOST: &str = "localhost";
 
 /// A TLS acceptor and where its CA certificate was written.
 #[derive(Clone)]

@@ -31,7 +31,7 @@ use crate::transport::payload::{
 };
 
 /// How long an answered entitlements bundle stays importable.
-pub const ANSWER_VALIDITY: chrono::Duration = chrono::Duration::days(30);
+pub(crate) const ANSWER_VALIDITY: chrono::Duration = chrono::Duration::days(30);
 
 /// What answering a bundle did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +102,7 @@ struct Counter {
 
 /// Cumulative counts across answers (`<state>/stats.json`).
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct VendorStats {
+pub(crate) struct VendorStats {
     /// Distinct usage files received.
     pub usage_received_unique: u64,
     /// Usage files received again.
@@ -110,7 +110,7 @@ pub struct VendorStats {
 }
 
 /// Reads the vendor's cumulative counts.
-pub fn vendor_stats(state_dir: &Path) -> Result<VendorStats, AirgapError> {
+pub(crate) fn vendor_stats(state_dir: &Path) -> Result<VendorStats, AirgapError> {
     Ok(crate::state::load(&state_dir.join("stats.json"))?.unwrap_or_default())
 }
 

@@ -17,7 +17,7 @@ use crate::clock::SharedClock;
 /// When bytes of one exchange last moved, shared between the upload stream and the code that
 /// waits for the store's answer; read from the clock's monotonic reading.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     clock: SharedClock,
     origin: Duration,
     /// Milliseconds since `origin` of the last chunk.
@@ -45,14 +45,14 @@ impl Activity {
     }
 
     /// How long nothing has moved.
-    pub fn quiet_for(&self) -> Duration {
+    pub(crate) fn quiet_for(&self) -> Duration {
         self.since_origin()
             .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 
 /// The caller's request body as an upstream body, touching `activity` on every chunk.
-pub fn upstream_body(body: Body, activity: Arc<Activity>) -> crate::http::Body {
+pub(crate) fn upstream_body(body: Body, activity: Arc<Activity>) -> crate::http::Body {
     crate::http::Body::wrap_stream(
         body.into_data_stream()
             .inspect_ok(move |_| activity.touch()),
@@ -61,7 +61,7 @@ pub fn upstream_body(body: Body, activity: Arc<Activity>) -> crate::http::Body {
 
 /// What ended a wait for the store's answer.
 #[derive(Debug)]
-pub enum Waited {
+pub(crate) enum Waited {
     /// The store answered, or the send failed.
     Done(Result<crate::http::Response, crate::http::Error>),
     /// Nothing moved for `idle`.
@@ -69,7 +69,7 @@ pub enum Waited {
 }
 
 /// Waits for the store's answer while the upload moves; gives up once nothing moved for `idle`.
-pub async fn answer_or_idle<F>(pending: F, activity: &Activity, idle: Duration) -> Waited
+pub(crate) async fn answer_or_idle<F>(pending: F, activity: &Activity, idle: Duration) -> Waited
 where
     F: std::future::Future<Output = Result<crate::http::Response, crate::http::Error>>,
 {
@@ -91,7 +91,11 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, crate::http::E
 /// The store's answer body as our response body; ends with an error (which cuts the caller's
 /// connection, so a truncated download is never mistaken for a whole one) if the store stays
 /// silent for `idle` mid-body or breaks the transfer.
-pub fn downstream_body(response: crate::http::Response, idle: Duration, host: String) -> Body {
+pub(crate) fn downstream_body(
+    response: crate::http::Response,
+    idle: Duration,
+    host: String,
+) -> Body {
     let chunks: ChunkStream = Box::pin(response.bytes_stream());
     let stream = futures_util::stream::unfold(Some(chunks), move |state| {
         let host = host.clone();

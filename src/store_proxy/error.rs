@@ -14,7 +14,7 @@ use url::Url;
 
 /// Why a store request was not forwarded or got no answer.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreProxyError {
+pub(crate) enum StoreProxyError {
     /// The path failed the check; nothing was sent upstream.
     #[error(transparent)]
     BadPath(#[from] StorePathError),
@@ -55,7 +55,7 @@ impl StoreProxyError {
     }
 
     /// Classifies a failed upstream send (no HTTP answer) for the store at `url`.
-    pub fn from_send(err: &crate::http::Error, url: &Url, timeout: Duration) -> Self {
+    pub(crate) fn from_send(err: &crate::http::Error, url: &Url, timeout: Duration) -> Self {
         let host = url.host_str().unwrap_or("?").to_string();
         if err.is_timeout() {
             return StoreProxyError::Timeout { host, timeout };

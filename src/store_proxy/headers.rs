@@ -41,7 +41,10 @@ const REQUEST_DROPPED: [HeaderName; 6] = [
 ///
 /// `X-Forwarded-For` keeps any chain the caller sent and appends the caller's address;
 /// `X-Forwarded-Proto` is always ours.
-pub fn upstream_request_headers(incoming: &HeaderMap, client_ip: Option<IpAddr>) -> HeaderMap {
+pub(crate) fn upstream_request_headers(
+    incoming: &HeaderMap,
+    client_ip: Option<IpAddr>,
+) -> HeaderMap {
     let mut out = end_to_end(incoming);
     for name in &REQUEST_DROPPED {
         out.remove(name);
@@ -70,7 +73,7 @@ pub fn upstream_request_headers(incoming: &HeaderMap, client_ip: Option<IpAddr>)
 }
 
 /// The headers to send back to the caller for an answer that arrived with `upstream`.
-pub fn downstream_response_headers(upstream: &HeaderMap) -> HeaderMap {
+pub(crate) fn downstream_response_headers(upstream: &HeaderMap) -> HeaderMap {
     let mut out = end_to_end(upstream);
     out.remove(header::SET_COOKIE);
     out

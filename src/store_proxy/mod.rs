@@ -16,9 +16,9 @@ mod error;
 mod headers;
 mod path;
 
-pub use error::StoreProxyError;
-pub use headers::{downstream_response_headers, upstream_request_headers};
-pub use path::{check_store_path, StorePathError};
+pub(crate) use error::StoreProxyError;
+pub(crate) use headers::{downstream_response_headers, upstream_request_headers};
+pub(crate) use path::{check_store_path, StorePathError};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
@@ -33,7 +33,7 @@ use std::time::Duration;
 use url::Url;
 
 /// Where the store proxy lives in the API.
-pub const MOUNT: &str = "/api/v1/store";
+pub(crate) const MOUNT: &str = "/api/v1/store";
 
 /// Upper bound on one whole exchange, so the shared client's per-request timeout (meant for
 /// small API calls) does not cut a long download that keeps moving; silence is caught by the
@@ -75,7 +75,7 @@ impl StoreProxy {
     }
 
     /// Forwards one request as it arrived, its path starting with [`MOUNT`].
-    pub async fn forward(&self, request: Request) -> Result<Response, StoreProxyError> {
+    pub(crate) async fn forward(&self, request: Request) -> Result<Response, StoreProxyError> {
         let (parts, body) = request.into_parts();
         let path = parts
             .uri

@@ -31,7 +31,7 @@ const LOOKALIKES: [char; 10] = [
 
 /// Why a store path was refused. Each message is one sentence for the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StorePathError {
+pub(crate) enum StorePathError {
     /// The path does not start with `/` (an absolute-form or otherwise odd target).
     #[error("the store path must start with '/'")]
     NotRooted,
@@ -81,7 +81,7 @@ pub enum StorePathError {
 /// Checks the raw path of a store request (the part after `/api/v1/store`, e.g. `/api/x`).
 ///
 /// An empty path or `/` is accepted (it addresses the store URL itself).
-pub fn check_store_path(raw: &str) -> Result<(), StorePathError> {
+pub(crate) fn check_store_path(raw: &str) -> Result<(), StorePathError> {
     if raw.is_empty() {
         return Ok(());
     }

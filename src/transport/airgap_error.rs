@@ -83,7 +83,7 @@ impl AirgapError {
 
     /// True when the input (a bundle, a key, the configuration) is at fault rather than this
     /// machine: the CLI exits 2 and the HTTP API answers 400.
-    pub fn is_bad_input(&self) -> bool {
+    pub(crate) fn is_bad_input(&self) -> bool {
         match self {
             // A bundle file that is not there was named wrongly.
             AirgapError::Bundle(BundleError::Io { source, .. }) => {

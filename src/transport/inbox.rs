@@ -33,7 +33,7 @@ use crate::state::StateError;
 
 /// What an import did.
 #[derive(Debug, Clone)]
-pub struct ImportOutcome {
+pub(crate) struct ImportOutcome {
     /// The verified manifest.
     pub manifest: Manifest,
     /// The subscription.
@@ -61,7 +61,7 @@ impl ImportOutcome {
 /// One verified entitlements bundle's payload, waiting for (or already taken by) the
 /// entitlements job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InboxEntry {
+pub(crate) struct InboxEntry {
     /// The bundle it came in.
     pub bundle_id: String,
     /// The bundle's sequence.
@@ -86,7 +86,7 @@ impl InboxEntry {
 
 /// A verified bundle, read but not yet accepted.
 #[derive(Debug, Clone)]
-pub struct Verified {
+pub(crate) struct Verified {
     manifest: Manifest,
     entry: InboxEntry,
 }
@@ -114,7 +114,7 @@ impl Verified {
 
 /// The inbox and the import history of one data folder.
 #[derive(Debug, Clone)]
-pub struct Inbox {
+pub(crate) struct Inbox {
     path: PathBuf,
     history: ImportStore,
 }
@@ -139,14 +139,15 @@ impl Inbox {
     }
 
     /// The import history file (replay and rollback protection).
-    pub fn history_path(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn history_path(&self) -> &Path {
         self.history.path()
     }
 }
 
 /// Reads `<data_dir>/jpd_id` without making one (an import must not change a data folder it
 /// refuses a bundle for).
-pub fn read_jpd_id(data_dir: &Path) -> Result<String, AirgapError> {
+pub(crate) fn read_jpd_id(data_dir: &Path) -> Result<String, AirgapError> {
     crate::state::read_jpd_id(data_dir)?
         .ok_or_else(|| AirgapError::NoJpdId(data_dir.join(crate::state::JPD_ID_FILE)))
 }

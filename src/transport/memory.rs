@@ -62,13 +62,9 @@ impl MemoryTransport {
         }
     }
 
-    /// Accepts another license from now on.
-    pub fn accept_license(&self, license: &str) {
-        self.lock().valid_licenses.insert(license.to_string());
-    }
-
     /// Replaces the served entitlements.
-    pub fn set_entitlements(&self, etag: &str, entitlements: Entitlements) {
+    #[cfg(test)]
+    pub(crate) fn set_entitlements(&self, etag: &str, entitlements: Entitlements) {
         self.lock().entitlements = Some((etag.to_string(), entitlements));
     }
 

@@ -8,9 +8,9 @@
 //!
 //! Architecture invariant: nothing outside `transport/` builds a request to JES or JCS.
 
-pub mod airgap_error;
+pub(crate) mod airgap_error;
 pub mod airgapped;
-pub mod inbox;
+pub(crate) mod inbox;
 pub mod memory;
 pub mod online;
 pub mod outbox;

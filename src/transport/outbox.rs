@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::transport::UsageUpload;
 
 /// How long an outgoing bundle stays importable at the vendor.
-pub const OUTGOING_VALIDITY: chrono::Duration = chrono::Duration::days(365);
+pub(crate) const OUTGOING_VALIDITY: chrono::Duration = chrono::Duration::days(365);
 
 /// How long a writer waits for another process's outbox lock.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
@@ -37,7 +37,7 @@ static WRITERS: Mutex<()> = Mutex::new(());
 
 /// A bundle this JPD wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WrittenBundle {
+pub(crate) struct WrittenBundle {
     /// Where it is.
     pub path: PathBuf,
     /// What it carries.
@@ -57,7 +57,7 @@ struct SequenceFile {
 
 /// The outbox of one JPD: where its bundles go and the key they are signed with.
 #[derive(Debug, Clone)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     /// `airgap.outbox_dir`.
     pub dir: PathBuf,
     /// `<data_dir>/state`.
@@ -69,7 +69,7 @@ pub struct Outbox {
 }
 
 /// The JPD's signing key prefix under `data_dir`.
-pub fn jpd_key_prefix(data_dir: &Path) -> PathBuf {
+pub(crate) fn jpd_key_prefix(data_dir: &Path) -> PathBuf {
     data_dir.join("keys").join("jpd")
 }
 
@@ -85,12 +85,12 @@ impl Outbox {
     }
 
     /// The JPD's key pair, made on first need (secret key mode 0600).
-    pub fn signing_key(&self) -> Result<SecretKey, AirgapError> {
+    pub(crate) fn signing_key(&self) -> Result<SecretKey, AirgapError> {
         Ok(load_or_generate(&self.key_prefix)?)
     }
 
     /// Writes a registration bundle for the license with `license_fingerprint`.
-    pub fn write_registration(
+    pub(crate) fn write_registration(
         &self,
         license_fingerprint: &str,
         now: DateTime<Utc>,
@@ -165,7 +165,7 @@ impl Outbox {
     }
 
     /// The JPD's public key file, which checks every bundle of this outbox.
-    pub fn public_key_file(&self) -> PathBuf {
+    pub(crate) fn public_key_file(&self) -> PathBuf {
         let mut p = self.key_prefix.clone().into_os_string();
         p.push(".pub");
         p.into()
@@ -173,7 +173,11 @@ impl Outbox {
 
     /// The bundles of `kind` in the outbox with a sequence above `after`, oldest first, each
     /// checked with the JPD's public key before its manifest is read.
-    pub fn written_since(&self, kind: Kind, after: u64) -> Result<Vec<WrittenBundle>, AirgapError> {
+    pub(crate) fn written_since(
+        &self,
+        kind: Kind,
+        after: u64,
+    ) -> Result<Vec<WrittenBundle>, AirgapError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -9,17 +9,18 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::{Kind, PublicKey};
 
 /// Path of the registration request in registration and usage bundles.
-pub const REGISTRATION_PATH: &str = "payload/registration.json";
+pub(crate) const REGISTRATION_PATH: &str = "payload/registration.json";
 /// Path of the entitlements in an entitlements bundle.
-pub const ENTITLEMENTS_PATH: &str = "payload/entitlements.json";
+pub(crate) const ENTITLEMENTS_PATH: &str = "payload/entitlements.json";
 /// Folder of the usage files in a usage bundle (`payload/usage/<sha256>.json`).
-pub const USAGE_PREFIX: &str = "payload/usage/";
+pub(crate) const USAGE_PREFIX: &str = "payload/usage/";
 /// `format` of a registration record.
-pub const REGISTRATION_FORMAT: &str = "jfconnect-registration/v1";
+pub(crate) const REGISTRATION_FORMAT: &str = "jfconnect-registration/v1";
 /// Largest registration record read (it is a few hundred bytes).
-pub const MAX_REGISTRATION_BYTES: u64 = 64 * 1024;
+#[cfg(feature = "sim")] // only the simulator uses it
+pub(crate) const MAX_REGISTRATION_BYTES: u64 = 64 * 1024;
 /// Largest entitlements payload read.
-pub const MAX_ENTITLEMENTS_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_ENTITLEMENTS_BYTES: u64 = 16 * 1024 * 1024;
 
 /// `payload/registration.json`: who the JPD is and the public key its bundles are signed
 /// with. The vendor pins that key on first contact (trust on first use). Holds the license's
@@ -75,7 +76,8 @@ impl RegistrationRecord {
     }
 
     /// The public key the record carries.
-    pub fn public_key(&self) -> Result<PublicKey, String> {
+    #[cfg(feature = "sim")] // only the simulator uses it
+    pub(crate) fn public_key(&self) -> Result<PublicKey, String> {
         let key = PublicKey::parse(&self.jpd_public_key)?;
         if key.id.to_string() != self.jpd_key_id {
             return Err(format!(
@@ -87,7 +89,7 @@ impl RegistrationRecord {
     }
 
     /// Pretty JSON with a final LF.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
         v.push(b'\n');
         v
@@ -95,19 +97,20 @@ impl RegistrationRecord {
 }
 
 /// Path of a usage file inside a usage bundle.
-pub fn usage_path(sha256: &str) -> String {
+pub(crate) fn usage_path(sha256: &str) -> String {
     format!("{USAGE_PREFIX}{sha256}.json")
 }
 
 /// The SHA-256 a usage payload path names, if it is one.
-pub fn usage_sha_of(path: &str) -> Option<&str> {
+#[cfg(feature = "sim")] // only the simulator uses it
+pub(crate) fn usage_sha_of(path: &str) -> Option<&str> {
     let sha = path.strip_prefix(USAGE_PREFIX)?.strip_suffix(".json")?;
     (sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(sha)
 }
 
 /// `<kind>-<UTC yyyymmddThhmmssZ>-<seq>.jfbundle` (sequence zero-padded to 6 digits so names
 /// sort in the order they were written).
-pub fn bundle_file_name(kind: Kind, created: DateTime<Utc>, sequence: u64) -> String {
+pub(crate) fn bundle_file_name(kind: Kind, created: DateTime<Utc>, sequence: u64) -> String {
     format!(
         "{kind}-{}-{sequence:06}.jfbundle",
         created.format("%Y%m%dT%H%M%SZ")
@@ -115,7 +118,7 @@ pub fn bundle_file_name(kind: Kind, created: DateTime<Utc>, sequence: u64) -> St
 }
 
 /// The kind and sequence a bundle file name written by [`bundle_file_name`] carries.
-pub fn parse_bundle_file_name(name: &str) -> Option<(Kind, u64)> {
+pub(crate) fn parse_bundle_file_name(name: &str) -> Option<(Kind, u64)> {
     let stem = name.strip_suffix(".jfbundle")?;
     let (kind, rest) = stem.split_once('-')?;
     let kind = match kind {

@@ -20,14 +20,14 @@ use crate::secret::Secret;
 use crate::transport::{EntitlementsFetch, Transport, TransportError, UsageReceipt, UsageUpload};
 
 /// The registration token of an air-gapped JPD: there is no JES to issue one.
-pub const OFFLINE_TOKEN: &str = "offline";
+pub(crate) const OFFLINE_TOKEN: &str = "offline";
 
 /// Usage files per bundle: a bundle carries as many as one upload call hands it, so the
 /// transport asks for large batches (a person carries one file, not hundreds).
-pub const BUNDLE_BATCH: usize = 100_000;
+pub(crate) const BUNDLE_BATCH: usize = 100_000;
 
 /// The transport of air-gapped mode; see the module doc.
-pub struct AirGappedTransport {
+pub(crate) struct AirGappedTransport {
     outbox: Outbox,
     inbox: Inbox,
     store: Arc<EntitlementsStore>,
@@ -55,11 +55,6 @@ impl AirGappedTransport {
         }
     }
 
-    /// The outbox it writes into.
-    pub fn outbox(&self) -> &Outbox {
-        &self.outbox
-    }
-
     fn fingerprint(&self) -> Option<String> {
         self.store
             .snapshot()
@@ -68,7 +63,7 @@ impl AirGappedTransport {
     }
 
     /// Writes a fresh registration bundle (for `GET /api/v1/offline/start_register`).
-    pub async fn write_registration(
+    pub(crate) async fn write_registration(
         &self,
         license_fingerprint: &str,
     ) -> Result<WrittenBundle, AirgapError> {
