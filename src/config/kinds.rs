@@ -6,16 +6,13 @@
 //! Unquoted YAML scalars given to a text key (`token_file: 1234`, `interval: 5`) are taken as
 //! text, so the key's own parser judges them ("\"5\" has no unit").
 
-use super::keys::{all_keys, Key, Kind, Section};
+use super::keys::{all_keys, Key, Kind, Section, README_KEYS};
 use super::layers::{lookup, Sources};
 use super::ConfigError;
 use serde_yaml::Value;
 
 /// The sentence for a port that is not one.
 pub(crate) const PORT_RANGE: &str = "port must be a number from 1 to 65535";
-
-/// The section of the README that lists every key.
-pub(crate) const README_KEYS: &str = "see the Configuration section of README.md";
 
 /// Checks, and where harmless normalises, every value of `section` in `tree`.
 pub(crate) fn check(
@@ -144,41 +141,4 @@ fn shown(value: &Value) -> String {
 fn lookup_mut<'a>(root: &'a mut Value, key: &str) -> Option<&'a mut Value> {
     key.split('.')
         .try_fold(root, |node, part| node.get_mut(part))
-}
-
-/// The known key closest to the mistyped `full_key`, when one is close enough to be meant.
-pub(crate) fn nearest_key(full_key: &str) -> Option<String> {
-    all_keys()
-        .map(|k| k.full())
-        .map(|k| (strsim::jaro_winkler(full_key, &k), k))
-        .filter(|(score, _)| *score >= 0.9)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, k)| k)
-}
-
-/// The reason given for a key jfconnect does not read: a near key if there is one, and where
-/// every key is listed.
-pub(crate) fn unknown_key(full_key: &str, what: &str) -> String {
-    match nearest_key(full_key) {
-        Some(near) => format!("{what} (did you mean {near}?); {README_KEYS}"),
-        None => format!("{what}; {README_KEYS}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_near_key_is_suggested_and_a_far_one_is_not() {
-        assert_eq!(
-            nearest_key("jfconnect.prot").as_deref(),
-            Some("jfconnect.port")
-        );
-        assert_eq!(
-            nearest_key("jfconnect.usage.intreval").as_deref(),
-            Some("jfconnect.usage.interval")
-        );
-        assert_eq!(nearest_key("jfconnect.colour_scheme"), None);
-    }
 }

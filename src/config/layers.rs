@@ -96,15 +96,15 @@ pub(crate) fn layered_tree(file: Option<&Path>, env: &ProcessEnv) -> Result<Laye
             );
             // A variable name cannot tell `_` in a key from the dot between keys: the nearest
             // key is looked for with every `_` read as a dot too.
-            let reason = match super::kinds::nearest_key(&key)
-                .or_else(|| super::kinds::nearest_key(&key.replace('_', ".")))
+            let reason = match super::keys::nearest_key(&key)
+                .or_else(|| super::keys::nearest_key(&key.replace('_', ".")))
             {
                 Some(near) => format!(
                     "no such setting (did you mean {near}, {}?); {}",
                     super::env_name(near.trim_start_matches("jfconnect.")),
-                    super::kinds::README_KEYS
+                    super::keys::README_KEYS
                 ),
-                None => format!("no such setting; {}", super::kinds::README_KEYS),
+                None => format!("no such setting; {}", super::keys::README_KEYS),
             };
             return Err(ConfigError::Key {
                 key,
@@ -207,7 +207,7 @@ fn yaml_key(v: &Value) -> String {
 }
 
 /// A variable's text as the YAML value of a key of `kind`; what it cannot read stays text, for
-/// [`super::kinds::check`] to refuse with the key's sentence.
+/// `kinds::check` to refuse with the key's sentence.
 fn env_value(s: &str, kind: Kind) -> Value {
     let text = || Value::String(s.to_string());
     match kind {
@@ -277,7 +277,7 @@ pub(crate) fn deserialize<T: DeserializeOwned>(
         };
         let full = format!("{}.{}", section.name(), key.trim_start_matches('.'));
         let reason = match (unknown, unknown_variant(&reason)) {
-            (Some(field), _) => super::kinds::unknown_key(&full, &format!("unknown key `{field}`")),
+            (Some(field), _) => super::keys::unknown_key(&full, &format!("unknown key `{field}`")),
             (None, Some((given, choices))) => {
                 format!("must be one of {choices}, not {given:?}")
             }
