@@ -43,8 +43,8 @@ pub use manifest::{
 };
 
 pub use minisign::KeyId;
-pub use names::name_key;
 pub use minisign::{generate_keypair, MinisignSignature, PublicKey, SecretKey, TrustedKeys};
+pub use names::name_key;
 pub use verify::VerifiedBundle;
 pub use verify::{verify_bundle, verify_bytes, verify_file_with_pubkey, verify_self_signed};
 pub use write::{

@@ -97,7 +97,7 @@ impl RegistrationRecord {
 }
 
 /// Path of a usage file inside a usage bundle.
-pub(crate) fn usage_path(sha256: &str) -> String {
+pub fn usage_path(sha256: &str) -> String {
     format!("{USAGE_PREFIX}{sha256}.json")
 }
 
