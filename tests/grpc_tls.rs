@@ -3,6 +3,7 @@
 //! reach Get, Check and Watch, and a plain-text client is refused.
 
 mod sim_support;
+mod tls_support;
 
 use jfconnect::app::App;
 use jfconnect::clock::SystemClock;
@@ -10,10 +11,10 @@ use jfconnect::config::Config;
 use jfconnect::server::Listeners;
 use jfconnect_client::proto::entitlements_client::EntitlementsClient;
 use jfconnect_client::proto::{CheckRequest, GetEntitlementsRequest, WatchRequest};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tls_support::{other_ca_pem, TestPki};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 const TOKEN: &str = "grpc-tls-token";
@@ -22,18 +23,9 @@ const ADMIN: &str = "grpc-tls-admin-token";
 /// A CA and a server certificate for `localhost` signed by it, written as `server.pem` and
 /// `server.key`; returns the CA's PEM.
 fn pki(dir: &Path) -> String {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
-    std::fs::write(dir.join("server.pem"), leaf.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), leaf_key.serialize_pem()).unwrap();
-    ca.pem()
+    let made = TestPki::for_names(&["localhost"]);
+    made.write_server_files(dir);
+    made.ca_pem
 }
 
 fn entitlements_client(channel: Channel) -> EntitlementsClient<Channel> {
@@ -214,7 +206,7 @@ async fn grpc_answers_over_the_server_tls_and_refuses_plain_text() {
     // And a client that does not trust the CA gets nothing.
     let untrusting = jfconnect_client::Client::builder(TOKEN)
         .grpc(grpc_url)
-        .ca_pem(rcgen_other_ca())
+        .ca_pem(other_ca_pem())
         .first_answer_wait(Duration::from_millis(500))
         .connect()
         .await
@@ -230,14 +222,4 @@ async fn grpc_answers_over_the_server_tls_and_refuses_plain_text() {
         .unwrap()
         .unwrap();
     sim.stop().await;
-}
-
-/// The PEM of a CA that signed nothing here.
-fn rcgen_other_ca() -> String {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .self_signed(&KeyPair::generate().unwrap())
-        .unwrap()
-        .pem()
 }

@@ -4,6 +4,7 @@
 
 mod pg_support;
 mod process_support;
+mod tls_support;
 
 use chrono::{TimeZone, Utc};
 use jfconnect::config::{DatabaseSettings, TlsMode};
@@ -22,6 +23,7 @@ use jfconnect::secret::Secret;
 use pg_support::PgServer;
 use std::sync::Arc;
 use std::time::Duration;
+use tls_support::TestPki;
 
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 const OTHER_KEY: &str = "ffeeddccbbaa99887766554433221100";
@@ -840,21 +842,12 @@ async fn nodes_form_one_cluster_and_a_duplicate_node_id_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_the_database_is_verified_against_tls_ca_file() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
+    let pki = TestPki::loopback();
     let server = PgServer::start();
-    server.enable_tls(&leaf.pem(), &leaf_key.serialize_pem());
+    server.enable_tls(&pki.cert_pem, &pki.key_pem);
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
     let settings = |tls| DatabaseSettings {
         host: "127.0.0.1".into(),
         port: server.port,

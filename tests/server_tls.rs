@@ -1,10 +1,12 @@
 //! `tls.server.cert_file` and `tls.server.key_file` make `serve` answer over HTTPS; a bad
 //! certificate or key is refused at start with exit 2 and one sentence naming the file.
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+mod tls_support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tls_support::{stray_key_pem, TestPki};
 
 struct Pki {
     ca_pem: String,
@@ -16,25 +18,16 @@ struct Pki {
 /// A CA, a server certificate for localhost and 127.0.0.1 signed by it, its key, and a key
 /// that belongs to nothing.
 fn pki(dir: &Path) -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
-    let p = Pki {
-        ca_pem: ca.pem(),
-        cert: dir.join("server.pem"),
-        key: dir.join("server.key"),
-        other_key: dir.join("other.key"),
-    };
-    std::fs::write(&p.cert, leaf.pem()).unwrap();
-    std::fs::write(&p.key, leaf_key.serialize_pem()).unwrap();
-    std::fs::write(&p.other_key, KeyPair::generate().unwrap().serialize_pem()).unwrap();
-    p
+    let made = TestPki::loopback();
+    let (cert, key) = made.write_server_files(dir);
+    let other_key = dir.join("other.key");
+    std::fs::write(&other_key, stray_key_pem()).unwrap();
+    Pki {
+        ca_pem: made.ca_pem,
+        cert,
+        key,
+        other_key,
+    }
 }
 
 fn free_port() -> u16 {
