@@ -178,17 +178,21 @@ fn admin_token_file_from_the_environment_must_differ_from_the_api_token() {
     let cfg = system_yaml(dir.path());
     std::fs::write(dir.path().join("read.token"), "same-token-in-both\n").unwrap();
     std::fs::write(dir.path().join("admin.token"), "same-token-in-both").unwrap();
-    let out = jfconnect(dir.path())
-        .arg("--config")
-        .arg(&cfg)
-        .args(["config", "check"])
-        .env("JF_JFCONNECT_API_TOKEN_FILE", dir.path().join("read.token"))
-        .env(
-            "JF_JFCONNECT_API_ADMIN_TOKEN_FILE",
-            dir.path().join("admin.token"),
-        )
-        .output()
-        .unwrap();
+    // Both token files named by the environment, as an operator's unit file would.
+    let check = |args: &[&str]| {
+        jfconnect(dir.path())
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .env("JF_JFCONNECT_API_TOKEN_FILE", dir.path().join("read.token"))
+            .env(
+                "JF_JFCONNECT_API_ADMIN_TOKEN_FILE",
+                dir.path().join("admin.token"),
+            )
+            .output()
+            .unwrap()
+    };
+    let out = check(&["config", "check"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
     assert!(
@@ -199,17 +203,7 @@ fn admin_token_file_from_the_environment_must_differ_from_the_api_token() {
     );
     assert!(!stderr.contains("same-token-in-both"), "{stderr}");
     std::fs::write(dir.path().join("admin.token"), "another-token").unwrap();
-    let out = jfconnect(dir.path())
-        .arg("--config")
-        .arg(&cfg)
-        .args(["config", "check", "--show"])
-        .env("JF_JFCONNECT_API_TOKEN_FILE", dir.path().join("read.token"))
-        .env(
-            "JF_JFCONNECT_API_ADMIN_TOKEN_FILE",
-            dir.path().join("admin.token"),
-        )
-        .output()
-        .unwrap();
+    let out = check(&["config", "check", "--show"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(

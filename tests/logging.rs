@@ -10,11 +10,40 @@ use jfconnect::config::Config;
 use jfconnect::jobs::JobName;
 use jfconnect::logging::{self, LogSettings};
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const TOKEN: &str = "test-api-token-0123456789";
+
+/// `serve` on `cfg` with the log level and colour left to their defaults, stderr captured.
+fn serve(cfg: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_jfconnect"))
+        // Parallel tests must not all bind the default gRPC port.
+        .env("JF_JFCONNECT_GRPC_ENABLED", "false")
+        .arg("--config")
+        .arg(cfg)
+        .arg("serve")
+        .env_remove("JFCONNECT_LOG")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM, wait, and everything it wrote to stderr.
+fn stop(child: &mut Child) -> String {
+    sigterm_and_wait(child);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
 
 /// True when `line` has JFrog's service log shape:
 /// `<time> [jfcon] [LEVEL] [<trace id>] [<module>:<line>] [<thread>] - <message>`.
@@ -57,28 +86,10 @@ fn first_start_logs_one_info_line_for_the_missing_license_no_warn_no_colour() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jfconnect"))
-        // Parallel tests must not all bind the default gRPC port.
-        .env("JF_JFCONNECT_GRPC_ENABLED", "false")
-        .arg("--config")
-        .arg(&cfg)
-        .arg("serve")
-        .env_remove("JFCONNECT_LOG")
-        .env_remove("NO_COLOR")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve(&cfg);
     // Long enough for several retries of the entitlements and usage jobs (1 s backoff).
     std::thread::sleep(Duration::from_secs(4));
-    sigterm_and_wait(&mut child);
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stop(&mut child);
     assert!(
         !err.contains('\x1b'),
         "colour escapes off a terminal:\n{err}"
@@ -236,27 +247,10 @@ fn log_keys_switch_serve_to_json_lines_in_the_log_folder() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jfconnect"))
-        // Parallel tests must not all bind the default gRPC port.
-        .env("JF_JFCONNECT_GRPC_ENABLED", "false")
-        .arg("--config")
-        .arg(&cfg)
-        .arg("serve")
-        .env_remove("JFCONNECT_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve(&cfg);
     let answered = wait_for_answer(port, "/api/v1/system/ping?secret=Q");
     assert!(answered.to_ascii_lowercase().contains("x-jfrog-trace-id:"));
-    sigterm_and_wait(&mut child);
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stop(&mut child);
     let service = std::fs::read_to_string(logs.join(logging::SERVICE_LOG)).unwrap();
     for text in [&err, &service] {
         assert!(!text.is_empty());
