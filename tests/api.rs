@@ -47,23 +47,7 @@ async fn start(enabled: bool) -> Running {
     let transport = Arc::new(MemoryTransport::new(LICENSE, "\"e1\"", entitlements()));
     let clock: SharedClock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let service = Arc::new(App::build(config, clock, Some(transport), true).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let done = tokio::spawn(jfconnect::server::serve(
-        service.clone(),
-        listener,
-        async move {
-            let _ = rx.await;
-        },
-    ));
-    Running {
-        addr,
-        stop: Some(tx),
-        done,
-        service,
-        _dir: dir,
-    }
+    Running::serve(service, dir).await
 }
 
 fn client() -> reqwest::Client {
@@ -74,6 +58,26 @@ fn client() -> reqwest::Client {
 }
 
 impl Running {
+    /// `serve` for `service` on a free loopback port until [`Running::shutdown`].
+    async fn serve(service: Arc<App>, dir: tempfile::TempDir) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let done = tokio::spawn(jfconnect::server::serve(
+            service.clone(),
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Running {
+            addr,
+            stop: Some(tx),
+            done,
+            service,
+            _dir: dir,
+        }
+    }
     fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -589,18 +593,9 @@ async fn store_proxy_in_the_service_forwards_without_our_token() {
         )
         .unwrap(),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let done = tokio::spawn(jfconnect::server::serve(
-        service.clone(),
-        listener,
-        async move {
-            let _ = rx.await;
-        },
-    ));
+    let s = Running::serve(service, dir).await;
     let r = client()
-        .get(format!("http://{addr}/api/v1/store/api/v1/products?q=xray"))
+        .get(s.url("/api/v1/store/api/v1/products?q=xray"))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -608,7 +603,7 @@ async fn store_proxy_in_the_service_forwards_without_our_token() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "store says hi");
     let r = client()
-        .get(format!("http://{addr}/api/v1/store/a/%252e%252e/b"))
+        .get(s.url("/api/v1/store/a/%252e%252e/b"))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -623,8 +618,7 @@ async fn store_proxy_in_the_service_forwards_without_our_token() {
     assert_eq!(seen[0].0, "/store/api/v1/products?q=xray");
     assert_eq!(seen[0].1, None, "our API token is never forwarded");
     assert_eq!(seen[0].2.as_deref(), Some("127.0.0.1"));
-    let _ = tx.send(());
-    done.await.unwrap().unwrap();
+    s.shutdown().await;
 }
 
 #[tokio::test]
