@@ -16,10 +16,11 @@ use jfconnect::ha::lease::{self, LeaseTiming};
 use jfconnect::ha::migrate;
 use jfconnect::ha::nodes::{self, Member, MembershipError};
 use jfconnect::ha::sealing::MasterKey;
-use jfconnect::ha::store::{Identity, ImportConflict, ImportRecord, PgStore};
+use jfconnect::ha::store::{Identity, PgStore};
 use jfconnect::ha::watch;
 use jfconnect::protocol::Entitlements;
 use jfconnect::secret::Secret;
+use jfconnect::state::{ImportCommit, ImportConflict};
 use pg_support::PgServer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -256,23 +257,42 @@ async fn a_holder_whose_lease_lapsed_gets_a_new_epoch_even_if_nobody_took_it() {
     );
 }
 
+fn import<'a>(
+    kind: &'a str,
+    bundle_id: &'a str,
+    sequence: u64,
+    tag: &'a str,
+    entry: &'a serde_json::Value,
+) -> ImportCommit<'a> {
+    ImportCommit {
+        kind,
+        bundle_id,
+        sequence,
+        created: Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap(),
+        bundle_sha256: bundle_id,
+        tag,
+        entry,
+    }
+}
+
 #[tokio::test]
 async fn import_sequence_is_one_compare_and_set_across_nodes() {
     let (_name, db) = migrated("a").await;
     let created = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
     let stores: Vec<PgStore> = (0..6).map(|i| store(&db, KEY, &format!("n{i}"))).collect();
     let ids: Vec<String> = (0..6).map(|i| format!("bundle-{i}")).collect();
+    let entries: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| serde_json::json!({ "from": id }))
+        .collect();
     // Six nodes import six different bundles with the same sequence at once: one wins.
-    let outcomes = futures_util::future::join_all(stores.iter().zip(&ids).map(|(s, id)| {
-        let rec = ImportRecord {
-            kind: "entitlements",
-            bundle_id: id,
-            sequence: 7,
-            created,
-        };
-        let state = sample_state(id, "t");
-        async move { s.commit_import(&rec, Some(&state)).await.unwrap() }
-    }))
+    let outcomes = futures_util::future::join_all(stores.iter().zip(&ids).zip(&entries).map(
+        |((s, id), entry)| async move {
+            s.commit_import(&import("entitlements", id, 7, id, entry))
+                .await
+                .unwrap()
+        },
+    ))
     .await;
     let winners: Vec<usize> = outcomes
         .iter()
@@ -284,29 +304,24 @@ async fn import_sequence_is_one_compare_and_set_across_nodes() {
     for o in outcomes.iter().filter(|o| o.is_err()) {
         assert_eq!(o, &Err(ImportConflict::SameSequence(7)));
     }
+    let winner = &ids[winners[0]];
     let history = stores[0].import_history("entitlements").await.unwrap();
     assert_eq!(history.last_sequence, Some(7));
     assert_eq!(history.newest_created, Some(created));
     assert_eq!(
         history.imported_ids.into_iter().collect::<Vec<_>>(),
-        vec![ids[winners[0]].clone()],
+        vec![winner.clone()],
         "refused imports left no trace"
     );
-    let stored = stores[1].entitlements().await.unwrap().unwrap();
     assert_eq!(
-        stored.state.current.unwrap().entitlements.subscription_id,
-        ids[winners[0]],
-        "the winner's entitlements were stored in the same transaction"
+        stores[1].latest_import("entitlements").await.unwrap(),
+        Some(entries[winners[0]].clone()),
+        "the winner's payload was put in the inbox in the same transaction"
     );
-    let rec = |id: &'static str, sequence| ImportRecord {
-        kind: "entitlements",
-        bundle_id: id,
-        sequence,
-        created,
-    };
+    let entry = serde_json::json!({});
     assert_eq!(
         stores[2]
-            .commit_import(&rec("older", 6), None)
+            .commit_import(&import("entitlements", "older", 6, "t6", &entry))
             .await
             .unwrap(),
         Err(ImportConflict::OlderSequence {
@@ -316,29 +331,26 @@ async fn import_sequence_is_one_compare_and_set_across_nodes() {
     );
     assert_eq!(
         stores[2]
-            .commit_import(
-                &rec(Box::leak(ids[winners[0]].clone().into_boxed_str()), 9),
-                None
-            )
+            .commit_import(&import("entitlements", winner, 9, "t9", &entry))
             .await
             .unwrap(),
-        Err(ImportConflict::AlreadyImported(ids[winners[0]].clone()))
+        Err(ImportConflict::AlreadyImported(winner.clone()))
     );
     assert_eq!(
         stores[3]
-            .commit_import(&rec("newer", 8), None)
+            .commit_import(&import("entitlements", "newer", 8, "t8", &entry))
             .await
             .unwrap(),
         Ok(())
     );
     // Another kind has its own sequence.
-    let usage = ImportRecord {
-        kind: "usage",
-        bundle_id: "u1",
-        sequence: 1,
-        created,
-    };
-    assert_eq!(stores[4].commit_import(&usage, None).await.unwrap(), Ok(()));
+    assert_eq!(
+        stores[4]
+            .commit_import(&import("usage", "u1", 1, "u1", &entry))
+            .await
+            .unwrap(),
+        Ok(())
+    );
 }
 
 #[tokio::test]
@@ -629,26 +641,64 @@ async fn an_unreachable_database_or_a_wrong_password_is_one_clear_sentence() {
     assert!(!err.to_string().contains("WRONG-PW"), "{err}");
 }
 
+/// An import recorded on one node waits in the inbox, sealed, until the leaseholder stores
+/// entitlements tagged with it: that write marks it (and every older import) applied, in its
+/// own transaction, and a stale leaseholder's write marks nothing.
 #[tokio::test]
-async fn a_bundle_put_in_the_inbox_on_one_node_is_seen_and_taken_once() {
+async fn an_import_on_one_node_waits_in_the_inbox_until_the_leaseholder_applies_it() {
     let (_name, db) = migrated("a").await;
-    let a = store(&db, KEY, "a");
-    let b = store(&db, KEY, "b");
-    let (item, new) = a.inbox_put(b"bundle bytes").await.unwrap();
-    assert!(new);
-    let (again, new_again) = b.inbox_put(b"bundle bytes").await.unwrap();
-    assert!(!new_again);
-    assert_eq!(again, item, "one entry per SHA-256");
-    let pending = b.inbox_pending().await.unwrap();
-    assert_eq!(pending, vec![item.clone()]);
-    assert_eq!(pending[0].received_by, "a");
-    assert_eq!(b.inbox_bundle(&pending[0]).await.unwrap(), b"bundle bytes");
-    let (da, db_) = tokio::join!(
-        a.inbox_done(&item, "imported"),
-        b.inbox_done(&item, "imported")
+    let (a, b) = (store(&db, KEY, "a"), store(&db, KEY, "b"));
+    let (e1, e2) = (
+        serde_json::json!({"sequence": 1, "secret": "payload-one"}),
+        serde_json::json!({"sequence": 2}),
     );
-    assert!(da.unwrap() ^ db_.unwrap(), "exactly one node marks it done");
-    assert!(a.inbox_pending().await.unwrap().is_empty());
+    a.commit_import(&import("entitlements", "b1", 1, "bundle-1-aa", &e1))
+        .await
+        .unwrap()
+        .unwrap();
+    b.commit_import(&import("entitlements", "b2", 2, "bundle-2-bb", &e2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        b.pending_import("entitlements").await.unwrap().as_deref(),
+        Some("bundle-2-bb"),
+        "the newest import is the one to apply"
+    );
+    assert_eq!(a.latest_import("entitlements").await.unwrap(), Some(e2));
+    assert!(!a.import_applied("entitlements", "b1").await.unwrap());
+    // Sealed: the payload is not in the database in plaintext.
+    let client = db.client().await.unwrap();
+    let raw: Vec<u8> = client
+        .query_one(
+            "SELECT entry FROM jfconnect.import_inbox WHERE bundle_id = 'b1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!String::from_utf8_lossy(&raw).contains("payload-one"));
+    drop(client);
+
+    let ttl = Duration::from_secs(30);
+    let fence = lease::acquire_or_renew(&db, "entitlements", "b", None, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut applied = sample_state("sub", "tok");
+    applied.current.as_mut().unwrap().etag = Some("bundle-2-bb".into());
+    // A node without the lease cannot mark anything applied.
+    let stale = jfconnect::ha::lease::Fence {
+        holder: "a".into(),
+        ..fence.clone()
+    };
+    assert!(a.save_entitlements(&stale, &applied).await.is_err());
+    assert!(!a.import_applied("entitlements", "b2").await.unwrap());
+    b.save_entitlements(&fence, &applied).await.unwrap();
+    for id in ["b1", "b2"] {
+        assert!(a.import_applied("entitlements", id).await.unwrap(), "{id}");
+    }
+    assert_eq!(a.pending_import("entitlements").await.unwrap(), None);
 }
 
 fn fast() -> LeaseTiming {

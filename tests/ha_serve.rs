@@ -36,10 +36,22 @@ fn node_config_on(
     sim: &str,
     database: &str,
 ) -> Config {
+    node_config_with(server, root, node, sim, database, "")
+}
+
+/// A node's configuration; `extra` is more of the `jfconnect:` section (indented by two).
+fn node_config_with(
+    server: &pg_support::PgServer,
+    root: &std::path::Path,
+    node: &str,
+    sim: &str,
+    database: &str,
+    extra: &str,
+) -> Config {
     std::fs::write(root.join("license"), sim_support::LICENSE).unwrap();
     std::fs::write(root.join("master.key"), MASTER_KEY).unwrap();
     let yaml = format!(
-        "jfconnect:\n  data_dir: {root}/{node}\n  ha:\n    lease_ttl: 3s\n    lease_renew: 1s\n  license:\n    file: {root}/license\n  jes:\n    url: {sim}\n  jcs:\n    url: {sim}\n  jpd:\n    url: {sim}\nshared:\n  node:\n    id: {node}\n  database:\n    type: postgresql\n    driver: org.postgresql.Driver\n    url: \"{url}?sslmode=disable\"\n    username: {user}\n    password: {pw}\n  security:\n    masterKeyFile: {root}/master.key\n",
+        "jfconnect:\n{extra}  data_dir: {root}/{node}\n  ha:\n    lease_ttl: 3s\n    lease_renew: 1s\n  license:\n    file: {root}/license\n  jes:\n    url: {sim}\n  jcs:\n    url: {sim}\n  jpd:\n    url: {sim}\nshared:\n  node:\n    id: {node}\n  database:\n    type: postgresql\n    driver: org.postgresql.Driver\n    url: \"{url}?sslmode=disable\"\n    username: {user}\n    password: {pw}\n  security:\n    masterKeyFile: {root}/master.key\n",
         root = root.display(),
         url = server.jdbc_url(database),
         user = pg_support::USER,
@@ -409,6 +421,179 @@ async fn a_single_node_moves_to_a_database_without_registering_again() {
         sim.stats().await.register_calls,
         1,
         "moving to a database registers nothing again"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+/// An entitlements bundle of sequence `seq` for `jpd_id`, signed with the vendor key in `dir`,
+/// granting `product`.
+fn entitlements_bundle(
+    dir: &std::path::Path,
+    jpd_id: &str,
+    seq: u64,
+    product: &str,
+) -> std::path::PathBuf {
+    use jfconnect::bundle::{write_bundle, BundleSpec, Kind, PayloadEntry, PayloadSource};
+    let sk = jfconnect::bundle::read_secret_key(&dir.join("vendor.key")).unwrap();
+    let now = chrono::Utc::now();
+    let e = jfconnect::protocol::Entitlements {
+        subscription_id: "sub-offline".into(),
+        subscription_type: "enterprise_plus".into(),
+        jpd_id: jpd_id.into(),
+        issued_at: jfconnect::bundle::format_time(now),
+        entitlements: vec![jfconnect::protocol::Entitlement {
+            product: product.into(),
+            feature: "core".into(),
+            valid_from: None,
+            valid_until: None,
+        }],
+    };
+    let out = dir.join(format!("ent{seq}.jfbundle"));
+    let spec = BundleSpec {
+        kind: Kind::Entitlements,
+        bundle_id: jfconnect::bundle::new_bundle_id(),
+        jpd_id: jpd_id.into(),
+        created: now,
+        expires: now + chrono::Duration::days(1),
+        sequence: seq,
+    };
+    let payload = vec![PayloadEntry {
+        path: jfconnect::transport::payload::ENTITLEMENTS_PATH.into(),
+        source: PayloadSource::Bytes(serde_json::to_vec(&e).unwrap()),
+    }];
+    write_bundle(&out, &spec, payload, &sk).unwrap();
+    out
+}
+
+impl Node {
+    async fn import(&self, bundle: &std::path::Path) -> reqwest::Response {
+        sim_support::client()
+            .post(format!("http://{}/api/v1/offline/register", self.addr))
+            .bearer_auth(&self.admin)
+            .header("content-type", "application/octet-stream")
+            .body(std::fs::read(bundle).unwrap())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The ETag and the products this node serves.
+    async fn etag_and_products(&self) -> Option<(String, Vec<String>)> {
+        let resp = self.get("/api/v1/entitlements").await;
+        if resp.status() != 200 {
+            return None;
+        }
+        let etag = resp.headers().get("etag")?.to_str().ok()?.to_string();
+        let v: serde_json::Value = resp.json().await.ok()?;
+        let products = v["entitlements"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["product"].as_str().map(String::from))
+            .collect();
+        Some((etag, products))
+    }
+}
+
+/// Both nodes serve `product`, with one ETag; answers the ETag.
+async fn both_serve(a: &Node, b: &Node, product: &str) -> String {
+    eventually(Duration::from_secs(5), || async {
+        let (x, y) = (a.etag_and_products().await?, b.etag_and_products().await?);
+        (x == y && x.1 == [product]).then_some(x.0)
+    })
+    .await
+    .unwrap_or_else(|| panic!("both nodes serve {product} with the same ETag"))
+}
+
+/// Air-gapped imports in database mode: a bundle imported on the node without the lease, over
+/// HTTP or with `jfconnect bundle import`, is applied by the leaseholder and served by both with
+/// one ETag once the import answers; two imports N+1 and N+2 on two nodes at once never roll
+/// the entitlements back; a refused import changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bundle_imported_on_any_node_is_served_by_every_node() {
+    let sim = sim_support::start().await;
+    let server = pg_support::shared();
+    let database = server.fresh_database();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    jfconnect::bundle::keys_generate(&dir.join("vendor")).unwrap();
+    let airgap = format!(
+        "  airgap:\n    enabled: true\n    vendor_public_keys: [{}]\n",
+        dir.join("vendor.pub").display()
+    );
+    let base = sim.handle.base_url();
+    let config = |node: &str| node_config_with(server, dir, node, &base, &database, &airgap);
+    let a = start(config("node-a")).await;
+    let b = start(config("node-b")).await;
+    let holder = eventually(Duration::from_secs(15), || async {
+        let v = a.cluster().await;
+        v["leases"][0]["holder"].as_str().map(String::from)
+    })
+    .await
+    .expect("one node holds the entitlements lease");
+    let (holder, other) = if holder == "node-a" {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let other_name = if holder.addr == a.addr {
+        "node-b"
+    } else {
+        "node-a"
+    };
+    let jpd_id = a.get("/api/v1/system/jpd_id").await.text().await.unwrap();
+
+    // Over HTTP, on the node without the lease: answered once applied, then served by both.
+    let first = entitlements_bundle(dir, &jpd_id, 1, "xray");
+    let resp = other.import(&first).await;
+    let status = resp.status();
+    assert_eq!(status, 200, "{}", resp.text().await.unwrap());
+    let etag1 = both_serve(&a, &b, "xray").await;
+
+    // With the CLI of the node without the lease (a process of its own).
+    let second = entitlements_bundle(dir, &jpd_id, 2, "distribution");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jfconnect"))
+        .args(["bundle", "import"])
+        .arg(&second)
+        .arg("--config")
+        .arg(dir.join(format!("{other_name}.yaml")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("imported entitlements bundle"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let etag2 = both_serve(&a, &b, "distribution").await;
+    assert_ne!(etag1, etag2);
+
+    // N+1 and N+2 at once, one on each node: N+2 wins whatever the order; never a rollback.
+    let (n1, n2) = (
+        entitlements_bundle(dir, &jpd_id, 3, "pipelines"),
+        entitlements_bundle(dir, &jpd_id, 4, "curation"),
+    );
+    let (r1, r2) = tokio::join!(holder.import(&n1), other.import(&n2));
+    assert_eq!(r2.status(), 200, "{}", r2.text().await.unwrap());
+    assert!(matches!(r1.status().as_u16(), 200 | 400), "{}", r1.status());
+    let etag4 = both_serve(&a, &b, "curation").await;
+
+    // A refused import (a replay of N+1) changes nothing, on either node.
+    for n in [holder, other] {
+        let resp = n.import(&n1).await;
+        assert_eq!(resp.status(), 400);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(both_serve(&a, &b, "curation").await, etag4);
+    assert_eq!(
+        sim.stats().await.register_calls,
+        0,
+        "air-gapped: JES is never called"
     );
     a.stop().await;
     b.stop().await;

@@ -33,6 +33,11 @@ use crate::transport::outbox::{Outbox, WrittenBundle};
 /// How long an import or export waits for a run of the same job (in `serve`, say) to end.
 const JOB_WAIT: Duration = Duration::from_secs(60);
 
+/// In database mode, how often an import asks whether the leaseholder applied it, and how
+/// many times (60 s in all).
+const IMPORT_POLL: Duration = Duration::from_millis(200);
+const IMPORT_POLLS: u32 = 300;
+
 /// A verified entitlements bundle, not imported: what it holds and which configured vendor
 /// key file signed it.
 #[derive(Debug, Clone)]
@@ -94,15 +99,20 @@ impl App {
         }
     }
 
-    /// Verifies the entitlements bundle `file`, puts its payload in the inbox and runs the
-    /// entitlements job at once, under its lock; answers once the store holds the bundle's
-    /// entitlements. A refused bundle changes nothing.
+    /// Verifies the entitlements bundle `file`, records it with its payload in the inbox and
+    /// has the entitlements job apply it; answers once the store holds the bundle's
+    /// entitlements. A refused bundle changes nothing. On a single node the job runs at once,
+    /// under its lock; in database mode the node holding the entitlements lease applies it
+    /// (this one at once when it holds the lease) and the answer waits for that, bounded.
     pub(crate) async fn import_entitlements_bundle(
         &self,
         file: &Path,
     ) -> Result<ImportOutcome, AirgapError> {
         let (_, inbox, scheduler) = self.airgapped("jfconnect bundle import")?;
         let verified = self.verify_entitlements_bundle(inbox, file).await?;
+        if inbox.store().shared() {
+            return self.import_shared(inbox, scheduler, verified).await;
+        }
         let report = scheduler
             .run_now_prepared(JobName::Entitlements, JOB_WAIT, || {
                 inbox::accept(inbox, &verified)
@@ -129,6 +139,36 @@ impl App {
         Ok(verified.outcome(&self.clock))
     }
 
+    /// The import of database mode: the compare-and-set and the inbox entry in one
+    /// transaction (no local lock: the database orders imports from every node), then a wait
+    /// until the leaseholder stored the entitlements and marked the import applied.
+    async fn import_shared(
+        &self,
+        inbox: &Inbox,
+        scheduler: &Arc<Scheduler>,
+        verified: inbox::Verified,
+    ) -> Result<ImportOutcome, AirgapError> {
+        inbox::accept(inbox, &verified).await?;
+        let holds_lease = self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.fence(JobName::Entitlements.as_str()).is_some());
+        if holds_lease {
+            scheduler.trigger(JobName::Entitlements);
+        }
+        let bundle_id = &verified.manifest().bundle_id;
+        for _ in 0..IMPORT_POLLS {
+            if inbox.store().import_applied(inbox::KIND, bundle_id).await? {
+                return Ok(verified.outcome(&self.clock));
+            }
+            tokio::time::sleep(IMPORT_POLL).await;
+        }
+        Err(AirgapError::Job(format!(
+            "the bundle was verified and recorded in the shared database, but no node applied it within {} s; the node holding the entitlements lease applies it (see `jfconnect status`), so check that a `jfconnect serve` of this JPD is running",
+            (IMPORT_POLL * IMPORT_POLLS).as_secs()
+        )))
+    }
+
     /// Verifies the entitlements bundle `file` exactly as an import would (keys, this JPD,
     /// kind, expiry, the import history) and reads its payload, changing nothing: the preview
     /// the console shows before "Apply" runs [`App::import_entitlements_bundle`], which
@@ -151,19 +191,30 @@ impl App {
         Ok(BundlePreview { verified, key_file })
     }
 
-    /// Step 1 of an import (writes nothing), off the async threads.
+    /// Step 1 of an import (writes nothing): the JPD id and the import history from the
+    /// store, then the bundle checked off the async threads.
     async fn verify_entitlements_bundle(
         &self,
         inbox: &Inbox,
         file: &Path,
     ) -> Result<inbox::Verified, AirgapError> {
-        let (config, clock, inbox, path) = (
-            self.config.clone(),
-            self.clock.clone(),
-            inbox.clone(),
-            file.to_path_buf(),
-        );
-        tokio::task::spawn_blocking(move || inbox::verify(&config, &inbox, clock, &path))
+        let store = inbox.store();
+        let jpd_id = match store.jpd_id().await? {
+            Some(id) => id,
+            None if store.shared() => {
+                return Err(AirgapError::Job(
+                    "the shared database holds no JPD identity yet; start `jfconnect serve` on a node of this JPD first".into(),
+                ))
+            }
+            None => {
+                return Err(AirgapError::NoJpdId(
+                    self.config.data_dir.join(crate::state::JPD_ID_FILE),
+                ))
+            }
+        };
+        let history = inbox.history().await?;
+        let (config, clock, path) = (self.config.clone(), self.clock.clone(), file.to_path_buf());
+        tokio::task::spawn_blocking(move || inbox::verify(&config, &jpd_id, history, clock, &path))
             .await
             .map_err(|e| AirgapError::Job(format!("the bundle check stopped: {e}")))?
     }
@@ -226,11 +277,9 @@ impl App {
             // Without imported entitlements the job ends "unavailable" after registering; only
             // a missing registration matters here.
             if let Err(e) = scheduler
-                .run_now_prepared(
-                    JobName::Entitlements,
-                    JOB_WAIT,
-                    || Ok::<(), AirgapError>(()),
-                )
+                .run_now_prepared(JobName::Entitlements, JOB_WAIT, || async {
+                    Ok::<(), AirgapError>(())
+                })
                 .await
             {
                 if self.entitlements.snapshot().registration.is_none() {
@@ -243,7 +292,9 @@ impl App {
         }
         let before = outbox.last_sequence(Kind::Usage)?;
         let report = scheduler
-            .run_now_prepared(JobName::Usage, JOB_WAIT, || Ok::<(), AirgapError>(()))
+            .run_now_prepared(JobName::Usage, JOB_WAIT, || async {
+                Ok::<(), AirgapError>(())
+            })
             .await
             .map_err(|e| match e {
                 Prepared::Prepare(e) => e,

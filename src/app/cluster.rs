@@ -48,18 +48,9 @@ pub async fn join(
     if settings.plaintext_password_in_file {
         tracing::warn!("shared.database.password is written in the configuration file; prefer password_file or JF_SHARED_DATABASE_PASSWORD");
     }
-    let key_file = config
-        .shared
-        .security
-        .master_key_file
-        .as_deref()
-        .ok_or_else(|| {
-            db_error("shared.security.masterKeyFile is required when shared.database is set")
-        })?;
-    let key = Arc::new(MasterKey::from_file(key_file).map_err(db_error)?);
-    let node_id = config.shared.node.id.clone();
-    let db = Db::new(settings, config.tls.ca_file.as_deref(), &node_id).map_err(db_error)?;
-    let store = PgStore::new(db, key, &node_id);
+    let Some(store) = open_store(config)? else {
+        return Ok(None);
+    };
     let cluster = Cluster::start(
         store.clone(),
         ClusterOptions {
@@ -76,6 +67,27 @@ pub async fn join(
     .map_err(db_error)?;
     adopt_identity(config, &store).await?;
     Ok(Some(Arc::new(cluster)))
+}
+
+/// The shared store named by `config.shared` (connecting lazily), without joining the
+/// cluster: what `serve` joins with, and what a one-off command (`bundle import`) records its
+/// import in. `None` without `shared.database`; refused without a master key.
+pub fn open_store(config: &Config) -> Result<Option<PgStore>, AppError> {
+    let Some(settings) = &config.shared.database.settings else {
+        return Ok(None);
+    };
+    let key_file = config
+        .shared
+        .security
+        .master_key_file
+        .as_deref()
+        .ok_or_else(|| {
+            db_error("shared.security.masterKeyFile is required when shared.database is set")
+        })?;
+    let key = Arc::new(MasterKey::from_file(key_file).map_err(db_error)?);
+    let node_id = &config.shared.node.id;
+    let db = Db::new(settings, config.tls.ca_file.as_deref(), node_id).map_err(db_error)?;
+    Ok(Some(PgStore::new(db, key, node_id)))
 }
 
 /// The cluster as `status` shows it: `None` without `shared.database`; else the database's URL
@@ -237,7 +249,9 @@ impl Job for LeasedJob {
 
 /// Background work of a cluster node until `stop`: copies shared entitlements changes into the
 /// local store, reports the served digest, and runs the entitlements job at once when this
-/// node takes its lease (so a takeover does not wait for the next scheduled run).
+/// node takes its lease (so a takeover does not wait for the next scheduled run) and, while it
+/// holds the lease, when a bundle imported on any node waits in the shared inbox (looked at
+/// every second).
 pub async fn run(
     cluster: Arc<Cluster>,
     entitlements: Arc<EntitlementsStore>,
@@ -249,6 +263,7 @@ pub async fn run(
         .lease(ENTITLEMENTS_JOB.as_str())
         .map(|l| l.subscribe());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_pending = None;
     loop {
         let lease_changed = async {
             match lease.as_mut() {
@@ -278,8 +293,33 @@ pub async fn run(
                     }
                 }
             }
-            _ = tick.tick() => {}
+            _ = tick.tick() => {
+                if let Some(s) = &scheduler {
+                    apply_pending_import(&cluster, s, &mut last_pending).await;
+                }
+            }
         }
         cluster.set_served_digest(Some(entitlements_digest(&entitlements.snapshot())));
+    }
+}
+
+/// On the entitlements leaseholder: runs the job when the shared inbox holds an import not
+/// applied yet, once per import (a failed run is retried by the scheduler, not every second).
+async fn apply_pending_import(cluster: &Cluster, scheduler: &Scheduler, last: &mut Option<String>) {
+    if cluster.fence(ENTITLEMENTS_JOB.as_str()).is_none() {
+        return;
+    }
+    match cluster
+        .store()
+        .pending_import(crate::transport::inbox::KIND)
+        .await
+    {
+        Ok(Some(tag)) if last.as_ref() != Some(&tag) => {
+            tracing::info!(%tag, "an imported entitlements bundle waits in the shared inbox; applying it");
+            scheduler.trigger(ENTITLEMENTS_JOB);
+            *last = Some(tag);
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "cannot read the shared import inbox"),
     }
 }

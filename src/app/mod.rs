@@ -145,6 +145,24 @@ impl App {
     }
 }
 
+/// The state store an import uses: the cluster's database when this node joined one; the
+/// database too for a one-off command (`bundle import`) in database mode, so an import on any
+/// node is seen by all; else the data folder.
+fn state_store(
+    config: &Config,
+    access: Access,
+    cluster_node: Option<&crate::ha::cluster::Cluster>,
+) -> Result<Arc<dyn crate::state::StateStore>, AppError> {
+    Ok(match (cluster_node, access) {
+        (Some(c), _) => Arc::new(c.store().clone()),
+        (None, Access::ReadWrite) if config.shared.database.settings.is_some() => Arc::new(
+            cluster::open_store(config)?
+                .ok_or_else(|| AppError::Cluster("shared.database is not set".into()))?,
+        ),
+        _ => Arc::new(crate::state::FileStore::new(&config.data_dir)),
+    })
+}
+
 /// Whether building may create what is missing in the data folder.
 #[derive(Clone, Copy)]
 enum Access {
@@ -422,7 +440,11 @@ impl App {
         let (outbox, inbox) = if config.airgap.enabled {
             (
                 Some(Outbox::from_config(&config, &jpd_id)),
-                Some(Inbox::from_config(&config)),
+                Some(Inbox::new(state_store(
+                    &config,
+                    access,
+                    cluster_node.as_deref(),
+                )?)),
             )
         } else {
             (None, None)

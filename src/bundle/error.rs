@@ -322,6 +322,17 @@ pub enum BundleError {
     State(#[from] crate::state::StateError),
 }
 
+impl From<crate::state::ImportConflict> for BundleError {
+    fn from(c: crate::state::ImportConflict) -> Self {
+        use crate::state::ImportConflict as C;
+        match c {
+            C::AlreadyImported(id) => BundleError::AlreadyImported(id),
+            C::OlderSequence { sequence, last } => BundleError::OlderSequence { sequence, last },
+            C::SameSequence(last) => BundleError::SameSequence(last),
+        }
+    }
+}
+
 impl BundleError {
     /// Builds an [`BundleError::Io`].
     pub(crate) fn io(action: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {

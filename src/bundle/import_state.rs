@@ -2,15 +2,14 @@
 //!
 //! Replay and rollback protection needs memory: the last sequence accepted, the newest
 //! `created` time seen, and every bundle id imported. [`check_policy`] is a pure function of
-//! the manifest, the expectations and that history; [`ImportStore::commit`] is the only thing
-//! that changes the history on disk, and the caller runs it only after it applied the bundle,
-//! so a refused (or failed) import leaves the disk as it was.
+//! the manifest, the expectations and that history; [`ImportStore::commit`] changes a history file
+//! (the rule is `state::store::next_history`, which the import's state store applies too), and
+//! the caller runs it only after it applied the bundle, so a refused (or failed) import leaves
+//! the disk as it was. [`ImportState`] itself lives in `state`, beside the stores that keep it.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Duration;
 
 use super::error::BundleError;
 use super::kind::Kind;
@@ -20,16 +19,7 @@ use crate::clock::SharedClock;
 /// Allowed clock skew for the rollback guard.
 pub(crate) const CLOCK_SKEW: Duration = Duration::minutes(5);
 
-/// The import history of one kind of bundle from one trust domain.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImportState {
-    /// Sequence of the last imported bundle.
-    pub last_sequence: Option<u64>,
-    /// Newest `created` among imported bundles.
-    pub newest_created: Option<DateTime<Utc>>,
-    /// Every bundle id imported.
-    pub imported_ids: BTreeSet<String>,
-}
+pub use crate::state::ImportState;
 
 /// What the importing side expects of a bundle.
 #[derive(Clone)]
@@ -96,17 +86,6 @@ pub(crate) fn check_policy(m: &Manifest, expect: &Expectations) -> Result<(), Bu
     Ok(())
 }
 
-impl ImportState {
-    /// The history after importing `m`.
-    pub(crate) fn with_imported(mut self, m: &Manifest) -> Result<ImportState, BundleError> {
-        let created = m.created()?;
-        self.last_sequence = Some(m.sequence);
-        self.newest_created = Some(self.newest_created.map_or(created, |c| c.max(created)));
-        self.imported_ids.insert(m.bundle_id.clone());
-        Ok(self)
-    }
-}
-
 /// The import history file (e.g. `<data_dir>/state/bundle-import-entitlements.json`).
 #[derive(Debug, Clone)]
 pub struct ImportStore {
@@ -133,21 +112,13 @@ impl ImportStore {
     /// Records `m` as imported, after re-checking replay and sequence against the history on
     /// disk now (another import may have committed meanwhile). Durable when it returns.
     pub fn commit(&self, m: &Manifest) -> Result<(), BundleError> {
-        let current = self.load()?;
-        if current.imported_ids.contains(&m.bundle_id) {
-            return Err(BundleError::AlreadyImported(m.bundle_id.clone()));
-        }
-        match current.last_sequence {
-            Some(last) if m.sequence < last => Err(BundleError::OlderSequence {
-                sequence: m.sequence,
-                last,
-            }),
-            Some(last) if m.sequence == last => Err(BundleError::SameSequence(last)),
-            _ => {
-                let next = current.with_imported(m)?;
-                crate::state::save(&self.path, &next)?;
-                Ok(())
-            }
-        }
+        let next = crate::state::store::next_history(
+            self.load()?,
+            &m.bundle_id,
+            m.sequence,
+            m.created()?,
+        )?;
+        crate::state::save(&self.path, &next)?;
+        Ok(())
     }
 }

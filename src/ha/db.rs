@@ -262,6 +262,52 @@ impl Db {
     }
 }
 
+/// A transaction on a pooled connection, for one named step: both its start and its commit
+/// fail naming that step. Dropped without [`Tx::commit`], it rolls back (a refusal, an error).
+pub struct Tx<'c> {
+    tx: deadpool_postgres::Transaction<'c>,
+    db: Db,
+    step: &'static str,
+}
+
+impl<'c> std::ops::Deref for Tx<'c> {
+    type Target = deadpool_postgres::Transaction<'c>;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl Tx<'_> {
+    /// Commits; a failure names the step.
+    pub async fn commit(self) -> Result<(), DbError> {
+        self.tx
+            .commit()
+            .await
+            .map_err(|e| self.db.fail(self.step, e))
+    }
+
+    /// Classifies a statement's error inside this transaction, naming the step.
+    pub fn fail(&self, e: tokio_postgres::Error) -> DbError {
+        self.db.fail(self.step, e)
+    }
+}
+
+impl Db {
+    /// Starts the transaction of `step` ("store the entitlements", …) on `client`.
+    pub async fn transaction<'c>(
+        &self,
+        client: &'c mut deadpool_postgres::Object,
+        step: &'static str,
+    ) -> Result<Tx<'c>, DbError> {
+        let tx = client.transaction().await.map_err(|e| self.fail(step, e))?;
+        Ok(Tx {
+            tx,
+            db: self.clone(),
+            step,
+        })
+    }
+}
+
 /// A dedicated connection: its client and the messages (notifications) its connection yields.
 pub(crate) struct Dedicated {
     /// The client half.

@@ -13,7 +13,8 @@ use super::db::{Db, DbError};
 const MIGRATION_LOCK: i64 = 0x6a66_636f_6e6e_6563;
 
 /// The migrations, in order. Never edit a released one: add the next.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "shared state", V1)];
+const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "shared state", V1), (2, "import inbox entries", V2)];
 
 /// Newest schema version this build knows.
 pub fn latest() -> i32 {
@@ -91,13 +92,23 @@ CREATE TABLE jfconnect.import_inbox (
 );
 "#;
 
+/// Version 2: the import inbox keeps the verified payload of each import (sealed), recorded in
+/// the transaction of its compare-and-set, instead of the raw bundle.
+const V2: &str = r#"
+ALTER TABLE jfconnect.import_inbox
+    ALTER COLUMN bundle DROP NOT NULL,
+    ADD COLUMN kind text,
+    ADD COLUMN bundle_id text,
+    ADD COLUMN sequence bigint,
+    ADD COLUMN tag text,
+    ADD COLUMN entry bytea;
+CREATE INDEX import_inbox_kind_sequence ON jfconnect.import_inbox (kind, sequence);
+"#;
+
 /// Brings the schema up to [`latest`]; returns the version it found before.
 pub async fn migrate(db: &Db) -> Result<i32, DbError> {
     let mut client = db.client().await?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| db.fail("start the migration", e))?;
+    let tx = db.transaction(&mut client, "migrate the schema").await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(|e| db.fail("lock for the migration", e))?;
@@ -111,7 +122,7 @@ pub async fn migrate(db: &Db) -> Result<i32, DbError> {
     )
     .await
     .map_err(|e| db.fail("create the jfconnect schema", e))?;
-    let found = recorded_version(db, &tx).await?;
+    let found = recorded_version(db, &*tx).await?;
     for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
         tx.batch_execute(sql)
             .await
@@ -124,9 +135,7 @@ pub async fn migrate(db: &Db) -> Result<i32, DbError> {
         .map_err(|e| db.fail("record a schema migration", e))?;
         tracing::info!(version, name, "database schema migrated");
     }
-    tx.commit()
-        .await
-        .map_err(|e| db.fail("commit the migration", e))?;
+    tx.commit().await?;
     Ok(found)
 }
 

@@ -6,15 +6,17 @@
 //! job's leaseholder, through [`check_fence`], and every entitlements write raises a version and
 //! notifies `jfconnect_entitlements` in the same transaction, so other nodes pick it up at
 //! commit. Bundle imports may happen on any node; the sequence check is one compare-and-set in
-//! the transaction that records the import. Every secret is sealed with the master key.
+//! the transaction that records the import and puts its verified payload in the inbox, which
+//! the leaseholder's entitlements job applies (marking it applied in the transaction that
+//! stores the entitlements). Every secret, and every inbox payload, is sealed with the master
+//! key. [`PgStore`] is the shared one of the two `state::StateStore`s.
 
-use super::db::{Db, DbError};
+use super::db::{Db, DbError, Tx};
 use super::lease::{check_fence, Fence};
 use super::sealing::{MasterKey, SealError};
-use crate::bundle::ImportState;
 use crate::entitlements::EntitlementsState;
 use crate::secret::Secret;
-use chrono::{DateTime, Utc};
+use crate::state::{ImportCommit, ImportConflict, ImportState, StateError, StateStore};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -72,49 +74,6 @@ pub struct SharedEntitlements {
     pub version: i64,
     /// SHA-256 of the entitlements served (hex), the same on every node.
     pub digest: String,
-}
-
-/// A bundle import that the history refuses.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ImportConflict {
-    /// The bundle id was imported before.
-    #[error("bundle {0} was imported before")]
-    AlreadyImported(String),
-    /// An older sequence than the last imported.
-    #[error("bundle sequence {sequence} is older than the last imported ({last})")]
-    OlderSequence {
-        /// The bundle's.
-        sequence: u64,
-        /// The last imported.
-        last: u64,
-    },
-    /// The same sequence as the last imported.
-    #[error("bundle sequence {0} was already imported")]
-    SameSequence(u64),
-}
-
-/// One bundle to record as imported.
-#[derive(Debug, Clone)]
-pub struct ImportRecord<'a> {
-    /// Bundle kind (`entitlements`, …).
-    pub kind: &'a str,
-    /// Its id.
-    pub bundle_id: &'a str,
-    /// Its sequence.
-    pub sequence: u64,
-    /// Its `created` time.
-    pub created: DateTime<Utc>,
-}
-
-/// A bundle waiting in the import inbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InboxItem {
-    /// Its id in the inbox.
-    pub id: i64,
-    /// SHA-256 of the bundle (hex).
-    pub sha256: String,
-    /// Node that received it.
-    pub received_by: String,
 }
 
 /// The PostgreSQL store, used by one node.
@@ -330,21 +289,32 @@ impl PgStore {
         state: &EntitlementsState,
     ) -> Result<i64, DbError> {
         let mut client = self.db.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| self.db.fail("start a transaction", e))?;
+        let tx = self
+            .db
+            .transaction(&mut client, "store the entitlements")
+            .await?;
         check_fence(&self.db, &tx, fence).await?;
         let version = self.write_entitlements(&tx, fence.epoch, state).await?;
-        tx.commit()
-            .await
-            .map_err(|e| self.db.fail("commit the entitlements", e))?;
+        let tag = state.current.as_ref().and_then(|c| c.etag.clone());
+        // The imports these entitlements came from (and older ones) are applied: their
+        // importers, waiting on another node, may answer success now.
+        tx.execute(
+            "UPDATE jfconnect.import_inbox
+             SET outcome = 'applied', done_at = clock_timestamp(), done_by = $2
+             WHERE done_at IS NULL AND kind = 'entitlements'
+               AND sequence <= (SELECT max(sequence) FROM jfconnect.import_inbox
+                                WHERE kind = 'entitlements' AND tag = $1)",
+            &[&tag, &self.node],
+        )
+        .await
+        .map_err(|e| tx.fail(e))?;
+        tx.commit().await?;
         Ok(version)
     }
 
     async fn write_entitlements(
         &self,
-        tx: &deadpool_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         epoch: i64,
         state: &EntitlementsState,
     ) -> Result<i64, DbError> {
@@ -385,24 +355,22 @@ impl PgStore {
         state: &EntitlementsState,
     ) -> Result<bool, DbError> {
         let mut client = self.db.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| self.db.fail("start a transaction", e))?;
+        let tx = self
+            .db
+            .transaction(&mut client, "import the data folder's entitlements")
+            .await?;
         tx.execute("LOCK TABLE jfconnect.entitlements IN EXCLUSIVE MODE", &[])
             .await
-            .map_err(|e| self.db.fail("lock the entitlements", e))?;
+            .map_err(|e| tx.fail(e))?;
         let empty = tx
             .query_opt("SELECT 1 FROM jfconnect.entitlements", &[])
             .await
-            .map_err(|e| self.db.fail("read the entitlements", e))?
+            .map_err(|e| tx.fail(e))?
             .is_none();
         if empty {
             self.write_entitlements(&tx, 0, state).await?;
         }
-        tx.commit()
-            .await
-            .map_err(|e| self.db.fail("commit the entitlements", e))?;
+        tx.commit().await?;
         Ok(empty)
     }
 
@@ -423,10 +391,7 @@ impl PgStore {
         body: &serde_json::Value,
     ) -> Result<(), DbError> {
         let mut client = self.db.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| self.db.fail("start a transaction", e))?;
+        let tx = self.db.transaction(&mut client, "store a schedule").await?;
         check_fence(&self.db, &tx, fence).await?;
         tx.execute(
             "INSERT INTO jfconnect.schedules (job, body, epoch, updated_at, updated_by)
@@ -436,11 +401,8 @@ impl PgStore {
             &[&fence.job, body, &fence.epoch, &self.node],
         )
         .await
-        .map_err(|e| self.db.fail("store a schedule", e))?;
-        tx.commit()
-            .await
-            .map_err(|e| self.db.fail("commit a schedule", e))?;
-        Ok(())
+        .map_err(|e| tx.fail(e))?;
+        tx.commit().await
     }
 
     /// The import history of one bundle kind.
@@ -469,167 +431,179 @@ impl PgStore {
     }
 
     /// Records an import: refuses a bundle id seen before and any sequence not above the last
-    /// one, as one compare-and-set in one transaction, together with the entitlements it
-    /// brings (when given). A refusal changes nothing.
+    /// one, as one compare-and-set in one transaction, together with the import's payload
+    /// (sealed) in the inbox. A refusal changes nothing.
     pub async fn commit_import(
         &self,
-        rec: &ImportRecord<'_>,
-        entitlements: Option<&EntitlementsState>,
+        c: &ImportCommit<'_>,
     ) -> Result<Result<(), ImportConflict>, DbError> {
-        let sequence = seq_i64(rec.sequence)?;
+        let sequence = seq_i64(c.sequence)?;
+        let entry = serde_json::to_vec(c.entry).map_err(|e| DbError::Damaged {
+            what: "import inbox entry",
+            reason: e.to_string(),
+        })?;
+        let sealed = self.key.seal("inbox_entry", &entry)?;
         let mut client = self.db.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| self.db.fail("start a transaction", e))?;
-        let fail = |e| self.db.fail("record a bundle import", e);
+        let tx = self
+            .db
+            .transaction(&mut client, "record a bundle import")
+            .await?;
         let fresh_id = tx
             .execute(
                 "INSERT INTO jfconnect.imported_bundles (kind, bundle_id, sequence, imported_at, imported_by)
                  VALUES ($1, $2, $3, clock_timestamp(), $4) ON CONFLICT DO NOTHING",
-                &[&rec.kind, &rec.bundle_id, &sequence, &self.node],
+                &[&c.kind, &c.bundle_id, &sequence, &self.node],
             )
             .await
-            .map_err(fail)?;
+            .map_err(|e| tx.fail(e))?;
         if fresh_id == 0 {
             return Ok(Err(ImportConflict::AlreadyImported(
-                rec.bundle_id.to_string(),
+                c.bundle_id.to_string(),
             )));
         }
         tx.execute(
             "INSERT INTO jfconnect.import_history (kind) VALUES ($1) ON CONFLICT DO NOTHING",
-            &[&rec.kind],
+            &[&c.kind],
         )
         .await
-        .map_err(fail)?;
+        .map_err(|e| tx.fail(e))?;
         let swapped = tx
             .execute(
                 "UPDATE jfconnect.import_history
                  SET last_sequence = $2,
                      newest_created = greatest(coalesce(newest_created, $3), $3)
                  WHERE kind = $1 AND (last_sequence IS NULL OR last_sequence < $2)",
-                &[&rec.kind, &sequence, &rec.created],
+                &[&c.kind, &sequence, &c.created],
             )
             .await
-            .map_err(fail)?;
+            .map_err(|e| tx.fail(e))?;
         if swapped == 0 {
             let last: i64 = tx
                 .query_one(
                     "SELECT last_sequence FROM jfconnect.import_history WHERE kind = $1",
-                    &[&rec.kind],
+                    &[&c.kind],
                 )
                 .await
-                .map_err(fail)?
+                .map_err(|e| tx.fail(e))?
                 .get(0);
             let last = last.max(0) as u64;
-            return Ok(Err(if rec.sequence == last {
+            return Ok(Err(if c.sequence == last {
                 ImportConflict::SameSequence(last)
             } else {
                 ImportConflict::OlderSequence {
-                    sequence: rec.sequence,
+                    sequence: c.sequence,
                     last,
                 }
             }));
         }
-        if let Some(state) = entitlements {
-            self.write_entitlements(&tx, 0, state).await?;
-        }
-        tx.commit()
-            .await
-            .map_err(|e| self.db.fail("commit a bundle import", e))?;
+        tx.execute(
+            "INSERT INTO jfconnect.import_inbox
+                 (sha256, received_at, received_by, kind, bundle_id, sequence, tag, entry)
+             VALUES ($1, clock_timestamp(), $2, $3, $4, $5, $6, $7)",
+            &[
+                &c.bundle_sha256,
+                &self.node,
+                &c.kind,
+                &c.bundle_id,
+                &sequence,
+                &c.tag,
+                &sealed,
+            ],
+        )
+        .await
+        .map_err(|e| tx.fail(e))?;
+        tx.commit().await?;
         Ok(Ok(()))
     }
 
-    /// Puts a received bundle in the inbox (once per SHA-256); returns its item and whether it
-    /// is new.
-    pub async fn inbox_put(&self, bundle: &[u8]) -> Result<(InboxItem, bool), DbError> {
-        let sha = hex::encode(Sha256::digest(bundle));
+    /// The payload of the newest import of `kind`, opened with the master key.
+    pub async fn latest_import(&self, kind: &str) -> Result<Option<serde_json::Value>, DbError> {
         let client = self.db.client().await?;
-        let inserted = client
+        let row = client
             .query_opt(
-                "INSERT INTO jfconnect.import_inbox (sha256, bundle, received_at, received_by)
-                 VALUES ($1, $2, clock_timestamp(), $3) ON CONFLICT (sha256) DO NOTHING
-                 RETURNING id, received_by",
-                &[&sha, &bundle, &self.node],
-            )
-            .await
-            .map_err(|e| self.db.fail("put a bundle in the import inbox", e))?;
-        let (row, new) = match inserted {
-            Some(r) => (r, true),
-            None => (
-                client
-                    .query_one(
-                        "SELECT id, received_by FROM jfconnect.import_inbox WHERE sha256 = $1",
-                        &[&sha],
-                    )
-                    .await
-                    .map_err(|e| self.db.fail("read the import inbox", e))?,
-                false,
-            ),
-        };
-        Ok((
-            InboxItem {
-                id: row.get(0),
-                sha256: sha,
-                received_by: row.get(1),
-            },
-            new,
-        ))
-    }
-
-    /// Bundles in the inbox not yet imported or refused, oldest first.
-    pub async fn inbox_pending(&self) -> Result<Vec<InboxItem>, DbError> {
-        let client = self.db.client().await?;
-        let rows = client
-            .query(
-                "SELECT id, sha256, received_by FROM jfconnect.import_inbox
-                 WHERE done_at IS NULL ORDER BY id",
-                &[],
+                "SELECT entry FROM jfconnect.import_inbox
+                 WHERE kind = $1 AND entry IS NOT NULL ORDER BY sequence DESC LIMIT 1",
+                &[&kind],
             )
             .await
             .map_err(|e| self.db.fail("read the import inbox", e))?;
-        Ok(rows
-            .iter()
-            .map(|r| InboxItem {
-                id: r.get(0),
-                sha256: r.get(1),
-                received_by: r.get(2),
+        let Some(r) = row else { return Ok(None) };
+        let plain = self.key.open("inbox_entry", &r.get::<_, Vec<u8>>(0))?;
+        serde_json::from_slice(&plain)
+            .map(Some)
+            .map_err(|e| DbError::Damaged {
+                what: "import inbox entry",
+                reason: e.to_string(),
             })
-            .collect())
     }
 
-    /// The bytes of an inbox item, checked against its SHA-256.
-    pub async fn inbox_bundle(&self, item: &InboxItem) -> Result<Vec<u8>, DbError> {
+    /// The tag of the newest import of `kind` not applied yet: what the leaseholder's
+    /// entitlements job has to apply.
+    pub async fn pending_import(&self, kind: &str) -> Result<Option<String>, DbError> {
         let client = self.db.client().await?;
-        let bytes: Vec<u8> = client
-            .query_one(
-                "SELECT bundle FROM jfconnect.import_inbox WHERE id = $1",
-                &[&item.id],
+        let row = client
+            .query_opt(
+                "SELECT tag FROM jfconnect.import_inbox
+                 WHERE kind = $1 AND done_at IS NULL AND entry IS NOT NULL
+                 ORDER BY sequence DESC LIMIT 1",
+                &[&kind],
             )
             .await
-            .map_err(|e| self.db.fail("read a bundle from the import inbox", e))?
-            .get(0);
-        if hex::encode(Sha256::digest(&bytes)) != item.sha256 {
-            return Err(DbError::Damaged {
-                what: "import inbox bundle",
-                reason: "its bytes do not match their SHA-256".into(),
-            });
+            .map_err(|e| self.db.fail("read the import inbox", e))?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
+    /// True once the import of `bundle_id` was marked applied (in the transaction that stored
+    /// its entitlements, or a newer import's).
+    pub async fn import_applied(&self, kind: &str, bundle_id: &str) -> Result<bool, DbError> {
+        let client = self.db.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT done_at IS NOT NULL FROM jfconnect.import_inbox
+                 WHERE kind = $1 AND bundle_id = $2",
+                &[&kind, &bundle_id],
+            )
+            .await
+            .map_err(|e| self.db.fail("read the import inbox", e))?;
+        Ok(row.is_some_and(|r| r.get(0)))
+    }
+}
+
+impl From<DbError> for StateError {
+    fn from(e: DbError) -> Self {
+        StateError::Shared {
+            unavailable: e.is_unavailable(),
+            reason: e.to_string(),
         }
-        Ok(bytes)
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for PgStore {
+    fn shared(&self) -> bool {
+        true
     }
 
-    /// Marks an inbox item done with its outcome; false when another node already did.
-    pub async fn inbox_done(&self, item: &InboxItem, outcome: &str) -> Result<bool, DbError> {
-        let client = self.db.client().await?;
-        let n = client
-            .execute(
-                "UPDATE jfconnect.import_inbox
-                 SET outcome = $2, done_at = clock_timestamp(), done_by = $3
-                 WHERE id = $1 AND done_at IS NULL",
-                &[&item.id, &outcome, &self.node],
-            )
-            .await
-            .map_err(|e| self.db.fail("mark an inbox bundle done", e))?;
-        Ok(n == 1)
+    async fn jpd_id(&self) -> Result<Option<String>, StateError> {
+        Ok(self.identity().await?.map(|i| i.jpd_id))
+    }
+
+    async fn import_history(&self, kind: &str) -> Result<ImportState, StateError> {
+        Ok(PgStore::import_history(self, kind).await?)
+    }
+
+    async fn commit_import(
+        &self,
+        commit: &ImportCommit<'_>,
+    ) -> Result<Result<(), ImportConflict>, StateError> {
+        Ok(PgStore::commit_import(self, commit).await?)
+    }
+
+    async fn latest_import(&self, kind: &str) -> Result<Option<serde_json::Value>, StateError> {
+        Ok(PgStore::latest_import(self, kind).await?)
+    }
+
+    async fn import_applied(&self, kind: &str, bundle_id: &str) -> Result<bool, StateError> {
+        Ok(PgStore::import_applied(self, kind, bundle_id).await?)
     }
 }

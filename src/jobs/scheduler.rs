@@ -194,7 +194,7 @@ impl Scheduler {
     /// Runs `name` now, whatever its schedule, and records the outcome. Fails at once when
     /// another process holds the job's lock.
     pub async fn run_now(&self, name: JobName) -> Result<JobReport, JobError> {
-        self.run_now_prepared(name, Duration::ZERO, || Ok::<(), JobError>(()))
+        self.run_now_prepared(name, Duration::ZERO, || async { Ok::<(), JobError>(()) })
             .await
             .map_err(|e| match e {
                 Prepared::Prepare(e) | Prepared::Job(e) => e,
@@ -205,17 +205,20 @@ impl Scheduler {
     /// it, then runs the job and records the outcome, still under the lock. A `prepare` that
     /// fails ends there: the job does not run and nothing is recorded. This is how an import
     /// hands the entitlements job its input without a second writer of the store.
-    pub(crate) async fn run_now_prepared<E>(
+    pub(crate) async fn run_now_prepared<E, F>(
         &self,
         name: JobName,
         wait: Duration,
-        prepare: impl FnOnce() -> Result<(), E>,
-    ) -> Result<JobReport, Prepared<E>> {
+        prepare: impl FnOnce() -> F,
+    ) -> Result<JobReport, Prepared<E>>
+    where
+        F: std::future::Future<Output = Result<(), E>>,
+    {
         let (job, lock) = self
             .lock(name, wait)
             .await
             .map_err(|e| Prepared::Job(JobError::local(e.to_string())))?;
-        prepare().map_err(Prepared::Prepare)?;
+        prepare().await.map_err(Prepared::Prepare)?;
         self.run_locked(name, job, lock)
             .await
             .map_err(Prepared::Job)

@@ -1,35 +1,39 @@
 //! The inbox of air-gapped mode: where a verified entitlements bundle waits for the
 //! entitlements job, which is the only writer of the entitlements store in both modes.
 //!
-//! An import has three steps, in this order, so that a refused bundle changes nothing and a
-//! crash loses nothing:
-//! 1. [`verify`] checks everything (vendor keys, this JPD, kind, expiry, the import history)
-//!    and reads the payload. It writes nothing, not even a lock file.
-//! 2. Under the entitlements job's lock (the caller holds it), [`accept`] re-checks the history
-//!    against the disk, writes the payload into the inbox (`state/inbox-entitlements.json`,
-//!    durably), then commits the history (a compare-and-set of the last sequence). A crash
-//!    between the two leaves the entitlements in the inbox and the bundle importable again,
-//!    which re-applies the same entitlements: harmless. The reverse order could record a
-//!    bundle whose entitlements never arrived.
-//! 3. Still under the lock, the entitlements job runs: the air-gapped transport answers its
+//! The inbox and the import history live in the JPD's state store ([`StateStore`]): the data
+//! folder's files for a single node, the shared database in database mode. An import has three
+//! steps, in this order, so that a refused bundle changes nothing and a crash loses nothing:
+//! 1. [`verify`] checks everything (vendor keys, this JPD, kind, expiry, the import history
+//!    read before) and reads the payload. It writes nothing, not even a lock file.
+//! 2. [`accept`] records the import in the store: one compare-and-set of the sequence together
+//!    with the payload in the inbox (`StateStore::commit_import`; the data folder's store does
+//!    it under the entitlements job's lock, which the caller holds, the database in one
+//!    transaction). Another import that committed meanwhile makes it refuse, changing nothing.
+//! 3. The entitlements job runs (at once under the same lock on a single node; on the node
+//!    holding the entitlements lease in database mode): the air-gapped transport answers its
 //!    fetch from the inbox, tagged with the bundle's sequence and digest, and the job stores
 //!    them as it stores a fetch from JES.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::airgap_error::AirgapError;
 use super::payload::{ENTITLEMENTS_PATH, MAX_ENTITLEMENTS_BYTES};
 use crate::bundle::{
-    read_trusted_keys, verify_bundle, BundleError, Expectations, ImportStore, Kind, Limits,
+    read_trusted_keys, verify_bundle, BundleError, Expectations, ImportState, Kind, Limits,
     Manifest,
 };
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::entitlements::valid_at;
 use crate::protocol::Entitlements;
-use crate::state::StateError;
+use crate::state::{ImportCommit, StateError, StateStore};
+
+/// The bundle kind the inbox holds.
+pub(crate) const KIND: &str = "entitlements";
 
 /// What an import did.
 #[derive(Debug, Clone)]
@@ -89,6 +93,7 @@ impl InboxEntry {
 pub(crate) struct Verified {
     manifest: Manifest,
     entry: InboxEntry,
+    bundle_sha256: String,
 }
 
 impl Verified {
@@ -112,64 +117,67 @@ impl Verified {
     }
 }
 
-/// The inbox and the import history of one data folder.
-#[derive(Debug, Clone)]
+/// The inbox and the import history, in the JPD's state store.
+#[derive(Clone)]
 pub(crate) struct Inbox {
-    path: PathBuf,
-    history: ImportStore,
+    store: Arc<dyn StateStore>,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Inbox(shared: {})", self.store.shared())
+    }
 }
 
 impl Inbox {
-    /// The inbox under `state_dir` (`inbox-entitlements.json`, `bundle-import-entitlements.json`).
-    pub fn new(state_dir: &Path) -> Inbox {
-        Inbox {
-            path: state_dir.join("inbox-entitlements.json"),
-            history: ImportStore::new(state_dir.join("bundle-import-entitlements.json")),
-        }
+    /// The inbox kept in `store`.
+    pub fn new(store: Arc<dyn StateStore>) -> Inbox {
+        Inbox { store }
     }
 
-    /// The inbox under `config`'s data folder.
-    pub fn from_config(config: &Config) -> Inbox {
-        Inbox::new(&config.state_dir())
+    /// The store it is kept in.
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
     }
 
-    /// The newest accepted entry, read from disk (an import in another process is seen).
-    pub fn latest(&self) -> Result<Option<InboxEntry>, StateError> {
-        crate::state::load(&self.path)
+    /// The newest accepted entry, read from the store (an import in another process, or on
+    /// another node in database mode, is seen).
+    pub async fn latest(&self) -> Result<Option<InboxEntry>, StateError> {
+        let Some(value) = self.store.latest_import(KIND).await? else {
+            return Ok(None);
+        };
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt {
+                path: "the import inbox".into(),
+                reason: e.to_string(),
+            })
     }
 
-    /// The import history file (replay and rollback protection).
-    #[cfg(test)]
-    pub(crate) fn history_path(&self) -> &Path {
-        self.history.path()
+    /// The import history, read before a bundle is verified.
+    pub async fn history(&self) -> Result<ImportState, StateError> {
+        self.store.import_history(KIND).await
     }
 }
 
-/// Reads `<data_dir>/jpd_id` without making one (an import must not change a data folder it
-/// refuses a bundle for).
-pub(crate) fn read_jpd_id(data_dir: &Path) -> Result<String, AirgapError> {
-    crate::state::read_jpd_id(data_dir)?
-        .ok_or_else(|| AirgapError::NoJpdId(data_dir.join(crate::state::JPD_ID_FILE)))
-}
-
-/// Step 1: verifies the entitlements bundle `file` against `airgap.vendor_public_keys`, this
-/// JPD and the import history, and reads its payload. Writes nothing.
+/// Step 1: verifies the entitlements bundle `file` against `airgap.vendor_public_keys`, the
+/// JPD `jpd_id` and the import `history`, and reads its payload. Writes nothing.
 pub fn verify(
     config: &Config,
-    inbox: &Inbox,
+    jpd_id: &str,
+    history: ImportState,
     clock: SharedClock,
     file: &Path,
 ) -> Result<Verified, AirgapError> {
     if config.airgap.vendor_public_keys.is_empty() {
         return Err(AirgapError::NoVendorKeys);
     }
-    let jpd_id = read_jpd_id(&config.data_dir)?;
     let trust = read_trusted_keys(&config.airgap.vendor_public_keys)?;
     let expect = Expectations {
         kind: Some(Kind::Entitlements),
-        jpd_id: Some(jpd_id.clone()),
+        jpd_id: Some(jpd_id.to_string()),
         clock,
-        history: Some(inbox.history.load()?),
+        history: Some(history),
     };
     let verified = verify_bundle(file, &trust, &expect, &Limits::default())?;
     let listed = verified
@@ -194,6 +202,7 @@ pub fn verify(
             entitlements.jpd_id
         )));
     }
+    let bundle_sha256 = file_sha256(file)?;
     let manifest = verified.manifest().clone();
     Ok(Verified {
         entry: InboxEntry {
@@ -203,32 +212,48 @@ pub fn verify(
             entitlements,
         },
         manifest,
+        bundle_sha256,
     })
 }
 
-/// Step 2, under the entitlements job's lock: re-checks the history against the disk, puts the
-/// payload in the inbox, then commits the history. A bundle refused here changes nothing.
-pub fn accept(inbox: &Inbox, verified: &Verified) -> Result<(), AirgapError> {
-    let current = inbox.history.load()?;
-    if current.imported_ids.contains(&verified.manifest.bundle_id) {
-        return Err(BundleError::AlreadyImported(verified.manifest.bundle_id.clone()).into());
-    }
-    match current.last_sequence {
-        Some(last) if verified.manifest.sequence < last => {
-            return Err(BundleError::OlderSequence {
-                sequence: verified.manifest.sequence,
-                last,
-            }
-            .into())
+/// SHA-256 of the bundle file (hex), read in blocks.
+fn file_sha256(file: &Path) -> Result<String, AirgapError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(file).map_err(|e| AirgapError::io("read", file, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| AirgapError::io("read", file, e))?;
+        if n == 0 {
+            break;
         }
-        Some(last) if verified.manifest.sequence == last => {
-            return Err(BundleError::SameSequence(last).into())
-        }
-        _ => {}
+        hasher.update(&buf[..n]);
     }
-    crate::state::save(&inbox.path, &verified.entry)?;
-    inbox.history.commit(&verified.manifest)?;
-    Ok(())
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Step 2: records the import in the store (one compare-and-set of the sequence with the
+/// payload in the inbox). A bundle refused here (another import committed meanwhile) changes
+/// nothing. A data folder's store must be called under the entitlements job's lock.
+pub async fn accept(inbox: &Inbox, verified: &Verified) -> Result<(), AirgapError> {
+    let entry = serde_json::to_value(&verified.entry).map_err(|e| payload_err(e.to_string()))?;
+    let commit = ImportCommit {
+        kind: KIND,
+        bundle_id: &verified.manifest.bundle_id,
+        sequence: verified.manifest.sequence,
+        created: verified.manifest.created()?,
+        bundle_sha256: &verified.bundle_sha256,
+        tag: &verified.entry.tag(),
+        entry: &entry,
+    };
+    inbox
+        .store
+        .commit_import(&commit)
+        .await?
+        .map_err(|conflict| BundleError::from(conflict).into())
 }
 
 fn payload_err(reason: String) -> AirgapError {
@@ -246,7 +271,7 @@ mod tests {
     };
     use crate::protocol::Entitlement;
     use chrono::Utc;
-    use std::sync::Arc;
+    use std::path::PathBuf;
 
     /// An entitlements bundle signed by the test's vendor key for `manifest_jpd`, whose
     /// payload names `payload_jpd`.
@@ -283,16 +308,22 @@ mod tests {
         out
     }
 
-    #[test]
-    fn a_verified_bundle_lands_in_the_inbox_and_a_refusal_changes_nothing() {
+    #[tokio::test]
+    async fn a_verified_bundle_lands_in_the_inbox_and_a_refusal_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         keys_generate(&dir.path().join("vendor")).unwrap();
         let mut config = Config::defaults(dir.path().join("data"));
         config.airgap.vendor_public_keys = vec![dir.path().join("vendor.pub")];
         std::fs::create_dir_all(&config.data_dir).unwrap();
         std::fs::write(config.data_dir.join("jpd_id"), "jpd-imp-1").unwrap();
-        let inbox = Inbox::from_config(&config);
+        let files = crate::state::FileStore::new(&config.data_dir);
+        let inbox = Inbox::new(Arc::new(files.clone()));
         let clock: SharedClock = Arc::new(crate::clock::SystemClock);
+        let history = || {
+            futures_util::FutureExt::now_or_never(inbox.history())
+                .unwrap()
+                .unwrap()
+        };
         let later = crate::bundle::format_time(Utc::now() + chrono::Duration::days(10));
         let line = |product: &str, from: Option<String>| Entitlement {
             product: product.into(),
@@ -302,28 +333,33 @@ mod tests {
         };
         let lines = vec![line("xray", None), line("artifactory", Some(later))];
         let good = bundle(dir.path(), "jpd-imp-1", "jpd-imp-1", 3, lines);
-        let v = verify(&config, &inbox, clock.clone(), &good).unwrap();
-        assert_eq!(inbox.latest().unwrap(), None, "verifying writes nothing");
-        accept(&inbox, &v).unwrap();
+        let v = verify(&config, "jpd-imp-1", history(), clock.clone(), &good).unwrap();
+        assert_eq!(
+            inbox.latest().await.unwrap(),
+            None,
+            "verifying writes nothing"
+        );
+        accept(&inbox, &v).await.unwrap();
         let out = v.outcome(&clock);
         assert_eq!((out.entitlements, out.valid_now), (2, 1));
-        let entry = inbox.latest().unwrap().unwrap();
+        let entry = inbox.latest().await.unwrap().unwrap();
         assert_eq!(entry.sequence, 3);
         assert_eq!(entry.entitlements.entitlements.len(), 2);
         assert!(entry.tag().starts_with("bundle-3-"), "{}", entry.tag());
 
         // Accepting the same verified bundle again (a second importer that verified before
         // the first committed) is refused under the lock.
-        assert!(accept(&inbox, &v).is_err());
+        assert!(accept(&inbox, &v).await.is_err());
 
         // Signed by the vendor for this JPD, but the payload names another JPD: refused,
         // nothing stored, nothing committed.
-        let history_before = std::fs::read(inbox.history_path()).unwrap();
+        let history_path = files.history_path(KIND);
+        let history_before = std::fs::read(&history_path).unwrap();
         let wrong = bundle(dir.path(), "jpd-imp-1", "jpd-else", 4, vec![]);
-        let err = verify(&config, &inbox, clock, &wrong).unwrap_err();
+        let err = verify(&config, "jpd-imp-1", history(), clock, &wrong).unwrap_err();
         assert!(err.to_string().contains("jpd-else"), "{err}");
         assert!(err.is_bad_input());
-        assert_eq!(inbox.latest().unwrap().unwrap(), entry);
-        assert_eq!(std::fs::read(inbox.history_path()).unwrap(), history_before);
+        assert_eq!(inbox.latest().await.unwrap().unwrap(), entry);
+        assert_eq!(std::fs::read(&history_path).unwrap(), history_before);
     }
 }

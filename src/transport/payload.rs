@@ -11,7 +11,7 @@ use crate::bundle::{Kind, PublicKey};
 /// Path of the registration request in registration and usage bundles.
 pub(crate) const REGISTRATION_PATH: &str = "payload/registration.json";
 /// Path of the entitlements in an entitlements bundle.
-pub(crate) const ENTITLEMENTS_PATH: &str = "payload/entitlements.json";
+pub const ENTITLEMENTS_PATH: &str = "payload/entitlements.json";
 /// Folder of the usage files in a usage bundle (`payload/usage/<sha256>.json`).
 pub(crate) const USAGE_PREFIX: &str = "payload/usage/";
 /// `format` of a registration record.

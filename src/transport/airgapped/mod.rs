@@ -32,6 +32,8 @@ pub(crate) struct AirGappedTransport {
     inbox: Inbox,
     store: Arc<EntitlementsStore>,
     clock: SharedClock,
+    /// The sequence of the inbox entry the last fetch saw, for [`Transport::unchanged`].
+    last_seen: std::sync::Mutex<Option<u64>>,
 }
 
 fn local(e: AirgapError) -> TransportError {
@@ -52,6 +54,7 @@ impl AirGappedTransport {
             inbox,
             store,
             clock,
+            last_seen: std::sync::Mutex::new(None),
         }
     }
 
@@ -102,7 +105,10 @@ impl Transport for AirGappedTransport {
         let entry = self
             .inbox
             .latest()
+            .await
             .map_err(|e| TransportError::local(e.to_string()))?;
+        *self.last_seen.lock().unwrap_or_else(|e| e.into_inner()) =
+            entry.as_ref().map(|e| e.sequence);
         match entry {
             Some(entry) if etag == Some(entry.tag().as_str()) => Ok(EntitlementsFetch::NotModified),
             Some(entry) => Ok(EntitlementsFetch::Updated {
@@ -159,12 +165,11 @@ impl Transport for AirGappedTransport {
     }
 
     fn unchanged(&self) -> String {
-        match self.inbox.latest() {
-            Ok(Some(e)) => format!(
-                "entitlements unchanged (no new entitlements bundle since sequence {})",
-                e.sequence
+        match *self.last_seen.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(sequence) => format!(
+                "entitlements unchanged (no new entitlements bundle since sequence {sequence})"
             ),
-            _ => "entitlements unchanged (no new entitlements bundle was imported)".into(),
+            None => "entitlements unchanged (no new entitlements bundle was imported)".into(),
         }
     }
 

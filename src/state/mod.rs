@@ -6,6 +6,14 @@
 //! body, so a torn or hand-damaged file is detected on load and not trusted.
 //!
 //! Architecture invariant: this is the only module that writes files under `<data_dir>/state/`.
+//!
+//! [`store`] is the one trait for the state an import touches (import history, inbox, the
+//! JPD id), with the data folder's files as one store and the shared database as the other.
+
+pub mod store;
+
+pub(crate) use store::{FileStore, StateStore};
+pub use store::{ImportCommit, ImportConflict, ImportState};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -44,6 +52,14 @@ pub enum StateError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// The shared store (the JPD's database) failed or refused, in its own sentence.
+    #[error("{reason}")]
+    Shared {
+        /// The sentence.
+        reason: String,
+        /// True when the database is away (try again later), not refusing.
+        unavailable: bool,
     },
 }
 
