@@ -598,3 +598,72 @@ async fn a_bundle_imported_on_any_node_is_served_by_every_node() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A license set through the API on the node without the lease is stored in the database,
+/// sealed, as the JPD's: the leaseholder takes it into its `license.api` and registers with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_license_set_through_the_api_is_the_jpds_on_every_node() {
+    let sim = sim_support::start().await;
+    let database = pg_support::shared().fresh_database();
+    let root = tempfile::tempdir().unwrap();
+    let base = sim.handle.base_url();
+    let config = node_config(root.path(), "node-a", &base, &database);
+    let settings = config.shared.database.settings.clone().unwrap();
+    let a = start(config).await;
+    let b = start(node_config(root.path(), "node-b", &base, &database)).await;
+    eventually(Duration::from_secs(20), || async {
+        let (x, y) = (a.served().await?, b.served().await?);
+        (x == y).then_some(())
+    })
+    .await
+    .expect("both nodes serve the same entitlements");
+    let holder = a.cluster().await["leases"][0]["holder"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = if holder == "node-a" { &b } else { &a };
+    assert_eq!(sim.stats().await.register_calls, 1);
+
+    let key = "JFL-API-SET-0000000042";
+    let resp = sim_support::client()
+        .put(format!("http://{}/api/v1/license", other.addr))
+        .bearer_auth(&other.admin)
+        .body(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    eventually(Duration::from_secs(30), || async {
+        (sim.stats().await.register_calls == 2).then_some(())
+    })
+    .await
+    .expect("the leaseholder registers again with the license set on the other node");
+    assert_eq!(
+        std::fs::read_to_string(root.path().join(&holder).join("license.api")).unwrap(),
+        key,
+        "the leaseholder's license set through the API is the JPD's"
+    );
+
+    // In the database it is sealed: the identity row, as text, does not hold it.
+    let db = jfconnect::ha::db::Db::new(&settings, None, "test-reader").unwrap();
+    let row = db
+        .client()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT i::text, license IS NOT NULL FROM jfconnect.identity i",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (text, stored): (String, bool) = (row.get(0), row.get(1));
+    assert!(stored, "the license is stored for the JPD");
+    assert!(
+        !text.contains(key),
+        "the license is sealed, never in plaintext"
+    );
+    let hex_key = key.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    assert!(!text.contains(&hex_key), "not even as bytea hex");
+    a.stop().await;
+    b.stop().await;
+}

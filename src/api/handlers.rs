@@ -155,21 +155,25 @@ pub(crate) async fn put_license(
         ));
     }
     let scheduler = s.scheduler().ok_or_else(disabled)?;
-    // Never the admin's license.file: a mistyped key must not destroy the working one.
-    let Some(path) = s.license().api_path.as_ref() else {
+    if s.license().api_path.is_none() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "no_license_file",
             "no place to store a license set through the API",
         ));
-    };
-    crate::state::write_private(path, license.as_bytes()).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "local",
-            format!("cannot write the license file {}: {e}", path.display()),
-        )
-    })?;
+    }
+    // Never the admin's license.file: a mistyped key must not destroy the working one. In
+    // database mode the database holds it first, sealed, for every node.
+    let path = s
+        .set_api_license(&crate::secret::Secret::new(license))
+        .await
+        .map_err(|e| {
+            let code = match e {
+                crate::app::AppError::Cluster(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            ApiError::new(code, "local", format!("cannot store the license: {e}"))
+        })?;
     scheduler
         .unblock(JobName::Entitlements)
         .await

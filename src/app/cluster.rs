@@ -138,7 +138,8 @@ async fn adopt_identity(config: &Config, store: &PgStore) -> Result<(), AppError
         signing_secret: Secret::new(sk.to_file_string()),
         api_token: api_token.clone(),
         admin_token: admin_token.clone(),
-        license: None,
+        // A former single node's license set through the API becomes the JPD's.
+        license: api_license(config)?,
         origin: format!("data folder of node {}", store.node()),
         created_by: store.node().to_string(),
     };
@@ -161,6 +162,9 @@ async fn adopt_identity(config: &Config, store: &PgStore) -> Result<(), AppError
         tracing::info!(jpd_id = %shared.jpd_id, "adopting the JPD identity from the shared database");
     }
     let io = |path: std::path::PathBuf| move |source| AppError::DataDir { path, source };
+    if let Some(license) = &shared.license {
+        keep_api_license(config, license)?;
+    }
     crate::state::adopt_jpd_id(data_dir, &shared.jpd_id)?;
     let sk = crate::bundle::SecretKey::parse(shared.signing_secret.expose()).map_err(db_error)?;
     crate::bundle::write_secret_key(&prefix.with_extension("key"), &sk).map_err(db_error)?;
@@ -179,6 +183,33 @@ async fn adopt_identity(config: &Config, store: &PgStore) -> Result<(), AppError
         }
     }
     Ok(())
+}
+
+/// This node's license set through the API (`license.api`), if any.
+fn api_license(config: &Config) -> Result<Option<Secret>, AppError> {
+    let path = config.data_dir.join(super::API_LICENSE_FILE);
+    match Secret::from_file(&path) {
+        Ok(s) if !s.is_empty() => Ok(Some(s)),
+        Ok(_) => Ok(None),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(AppError::DataDir {
+            path,
+            source: std::io::Error::other(e),
+        }),
+    }
+}
+
+/// Writes the JPD's license (set through the API on any node) into this node's `license.api`
+/// when it holds another; true when it wrote. The license watcher then registers again.
+fn keep_api_license(config: &Config, license: &Secret) -> Result<bool, AppError> {
+    if api_license(config)?.as_ref() == Some(license) {
+        return Ok(false);
+    }
+    let path = config.data_dir.join(super::API_LICENSE_FILE);
+    crate::state::write_private(&path, license.expose().as_bytes())
+        .map_err(|source| AppError::DataDir { path, source })?;
+    tracing::info!("the license set through the API for this JPD is in effect on this node");
+    Ok(true)
 }
 
 /// The entitlements job as run by a cluster node: only the leaseholder runs it, and what it
@@ -254,6 +285,7 @@ impl Job for LeasedJob {
 /// every second).
 pub async fn run(
     cluster: Arc<Cluster>,
+    config: Arc<Config>,
     entitlements: Arc<EntitlementsStore>,
     scheduler: Option<Arc<Scheduler>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -264,6 +296,8 @@ pub async fn run(
         .map(|l| l.subscribe());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_pending = None;
+    let mut license_stamp = None;
+    let mut ticks = 0u64;
     loop {
         let lease_changed = async {
             match lease.as_mut() {
@@ -297,6 +331,10 @@ pub async fn run(
                 if let Some(s) = &scheduler {
                     apply_pending_import(&cluster, s, &mut last_pending).await;
                 }
+                ticks += 1;
+                if ticks.is_multiple_of(LICENSE_EVERY) {
+                    follow_license(&cluster, &config, &mut license_stamp).await;
+                }
             }
         }
         cluster.set_served_digest(Some(entitlements_digest(&entitlements.snapshot())));
@@ -321,5 +359,34 @@ async fn apply_pending_import(cluster: &Cluster, scheduler: &Scheduler, last: &m
         }
         Ok(_) => {}
         Err(e) => tracing::debug!(error = %e, "cannot read the shared import inbox"),
+    }
+}
+
+/// Every how many seconds a node looks for a license set through the API on another node.
+const LICENSE_EVERY: u64 = 5;
+
+/// Writes the JPD's license into this node's `license.api` when it was set (on any node) since
+/// the last look; the license watcher of `serve` then registers again if this node runs the
+/// entitlements job.
+async fn follow_license(
+    cluster: &Cluster,
+    config: &Config,
+    stamp: &mut Option<chrono::DateTime<chrono::Utc>>,
+) {
+    let store = cluster.store();
+    let now = match store.license_set_at().await {
+        Ok(now) => now,
+        Err(e) => return tracing::debug!(error = %e, "cannot read when the license was set"),
+    };
+    if now.is_none() || now == *stamp {
+        return;
+    }
+    let license = match store.identity().await {
+        Ok(identity) => identity.and_then(|i| i.license),
+        Err(e) => return tracing::debug!(error = %e, "cannot read the JPD's license"),
+    };
+    match license.map(|l| keep_api_license(config, &l)).transpose() {
+        Ok(_) => *stamp = now,
+        Err(e) => tracing::error!(error = %e, "cannot keep the JPD's license on this node"),
     }
 }

@@ -163,6 +163,31 @@ fn state_store(
     })
 }
 
+impl App {
+    /// Sets the license through the API (`PUT /api/v1/license`): in database mode stored
+    /// first in the database, sealed, as the JPD's license (every node writes it into its own
+    /// `license.api`, [`cluster::run`]); then in this node's `license.api` (mode 0600), never
+    /// the admin's `license.file`. Answers the file.
+    pub(crate) async fn set_api_license(&self, license: &Secret) -> Result<PathBuf, AppError> {
+        let path = self.license.api_path.clone().ok_or_else(|| {
+            AppError::Cluster("no place to store a license set through the API".into())
+        })?;
+        if let Some(c) = self.cluster() {
+            c.store()
+                .set_license(Some(license))
+                .await
+                .map_err(|e| AppError::Cluster(e.to_string()))?;
+        }
+        state::write_private(&path, license.expose().as_bytes()).map_err(|source| {
+            AppError::DataDir {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        Ok(path)
+    }
+}
+
 /// Whether building may create what is missing in the data folder.
 #[derive(Clone, Copy)]
 enum Access {
@@ -267,11 +292,14 @@ pub(crate) fn existing_admin_token(config: &Config) -> Result<Option<Secret>, Ap
     TokenFile::admin(config).existing()
 }
 
+/// Where `PUT /api/v1/license` keeps a key in the data folder.
+const API_LICENSE_FILE: &str = "license.api";
+
 /// The license file: the configured one, or `<data_dir>/license` (where `PUT /api/v1/license`
 /// writes when none is configured).
 pub(crate) fn license_source(config: &Config) -> LicenseSource {
     LicenseSource {
-        api_path: Some(config.data_dir.join("license.api")),
+        api_path: Some(config.data_dir.join(API_LICENSE_FILE)),
         path: Some(
             config
                 .license

@@ -248,6 +248,16 @@ impl PgStore {
         Ok(())
     }
 
+    /// When the license was last set for the whole JPD (`None`: never): a cheap poll.
+    pub async fn license_set_at(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, DbError> {
+        let client = self.db.client().await?;
+        let row = client
+            .query_opt("SELECT license_set_at FROM jfconnect.identity", &[])
+            .await
+            .map_err(|e| self.db.fail("read when the license was set", e))?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
     /// The stored entitlements state; `None` before the first write.
     pub async fn entitlements(&self) -> Result<Option<SharedEntitlements>, DbError> {
         let client = self.db.client().await?;

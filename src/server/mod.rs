@@ -94,6 +94,7 @@ pub async fn serve_tls(
     if let Some(cluster) = service.cluster() {
         background.spawn(crate::app::cluster::run(
             cluster.clone(),
+            service.config().clone(),
             service.entitlements().clone(),
             service.scheduler().cloned(),
             stop_rx.clone(),
