@@ -109,6 +109,7 @@ impl App {
         file: &Path,
     ) -> Result<ImportOutcome, AirgapError> {
         let (_, inbox, scheduler) = self.airgapped("jfconnect bundle import")?;
+        self.apply_pending_import(inbox, scheduler).await?;
         let verified = self.verify_entitlements_bundle(inbox, file).await?;
         if inbox.store().shared() {
             return self.import_shared(inbox, scheduler, verified).await;
@@ -167,6 +168,33 @@ impl App {
             "the bundle was verified and recorded in the shared database, but no node applied it within {} s; the node holding the entitlements lease applies it (see `jfconnect status`), so check that a `jfconnect serve` of this JPD is running",
             (IMPORT_POLL * IMPORT_POLLS).as_secs()
         )))
+    }
+
+    /// An import killed after it committed its bundle to the history but before the
+    /// entitlements job stored it leaves the entitlements in the inbox only (the history is
+    /// ahead of the store). Before anything else, the job applies them, so the history and the
+    /// store agree whatever this import's outcome (a rerun of that import is then refused as
+    /// already imported, with its entitlements in effect). A failed job is left to the
+    /// import's own run, which reports it.
+    async fn apply_pending_import(
+        &self,
+        inbox: &Inbox,
+        scheduler: &Scheduler,
+    ) -> Result<(), AirgapError> {
+        if inbox.store().shared() {
+            // Database mode: the leaseholder applies every committed import.
+            return Ok(());
+        }
+        let pending = inbox.latest().await?;
+        let stored = self.entitlements.snapshot().current.and_then(|c| c.etag);
+        if pending.is_some_and(|p| stored.as_deref() != Some(p.tag().as_str())) {
+            let _ = scheduler
+                .run_now_prepared(JobName::Entitlements, JOB_WAIT, || async {
+                    Ok::<(), AirgapError>(())
+                })
+                .await;
+        }
+        Ok(())
     }
 
     /// Verifies the entitlements bundle `file` exactly as an import would (keys, this JPD,
@@ -291,6 +319,7 @@ impl App {
             }
         }
         let before = outbox.last_sequence(Kind::Usage)?;
+        let handed_before = outbox.last_usage_handed()?;
         let report = scheduler
             .run_now_prepared(JobName::Usage, JOB_WAIT, || async {
                 Ok::<(), AirgapError>(())
@@ -303,6 +332,16 @@ impl App {
                 }
             })?;
         let mut bundles = outbox.written_since(Kind::Usage, before)?;
+        if bundles.is_empty() {
+            // A killed export wrote its bundle but never copied it out; this run found every
+            // file already in it and answered from it (no second bundle): hand that one out.
+            if let Some((sequence, handed)) = outbox.last_usage_handed()? {
+                if handed_before.is_some_and(|(s, h)| s == sequence && h < handed) {
+                    bundles = outbox.written_since(Kind::Usage, sequence - 1)?;
+                    bundles.retain(|b| b.sequence == sequence);
+                }
+            }
+        }
         if bundles.is_empty() {
             bundles.push(self.registration_bundle().await?);
         }

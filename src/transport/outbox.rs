@@ -55,6 +55,22 @@ struct SequenceFile {
     last: u64,
 }
 
+/// `state/outbox-usage-last.json`: the usage bundle being written or last written, saved
+/// before it is written. A usage job killed after the bundle was renamed into place but before
+/// the pipeline recorded its files offers them again; those in this bundle, if it exists, are
+/// acknowledged without a second bundle.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct LastUsage {
+    sequence: u64,
+    bundle_id: String,
+    file_name: String,
+    files: Vec<String>,
+    /// How many times its files were acknowledged: 1 when written, one more each time a
+    /// killed run's files were offered again and answered from it.
+    #[serde(default)]
+    handed: u64,
+}
+
 /// The outbox of one JPD: where its bundles go and the key they are signed with.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
@@ -120,24 +136,35 @@ impl Outbox {
         let _lock = self.lock()?;
         std::fs::create_dir_all(&self.dir).map_err(|e| AirgapError::io("create", &self.dir, e))?;
         let key = self.signing_key()?;
-        let sequence = self.bump(kind)?;
-        let record = RegistrationRecord::new(&self.jpd_id, license_fingerprint, &key.public(), now);
-        let mut payload = vec![PayloadEntry {
-            path: REGISTRATION_PATH.into(),
-            source: PayloadSource::Bytes(record.to_bytes()),
-        }];
+        let last = match kind {
+            Kind::Usage => self.last_usage()?,
+            _ => None,
+        };
+        let bundled: std::collections::HashSet<&str> = last
+            .iter()
+            .flat_map(|l| l.files.iter().map(String::as_str))
+            .collect();
         let mut seen = std::collections::HashSet::new();
-        for f in files {
-            // Two spool files with the same bytes are one usage file (identified by SHA-256).
-            if seen.insert(f.sha256.as_str()) {
-                payload.push(PayloadEntry {
-                    path: usage_path(&f.sha256),
-                    source: PayloadSource::Reader(Box::new(std::io::Cursor::new(
-                        f.content.clone(),
-                    ))),
+        // Two spool files with the same bytes are one usage file (identified by SHA-256); a
+        // file already in the last usage bundle is not written again.
+        let fresh: Vec<&UsageUpload> = files
+            .iter()
+            .filter(|f| !bundled.contains(f.sha256.as_str()) && seen.insert(f.sha256.as_str()))
+            .collect();
+        if fresh.is_empty() && !files.is_empty() {
+            if let Some(mut last) = last {
+                last.handed += 1;
+                crate::state::save(&self.last_usage_file(), &last)?;
+                return Ok(WrittenBundle {
+                    path: self.dir.join(&last.file_name),
+                    kind,
+                    sequence: last.sequence,
+                    bundle_id: last.bundle_id,
+                    usage_files: last.files.len(),
                 });
             }
         }
+        let sequence = self.bump(kind)?;
         let spec = BundleSpec {
             kind,
             bundle_id: new_bundle_id(),
@@ -146,15 +173,55 @@ impl Outbox {
             expires: now + OUTGOING_VALIDITY,
             sequence,
         };
-        let path = self.dir.join(bundle_file_name(kind, now, sequence));
+        let file_name = bundle_file_name(kind, now, sequence);
+        if kind == Kind::Usage {
+            let intent = LastUsage {
+                sequence,
+                bundle_id: spec.bundle_id.clone(),
+                file_name: file_name.clone(),
+                files: fresh.iter().map(|f| f.sha256.clone()).collect(),
+                handed: 1,
+            };
+            crate::state::save(&self.last_usage_file(), &intent)?;
+        }
+        let record = RegistrationRecord::new(&self.jpd_id, license_fingerprint, &key.public(), now);
+        let mut payload = vec![PayloadEntry {
+            path: REGISTRATION_PATH.into(),
+            source: PayloadSource::Bytes(record.to_bytes()),
+        }];
+        for f in &fresh {
+            payload.push(PayloadEntry {
+                path: usage_path(&f.sha256),
+                source: PayloadSource::Reader(Box::new(std::io::Cursor::new(f.content.clone()))),
+            });
+        }
+        let path = self.dir.join(file_name);
         write_bundle(&path, &spec, payload, &key)?;
         Ok(WrittenBundle {
             path,
             kind,
             sequence,
             bundle_id: spec.bundle_id,
-            usage_files: seen.len(),
+            usage_files: fresh.len(),
         })
+    }
+
+    fn last_usage_file(&self) -> PathBuf {
+        self.state_dir.join("outbox-usage-last.json")
+    }
+
+    /// The last usage bundle, when it is whole in the outbox (a bundle under its final name
+    /// is whole); `None` when none was written or the writer stopped before its rename.
+    fn last_usage(&self) -> Result<Option<LastUsage>, AirgapError> {
+        let last: Option<LastUsage> = crate::state::load(&self.last_usage_file())?;
+        Ok(last.filter(|l| self.dir.join(&l.file_name).is_file()))
+    }
+
+    /// The last usage bundle's sequence and how many times its files were acknowledged (see
+    /// `LastUsage`); an export compares it before and after its usage run to hand out a bundle
+    /// a killed run wrote and this run answered from.
+    pub(crate) fn last_usage_handed(&self) -> Result<Option<(u64, u64)>, AirgapError> {
+        Ok(self.last_usage()?.map(|l| (l.sequence, l.handed)))
     }
 
     /// The last sequence given to a bundle of `kind` (0 before the first).
