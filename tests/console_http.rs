@@ -68,12 +68,183 @@ fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} header"))
 }
 
+/// The sign-in form's own CSRF token: the pre-session cookie `GET /ui/login` sets, and the
+/// value of the form's hidden `csrf` field.
+async fn login_form(http: &reqwest::Client, base: &str) -> (String, String) {
+    let page = http.get(format!("{base}/ui/login")).send().await.unwrap();
+    let cookie = session_cookie(&page);
+    assert!(cookie.starts_with("jfconnect_login="), "{cookie}");
+    let field = hidden_csrf(&page.text().await.unwrap());
+    (cookie, field)
+}
+
+fn hidden_csrf(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("no csrf field in {html}"))
+        .to_string()
+}
+
 async fn login(http: &reqwest::Client, base: &str, token: &str) -> reqwest::Response {
+    let (cookie, csrf) = login_form(http, base).await;
     http.post(format!("{base}/ui/login"))
-        .form(&[("token", token), ("next", "/ui/usage")])
+        .header("cookie", cookie)
+        .form(&[("token", token), ("next", "/ui/usage"), ("csrf", &csrf)])
         .send()
         .await
         .unwrap()
+}
+
+/// Every file under `dir` with its bytes.
+fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_single_node_has_no_cluster_in_its_navigation_and_its_cluster_page_says_so() {
+    let r = start().await;
+    let http = client();
+    let cookie = session_cookie(&login(&http, &r.base, TOKEN).await);
+    let get = |path: &str| {
+        http.get(format!("{}{path}", r.base))
+            .header("cookie", &cookie)
+            .send()
+    };
+    let overview = get("/ui/").await.unwrap().text().await.unwrap();
+    assert!(!overview.contains("href=\"/ui/cluster\""), "{overview}");
+    let page = get("/ui/cluster").await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Single node: this jfconnect runs alone"),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn a_login_post_without_the_sign_in_forms_token_is_refused() {
+    let r = start().await;
+    let http = client();
+    let post = |cookie: Option<String>, csrf: Option<String>| {
+        let mut form = vec![("token", TOKEN.to_string()), ("next", "/ui/".to_string())];
+        if let Some(c) = csrf {
+            form.push(("csrf", c));
+        }
+        let mut req = http.post(format!("{}/ui/login", r.base)).form(&form);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        req.send()
+    };
+    let (cookie, csrf) = login_form(&http, &r.base).await;
+    let (other_cookie, other_csrf) = login_form(&http, &r.base).await;
+    assert_ne!(csrf, other_csrf, "each sign-in form has its own token");
+    for (what, c, f) in [
+        ("neither cookie nor field", None, None),
+        ("the field without the cookie", None, Some(csrf.clone())),
+        ("the cookie without the field", Some(cookie.clone()), None),
+        (
+            "another form's field",
+            Some(cookie.clone()),
+            Some(other_csrf.clone()),
+        ),
+        (
+            "a forged field",
+            Some(other_cookie.clone()),
+            Some("forged".into()),
+        ),
+    ] {
+        let resp = post(c, f).await.unwrap();
+        assert_eq!(resp.status(), 403, "{what}");
+        assert!(
+            resp.headers()
+                .get_all("set-cookie")
+                .iter()
+                .all(|v| !v.to_str().unwrap().starts_with("jfconnect_console=")),
+            "{what}: no session"
+        );
+        let html = resp.text().await.unwrap();
+        assert!(html.contains("reload the sign-in page"), "{what}: {html}");
+    }
+    // A refused form is not a failed guess: the right form still signs in at once.
+    let ok = post(Some(cookie), Some(csrf)).await.unwrap();
+    assert_eq!(ok.status(), 303);
+    assert!(session_cookie(&ok).starts_with("jfconnect_console="));
+}
+
+#[tokio::test]
+async fn an_upload_past_the_size_cap_is_refused_with_the_sentence_and_changes_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let r = start().await;
+    let http = client();
+    let cookie = session_cookie(&login(&http, &r.base, TOKEN).await);
+    let before = tree(&r.data);
+    assert!(
+        before
+            .keys()
+            .any(|p| p.ends_with("state/entitlements.json") || p.ends_with("jpd_id")),
+        "{before:?}"
+    );
+    // A body declared one byte past the cap (the bundle limit plus the form's framing) is
+    // refused from its headers; the bytes are never read.
+    let declared = jfconnect::bundle::Limits::default().max_file_bytes + 64 * 1024 + 1;
+    let addr = r.base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /ui/airgap/upload HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n--b\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut answer))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    assert!(answer.contains("location: /ui/airgap"), "{answer}");
+    let page = http
+        .get(format!("{}/ui/airgap", r.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!(
+            "The file is over the {}-byte bundle limit; nothing was changed.",
+            jfconnect::bundle::Limits::default().max_file_bytes
+        )),
+        "{page}"
+    );
+    // The jobs `serve` runs on its own keep their locks, schedule and pipeline records; the
+    // audit log records the refused post. Nothing else may change or appear (no upload temp).
+    let churn = ["locks", "logs", "usage", "state/schedule.json"].map(|p| r.data.join(p));
+    let after = tree(&r.data);
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(p, b)| before.get(*p) != Some(*b) && !churn.iter().any(|c| p.starts_with(c)))
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(changed.is_empty(), "the refused upload changed {changed:?}");
+    assert!(
+        before.keys().all(|p| after.contains_key(p)),
+        "nothing removed"
+    );
 }
 
 fn session_cookie(r: &reqwest::Response) -> String {
@@ -163,7 +334,13 @@ async fn the_read_token_is_refused_with_what_to_do_and_is_not_a_failed_guess() {
     for _ in 0..jfconnect::console::session::MAX_FAILURES + 1 {
         let read = login(&http, &r.base, READ_TOKEN).await;
         assert_eq!(read.status(), 403);
-        assert!(read.headers().get("set-cookie").is_none());
+        assert!(
+            read.headers()
+                .get_all("set-cookie")
+                .iter()
+                .all(|v| !v.to_str().unwrap().starts_with("jfconnect_console=")),
+            "no session"
+        );
         let page = read.text().await.unwrap();
         assert!(
             page.contains("That is the API token, which only reads")

@@ -132,6 +132,46 @@ impl Node {
         Some(v)
     }
 
+    /// A console page, signed in with the admin token (the sign-in form's token first).
+    async fn console_page(&self, path: &str) -> String {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .unwrap();
+        let base = format!("http://{}", self.addr);
+        let form = http.get(format!("{base}/ui/login")).send().await.unwrap();
+        let cookie = |r: &reqwest::Response| {
+            let v = r.headers().get("set-cookie").unwrap().to_str().unwrap();
+            v.split(';').next().unwrap().to_string()
+        };
+        let login_cookie = cookie(&form);
+        let html = form.text().await.unwrap();
+        let csrf = html
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap()
+            .to_string();
+        let signed_in = http
+            .post(format!("{base}/ui/login"))
+            .header("cookie", login_cookie)
+            .form(&[("token", self.admin.as_str()), ("csrf", csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed_in.status(), 303);
+        let session = cookie(&signed_in);
+        let page = http
+            .get(format!("{base}{path}"))
+            .header("cookie", session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        page.text().await.unwrap()
+    }
+
     async fn cluster(&self) -> serde_json::Value {
         let resp = self.get("/api/v1/cluster").await;
         assert_eq!(resp.status(), 200);
@@ -184,6 +224,31 @@ async fn two_nodes_are_one_jfconnect() {
     .expect("both nodes report the same served digest");
     assert_eq!(view["live_nodes"], 2, "{view}");
     let holder = view["leases"][0]["holder"].as_str().unwrap().to_string();
+    // The console's Cluster page shows the same view, over HTTP.
+    let page = a.console_page("/ui/cluster").await;
+    assert!(
+        page.contains("href=\"/ui/cluster\""),
+        "listed in the navigation: {page}"
+    );
+    assert!(page.contains("2 of 2 nodes live"), "{page}");
+    assert!(
+        page.contains("entitlements the same on every live node"),
+        "{page}"
+    );
+    assert!(page.contains("node-a (this node)"), "{page}");
+    for n in view["nodes"].as_array().unwrap() {
+        let id = n["node_id"].as_str().unwrap();
+        let digest = n["entitlements_digest"].as_str().unwrap();
+        assert!(page.contains(id), "{id}: {page}");
+        assert!(page.contains(&digest[..16]), "{id}'s digest: {page}");
+    }
+    let epoch = view["leases"][0]["epoch"].as_i64().unwrap();
+    assert!(
+        page.contains(&format!(
+            "<td>entitlements</td><td class=\"mono\">{holder}</td><td class=\"num\">{epoch}</td>"
+        )),
+        "{page}"
+    );
     // jfconnect.ha.lease_ttl (3s here) is the lease's length in the database.
     let left = view["leases"][0]["expires_in_ms"].as_i64().unwrap();
     assert!(left > 0 && left <= 3000, "{view}");

@@ -41,6 +41,7 @@ fn frame<'a>(console: &'a Console, admin: &'a Admin, node: &'a str) -> Frame<'a>
         node,
         csrf: &admin.csrf,
         flash: admin.flash.as_ref(),
+        clustered: console.app.cluster().is_some(),
     }
 }
 

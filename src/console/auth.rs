@@ -17,6 +17,14 @@ use std::sync::Arc;
 
 const COOKIE: &str = "jfconnect_console";
 
+/// The sign-in form's own CSRF token, set by `GET /ui/login` before there is a session: the
+/// form carries the same value in a hidden field, and a sign-in post without both, equal, is
+/// refused (so another site cannot sign a browser in with a token of its choosing).
+const LOGIN_COOKIE: &str = "jfconnect_login";
+
+/// How long a sign-in form stays usable.
+const LOGIN_FORM_AGE: u64 = 3600;
+
 /// The key naming the file of the token the sign-in takes.
 const TOKEN_KEY: &str = "jfconnect.api.admin_token_file";
 
@@ -29,13 +37,17 @@ fn scope_of(console: &Console, presented: &str) -> Option<Scope> {
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    named_cookie(headers, COOKIE)
+}
+
+fn named_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
 
@@ -278,11 +290,30 @@ pub(crate) struct NextQuery {
 }
 
 /// `GET /ui/login`.
-pub(crate) async fn login_page(Query(q): Query<NextQuery>) -> Response {
-    login_form(&safe_next(q.next.as_deref()), None, StatusCode::OK)
+pub(crate) async fn login_page(
+    State(console): State<Arc<Console>>,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    login_form(
+        &console,
+        &safe_next(q.next.as_deref()),
+        None,
+        StatusCode::OK,
+    )
 }
 
-fn login_form(next: &str, problem: Option<&str>, status: StatusCode) -> Response {
+/// The sign-in page, with a fresh form token in its cookie and its hidden field.
+fn login_form(
+    console: &Console,
+    next: &str,
+    problem: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let token = super::session::random_token();
+    let cookie = format!(
+        "{LOGIN_COOKIE}={token}; Path=/ui/login; HttpOnly; SameSite=Strict; Max-Age={LOGIN_FORM_AGE}{}",
+        if console.secure { "; Secure" } else { "" }
+    );
     let body = html! {
         form.login method="post" action="/ui/login" {
             h1 { "jfconnect console" }
@@ -292,16 +323,24 @@ fn login_form(next: &str, problem: Option<&str>, status: StatusCode) -> Response
             label for="token" { "Admin token" }
             input #token type="password" name="token" autocomplete="current-password" required autofocus;
             input type="hidden" name="next" value=(next);
+            input type="hidden" name="csrf" value=(token);
             button.primary type="submit" { "Sign in" }
         }
     };
-    (status, layout::bare("Sign in", body)).into_response()
+    (
+        status,
+        [(header::SET_COOKIE, cookie)],
+        layout::bare("Sign in", body),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
 pub(crate) struct LoginForm {
     token: String,
     next: Option<String>,
+    /// The form's token; equal to the sign-in cookie's.
+    csrf: Option<String>,
 }
 
 /// `POST /ui/login`: the admin token for a session cookie.
@@ -311,14 +350,30 @@ pub async fn login(State(console): State<Arc<Console>>, request: Request) -> Res
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let form_cookie = named_cookie(request.headers(), LOGIN_COOKIE);
     let Ok(Form(form)) = Form::<LoginForm>::from_request(request, &()).await else {
         return login_form(
+            &console,
             MOUNT,
             Some("The sign-in form was incomplete."),
             StatusCode::BAD_REQUEST,
         );
     };
     let next = safe_next(form.next.as_deref());
+    let form_ok = match (&form_cookie, &form.csrf) {
+        (Some(c), Some(f)) if !c.is_empty() => crate::secret::Secret::new(c.clone()).ct_eq(f),
+        _ => false,
+    };
+    if !form_ok {
+        // Not a guess of the token: not throttled, and the token is not even looked at.
+        tracing::warn!(address = %addr, "console login refused: the form's CSRF token is missing or wrong");
+        return login_form(
+            &console,
+            &next,
+            Some("This sign-in form is out of date or did not come from this console; reload the sign-in page and sign in again."),
+            StatusCode::FORBIDDEN,
+        );
+    }
     let now = console.now();
     let throttle = |f: &mut dyn FnMut(&mut super::session::Throttle)| {
         f(&mut console.throttle.lock().unwrap_or_else(|p| p.into_inner()))
@@ -329,6 +384,7 @@ pub async fn login(State(console): State<Arc<Console>>, request: Request) -> Res
         tracing::warn!(address = %addr, "console login refused: too many failed attempts from this address");
         let minutes = wait.as_secs().div_ceil(60);
         return login_form(
+            &console,
             &next,
             Some(&format!(
                 "Too many failed sign-ins from this address; try again in {minutes} minute{}.",
@@ -343,6 +399,7 @@ pub async fn login(State(console): State<Arc<Console>>, request: Request) -> Res
             // The caller holds the read token: refused with what to do, not throttled.
             tracing::warn!(address = %addr, "console login with the API (read) token refused");
             return login_form(
+                &console,
                 &next,
                 Some(&format!("That is the API token, which only reads. The console changes state: sign in with the admin token in {TOKEN_KEY}.")),
                 StatusCode::FORBIDDEN,
@@ -352,6 +409,7 @@ pub async fn login(State(console): State<Arc<Console>>, request: Request) -> Res
             throttle(&mut |t| t.failed(addr, now));
             tracing::warn!(address = %addr, "console login with a wrong token");
             return login_form(
+                &console,
                 &next,
                 Some(&format!(
                     "That is not the admin token. Use the token in {TOKEN_KEY}."
@@ -364,7 +422,12 @@ pub async fn login(State(console): State<Arc<Console>>, request: Request) -> Res
     let id = console.sessions().start(now);
     tracing::info!(address = %addr, "console login");
     let cookie = set_cookie(&console, &id, super::session::MAX_AGE.as_secs());
-    ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
+    let used = format!("{LOGIN_COOKIE}=; Path=/ui/login; HttpOnly; SameSite=Strict; Max-Age=0");
+    (
+        axum::response::AppendHeaders([(header::SET_COOKIE, cookie), (header::SET_COOKIE, used)]),
+        Redirect::to(&next),
+    )
+        .into_response()
 }
 
 /// `POST /ui/logout`.

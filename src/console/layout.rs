@@ -11,6 +11,7 @@ pub(crate) enum Nav {
     Overview,
     Usage,
     Airgap,
+    Cluster,
 }
 
 /// What the frame shows around a page.
@@ -25,6 +26,8 @@ pub(crate) struct Frame<'a> {
     pub csrf: &'a str,
     /// The one-shot message.
     pub flash: Option<&'a Flash>,
+    /// Whether the node is part of a cluster (the Cluster page is listed then).
+    pub clustered: bool,
 }
 
 fn head(title: &str) -> Markup {
@@ -68,6 +71,7 @@ pub fn page(title: &str, frame: &Frame<'_>, body: Markup) -> Markup {
                         (item(Nav::Overview, "/ui/", "Overview"))
                         (item(Nav::Usage, "/ui/usage", "Usage"))
                         (item(Nav::Airgap, "/ui/airgap", "Air-gapped"))
+                        @if frame.clustered { (item(Nav::Cluster, "/ui/cluster", "Cluster")) }
                     }
                     span.mode { (frame.mode) }
                     form.logout method="post" action="/ui/logout" {

@@ -20,6 +20,7 @@ mod airgap;
 mod assets;
 mod auth;
 mod chart;
+mod cluster;
 mod layout;
 mod overview;
 pub mod session;
@@ -77,6 +78,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ui/logout", post(auth::logout))
         .route("/ui/jobs/{name}/run", post(overview::run_job))
         .route("/ui/usage", get(usage::page))
+        .route("/ui/cluster", get(cluster::page))
         .route("/ui/airgap", get(airgap::page))
         .route("/ui/airgap/registration", post(airgap::registration))
         .route("/ui/airgap/outbox/{name}", get(airgap::outbox_file))

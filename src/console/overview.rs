@@ -169,6 +169,7 @@ pub async fn page(State(console): State<Arc<Console>>, admin: Admin) -> Response
         node: &r.node_id,
         csrf: &admin.csrf,
         flash: admin.flash.as_ref(),
+        clustered: console.app.cluster().is_some(),
     };
     layout::page("Overview", &frame, body).into_response()
 }

@@ -101,6 +101,7 @@ pub async fn page(State(console): State<Arc<Console>>, admin: Admin) -> Response
         node: &node,
         csrf: &admin.csrf,
         flash: admin.flash.as_ref(),
+        clustered: console.app.cluster().is_some(),
     };
     layout::page("Usage", &frame, body).into_response()
 }
