@@ -106,9 +106,7 @@ pub(crate) async fn require_admin(
     next: Next,
 ) -> Response {
     let scope = request.extensions().get::<Scope>().copied();
-    let remote_address = super::request_log::remote_address(&request);
-    let method = request.method().to_string();
-    let path = request.uri().path().to_string();
+    let audited = Audited::of(&request);
     let response = if scope == Some(Scope::Admin) {
         next.run(request).await
     } else {
@@ -119,20 +117,43 @@ pub(crate) async fn require_admin(
         )
         .into_response()
     };
-    let record = AuditRecord {
-        time: crate::logging::now_text(),
-        scope,
-        remote_address,
-        method,
-        path,
-        status: response.status().as_u16(),
-        change: response
-            .extensions()
-            .get::<AuditNote>()
-            .map(|n| n.0.clone()),
-    };
-    record_change(&service, &record).await;
+    record_change(&service, &audited.answered(scope, &response)).await;
     response
+}
+
+/// A request's part of its audit record (address, method, path), read before it is handled.
+pub(crate) struct Audited {
+    remote_address: String,
+    method: String,
+    path: String,
+}
+
+impl Audited {
+    /// What the audit log keeps of `request`.
+    pub(crate) fn of(request: &Request) -> Audited {
+        Audited {
+            remote_address: super::request_log::remote_address(request),
+            method: request.method().to_string(),
+            path: request.uri().path().to_string(),
+        }
+    }
+
+    /// The record of this request, made with `scope` and answered `response` (its status, and
+    /// the [`AuditNote`] a handler left saying what changed).
+    pub(crate) fn answered(self, scope: Option<Scope>, response: &Response) -> AuditRecord {
+        AuditRecord {
+            time: crate::logging::now_text(),
+            scope,
+            remote_address: self.remote_address,
+            method: self.method,
+            path: self.path,
+            status: response.status().as_u16(),
+            change: response
+                .extensions()
+                .get::<AuditNote>()
+                .map(|n| n.0.clone()),
+        }
+    }
 }
 
 /// One line of `jfconnect-audit.log`.

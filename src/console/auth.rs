@@ -260,26 +260,9 @@ pub async fn audit(State(console): State<Arc<Console>>, request: Request, next: 
     let now = console.now();
     let signed_in = cookie_value(request.headers())
         .is_some_and(|id| console.sessions().touch(&id, now).is_some());
-    let remote_address = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_else(|| "-".into());
-    let method = request.method().to_string();
-    let path = request.uri().path().to_string();
+    let audited = crate::api::auth::Audited::of(&request);
     let response = next.run(request).await;
-    let record = crate::api::auth::AuditRecord {
-        time: crate::logging::now_text(),
-        scope: signed_in.then_some(Scope::Admin),
-        remote_address,
-        method,
-        path,
-        status: response.status().as_u16(),
-        change: response
-            .extensions()
-            .get::<crate::api::auth::AuditNote>()
-            .map(|n| n.0.clone()),
-    };
+    let record = audited.answered(signed_in.then_some(Scope::Admin), &response);
     crate::api::auth::record_change(&console.app, &record).await;
     response
 }
