@@ -12,9 +12,11 @@
 //! bundle_kill_drill`); the kills are real SIGKILLs, no failpoint is armed. `JFCONNECT_DRILL_POINTS` sets the kill points per command (default 50; run
 //! 500 locally), `JFCONNECT_DRILL_SEED` the seed (printed, so a failure can be replayed).
 
+mod process_support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -97,22 +99,7 @@ impl Jpd {
     /// Starts `args` and SIGKILLs it after `delay` unless it ended first; answers whether it
     /// was killed.
     fn kill_after(&self, args: &[&str], delay: Duration) -> bool {
-        let mut child = self
-            .command(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while start.elapsed() < delay {
-            if child.try_wait().unwrap().is_some() {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        true
+        process_support::kill_after(&mut self.command(args), delay)
     }
 
     fn state(&self, name: &str) -> Option<serde_json::Value> {

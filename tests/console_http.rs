@@ -96,6 +96,14 @@ async fn login(http: &reqwest::Client, base: &str, token: &str) -> reqwest::Resp
         .unwrap()
 }
 
+/// True when `r` starts no session (it may set the sign-in form's own cookie).
+fn no_session(r: &reqwest::Response) -> bool {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .all(|v| !v.to_str().unwrap().starts_with("jfconnect_console="))
+}
+
 /// Every file under `dir` with its bytes.
 fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();
@@ -169,13 +177,7 @@ async fn a_login_post_without_the_sign_in_forms_token_is_refused() {
     ] {
         let resp = post(c, f).await.unwrap();
         assert_eq!(resp.status(), 403, "{what}");
-        assert!(
-            resp.headers()
-                .get_all("set-cookie")
-                .iter()
-                .all(|v| !v.to_str().unwrap().starts_with("jfconnect_console=")),
-            "{what}: no session"
-        );
+        assert!(no_session(&resp), "{what}");
         let html = resp.text().await.unwrap();
         assert!(html.contains("reload the sign-in page"), "{what}: {html}");
     }
@@ -334,13 +336,7 @@ async fn the_read_token_is_refused_with_what_to_do_and_is_not_a_failed_guess() {
     for _ in 0..jfconnect::console::session::MAX_FAILURES + 1 {
         let read = login(&http, &r.base, READ_TOKEN).await;
         assert_eq!(read.status(), 403);
-        assert!(
-            read.headers()
-                .get_all("set-cookie")
-                .iter()
-                .all(|v| !v.to_str().unwrap().starts_with("jfconnect_console=")),
-            "no session"
-        );
+        assert!(no_session(&read));
         let page = read.text().await.unwrap();
         assert!(
             page.contains("That is the API token, which only reads")

@@ -7,6 +7,8 @@
 //! `JFCONNECT_DRILL_POINTS` sets the number of kill points (default 50; run 500 locally),
 //! `JFCONNECT_DRILL_SEED` the seed (printed, so a failure can be replayed).
 
+mod process_support;
+
 use jfconnect::pipeline::failpoint::{ALL, FAILPOINT_ENV};
 use jfconnect::sim::{self, SimOptions, SimStats};
 use rand::{Rng, SeedableRng};
@@ -15,7 +17,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 struct Drill {
     dir: tempfile::TempDir,
@@ -107,17 +109,7 @@ impl Drill {
 
     /// Starts `job` and SIGKILLs it after `delay` (if it is still running).
     fn kill_after(&self, job: &str, delay: Duration) -> bool {
-        let mut child = self.command(job).stderr(Stdio::null()).spawn().unwrap();
-        let start = Instant::now();
-        while start.elapsed() < delay {
-            if child.try_wait().unwrap().is_some() {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        true
+        process_support::kill_after(&mut self.command(job), delay)
     }
 }
 

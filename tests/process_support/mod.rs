@@ -46,6 +46,31 @@ pub fn wait_for_ping(port: u16) {
     wait_for_answer(port, "/api/v1/system/ping");
 }
 
+/// Starts `command` (its output discarded) and SIGKILLs it after `delay` unless it ended
+/// first; answers whether it was killed. The kill of the crash drills.
+pub fn kill_after(command: &mut std::process::Command, delay: std::time::Duration) -> bool {
+    use std::process::Stdio;
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let start = std::time::Instant::now();
+    while start.elapsed() < delay {
+        if child
+            .try_wait()
+            .expect("the child can be waited for")
+            .is_some()
+        {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    true
+}
+
 /// Sends SIGTERM and waits (bounded, 15 s; then kills it and panics) for the child to exit;
 /// answers its exit code and how long it took.
 pub fn sigterm_and_wait(child: &mut std::process::Child) -> (Option<i32>, std::time::Duration) {
