@@ -96,6 +96,18 @@ async fn login(http: &reqwest::Client, base: &str, token: &str) -> reqwest::Resp
         .unwrap()
 }
 
+/// The page at `path`, with the session `cookie`.
+async fn signed_in_page(http: &reqwest::Client, base: &str, path: &str, cookie: &str) -> String {
+    let resp = http
+        .get(format!("{base}{path}"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.text().await.unwrap()
+}
+
 /// True when `r` starts no session (it may set the sign-in form's own cookie).
 fn no_session(r: &reqwest::Response) -> bool {
     r.headers()
@@ -217,15 +229,7 @@ async fn an_upload_past_the_size_cap_is_refused_with_the_sentence_and_changes_no
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
     assert!(answer.contains("location: /ui/airgap"), "{answer}");
-    let page = http
-        .get(format!("{}/ui/airgap", r.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = signed_in_page(&http, &r.base, "/ui/airgap", &cookie).await;
     assert!(
         page.contains(&format!(
             "The file is over the {}-byte bundle limit; nothing was changed.",
@@ -374,21 +378,7 @@ async fn state_changes_need_the_csrf_token_and_this_origin() {
     let r = start().await;
     let http = client();
     let cookie = session_cookie(&login(&http, &r.base, TOKEN).await);
-    let page = http
-        .get(format!("{}/ui/", r.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .to_string();
+    let csrf = hidden_csrf(&signed_in_page(&http, &r.base, "/ui/", &cookie).await);
     let run = |token: &str, site: Option<&str>| {
         let mut req = http
             .post(format!("{}/ui/jobs/entitlements/run", r.base))
