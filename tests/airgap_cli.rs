@@ -382,6 +382,58 @@ fn export_keeps_an_existing_file_unless_forced_and_import_of_a_missing_file_exit
     );
 }
 
+#[test]
+fn export_writes_one_bundle_and_splits_only_past_max_bundle_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (cfg, _) = registered_jpd(dir);
+    let yaml = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{yaml}    max_bundle_bytes: 1048576\n")).unwrap();
+    // 700 files of 4 KiB hex each: about 1.5 MB deflated, so past 1 MiB once.
+    let spool = cfg.parent().unwrap().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let mut seed = Sha256::digest(b"split");
+    for i in 0..700 {
+        let mut noise = String::new();
+        while noise.len() < 4096 {
+            seed = Sha256::digest(seed);
+            noise.push_str(&hex::encode(seed));
+        }
+        std::fs::write(
+            spool.join(format!("u-{i}.json")),
+            format!("{{\"product\":\"xray\",\"timestamp\":\"2026-11-01T00:00:00Z\",\"noise\":\"{noise}\"}}"),
+        )
+        .unwrap();
+    }
+    let o = run_cfg(dir, &cfg, &["bundle", "export", "--out", "usage.jfbundle"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(uploaded_markers(&cfg), 700);
+    assert_eq!(outbox(&cfg, "usage").len(), 2, "{}", text(&o));
+    let jpd_pub = cfg.parent().unwrap().join("data/keys/jpd.pub");
+    let mut files = 0;
+    for name in ["usage.jfbundle", "usage-2.jfbundle"] {
+        let path = dir.join(name);
+        assert!(std::fs::metadata(&path).unwrap().len() <= 1 << 20, "{name}");
+        let o = run(
+            dir,
+            &[
+                "bundle",
+                "verify",
+                name,
+                "--pubkey",
+                &jpd_pub.display().to_string(),
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let o = run(dir, &["bundle", "inspect", name, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let entries = v["unverified_manifest"]["entries"].as_array().unwrap();
+        files += entries.len() - 1; // and the registration record
+    }
+    assert_eq!(files, 700);
+    assert!(!dir.join("usage-3.jfbundle").exists());
+}
+
 /// Needs the `failpoints` feature (`cargo test --features failpoints`, as scripts/test runs).
 #[cfg(feature = "failpoints")]
 #[test]

@@ -6,7 +6,8 @@
 //! signature (`docs/bundle-format.md` is the normative spec). Layout of this module:
 //! `kind` (what a bundle carries), `manifest` (the signed metadata, pure), `minisign` (key and signature formats, pure),
 //! `keys` (key files on disk), `zipdir` (strict zip directory parser), `limits` (caps and
-//! streaming adapters), `entry` (reading one entry), `names` (when two entry names are one), `write` (the writer), `verify` (the
+//! streaming adapters), `entry` (reading one entry), `names` (when two entry names are one), `zipstream` (the one
+//! streaming zip writer, which the usage archives use too), `write` (the bundle writer), `verify` (the
 //! verifier), `import_state` (replay/rollback history and policy), `inspect` (unverified view).
 //!
 //! Architecture invariant: nothing outside `verify` hands out bundle content, and it does so
@@ -25,6 +26,7 @@ mod names;
 mod verify;
 mod write;
 mod zipdir;
+mod zipstream;
 
 pub use error::{BundleError, PathProblem};
 
@@ -47,6 +49,8 @@ pub use minisign::{generate_keypair, MinisignSignature, PublicKey, SecretKey, Tr
 pub use names::name_key;
 pub use verify::VerifiedBundle;
 pub use verify::{verify_bundle, verify_bytes, verify_file_with_pubkey, verify_self_signed};
+pub(crate) use write::BundleWriter;
 pub use write::{
     new_bundle_id, write_bundle, BundleSpec, PayloadEntry, PayloadSource, UNTRUSTED_COMMENT,
 };
+pub(crate) use zipstream::{Deflater, HashingWriter, IndexWriter, PreparedEntry, ZipStream};

@@ -1,27 +1,30 @@
-//! Writing a signed bundle, streaming, durably.
+//! Writing a signed bundle, streaming, durably: the one zip writer of jfconnect
+//! ([`super::zipstream`]), which also writes the usage archives.
 //!
-//! Payload entries are copied into the zip one at a time through a hashing writer, so a bundle
-//! of a million usage files never holds them in memory; only their (path, size, SHA-256) rows
-//! are kept for the manifest. The file is written under a temp name, fsynced, renamed and the
-//! folder fsynced: a bundle that exists under its final name is whole (promise 1 in docs/architecture.md
-//! counts it as the receipt of the usage it holds).
+//! Payload entries are deflated (usage files on every core by the caller, through a
+//! [`Deflater`] each) and written one at a time; their manifest rows and `SHA256SUMS` lines
+//! are spilled to temp files, so a bundle of 100,000 usage files never holds them in memory.
+//! The file is written under a temp name, fsynced, renamed and the folder fsynced: a bundle
+//! that exists under its final name is whole (promise 1 in docs/architecture.md counts it as
+//! the receipt of the usage it holds).
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use blake2::Blake2b512;
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use zip::write::SimpleFileOptions;
-use zip::{CompressionMethod, ZipWriter};
 
 use super::error::BundleError;
 use super::kind::Kind;
+use super::limits::Limits;
 use super::manifest::{
     check_path, format_time, sums_line, valid_id, Manifest, ManifestEntry, FORMAT_V1, MANIFEST,
     MAX_SEQUENCE, PAYLOAD_PREFIX, SIGNATURE, SUMS,
 };
 use super::minisign::SecretKey;
+use super::zipstream::{Deflater, PreparedEntry, SpilledEntry, ZipStream};
 
 /// Untrusted comment written on every bundle signature.
 pub const UNTRUSTED_COMMENT: &str = "jfconnect bundle signature (check the trusted comment)";
@@ -68,28 +71,6 @@ pub fn new_bundle_id() -> String {
     hex::encode(b)
 }
 
-struct HashingWriter<'a, W: Write> {
-    inner: &'a mut W,
-    hasher: Sha256,
-    size: u64,
-}
-
-impl<W: Write> Write for HashingWriter<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-fn zip_err(e: zip::result::ZipError) -> io::Error {
-    io::Error::other(e)
-}
-
 fn check_spec(spec: &BundleSpec) -> Result<(), BundleError> {
     let bad = |m: &str| Err(BundleError::InvalidSpec(m.to_string()));
     if !valid_id(&spec.bundle_id) {
@@ -108,102 +89,22 @@ fn check_spec(spec: &BundleSpec) -> Result<(), BundleError> {
 }
 
 /// Writes a signed bundle to `out` and returns its manifest (with every entry's SHA-256).
+/// The manifest's entries are kept in memory for the answer: for small bundles
+/// (entitlements, registration); usage bundles go through [`BundleWriter`].
 pub fn write_bundle(
     out: &Path,
     spec: &BundleSpec,
     payload: impl IntoIterator<Item = PayloadEntry>,
     key: &SecretKey,
 ) -> Result<Manifest, BundleError> {
-    check_spec(spec)?;
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-bundle-")
-        .tempfile_in(dir)
-        .map_err(|e| BundleError::io("create a temp file in", dir, e))?;
-    let file = tmp
-        .as_file()
-        .try_clone()
-        .map_err(|e| BundleError::io("write", tmp.path(), e))?;
-    let manifest = write_zip(file, spec, payload, key, tmp.path())?;
-    // A bundle is meant to be carried and read by others; the temp file starts owner-only.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| BundleError::io("set permissions of", tmp.path(), e))?;
-    }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| BundleError::io("fsync", tmp.path(), e))?;
-    tmp.persist(out)
-        .map_err(|e| BundleError::io("rename into place", out, e.error))?;
-    crate::state::sync_dir(dir).map_err(|e| BundleError::io("fsync", dir, e))?;
-    Ok(manifest)
-}
-
-fn write_zip(
-    file: File,
-    spec: &BundleSpec,
-    payload: impl IntoIterator<Item = PayloadEntry>,
-    key: &SecretKey,
-    tmp_path: &Path,
-) -> Result<Manifest, BundleError> {
-    let io_err = |e: io::Error| BundleError::io("write", tmp_path, e);
-    let t = spec.created;
-    let mtime = zip::DateTime::from_date_and_time(
-        u16::try_from(t.year().clamp(1980, 2107)).unwrap_or(1980),
-        t.month() as u8,
-        t.day() as u8,
-        t.hour() as u8,
-        t.minute() as u8,
-        t.second().min(59) as u8,
-    )
-    .unwrap_or_default();
-    let opts = SimpleFileOptions::default()
-        .compression_method(CompressionMethod::Deflated)
-        .unix_permissions(0o644)
-        .last_modified_time(mtime);
-    let mut zip = ZipWriter::new(io::BufWriter::with_capacity(256 * 1024, file));
+    let mut w = BundleWriter::create(out, spec.clone())?;
     let mut entries = Vec::new();
-    let mut seen = super::names::NameSet::default();
     for item in payload {
-        let path = check_path(item.path.as_bytes())?.to_string();
-        if !path.starts_with(PAYLOAD_PREFIX) {
-            return Err(BundleError::InvalidSpec(format!(
-                "payload path {path} does not start with {PAYLOAD_PREFIX}"
-            )));
-        }
-        // Never write a pair of names that a reader refuses (bundle-format §1).
-        seen.insert(&path)
-            .map_err(|e| BundleError::InvalidSpec(format!("payload entry names: {e}")))?;
-        zip.start_file(path.as_str(), opts)
-            .map_err(|e| io_err(zip_err(e)))?;
-        let mut w = HashingWriter {
-            inner: &mut zip,
-            hasher: Sha256::new(),
-            size: 0,
-        };
-        match item.source {
-            PayloadSource::File(p) => {
-                let mut f = File::open(&p).map_err(|e| BundleError::io("read", &p, e))?;
-                io::copy(&mut f, &mut w).map_err(|e| BundleError::io("copy", &p, e))?;
-            }
-            PayloadSource::Bytes(b) => w.write_all(&b).map_err(io_err)?,
-            PayloadSource::Reader(mut r) => {
-                io::copy(&mut r, &mut w).map_err(io_err)?;
-            }
-        }
-        entries.push(ManifestEntry {
-            path,
-            size: w.size,
-            sha256: hex::encode(w.hasher.finalize()),
-        });
+        let e = w.add_source(&item.path, item.source)?;
+        entries.push(e);
     }
-    let manifest = Manifest {
+    w.finish(key)?;
+    Ok(Manifest {
         format: FORMAT_V1.into(),
         kind: spec.kind,
         bundle_id: spec.bundle_id.clone(),
@@ -213,30 +114,454 @@ fn write_zip(
         sequence: spec.sequence,
         signing_key_id: key.id.to_string(),
         entries,
-    };
-    let mut manifest_bytes =
-        serde_json::to_vec_pretty(&manifest).map_err(|e| io_err(io::Error::other(e)))?;
-    manifest_bytes.push(b'\n');
-    let mut sums = sums_line(&hex::encode(Sha256::digest(&manifest_bytes)), MANIFEST);
-    for e in &manifest.entries {
-        sums.push_str(&sums_line(&e.sha256, &e.path));
+    })
+}
+
+/// Bytes a payload entry adds to a bundle's `manifest.json` at most: its pretty-printed
+/// object (150 bytes with a 20-digit size, the separator and the SHA-256) and its path as a
+/// JSON string.
+fn manifest_row_cost(path: &str) -> u64 {
+    let escaped: u64 = path
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8() as u64,
+        })
+        .sum();
+    150 + escaped
+}
+
+/// A bundle being written entry by entry; see the module doc. Nothing exists under the
+/// final name until [`BundleWriter::finish`] returns.
+pub struct BundleWriter {
+    out: PathBuf,
+    dir: PathBuf,
+    tmp: tempfile::NamedTempFile,
+    zip: ZipStream<BufWriter<File>>,
+    spec: BundleSpec,
+    rows: BufWriter<File>,
+    rows_len: u64,
+    sums: BufWriter<File>,
+    sums_len: u64,
+    entries: u64,
+    names: super::names::NameSet,
+    deflater: Deflater,
+    limits: Limits,
+}
+
+impl BundleWriter {
+    /// Starts a bundle that will be `out` (its temp file and spills beside it).
+    pub fn create(out: &Path, spec: BundleSpec) -> Result<Self, BundleError> {
+        check_spec(&spec)?;
+        let dir = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| Path::new("."))
+            .to_path_buf();
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-bundle-")
+            .tempfile_in(&dir)
+            .map_err(|e| BundleError::io("create a temp file in", &dir, e))?;
+        let spill = || {
+            tempfile::tempfile_in(&dir)
+                .map_err(|e| BundleError::io("create a temp file in", &dir, e))
+        };
+        let file = tmp
+            .as_file()
+            .try_clone()
+            .map_err(|e| BundleError::io("write", tmp.path(), e))?;
+        Ok(BundleWriter {
+            zip: ZipStream::new(BufWriter::with_capacity(1 << 20, file), spill()?),
+            rows: BufWriter::new(spill()?),
+            sums: BufWriter::new(spill()?),
+            out: out.to_path_buf(),
+            dir,
+            tmp,
+            spec,
+            rows_len: 0,
+            sums_len: 0,
+            entries: 0,
+            names: super::names::NameSet::default(),
+            deflater: Deflater::new(),
+            limits: Limits::default(),
+        })
     }
-    let signature = key
-        .sign(
-            sums.as_bytes(),
-            UNTRUSTED_COMMENT,
-            &manifest.trusted_comment(),
+
+    fn werr(&self, e: io::Error) -> BundleError {
+        BundleError::io("write", self.tmp.path(), e)
+    }
+
+    /// True when an entry at `path` of `stored` bytes still fits under `max_bytes` and under
+    /// every cap a reader applies (`Limits`' defaults: entries, directory, manifest, sums),
+    /// with room for the three metadata files. The first entry always fits.
+    pub fn fits(&self, path: &str, stored: u64, max_bytes: u64) -> bool {
+        if self.entries == 0 {
+            return true;
+        }
+        let l = &self.limits;
+        let p = path.len() as u64;
+        // Metadata: the manifest's head, the manifest's own sums line, the signature, and
+        // each one's headers; bounded generously.
+        let meta = 4096;
+        let manifest = self.rows_len + manifest_row_cost(path) + 1024;
+        let sums = self.sums_len + 64 + 3 + p + 100;
+        self.entries + 1 + 3 <= l.max_entries
+            && self.zip.central_len() + 46 + 12 + p + 3 * 100 <= l.max_directory_bytes
+            && manifest <= l.max_manifest_bytes
+            && sums <= l.max_sums_bytes
+            && self.zip.offset()
+                + 30
+                + p
+                + stored
+                + self.zip.central_len()
+                + 58
+                + p
+                + manifest
+                + sums
+                + meta
+                <= max_bytes
+    }
+
+    /// Adds one payload entry already deflated (`e.path` its path, `sha256` the hex SHA-256 of
+    /// its uncompressed bytes).
+    pub fn add_prepared(&mut self, e: &PreparedEntry, sha256: &str) -> Result<(), BundleError> {
+        self.check_name(&e.path)?;
+        self.zip.add(e).map_err(|err| self.werr(err))?;
+        self.listed(&e.path, e.size, sha256)
+    }
+
+    fn check_name(&mut self, path: &str) -> Result<(), BundleError> {
+        let path = check_path(path.as_bytes())?;
+        if !path.starts_with(PAYLOAD_PREFIX) {
+            return Err(BundleError::InvalidSpec(format!(
+                "payload path {path} does not start with {PAYLOAD_PREFIX}"
+            )));
+        }
+        // Never write a pair of names that a reader refuses (bundle-format §1).
+        self.names
+            .insert(path)
+            .map_err(|e| BundleError::InvalidSpec(format!("payload entry names: {e}")))
+    }
+
+    fn listed(&mut self, path: &str, size: u64, sha256: &str) -> Result<(), BundleError> {
+        let row = ManifestEntry {
+            path: path.to_string(),
+            size,
+            sha256: sha256.to_string(),
+        };
+        let mut text = Vec::with_capacity(200);
+        let mut ser = serde_json::Serializer::with_formatter(
+            &mut text,
+            serde_json::ser::PrettyFormatter::with_indent(b"  "),
+        );
+        serde::Serialize::serialize(&row, &mut ser).map_err(|e| self.werr(io::Error::other(e)))?;
+        // Rows sit two levels deep in the pretty manifest.
+        let mut text = indent(&text, b"    ");
+        if self.entries > 0 {
+            text.splice(0..0, *b",\n");
+        }
+        self.rows.write_all(&text).map_err(|e| self.werr(e))?;
+        self.rows_len += text.len() as u64;
+        let line = sums_line(sha256, path);
+        self.sums
+            .write_all(line.as_bytes())
+            .map_err(|e| self.werr(e))?;
+        self.sums_len += line.len() as u64;
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Adds one payload entry from `source`, deflated here; answers its manifest row.
+    pub fn add_source(
+        &mut self,
+        path: &str,
+        source: PayloadSource,
+    ) -> Result<ManifestEntry, BundleError> {
+        let (size, sha256) = match source {
+            PayloadSource::Bytes(b) => {
+                let sha = hex::encode(Sha256::digest(&b));
+                let e = self
+                    .deflater
+                    .prepare(path.to_string(), &b)
+                    .map_err(|err| self.werr(err))?;
+                self.add_prepared(&e, &sha)?;
+                return Ok(ManifestEntry {
+                    path: e.path,
+                    size: e.size,
+                    sha256: sha,
+                });
+            }
+            PayloadSource::File(p) => {
+                let mut f = File::open(&p).map_err(|e| BundleError::io("read", &p, e))?;
+                self.check_name(path)?;
+                self.spill_entry(path, &mut f)
+                    .map_err(|e| BundleError::io("copy", &p, e))?
+            }
+            PayloadSource::Reader(mut r) => {
+                self.check_name(path)?;
+                self.spill_entry(path, &mut r).map_err(|e| self.werr(e))?
+            }
+        };
+        self.listed(path, size, &sha256)?;
+        Ok(ManifestEntry {
+            path: path.to_string(),
+            size,
+            sha256,
+        })
+    }
+
+    /// Deflates `r` into a spill file beside the bundle, then appends it: for entries of any
+    /// size, in bounded memory.
+    fn spill_entry(&mut self, path: &str, r: &mut dyn Read) -> io::Result<(u64, String)> {
+        let mut spill = SpilledEntry::new(tempfile::tempfile_in(&self.dir)?);
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            spill.write_all(&buf[..n])?;
+        }
+        let size = spill.size();
+        spill.append_to(path, &mut self.zip)?;
+        Ok((size, hex::encode(hasher.finalize())))
+    }
+
+    /// Writes `manifest.json`, `SHA256SUMS` and its signature by `key`, fsyncs the file,
+    /// renames it to its final name and fsyncs the folder.
+    pub fn finish(mut self, key: &SecretKey) -> Result<(), BundleError> {
+        self.metadata(key).map_err(|e| self.werr(e))?;
+        let BundleWriter {
+            zip, tmp, out, dir, ..
+        } = self;
+        let werr = |e: io::Error| BundleError::io("write", tmp.path(), e);
+        let buffered = zip.finish().map_err(werr)?;
+        buffered.into_inner().map_err(|e| werr(e.into_error()))?;
+        // A bundle is meant to be carried and read by others; the temp file starts owner-only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| BundleError::io("set permissions of", tmp.path(), e))?;
+        }
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| BundleError::io("fsync", tmp.path(), e))?;
+        tmp.persist(&out)
+            .map_err(|e| BundleError::io("rename into place", &out, e.error))?;
+        crate::state::sync_dir(&dir).map_err(|e| BundleError::io("fsync", &dir, e))?;
+        Ok(())
+    }
+
+    /// The three metadata entries, streamed from the spills.
+    fn metadata(&mut self, key: &SecretKey) -> io::Result<()> {
+        let head = Manifest {
+            format: FORMAT_V1.into(),
+            kind: self.spec.kind,
+            bundle_id: self.spec.bundle_id.clone(),
+            jpd_id: self.spec.jpd_id.clone(),
+            created: format_time(self.spec.created),
+            expires: format_time(self.spec.expires),
+            sequence: self.spec.sequence,
+            signing_key_id: key.id.to_string(),
+            entries: Vec::new(),
+        };
+        let trusted = head.trusted_comment();
+        // `serde_json::to_vec_pretty` of the whole manifest, its rows from the spill.
+        let text = serde_json::to_vec_pretty(&head).map_err(io::Error::other)?;
+        let open = text
+            .strip_suffix(b"[]\n}")
+            .ok_or_else(|| io::Error::other("unexpected manifest shape"))?;
+        let mut manifest = SpilledEntry::new(tempfile::tempfile_in(&self.dir)?);
+        let mut sha = Sha256::new();
+        let mut put = |m: &mut SpilledEntry, b: &[u8]| {
+            sha.update(b);
+            m.write_all(b)
+        };
+        put(&mut manifest, open)?;
+        if self.entries == 0 {
+            put(&mut manifest, b"[]\n}\n")?;
+        } else {
+            put(&mut manifest, b"[\n")?;
+            let mut rows = rewind(&mut self.rows)?;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = rows.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                put(&mut manifest, &buf[..n])?;
+            }
+            put(&mut manifest, b"\n  ]\n}\n")?;
+        }
+        let manifest_sha = hex::encode(sha.finalize());
+        manifest.append_to(MANIFEST, &mut self.zip)?;
+
+        let mut sums = SpilledEntry::new(tempfile::tempfile_in(&self.dir)?);
+        let mut blake = Blake2b512::new();
+        let first = sums_line(&manifest_sha, MANIFEST);
+        blake.update(first.as_bytes());
+        sums.write_all(first.as_bytes())?;
+        let mut lines = rewind(&mut self.sums)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = lines.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            blake.update(&buf[..n]);
+            sums.write_all(&buf[..n])?;
+        }
+        sums.append_to(SUMS, &mut self.zip)?;
+        let signature = key
+            .sign_digest(&blake.finalize().into(), UNTRUSTED_COMMENT, &trusted)
+            .map_err(io::Error::other)?;
+        let e = self
+            .deflater
+            .prepare(SIGNATURE.to_string(), signature.as_bytes())?;
+        self.zip.add(&e)
+    }
+}
+
+/// The spill behind `w`, flushed and read from its start.
+fn rewind(w: &mut BufWriter<File>) -> io::Result<io::BufReader<File>> {
+    w.flush()?;
+    let mut f = w.get_ref().try_clone()?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(io::BufReader::with_capacity(256 * 1024, f))
+}
+
+/// `text` with `pad` after every line break (and before the first line).
+fn indent(text: &[u8], pad: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 4 * pad.len());
+    let mut start = true;
+    for &b in text {
+        if start && b != b'\n' {
+            out.extend_from_slice(pad);
+            start = false;
+        }
+        out.push(b);
+        if b == b'\n' {
+            start = true;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{generate_keypair, verify_file_with_pubkey};
+
+    fn spec() -> BundleSpec {
+        let created = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        BundleSpec {
+            kind: Kind::Usage,
+            bundle_id: "b-1".into(),
+            jpd_id: "jpd-1".into(),
+            created,
+            expires: created + chrono::Duration::days(36_500),
+            sequence: 7,
+        }
+    }
+
+    fn entry(dir: &Path, name: &str) -> Vec<u8> {
+        let mut zip = zip::ZipArchive::new(File::open(dir.join("b.jfbundle")).unwrap()).unwrap();
+        let mut bytes = Vec::new();
+        zip.by_name(name).unwrap().read_to_end(&mut bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn the_streamed_manifest_is_the_pretty_json_of_the_whole_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = generate_keypair();
+        let payload = [
+            ("payload/a.json", &b"{\"a\":1}"[..]),
+            ("payload/q\"uote.json", b"x"),
+            ("payload/\u{e9}t\u{e9}.json", b""),
+        ];
+        let manifest = write_bundle(
+            &dir.path().join("b.jfbundle"),
+            &spec(),
+            payload.iter().map(|(p, b)| PayloadEntry {
+                path: p.to_string(),
+                source: PayloadSource::Bytes(b.to_vec()),
+            }),
+            &key,
         )
-        .map_err(BundleError::InvalidSpec)?;
-    for (name, bytes) in [
-        (MANIFEST, manifest_bytes.as_slice()),
-        (SUMS, sums.as_bytes()),
-        (SIGNATURE, signature.as_bytes()),
-    ] {
-        zip.start_file(name, opts).map_err(|e| io_err(zip_err(e)))?;
-        zip.write_all(bytes).map_err(io_err)?;
+        .unwrap();
+        let mut expected = serde_json::to_vec_pretty(&manifest).unwrap();
+        expected.push(b'\n');
+        assert_eq!(
+            String::from_utf8(entry(dir.path(), MANIFEST)).unwrap(),
+            String::from_utf8(expected.clone()).unwrap()
+        );
+        let mut sums = sums_line(&hex::encode(Sha256::digest(&expected)), MANIFEST);
+        for e in &manifest.entries {
+            sums.push_str(&sums_line(&e.sha256, &e.path));
+        }
+        assert_eq!(entry(dir.path(), SUMS), sums.into_bytes());
+        std::fs::write(dir.path().join("k.pub"), key.public().to_file_string()).unwrap();
+        let m = verify_file_with_pubkey(&dir.path().join("b.jfbundle"), &dir.path().join("k.pub"))
+            .unwrap();
+        assert_eq!(m, manifest);
     }
-    let buffered = zip.finish().map_err(|e| io_err(zip_err(e)))?;
-    buffered.into_inner().map_err(|e| io_err(e.into_error()))?;
-    Ok(manifest)
+
+    #[test]
+    fn a_bundle_with_no_payload_has_an_empty_entry_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = generate_keypair();
+        let manifest =
+            write_bundle(&dir.path().join("b.jfbundle"), &spec(), Vec::new(), &key).unwrap();
+        let mut expected = serde_json::to_vec_pretty(&manifest).unwrap();
+        expected.push(b'\n');
+        assert_eq!(entry(dir.path(), MANIFEST), expected);
+    }
+
+    #[test]
+    fn a_path_given_twice_ignoring_case_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = generate_keypair();
+        let twice = ["payload/A.json", "payload/a.json"].map(|p| PayloadEntry {
+            path: p.into(),
+            source: PayloadSource::Bytes(b"1".to_vec()),
+        });
+        let err = write_bundle(&dir.path().join("b.jfbundle"), &spec(), twice, &key).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("payload/A.json") && text.contains("payload/a.json"),
+            "{text}"
+        );
+        assert!(!dir.path().join("b.jfbundle").exists());
+    }
+
+    #[test]
+    fn a_bundle_is_full_before_it_passes_its_size_or_a_readers_caps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = BundleWriter::create(&dir.path().join("b.jfbundle"), spec()).unwrap();
+        let path = format!("payload/usage/{}.json", "0".repeat(64));
+        assert!(
+            w.fits(&path, 10_000_000, 1 << 20),
+            "the first entry always fits"
+        );
+        w.add_source("payload/one.json", PayloadSource::Bytes(vec![b'x'; 1000]))
+            .unwrap();
+        assert!(w.fits(&path, 1000, 1 << 20));
+        assert!(!w.fits(&path, 1 << 20, 1 << 20));
+        w.entries = Limits::default().max_entries - 3;
+        assert!(
+            !w.fits(&path, 1, 1 << 30),
+            "the entry cap counts the metadata files"
+        );
+        w.entries = 1;
+        w.rows_len = Limits::default().max_manifest_bytes - 1024;
+        assert!(!w.fits(&path, 1, 1 << 30), "the manifest cap");
+    }
 }

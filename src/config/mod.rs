@@ -342,7 +342,7 @@ impl Default for ArchivalSection {
 }
 
 /// `jfconnect.airgap.*`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AirgapSection {
     /// Air-gapped mode: bundles instead of HTTPS to JES/JCS.
@@ -352,6 +352,22 @@ pub struct AirgapSection {
     pub outbox_dir: PathBuf,
     /// Trusted vendor public keys (minisign format files).
     pub vendor_public_keys: Vec<PathBuf>,
+    /// A usage bundle is split before it would exceed this many bytes.
+    pub max_bundle_bytes: u64,
+}
+
+/// Default of `airgap.max_bundle_bytes`: 1 GiB.
+pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 1 << 30;
+
+impl Default for AirgapSection {
+    fn default() -> Self {
+        AirgapSection {
+            enabled: false,
+            outbox_dir: PathBuf::new(),
+            vendor_public_keys: Vec::new(),
+            max_bundle_bytes: DEFAULT_MAX_BUNDLE_BYTES,
+        }
+    }
 }
 
 /// `jfconnect.proxy.*`

@@ -93,6 +93,13 @@ impl Config {
                 "must be at least 1024".into(),
             ));
         }
+        // A bundle larger than a reader's cap (2 GiB) could not be imported at the vendor.
+        if !(1 << 20..=2 << 30).contains(&self.airgap.max_bundle_bytes) {
+            return Err(err(
+                "airgap.max_bundle_bytes",
+                "must be between 1048576 (1 MiB) and 2147483648 (2 GiB)".into(),
+            ));
+        }
         for k in &self.airgap.vendor_public_keys {
             readable(k, MAX_SECRET_FILE).map_err(|r| err("airgap.vendor_public_keys", r))?;
         }

@@ -12,7 +12,6 @@
 //! Any failure stops the run with nothing deleted that is not in a verified archive; the next
 //! run resumes at the saved step. See `docs/usage-pipeline.md`.
 
-use super::archive::Deflater;
 use super::assemble::{self, assemble, ArchiveBuilder, Assembled};
 use super::ledger::Ledger;
 use super::plan;
@@ -21,6 +20,7 @@ use super::plan_store::{self, ArchiveStep, PlanHeader, PlanWriter};
 use super::progress::Progress;
 use super::spool::{self, Identity};
 use super::{acquire_lock, Layout, PipelineError, RunOptions};
+use crate::bundle::Deflater;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::jpd::Jpd;

@@ -6,10 +6,10 @@
 //! dropped, so it is never deleted on the strength of this archive). On any error the temp file
 //! is removed; a full disk is reported with the folder's name.
 
-use super::archive::{Deflater, HashingWriter, IndexWriter, PreparedEntry, ZipStream};
 use super::failpoint::Failpoints;
 use super::plan::PlanEntry;
 use super::{plan_store, Layout, PipelineError};
+use crate::bundle::{Deflater, HashingWriter, IndexWriter, PreparedEntry, ZipStream};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read};

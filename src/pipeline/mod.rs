@@ -9,14 +9,14 @@
 //!
 //! Code map: [`spool`] lists, settles, validates and quarantines files; [`ledger`] keeps the
 //! durable per-file state and the counters; [`upload`] is the usage job; [`plan`] is the pure
-//! grouping rule; [`plan_store`] writes and reads a plan durably; [`archive`] streams a zip;
+//! grouping rule; [`plan_store`] writes and reads a plan durably (the zip itself is written by
+//! `bundle`'s streaming writer, the one bundles use);
 //! [`archival`] is the archival job that executes a plan.
 //!
 //! Architecture invariant: a usage file is deleted in exactly one place,
 //! `archival::delete_originals`, and only for an archive whose checksum was read back.
 
 pub mod archival;
-pub mod archive;
 mod assemble;
 mod error;
 pub mod failpoint;

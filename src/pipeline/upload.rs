@@ -5,15 +5,20 @@
 //! ([`Ledger::mark_uploaded`]). Only acknowledged files get a marker, and the marker never
 //! comes before the acknowledgement. A crash after the acknowledgement and before the marker
 //! re-sends the batch next time; JCS recognises the SHA-256 and counts it as a duplicate, never
-//! twice.
+//! twice. Air-gapped, the files are streamed into usage bundles instead ([`stream_pending`]),
+//! each bundle finished before its files' markers.
 
+use super::failpoint::Failpoints;
 use super::ledger::Ledger;
 use super::progress::Progress;
 use super::spool::{self, UsageFile};
 use super::{acquire_lock, Layout, PipelineError, RunOptions};
+use crate::bundle::Deflater;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::secret::Secret;
+use crate::transport::outbox::{UsageBundle, UsageOutbox};
+use crate::transport::payload::usage_path;
 use crate::transport::{Transport, UsageUpload};
 use std::collections::{HashSet, VecDeque};
 
@@ -85,9 +90,12 @@ pub async fn upload_pending_with(
     let layout = Layout::new(config);
     let _lock = acquire_lock(&layout).await?;
     let ledger = Ledger::open(&layout.root)?;
+    progress.start("upload", spool::count_candidates(&layout.spool));
+    if let Some(outbox) = transport.usage_outbox() {
+        return stream_pending(&layout, &ledger, outbox, config, progress, opts).await;
+    }
     let batch_size = transport.batch_size(config.usage.batch_size).max(1);
     let mut out = UsageOutcome::default();
-    progress.start("upload", spool::count_candidates(&layout.spool));
     let mut scan = spool::SpoolScan::open(&layout.spool)?;
     let rules = layout.scan_rules(config, opts);
     let mut queue: VecDeque<UsageFile> = VecDeque::new();
@@ -237,6 +245,170 @@ async fn send(
         tally.count(*day, product);
     }
     Ok((n, receipt.duplicates as u64))
+}
+
+/// Names examined per step of a streamed export (deflated on every core, then written).
+const STREAM_CHUNK: usize = 512;
+
+/// One bundle being filled, and what it holds.
+struct Filling {
+    bundle: UsageBundle,
+    shas: Vec<String>,
+    heads: Vec<(chrono::NaiveDate, String)>,
+}
+
+/// Where a streamed run stands between two steps (moved to the blocking thread and back).
+struct Stream {
+    scan: spool::SpoolScan,
+    filling: Option<Filling>,
+    out: UsageOutcome,
+    tally: super::history::UsageHistory,
+    examined: u64,
+}
+
+/// Air-gapped: every pending file is deflated on every core and streamed into usage bundles
+/// (one, unless it passes `airgap.max_bundle_bytes` or a reader's caps); each bundle is
+/// finished (signed, fsynced, renamed) before its files' markers are written, the same order
+/// as an upload's acknowledgement and markers. Memory holds one step's files and, per bundle,
+/// the SHA-256 of each file in it.
+async fn stream_pending(
+    layout: &Layout,
+    ledger: &Ledger,
+    outbox: UsageOutbox,
+    config: &Config,
+    progress: &dyn Progress,
+    opts: &RunOptions,
+) -> Result<UsageOutcome, PipelineError> {
+    let rules = layout.scan_rules(config, opts);
+    let mut state = Stream {
+        scan: spool::SpoolScan::open(&layout.spool)?,
+        filling: None,
+        out: UsageOutcome::default(),
+        tally: super::history::UsageHistory::default(),
+        examined: 0,
+    };
+    let mut done = false;
+    while !done {
+        let (l, r, o, f) = (
+            ledger.clone(),
+            rules.clone(),
+            outbox.clone(),
+            opts.failpoint.clone(),
+        );
+        let before = state.examined;
+        let (back, step) = tokio::task::spawn_blocking(move || {
+            let step = stream_step(&mut state, &l, &r, &o, &f);
+            (state, step)
+        })
+        .await
+        .map_err(|e| PipelineError::io("scan", &layout.spool, std::io::Error::other(e)))?;
+        state = back;
+        progress.inc(state.examined - before);
+        match step {
+            Ok(more) => done = !more,
+            Err(e) => {
+                let pending = state.out.not_settled
+                    + state.filling.as_ref().map_or(0, |f| f.shas.len() as u64);
+                drop(state.filling.take());
+                let done = state.out.already_uploaded + state.out.uploaded;
+                let _ = ledger.record_scan(pending, done);
+                let _ = super::history::record_counts(layout, &state.tally, opts.clock.now());
+                progress.finish();
+                return Err(e);
+            }
+        }
+    }
+    progress.finish();
+    let out = state.out;
+    ledger.record_scan(out.not_settled, out.already_uploaded + out.uploaded)?;
+    if let Err(e) = super::history::record_counts(layout, &state.tally, opts.clock.now()) {
+        tracing::warn!(error = %e, "cannot add this run to the usage history");
+    }
+    Ok(out)
+}
+
+/// One step of [`stream_pending`]: the next names of the spool into the bundle (finishing
+/// full ones); at the end of the spool, the last bundle. Answers false at the end.
+fn stream_step(
+    s: &mut Stream,
+    ledger: &Ledger,
+    rules: &spool::ScanRules,
+    outbox: &UsageOutbox,
+    failpoint: &Failpoints,
+) -> Result<bool, PipelineError> {
+    let mut counts = spool::ScanCounts::default();
+    let found = s.scan.next_batch(
+        STREAM_CHUNK,
+        rules,
+        &mut counts,
+        Deflater::new,
+        |deflater, f| {
+            if ledger.is_uploaded(&f.sha256) {
+                return None;
+            }
+            let prepared = deflater.prepare(usage_path(&f.sha256), &f.content);
+            Some((f.sha256, f.head, prepared))
+        },
+    )?;
+    s.out.quarantined += counts.quarantined;
+    s.out.not_settled += counts.not_settled;
+    s.examined += counts.examined;
+    let Some(found) = found else {
+        if let Some(filling) = s.filling.take() {
+            seal(s, filling, ledger, failpoint)?;
+        }
+        return Ok(false);
+    };
+    for item in found {
+        let Some((sha256, head, prepared)) = item else {
+            s.out.already_uploaded += 1;
+            continue;
+        };
+        let entry = prepared.map_err(|e| PipelineError::io("deflate", &rules.quarantine, e))?;
+        if s.filling.as_ref().is_some_and(|f| !f.bundle.fits(&entry)) {
+            if let Some(full) = s.filling.take() {
+                seal(s, full, ledger, failpoint)?;
+            }
+        }
+        let filling = match s.filling.as_mut() {
+            Some(f) => f,
+            None => s.filling.insert(Filling {
+                bundle: outbox.open()?,
+                shas: Vec::new(),
+                heads: Vec::new(),
+            }),
+        };
+        filling.bundle.add(&entry, &sha256).map_err(local)?;
+        filling
+            .heads
+            .push((head.timestamp.date_naive(), head.product));
+        filling.shas.push(sha256);
+    }
+    Ok(true)
+}
+
+fn local(e: crate::transport::airgap_error::AirgapError) -> PipelineError {
+    PipelineError::Remote(crate::transport::TransportError::local(e.to_string()))
+}
+
+/// Finishes a bundle — from then on it is the receipt of its files — and writes their markers.
+fn seal(
+    s: &mut Stream,
+    filling: Filling,
+    ledger: &Ledger,
+    failpoint: &Failpoints,
+) -> Result<(), PipelineError> {
+    let written = filling.bundle.finish().map_err(local)?;
+    tracing::info!(bundle = %written.path.display(), files = written.usage_files, "wrote a usage bundle; carry it to the vendor");
+    failpoint.hit("usage-after-upload")?;
+    ledger.mark_uploaded(filling.shas.iter().map(String::as_str))?;
+    failpoint.hit("usage-after-ledger")?;
+    for (day, product) in &filling.heads {
+        s.tally.count(*day, product);
+    }
+    s.out.batches += 1;
+    s.out.uploaded += filling.shas.len() as u64;
+    Ok(())
 }
 
 #[cfg(test)]

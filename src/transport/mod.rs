@@ -88,4 +88,11 @@ pub trait Transport: Send + Sync + 'static {
     fn batch_size(&self, configured: usize) -> usize {
         configured
     }
+
+    /// Air-gapped: the outbox usage files are streamed into one at a time (signed bundles)
+    /// instead of being handed to [`Transport::upload_usage`] in batches; `None`, the default,
+    /// for transports that send.
+    fn usage_outbox(&self) -> Option<outbox::UsageOutbox> {
+        None
+    }
 }

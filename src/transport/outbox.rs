@@ -9,22 +9,25 @@
 //! fsynced and renamed (`crate::bundle::write_bundle`): a bundle under its final name is whole,
 //! which is why it can count as the receipt of the usage it holds.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use super::airgap_error::AirgapError;
 use super::payload::REGISTRATION_PATH;
 use super::payload::{bundle_file_name, parse_bundle_file_name, usage_path, RegistrationRecord};
 use crate::bundle::{
-    load_or_generate, new_bundle_id, write_bundle, BundleSpec, Kind, PayloadEntry, PayloadSource,
-    SecretKey,
+    load_or_generate, new_bundle_id, write_bundle, BundleSpec, BundleWriter, Kind, PayloadEntry,
+    PayloadSource, PreparedEntry, SecretKey,
 };
+use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::transport::UsageUpload;
+use crate::transport::{TransportError, UsageUpload};
 
 /// How long an outgoing bundle stays importable at the vendor.
 pub(crate) const OUTGOING_VALIDITY: chrono::Duration = chrono::Duration::days(365);
@@ -32,8 +35,45 @@ pub(crate) const OUTGOING_VALIDITY: chrono::Duration = chrono::Duration::days(36
 /// How long a writer waits for another process's outbox lock.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
-/// Keeps writers of this process apart (the lock file keeps processes apart).
-static WRITERS: Mutex<()> = Mutex::new(());
+/// Keeps writers of this process apart (the lock file keeps processes apart). An owned guard,
+/// so a streamed usage bundle can hold it across the steps of the usage job.
+static WRITERS: LazyLock<Arc<tokio::sync::Mutex<()>>> = LazyLock::new(Default::default);
+
+/// The newest bundles this process wrote and made durable, with their size then: listing them
+/// (`written_since`, what `bundle export` copies out) takes them as written instead of
+/// reading a 100,000-file bundle back whole; any other bundle of the outbox is verified with
+/// the JPD's key before its manifest is read.
+static WROTE: LazyLock<std::sync::Mutex<std::collections::VecDeque<(WrittenBundle, u64)>>> =
+    LazyLock::new(Default::default);
+
+/// Bundles remembered in [`WROTE`].
+const WROTE_KEPT: usize = 64;
+
+fn remember(b: &WrittenBundle) {
+    let Ok(size) = std::fs::metadata(&b.path).map(|m| m.len()) else {
+        return;
+    };
+    let mut wrote = WROTE.lock().unwrap_or_else(|e| e.into_inner());
+    if wrote.len() >= WROTE_KEPT {
+        wrote.pop_front();
+    }
+    wrote.push_back((b.clone(), size));
+}
+
+/// The bundle at `path` as this process wrote it, if it did and the file still has its size.
+fn wrote_here(path: &Path) -> Option<WrittenBundle> {
+    let size = std::fs::metadata(path).ok()?.len();
+    let wrote = WROTE.lock().unwrap_or_else(|e| e.into_inner());
+    wrote
+        .iter()
+        .find(|(b, s)| b.path == path && *s == size)
+        .map(|(b, _)| b.clone())
+}
+
+/// Waits for the other writers of this process (called on blocking threads only).
+fn writers() -> tokio::sync::OwnedMutexGuard<()> {
+    WRITERS.clone().blocking_lock_owned()
+}
 
 /// A bundle this JPD wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +122,8 @@ pub(crate) struct Outbox {
     pub key_prefix: PathBuf,
     /// This JPD's id.
     pub jpd_id: String,
+    /// `airgap.max_bundle_bytes`: a streamed usage bundle is split before it would pass this.
+    pub max_bundle_bytes: u64,
 }
 
 /// The JPD's signing key prefix under `data_dir`.
@@ -97,6 +139,7 @@ impl Outbox {
             state_dir: config.state_dir(),
             key_prefix: jpd_key_prefix(&config.data_dir),
             jpd_id: jpd_id.to_string(),
+            max_bundle_bytes: config.airgap.max_bundle_bytes,
         }
     }
 
@@ -132,7 +175,7 @@ impl Outbox {
         files: &[UsageUpload],
         now: DateTime<Utc>,
     ) -> Result<WrittenBundle, AirgapError> {
-        let _in_process = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+        let _in_process = writers();
         let _lock = self.lock()?;
         std::fs::create_dir_all(&self.dir).map_err(|e| AirgapError::io("create", &self.dir, e))?;
         let key = self.signing_key()?;
@@ -197,13 +240,15 @@ impl Outbox {
         }
         let path = self.dir.join(file_name);
         write_bundle(&path, &spec, payload, &key)?;
-        Ok(WrittenBundle {
+        let written = WrittenBundle {
             path,
             kind,
             sequence,
             bundle_id: spec.bundle_id,
             usage_files: fresh.len(),
-        })
+        };
+        remember(&written);
+        Ok(written)
     }
 
     fn last_usage_file(&self) -> PathBuf {
@@ -239,7 +284,8 @@ impl Outbox {
     }
 
     /// The bundles of `kind` in the outbox with a sequence above `after`, oldest first, each
-    /// checked with the JPD's public key before its manifest is read.
+    /// checked with the JPD's public key before its manifest is read (those this process
+    /// wrote, unchanged in size, are taken as written).
     pub(crate) fn written_since(
         &self,
         kind: Kind,
@@ -265,6 +311,9 @@ impl Outbox {
         found
             .into_iter()
             .map(|(sequence, path)| {
+                if let Some(b) = wrote_here(&path).filter(|b| b.kind == kind) {
+                    return Ok(b);
+                }
                 let m = crate::bundle::verify_file_with_pubkey(&path, &key)?;
                 let usage_files = m
                     .entries
@@ -323,6 +372,129 @@ impl Outbox {
     }
 }
 
+/// Air-gapped usage, streamed: usage files go one at a time into usage bundles of at most
+/// `airgap.max_bundle_bytes` (and within every cap a reader applies), each signed and made
+/// durable like any bundle of the outbox. The usage job takes it from the transport instead of
+/// handing files to `upload_usage` in batches, so an export holds no file's bytes beyond the
+/// batch being deflated.
+#[derive(Clone)]
+pub struct UsageOutbox {
+    outbox: Outbox,
+    fingerprint: Result<String, TransportError>,
+    clock: SharedClock,
+}
+
+/// One usage bundle being written; it holds the outbox locks until it is finished or dropped
+/// (dropped unfinished, it leaves nothing but a gap in the sequence).
+pub(crate) struct UsageBundle {
+    writer: BundleWriter,
+    key: SecretKey,
+    path: PathBuf,
+    sequence: u64,
+    bundle_id: String,
+    max_bytes: u64,
+    seen: HashSet<[u8; 32]>,
+    _in_process: tokio::sync::OwnedMutexGuard<()>,
+    _lock: crate::state::LockFile,
+}
+
+impl UsageOutbox {
+    /// Usage of the license with `license_fingerprint` into `outbox`, dated by `clock`; the
+    /// error (not registered yet) is answered by [`UsageOutbox::open`], so a run with nothing
+    /// to write does not fail.
+    pub(crate) fn new(
+        outbox: Outbox,
+        license_fingerprint: Result<String, TransportError>,
+        clock: SharedClock,
+    ) -> Self {
+        UsageOutbox {
+            outbox,
+            fingerprint: license_fingerprint,
+            clock,
+        }
+    }
+
+    /// Starts the next usage bundle (the next sequence number), with the registration record.
+    pub(crate) fn open(&self) -> Result<UsageBundle, TransportError> {
+        let fingerprint = self.fingerprint.clone()?;
+        self.open_for(&fingerprint)
+            .map_err(|e| TransportError::local(e.to_string()))
+    }
+
+    fn open_for(&self, fingerprint: &str) -> Result<UsageBundle, AirgapError> {
+        let o = &self.outbox;
+        let in_process = writers();
+        let lock = o.lock()?;
+        std::fs::create_dir_all(&o.dir).map_err(|e| AirgapError::io("create", &o.dir, e))?;
+        let key = o.signing_key()?;
+        let sequence = o.bump(Kind::Usage)?;
+        let now = self.clock.now();
+        let record = RegistrationRecord::new(&o.jpd_id, fingerprint, &key.public(), now);
+        let spec = BundleSpec {
+            kind: Kind::Usage,
+            bundle_id: new_bundle_id(),
+            jpd_id: o.jpd_id.clone(),
+            created: now,
+            expires: now + OUTGOING_VALIDITY,
+            sequence,
+        };
+        let path = o.dir.join(bundle_file_name(Kind::Usage, now, sequence));
+        let bundle_id = spec.bundle_id.clone();
+        let mut writer = BundleWriter::create(&path, spec)?;
+        writer.add_source(REGISTRATION_PATH, PayloadSource::Bytes(record.to_bytes()))?;
+        Ok(UsageBundle {
+            writer,
+            key,
+            path,
+            sequence,
+            bundle_id,
+            max_bytes: o.max_bundle_bytes,
+            seen: HashSet::new(),
+            _in_process: in_process,
+            _lock: lock,
+        })
+    }
+}
+
+impl UsageBundle {
+    /// False when `entry` would take this bundle past its size or a reader's caps: finish it
+    /// and open the next. A bundle with no usage file yet takes any one.
+    pub(crate) fn fits(&self, entry: &PreparedEntry) -> bool {
+        self.seen.is_empty()
+            || self
+                .writer
+                .fits(&entry.path, entry.data.len() as u64, self.max_bytes)
+    }
+
+    /// Adds one usage file, deflated into `entry` at `usage_path(sha256)`; identical bytes
+    /// already in this bundle are one usage file (identified by SHA-256), kept once.
+    pub(crate) fn add(&mut self, entry: &PreparedEntry, sha256: &str) -> Result<(), AirgapError> {
+        let mut id = [0u8; 32];
+        if hex::decode_to_slice(sha256, &mut id).is_err() {
+            id = sha2::Sha256::digest(sha256.as_bytes()).into();
+        }
+        if self.seen.insert(id) {
+            self.writer.add_prepared(entry, sha256)?;
+        }
+        Ok(())
+    }
+
+    /// Signs the bundle and makes it durable under its final name: from here on it is the
+    /// receipt of every file added.
+    pub(crate) fn finish(self) -> Result<WrittenBundle, AirgapError> {
+        self.writer.finish(&self.key)?;
+        let written = WrittenBundle {
+            path: self.path,
+            kind: Kind::Usage,
+            sequence: self.sequence,
+            bundle_id: self.bundle_id,
+            usage_files: self.seen.len(),
+        };
+        remember(&written);
+        Ok(written)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +506,7 @@ mod tests {
             state_dir: dir.join("state"),
             key_prefix: dir.join("keys/jpd"),
             jpd_id: "jpd-unit-1".into(),
+            max_bundle_bytes: 1 << 30,
         }
     }
 

@@ -5,13 +5,15 @@
 //! so it answers from the inbox (see [`super::inbox`]), tagged with the imported bundle's
 //! sequence and digest, or tells the person what to carry across; `upload_usage` writes a
 //! usage bundle, and that bundle, written and fsynced, is the receipt: every file in it is
-//! acknowledged and the pipeline moves on unchanged (archival included).
+//! acknowledged and the pipeline moves on unchanged (archival included). The usage job does
+//! not hand it batches: it streams files into the [`UsageOutbox`] `usage_outbox` answers
+//! (one bundle up to `airgap.max_bundle_bytes`), with the same bundle-before-marker order.
 
 use std::sync::Arc;
 
 pub use super::airgap_error::AirgapError;
 use super::inbox::Inbox;
-use super::outbox::{Outbox, WrittenBundle};
+use super::outbox::{Outbox, UsageOutbox, WrittenBundle};
 use crate::bundle::Kind;
 use crate::clock::SharedClock;
 use crate::entitlements::EntitlementsStore;
@@ -63,6 +65,16 @@ impl AirGappedTransport {
             .snapshot()
             .registration
             .map(|r| r.license_fingerprint)
+    }
+
+    /// The registered license's fingerprint, or the error that usage cannot be written yet.
+    fn registered(&self) -> Result<String, TransportError> {
+        self.fingerprint().ok_or_else(|| {
+            TransportError::unavailable(
+                None,
+                "air-gapped: the license is not registered yet; run the entitlements job first",
+            )
+        })
     }
 
     /// Writes a fresh registration bundle (for `GET /api/v1/offline/start_register`).
@@ -143,12 +155,7 @@ impl Transport for AirGappedTransport {
         if batch.is_empty() {
             return Ok(UsageReceipt::default());
         }
-        let fp = self.fingerprint().ok_or_else(|| {
-            TransportError::unavailable(
-                None,
-                "air-gapped: the license is not registered yet; run the entitlements job first",
-            )
-        })?;
+        let fp = self.registered()?;
         let outbox = self.outbox.clone();
         let files = batch.to_vec();
         let now = self.clock.now();
@@ -175,6 +182,14 @@ impl Transport for AirGappedTransport {
 
     fn batch_size(&self, configured: usize) -> usize {
         configured.max(BUNDLE_BATCH)
+    }
+
+    fn usage_outbox(&self) -> Option<UsageOutbox> {
+        Some(UsageOutbox::new(
+            self.outbox.clone(),
+            self.registered(),
+            self.clock.clone(),
+        ))
     }
 
     fn describe(&self) -> String {

@@ -1,6 +1,7 @@
-//! A streaming zip writer for usage archives: entries are deflated in parallel in small
-//! batches and written in plan order; the central directory and `index.json` are spilled to
-//! temporary files, so memory stays flat whatever the number of entries.
+//! The one streaming zip writer, for usage archives and bundles: entries are deflated in
+//! parallel in small batches (a [`Deflater`] per worker) and written in order; the central
+//! directory and large metadata entries (`index.json`, `manifest.json`, `SHA256SUMS`) are
+//! spilled to temporary files, so memory stays flat whatever the number of entries.
 //!
 //! The output is deterministic — the same entries give the same bytes, hence the same SHA-256 —
 //! so a re-run after a crash produces the very archive it may already have deployed. Every
@@ -8,7 +9,7 @@
 //! are 65,535 entries or more or offsets pass 4 GiB. Standard tools (`unzip -t`, the `zip`
 //! crate) read it.
 //!
-//! `index.json` is `{"format":1,"entries":[{"path","size","sha256"}...]}`, one object per
+//! An archive's `index.json` is `{"format":1,"entries":[{"path","size","sha256"}...]}`, one object per
 //! usage file actually written, in archive order; it is the last entry.
 
 use flate2::write::DeflateEncoder;
@@ -18,7 +19,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 
 /// Name of the index entry.
-pub(crate) const INDEX_NAME: &str = "index.json";
+pub const INDEX_NAME: &str = "index.json";
 
 const DOS_DATE: u16 = (1 << 5) | 1; // 1980-01-01
 const DOS_TIME: u16 = 0;
@@ -47,13 +48,14 @@ pub struct PreparedEntry {
 }
 
 /// Deflates `content` (or keeps it raw when that is smaller).
-pub fn prepare(path: String, content: &[u8]) -> io::Result<PreparedEntry> {
+#[cfg(test)]
+fn prepare(path: String, content: &[u8]) -> io::Result<PreparedEntry> {
     Deflater::new().prepare(path, content)
 }
 
 /// A reusable deflate state: allocating one per entry would cost more than compressing a
 /// 1 KiB usage file, so each worker thread keeps one and resets it between entries.
-pub(crate) struct Deflater(Compress);
+pub struct Deflater(Compress);
 
 impl Default for Deflater {
     fn default() -> Self {
@@ -98,7 +100,7 @@ impl Deflater {
 }
 
 /// Writes a zip archive entry by entry.
-pub(crate) struct ZipStream<W: Write> {
+pub struct ZipStream<W: Write> {
     out: W,
     offset: u64,
     central: BufWriter<File>,
@@ -118,6 +120,16 @@ impl<W: Write> ZipStream<W> {
         }
     }
 
+    /// Bytes written so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes of central directory so far.
+    pub fn central_len(&self) -> u64 {
+        self.central_len
+    }
+
     /// Adds one prepared entry.
     pub fn add(&mut self, e: &PreparedEntry) -> io::Result<()> {
         let mut data = e.data.as_slice();
@@ -132,7 +144,7 @@ impl<W: Write> ZipStream<W> {
     }
 
     /// Adds an entry whose stored bytes come from `data` (exactly `csize` of them).
-    pub(crate) fn add_raw(
+    pub fn add_raw(
         &mut self,
         path: &str,
         crc32: u32,
@@ -268,11 +280,60 @@ struct IndexLine<'a> {
     sha256: &'a str,
 }
 
-/// Builds `index.json` deflated into a temp file while the entries are written.
-pub(crate) struct IndexWriter {
+/// One entry deflated into a temp file as its bytes come (any size, bounded memory), then
+/// appended to a zip: `index.json` of an archive, `manifest.json` and `SHA256SUMS` of a
+/// bundle, large bundle payloads.
+pub struct SpilledEntry {
     enc: DeflateEncoder<BufWriter<File>>,
     crc: crc32fast::Hasher,
     size: u64,
+}
+
+impl SpilledEntry {
+    /// An entry spilled into `spill` (an empty temp file).
+    pub fn new(spill: File) -> Self {
+        SpilledEntry {
+            enc: DeflateEncoder::new(BufWriter::new(spill), Compression::new(LEVEL)),
+            crc: crc32fast::Hasher::new(),
+            size: 0,
+        }
+    }
+
+    /// Uncompressed bytes so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Closes the entry and appends it to `zip` as `name`.
+    pub fn append_to<W: Write>(self, name: &str, zip: &mut ZipStream<W>) -> io::Result<()> {
+        let mut file = self
+            .enc
+            .finish()?
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+        let csize = file.stream_position()?;
+        file.seek(SeekFrom::Start(0))?;
+        let crc = self.crc.finalize();
+        let mut data = io::BufReader::with_capacity(256 * 1024, file);
+        zip.add_raw(name, crc, self.size, csize, METHOD_DEFLATE, &mut data)
+    }
+}
+
+impl Write for SpilledEntry {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.enc.write_all(buf)?;
+        self.crc.update(buf);
+        self.size += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Builds `index.json` deflated into a temp file while the entries are written.
+pub struct IndexWriter {
+    spill: SpilledEntry,
     first: bool,
 }
 
@@ -280,19 +341,11 @@ impl IndexWriter {
     /// An index spilled into `spill` (an empty temp file).
     pub fn new(spill: File) -> io::Result<Self> {
         let mut w = IndexWriter {
-            enc: DeflateEncoder::new(BufWriter::new(spill), Compression::new(LEVEL)),
-            crc: crc32fast::Hasher::new(),
-            size: 0,
+            spill: SpilledEntry::new(spill),
             first: true,
         };
-        w.put(br#"{"format":1,"entries":["#)?;
+        w.spill.write_all(br#"{"format":1,"entries":["#)?;
         Ok(w)
-    }
-
-    fn put(&mut self, b: &[u8]) -> io::Result<()> {
-        self.crc.update(b);
-        self.size += b.len() as u64;
-        self.enc.write_all(b)
     }
 
     /// Lists one entry.
@@ -303,26 +356,18 @@ impl IndexWriter {
         }
         self.first = false;
         serde_json::to_writer(&mut line, &IndexLine { path, size, sha256 })?;
-        self.put(&line)
+        self.spill.write_all(&line)
     }
 
     /// Closes the index and appends it to `zip` as [`INDEX_NAME`].
-    pub(crate) fn append_to<W: Write>(mut self, zip: &mut ZipStream<W>) -> io::Result<()> {
-        self.put(b"]}")?;
-        let mut file = self
-            .enc
-            .finish()?
-            .into_inner()
-            .map_err(|e| e.into_error())?;
-        let csize = file.stream_position()?;
-        file.seek(SeekFrom::Start(0))?;
-        let crc = self.crc.finalize();
-        zip.add_raw(INDEX_NAME, crc, self.size, csize, METHOD_DEFLATE, &mut file)
+    pub fn append_to<W: Write>(mut self, zip: &mut ZipStream<W>) -> io::Result<()> {
+        self.spill.write_all(b"]}")?;
+        self.spill.append_to(INDEX_NAME, zip)
     }
 }
 
 /// A writer that counts and hashes what passes through it.
-pub(crate) struct HashingWriter<W: Write> {
+pub struct HashingWriter<W: Write> {
     inner: W,
     hasher: sha2::Sha256,
     len: u64,
