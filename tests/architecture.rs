@@ -249,7 +249,8 @@ fn remover_breaches(files: &[(String, String)]) -> Vec<String> {
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                     .collect();
             }
-            if line.contains("remove_file") && !REMOVERS.contains(&(path.as_str(), &current_fn)) {
+            let removes = line.contains("remove_file") || line.contains("unlinkat");
+            if removes && !REMOVERS.contains(&(path.as_str(), &current_fn)) {
                 out.push(format!(
                     "{path}:{n}: remove_file in `{current_fn}`; a usage file is deleted only by archival::delete_originals"
                 ));

@@ -418,32 +418,38 @@ fn delete_originals(
         archived.clear();
         Ok(())
     };
+    // Every file is looked at and unlinked relative to the spool's descriptor (`statx`,
+    // `unlinkat`): no path walk per file, and one folder fsync per chunk.
+    let dir = spool::open_dir(&layout.spool)
+        .map_err(|err| PipelineError::io("list", &layout.spool, err))?;
     for e in plan_store::entries(layout, k)? {
         let e = e?;
         if dropped.contains(&e.spool_name) {
             continue;
         }
-        let path = layout.spool.join(&e.spool_name);
-        // Identity on a fresh descriptor, right before the delete: the planned file, unchanged.
-        match spool::open_regular(&path) {
-            Ok(Ok((file, m))) if e.ident.same_file(&Identity::of(&m)) => {
-                drop(file);
-                fs::remove_file(&path).map_err(|err| PipelineError::io("delete", &path, err))?;
+        let name = std::ffi::OsStr::new(&e.spool_name);
+        let path = || layout.spool.join(&e.spool_name);
+        // Identity right before the delete, without following a symlink: the planned file,
+        // unchanged.
+        match Identity::at(std::os::fd::AsFd::as_fd(&dir), name) {
+            Ok(Some(now)) if e.ident.same_file(&now) => {
+                rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty())
+                    .map_err(|err| PipelineError::io("delete", &path(), err.into()))?;
                 if !deleted_any {
                     deleted_any = true;
                     failpoint.hit("after-delete-one")?;
                 }
             }
-            Ok(Ok(_)) => {
+            Ok(Some(_)) => {
                 tracing::warn!(file = %e.spool_name, "usage file changed after it was archived; kept");
                 continue;
             }
-            Ok(Err(reason)) => {
-                tracing::warn!(file = %e.spool_name, %reason, "usage file was replaced after it was archived; kept");
+            Ok(None) => {
+                tracing::warn!(file = %e.spool_name, reason = "it is not a regular file", "usage file was replaced after it was archived; kept");
                 continue;
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(PipelineError::io("inspect", &path, err)),
+            Err(err) => return Err(PipelineError::io("inspect", &path(), err)),
         }
         archived.push(e.sha256);
         if archived.len() >= DELETE_CHUNK {

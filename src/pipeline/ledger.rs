@@ -19,7 +19,6 @@
 use super::PipelineError;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 /// Counts of usage files by state, for `status` and `/metrics`.
@@ -67,6 +66,8 @@ pub fn pipeline_counts(config: &crate::config::Config) -> Counts {
 #[derive(Debug, Clone)]
 pub struct Ledger {
     uploaded: PathBuf,
+    /// The marker folder, open: markers are looked up, made and removed relative to it.
+    dir: std::sync::Arc<std::os::fd::OwnedFd>,
     counts: PathBuf,
 }
 
@@ -80,8 +81,11 @@ impl Ledger {
                 crate::state::sync_dir(d).map_err(|e| PipelineError::fsync(d, e))?;
             }
         }
+        let dir = super::spool::open_dir(&uploaded)
+            .map_err(|e| PipelineError::io("list", &uploaded, e))?;
         Ok(Ledger {
             uploaded,
+            dir: std::sync::Arc::new(dir),
             counts: root.join("counts.json"),
         })
     }
@@ -96,7 +100,8 @@ impl Ledger {
 
     /// True when the file with this SHA-256 was acknowledged and not yet archived.
     pub(crate) fn is_uploaded(&self, sha256: &str) -> bool {
-        self.marker(sha256).is_some_and(|m| m.exists())
+        self.marker(sha256).is_some()
+            && rustix::fs::statat(&*self.dir, sha256, rustix::fs::AtFlags::empty()).is_ok()
     }
 
     /// Records durably that these files were acknowledged. Call only after the acknowledgement.
@@ -105,14 +110,12 @@ impl Ledger {
         shas: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), PipelineError> {
         let mut any = false;
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC;
         for sha in shas {
             let Some(m) = self.marker(sha) else { continue };
-            fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&m)
-                .map_err(|e| PipelineError::io("write", &m, e))?;
+            rustix::fs::openat(&*self.dir, sha, flags, Mode::from_raw_mode(0o666))
+                .map_err(|e| PipelineError::io("write", &m, e.into()))?;
             any = true;
         }
         if any {
@@ -123,13 +126,14 @@ impl Ledger {
     }
 
     /// Removes the markers of archived files (after their deletion was made durable).
+    /// Each is one `unlinkat` on the marker folder's descriptor.
     pub fn forget<'a>(&self, shas: impl IntoIterator<Item = &'a str>) -> Result<(), PipelineError> {
         for sha in shas {
             let Some(m) = self.marker(sha) else { continue };
-            match fs::remove_file(&m) {
+            match rustix::fs::unlinkat(&*self.dir, sha, rustix::fs::AtFlags::empty()) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(PipelineError::io("remove", &m, e)),
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(PipelineError::io("remove", &m, e.into())),
             }
         }
         Ok(())

@@ -61,6 +61,38 @@ impl Identity {
         }
     }
 
+    /// The identity of `name` in the folder open as `dir`, without following a symlink and
+    /// without opening it (one `statx`); `Ok(None)` when it is not a regular file. Equal to
+    /// [`Identity::of`] the same file's metadata.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn at(
+        dir: std::os::fd::BorrowedFd<'_>,
+        name: &OsStr,
+    ) -> io::Result<Option<Identity>> {
+        use rustix::fs::{AtFlags, StatxFlags};
+        let s = rustix::fs::statx(
+            dir,
+            name,
+            AtFlags::SYMLINK_NOFOLLOW,
+            StatxFlags::BASIC_STATS,
+        )?;
+        if u32::from(s.stx_mode) & libc::S_IFMT != libc::S_IFREG {
+            return Ok(None);
+        }
+        let ns = |t: rustix::fs::StatxTimestamp| {
+            t.tv_sec
+                .saturating_mul(1_000_000_000)
+                .saturating_add(i64::from(t.tv_nsec))
+        };
+        Ok(Some(Identity {
+            size: s.stx_size,
+            mtime_ns: ns(s.stx_mtime),
+            ino: s.stx_ino,
+            dev: rustix::fs::makedev(s.stx_dev_major, s.stx_dev_minor),
+            ctime_ns: ns(s.stx_ctime),
+        }))
+    }
+
     /// True when `now` is the file this identity was taken of, unchanged. Fields a plan of an
     /// older version did not record (0) are not compared.
     pub(crate) fn same_file(&self, now: &Identity) -> bool {
@@ -84,6 +116,27 @@ pub(crate) fn open_regular(path: &Path) -> io::Result<Result<(fs::File, fs::Meta
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
         .open(path);
+    checked_regular(opened)
+}
+
+/// [`open_regular`] of `name` in the folder open as `dir` (`openat`: no path walk per file).
+#[cfg(unix)]
+pub(crate) fn open_regular_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &OsStr,
+) -> io::Result<Result<(fs::File, fs::Metadata), String>> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY;
+    let opened = rustix::fs::openat(dir, name, flags | OFlags::CLOEXEC, Mode::empty())
+        .map(fs::File::from)
+        .map_err(io::Error::from);
+    checked_regular(opened)
+}
+
+#[cfg(unix)]
+fn checked_regular(
+    opened: io::Result<fs::File>,
+) -> io::Result<Result<(fs::File, fs::Metadata), String>> {
     let file = match opened {
         Ok(f) => f,
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
@@ -192,10 +245,19 @@ pub(crate) fn validate(bytes: &[u8]) -> Result<UsageHead, String> {
     Ok(UsageHead { product, timestamp })
 }
 
-/// A streaming listing of the spool, in bounded batches of candidate names.
+/// Opens `dir` as a descriptor for the `*at` calls (`openat`, `statx`, `unlinkat`).
+pub(crate) fn open_dir(dir: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(dir, flags, Mode::empty())?)
+}
+
+/// A streaming listing of the spool, in bounded batches of candidate names; its files are
+/// opened relative to the folder's own descriptor.
 pub(crate) struct SpoolScan {
     iter: fs::ReadDir,
     dir: PathBuf,
+    fd: std::os::fd::OwnedFd,
 }
 
 impl SpoolScan {
@@ -203,9 +265,11 @@ impl SpoolScan {
     pub fn open(dir: &Path) -> Result<Self, PipelineError> {
         fs::create_dir_all(dir).map_err(|e| PipelineError::io("create", dir, e))?;
         let iter = fs::read_dir(dir).map_err(|e| PipelineError::io("list", dir, e))?;
+        let fd = open_dir(dir).map_err(|e| PipelineError::io("list", dir, e))?;
         Ok(SpoolScan {
             iter,
             dir: dir.to_path_buf(),
+            fd,
         })
     }
 
@@ -241,15 +305,15 @@ pub(crate) fn count_candidates(dir: &Path) -> u64 {
     }
 }
 
-/// Looks at one spool entry: settled (by `now`)? valid? its SHA-256. Keeps the bytes when `keep`.
-pub(crate) fn examine(
-    dir: &Path,
+/// Looks at one spool entry, opened with [`open_regular_at`]: settled (by `now`)? valid? its
+/// SHA-256. Keeps the bytes when `keep`.
+fn examine(
+    opened: io::Result<Result<(fs::File, fs::Metadata), String>>,
     name: &OsStr,
     (settle, now): (Duration, SystemTime),
     max: u64,
     keep: bool,
 ) -> Scanned {
-    let path = dir.join(name);
     let Some(text_name) = name.to_str() else {
         return Scanned::Invalid {
             name: name.to_owned(),
@@ -260,7 +324,7 @@ pub(crate) fn examine(
         name: name.to_owned(),
         reason,
     };
-    let (file, meta) = match open_regular(&path) {
+    let (file, meta) = match opened {
         Ok(Ok(v)) => v,
         Ok(Err(reason)) => {
             tracing::warn!(file = %text_name, %reason, "spool entry skipped");
@@ -282,7 +346,7 @@ pub(crate) fn examine(
     if meta.len() > max {
         return invalid(too_large(meta.len()));
     }
-    let (content, after) = match read_capped(&file, max) {
+    let (content, after) = match read_known(&file, meta.len()) {
         Ok(v) => v,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Scanned::Skipped,
         Err(e) => return invalid(format!("it cannot be read ({e})")),
@@ -307,9 +371,22 @@ pub(crate) fn examine(
     }
 }
 
-fn read_capped(f: &fs::File, max: u64) -> io::Result<(Vec<u8>, fs::Metadata)> {
-    let mut content = Vec::new();
-    f.take(max.saturating_add(1)).read_to_end(&mut content)?;
+/// Reads the `size` bytes `fstat` gave (one `read` for a usage file), then `fstat`s again. No
+/// read looks for the end: a file that grew, shrank or was rewritten meanwhile shows another
+/// size, mtime or ctime in the second `fstat`, and is left for the next run.
+fn read_known(mut f: &fs::File, size: u64) -> io::Result<(Vec<u8>, fs::Metadata)> {
+    let want = usize::try_from(size).map_err(io::Error::other)?;
+    let mut content = vec![0u8; want];
+    let mut filled = 0;
+    while filled < want {
+        match f.read(&mut content[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    content.truncate(filled);
     // fstat of what was read: a file written to meanwhile shows another size, mtime or ctime.
     let meta = f.metadata()?;
     Ok((content, meta))
@@ -366,11 +443,17 @@ impl SpoolScan {
             return Ok(None);
         }
         let now: SystemTime = rules.clock.now().into();
-        let dir = &self.dir;
+        let (dir, fd) = (&self.dir, std::os::fd::AsFd::as_fd(&self.fd));
         let scanned = par_map(
             &names,
             init,
-            |state, name| match examine(dir, name, (rules.settle, now), rules.max, true) {
+            |state, name| match examine(
+                open_regular_at(fd, name),
+                name,
+                (rules.settle, now),
+                rules.max,
+                true,
+            ) {
                 Scanned::Ready(f) => Examined::Ready(ready(state, f)),
                 other => Examined::Other(other),
             },
