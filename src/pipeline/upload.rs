@@ -261,6 +261,11 @@ struct Filling {
 struct Stream {
     scan: spool::SpoolScan,
     filling: Option<Filling>,
+    /// The files of the last usage bundle, whole in the outbox (a killed run's).
+    bundled: HashSet<String>,
+    /// Pending files found in it: acknowledged from it, never written again.
+    answered: Vec<String>,
+    answered_heads: Vec<(chrono::NaiveDate, String)>,
     out: UsageOutcome,
     tally: super::history::UsageHistory,
     examined: u64,
@@ -283,6 +288,9 @@ async fn stream_pending(
     let mut state = Stream {
         scan: spool::SpoolScan::open(&layout.spool)?,
         filling: None,
+        bundled: outbox.last_bundled()?,
+        answered: Vec::new(),
+        answered_heads: Vec::new(),
         out: UsageOutcome::default(),
         tally: super::history::UsageHistory::default(),
         examined: 0,
@@ -357,6 +365,18 @@ fn stream_step(
         if let Some(filling) = s.filling.take() {
             seal(s, filling, ledger, failpoint)?;
         }
+        if !s.answered.is_empty() {
+            outbox.answered()?;
+            failpoint.hit("usage-after-upload")?;
+            ledger.mark_uploaded(s.answered.iter().map(String::as_str))?;
+            failpoint.hit("usage-after-ledger")?;
+            for (day, product) in s.answered_heads.drain(..) {
+                s.tally.count(day, &product);
+            }
+            s.out.batches += 1;
+            s.out.uploaded += s.answered.len() as u64;
+            s.answered.clear();
+        }
         return Ok(false);
     };
     for item in found {
@@ -364,6 +384,12 @@ fn stream_step(
             s.out.already_uploaded += 1;
             continue;
         };
+        if s.bundled.contains(&sha256) {
+            s.answered_heads
+                .push((head.timestamp.date_naive(), head.product));
+            s.answered.push(sha256);
+            continue;
+        }
         let entry = prepared.map_err(|e| PipelineError::io("deflate", &rules.quarantine, e))?;
         if s.filling.as_ref().is_some_and(|f| !f.bundle.fits(&entry)) {
             if let Some(full) = s.filling.take() {

@@ -394,6 +394,9 @@ pub(crate) struct UsageBundle {
     bundle_id: String,
     max_bytes: u64,
     seen: HashSet<[u8; 32]>,
+    files: Vec<String>,
+    outbox: Outbox,
+    file_name: String,
     _in_process: tokio::sync::OwnedMutexGuard<()>,
     _lock: crate::state::LockFile,
 }
@@ -412,6 +415,33 @@ impl UsageOutbox {
             fingerprint: license_fingerprint,
             clock,
         }
+    }
+
+    /// The SHA-256 of the files in the last usage bundle, when it is whole in the outbox: a
+    /// run killed after it was renamed into place, before the files' markers, offers them
+    /// again, and they are acknowledged from it (see [`UsageOutbox::answered`]).
+    pub(crate) fn last_bundled(&self) -> Result<HashSet<String>, TransportError> {
+        let last = self
+            .outbox
+            .last_usage()
+            .map_err(|e| TransportError::local(e.to_string()))?;
+        Ok(last
+            .map(|l| l.files.into_iter().collect())
+            .unwrap_or_default())
+    }
+
+    /// Records that files of the last usage bundle were acknowledged again (an export then
+    /// hands that bundle out when it wrote none).
+    pub(crate) fn answered(&self) -> Result<(), TransportError> {
+        let local = |e: AirgapError| TransportError::local(e.to_string());
+        let _in_process = writers();
+        let _lock = self.outbox.lock().map_err(local)?;
+        if let Some(mut last) = self.outbox.last_usage().map_err(local)? {
+            last.handed += 1;
+            crate::state::save(&self.outbox.last_usage_file(), &last)
+                .map_err(|e| local(e.into()))?;
+        }
+        Ok(())
     }
 
     /// Starts the next usage bundle (the next sequence number), with the registration record.
@@ -438,7 +468,8 @@ impl UsageOutbox {
             expires: now + OUTGOING_VALIDITY,
             sequence,
         };
-        let path = o.dir.join(bundle_file_name(Kind::Usage, now, sequence));
+        let file_name = bundle_file_name(Kind::Usage, now, sequence);
+        let path = o.dir.join(&file_name);
         let bundle_id = spec.bundle_id.clone();
         let mut writer = BundleWriter::create(&path, spec)?;
         writer.add_source(REGISTRATION_PATH, PayloadSource::Bytes(record.to_bytes()))?;
@@ -450,6 +481,9 @@ impl UsageOutbox {
             bundle_id,
             max_bytes: o.max_bundle_bytes,
             seen: HashSet::new(),
+            files: Vec::new(),
+            outbox: o.clone(),
+            file_name,
             _in_process: in_process,
             _lock: lock,
         })
@@ -475,13 +509,25 @@ impl UsageBundle {
         }
         if self.seen.insert(id) {
             self.writer.add_prepared(entry, sha256)?;
+            self.files.push(sha256.to_string());
         }
         Ok(())
     }
 
     /// Signs the bundle and makes it durable under its final name: from here on it is the
     /// receipt of every file added.
+    /// Its files are saved as the last usage bundle's (`LastUsage`) before its rename, as
+    /// `write` saves them before it writes: a run killed after the rename, before the
+    /// pipeline's markers, finds them there and writes no second bundle of them.
     pub(crate) fn finish(self) -> Result<WrittenBundle, AirgapError> {
+        let intent = LastUsage {
+            sequence: self.sequence,
+            bundle_id: self.bundle_id.clone(),
+            file_name: self.file_name.clone(),
+            files: self.files,
+            handed: 1,
+        };
+        crate::state::save(&self.outbox.last_usage_file(), &intent)?;
         self.writer.finish(&self.key)?;
         let written = WrittenBundle {
             path: self.path,
