@@ -316,15 +316,10 @@ impl BundleWriter {
     fn spill_entry(&mut self, path: &str, r: &mut dyn Read) -> io::Result<(u64, String)> {
         let mut spill = SpilledEntry::new(tempfile::tempfile_in(&self.dir)?);
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = r.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            spill.write_all(&buf[..n])?;
-        }
+        pump(r, |b| {
+            hasher.update(b);
+            spill.write_all(b)
+        })?;
         let size = spill.size();
         spill.append_to(path, &mut self.zip)?;
         Ok((size, hex::encode(hasher.finalize())))
@@ -388,14 +383,7 @@ impl BundleWriter {
         } else {
             put(&mut manifest, b"[\n")?;
             let mut rows = rewind(&mut self.rows)?;
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = rows.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                put(&mut manifest, &buf[..n])?;
-            }
+            pump(&mut rows, |b| put(&mut manifest, b))?;
             put(&mut manifest, b"\n  ]\n}\n")?;
         }
         let manifest_sha = hex::encode(sha.finalize());
@@ -407,15 +395,10 @@ impl BundleWriter {
         blake.update(first.as_bytes());
         sums.write_all(first.as_bytes())?;
         let mut lines = rewind(&mut self.sums)?;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = lines.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            blake.update(&buf[..n]);
-            sums.write_all(&buf[..n])?;
-        }
+        pump(&mut lines, |b| {
+            blake.update(b);
+            sums.write_all(b)
+        })?;
         sums.append_to(SUMS, &mut self.zip)?;
         let signature = key
             .sign_digest(&blake.finalize().into(), UNTRUSTED_COMMENT, &trusted)
@@ -424,6 +407,19 @@ impl BundleWriter {
             .deflater
             .prepare(SIGNATURE.to_string(), signature.as_bytes())?;
         self.zip.add(&e)
+    }
+}
+
+/// Hands everything `r` reads to `each`, a buffer at a time.
+fn pump(r: &mut dyn Read, mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => each(&buf[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
