@@ -732,3 +732,69 @@ async fn a_license_set_through_the_api_is_the_jpds_on_every_node() {
     a.stop().await;
     b.stop().await;
 }
+
+/// PostgreSQL down when `serve` starts: the node starts anyway, serves the last good
+/// entitlements its data folder holds, says "degraded" with the reason, and joins the cluster
+/// once the database answers, without registering again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_started_while_postgresql_is_down_serves_its_last_copy_and_joins_later() {
+    let server = pg_support::PgServer::start();
+    let database = server.fresh_database();
+    let sim = sim_support::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let base = sim.handle.base_url();
+    let config = || node_config_on(&server, root.path(), "node-a", &base, &database);
+    let first = start(config()).await;
+    let served = eventually(Duration::from_secs(20), || async { first.served().await })
+        .await
+        .expect("the node serves entitlements");
+    first.stop().await;
+
+    server.stop();
+    let a = start(config()).await;
+    let ready: serde_json::Value = a
+        .get("/api/v1/system/readiness")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert!(
+        ready["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unreachable"),
+        "{ready}"
+    );
+    // The last good copy (its confirmation time may be newer: the node ran once more).
+    let same = |v: Option<serde_json::Value>| {
+        v.is_some_and(|v| {
+            v["version"] == served["version"] && v["entitlements"] == served["entitlements"]
+        })
+    };
+    assert!(same(a.served().await), "the last good copy is served");
+    assert_eq!(a.get("/api/v1/cluster").await.status(), 503);
+
+    server.restart();
+    let view = eventually(Duration::from_secs(30), || async {
+        let resp = a.get("/api/v1/cluster").await;
+        let v: serde_json::Value = resp.json().await.ok()?;
+        (v["live_nodes"] == 1 && v["leases"][0]["holder"] == "node-a").then_some(v)
+    })
+    .await
+    .expect("the node joins once the database is back and takes the lease");
+    assert_eq!(view["node_id"], "node-a");
+    eventually(Duration::from_secs(10), || async {
+        let v: serde_json::Value = a.get("/api/v1/system/readiness").await.json().await.ok()?;
+        (v["status"] == "ready").then_some(())
+    })
+    .await
+    .expect("ready once joined");
+    assert!(same(a.served().await));
+    assert_eq!(
+        sim.stats().await.register_calls,
+        1,
+        "no second registration"
+    );
+    a.stop().await;
+}

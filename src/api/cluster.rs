@@ -23,6 +23,11 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
 /// per job, and whether every live node serves the same entitlements.
 pub async fn cluster(State(s): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let Some(c) = s.cluster() else {
+        if let Some(reason) = s.cluster_waiting() {
+            return Err(unavailable(format!(
+                "this node has not joined the cluster yet: {reason}"
+            )));
+        }
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_clustered",
@@ -86,6 +91,11 @@ fn render(view: &ClusterView, held_here: impl Fn(&str) -> bool) -> String {
 /// `Some(reason)` when the shared database is away (readiness "degraded": the last good
 /// entitlements are still served).
 pub fn degraded(s: &ApiState) -> Option<String> {
+    if let Some(reason) = s.cluster_waiting() {
+        return Some(format!(
+            "{reason}; serving this node's last good entitlements until it joins the cluster"
+        ));
+    }
     let c = s.cluster()?;
     let f = c.followed();
     let f = f.borrow();

@@ -151,8 +151,7 @@ impl App {
     ) -> Result<ImportOutcome, AirgapError> {
         inbox::accept(inbox, &verified).await?;
         let holds_lease = self
-            .cluster
-            .as_ref()
+            .cluster()
             .is_some_and(|c| c.fence(JobName::Entitlements.as_str()).is_some());
         if holds_lease {
             scheduler.trigger(JobName::Entitlements);

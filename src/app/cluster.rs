@@ -15,7 +15,7 @@
 use super::AppError;
 use crate::config::Config;
 use crate::entitlements::{EntitlementsState, EntitlementsStore};
-use crate::ha::cluster::{Cluster, ClusterOptions, ClusterView};
+use crate::ha::cluster::{Cluster, ClusterError, ClusterOptions, ClusterView};
 use crate::ha::db::{Db, DbError};
 use crate::ha::lease::LeaseTiming;
 use crate::ha::sealing::MasterKey;
@@ -36,12 +36,128 @@ fn db_error(e: impl std::fmt::Display) -> AppError {
     AppError::Cluster(e.to_string())
 }
 
+/// This node's place in the cluster: joined, or still trying because the database did not
+/// answer when `serve` started. Until it joins, the node serves the last good entitlements its
+/// data folder holds, readiness says "degraded" with the reason, and it runs no leased job.
+pub struct Membership {
+    store: PgStore,
+    config: Config,
+    address: Option<String>,
+    joined: std::sync::OnceLock<Arc<Cluster>>,
+    waiting: std::sync::Mutex<Option<String>>,
+}
+
+/// Why a join attempt failed: the database is away (keep trying), or it refused (a sentence
+/// to act on).
+enum JoinError {
+    Away(String),
+    Refused(AppError),
+}
+
+/// First wait between two join attempts, doubled up to [`MAX_JOIN_BACKOFF`].
+const JOIN_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_JOIN_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Membership {
+    /// The cluster, once joined.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.joined.get()
+    }
+
+    /// The shared store (usable before the node joined: an import goes straight to it).
+    pub(crate) fn store(&self) -> &PgStore {
+        &self.store
+    }
+
+    /// Why the node has not joined yet; `None` once joined.
+    pub fn waiting(&self) -> Option<String> {
+        if self.joined.get().is_some() {
+            return None;
+        }
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// One attempt: migrate, join, adopt the JPD's identity. Answers whether the data folder's
+    /// identity was replaced.
+    async fn try_join(&self) -> Result<bool, JoinError> {
+        let config = &self.config;
+        let cluster = Cluster::start(
+            self.store.clone(),
+            ClusterOptions {
+                address: self.address.clone(),
+                timing: LeaseTiming {
+                    ttl: config.ha.lease_ttl,
+                    renew_every: config.ha.lease_renew,
+                },
+                jobs: vec![ENTITLEMENTS_JOB.as_str().to_string()],
+                poll_every: POLL_EVERY,
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            ClusterError::Db(d) if d.is_unavailable() => JoinError::Away(d.to_string()),
+            other => JoinError::Refused(db_error(other)),
+        })?;
+        match adopt_identity(config, &self.store).await {
+            Ok(replaced) => {
+                let _ = self.joined.set(Arc::new(cluster));
+                Ok(replaced)
+            }
+            Err(e) => {
+                // Leave, so the next attempt is not refused as a second process of this node.
+                cluster.shutdown().await;
+                Err(JoinError::Refused(e))
+            }
+        }
+    }
+
+    /// The cluster once joined: tries again with backoff (1 s doubling to 5 s) until it
+    /// joins; `None` when `stop` turns true first.
+    async fn until_joined(
+        &self,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Option<Arc<Cluster>> {
+        let mut backoff = JOIN_BACKOFF;
+        loop {
+            if let Some(c) = self.joined.get() {
+                return Some(c.clone());
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return None,
+            }
+            backoff = (backoff * 2).min(MAX_JOIN_BACKOFF);
+            let reason = match self.try_join().await {
+                Ok(replaced) => {
+                    if replaced {
+                        tracing::error!("this node started before it could reach the shared database and its data folder held another identity than the JPD's; it now holds the JPD's id and tokens: restart this node to serve with them");
+                    }
+                    continue;
+                }
+                Err(JoinError::Away(reason)) => reason,
+                Err(JoinError::Refused(e)) => e.to_string(),
+            };
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            if waiting.as_deref() != Some(reason.as_str()) {
+                tracing::debug!(%reason, "cannot join the cluster yet; trying again");
+                *waiting = Some(reason);
+            }
+        }
+    }
+}
+
 /// Joins the cluster named by `config.shared` and brings the data folder's identity in line
-/// with the JPD's. `None` when no database is configured (a single node, as before).
+/// with the JPD's. `None` when no database is configured (a single node, as before). When the
+/// database is away, the node is not refused: it logs one line saying why, and `serve` keeps
+/// trying in the background ([`run`]) while it serves its last good copy, degraded. A database
+/// that refuses (login, master key, a node id in use) is an error, as before.
 pub async fn join(
     config: &Config,
     address: Option<String>,
-) -> Result<Option<Arc<Cluster>>, AppError> {
+) -> Result<Option<Arc<Membership>>, AppError> {
     let Some(settings) = &config.shared.database.settings else {
         return Ok(None);
     };
@@ -51,22 +167,22 @@ pub async fn join(
     let Some(store) = open_store(config)? else {
         return Ok(None);
     };
-    let cluster = Cluster::start(
-        store.clone(),
-        ClusterOptions {
-            address,
-            timing: LeaseTiming {
-                ttl: config.ha.lease_ttl,
-                renew_every: config.ha.lease_renew,
-            },
-            jobs: vec![ENTITLEMENTS_JOB.as_str().to_string()],
-            poll_every: POLL_EVERY,
-        },
-    )
-    .await
-    .map_err(db_error)?;
-    adopt_identity(config, &store).await?;
-    Ok(Some(Arc::new(cluster)))
+    let membership = Membership {
+        store,
+        config: config.clone(),
+        address,
+        joined: std::sync::OnceLock::new(),
+        waiting: std::sync::Mutex::new(None),
+    };
+    match membership.try_join().await {
+        Ok(_) => {}
+        Err(JoinError::Away(reason)) => {
+            tracing::warn!(%reason, "the shared database is unreachable, so this node starts degraded: it serves the last good entitlements its data folder holds and joins the cluster as soon as the database answers");
+            *membership.waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+        }
+        Err(JoinError::Refused(e)) => return Err(e),
+    }
+    Ok(Some(Arc::new(membership)))
 }
 
 /// The shared store named by `config.shared` (connecting lazily), without joining the
@@ -115,7 +231,8 @@ pub(crate) async fn status_view(
     Some((url, view))
 }
 
-async fn adopt_identity(config: &Config, store: &PgStore) -> Result<(), AppError> {
+/// Answers true when the data folder's JPD id or a token file was replaced by the JPD's.
+async fn adopt_identity(config: &Config, store: &PgStore) -> Result<bool, AppError> {
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|source| AppError::DataDir {
         path: data_dir.clone(),
@@ -156,9 +273,10 @@ async fn adopt_identity(config: &Config, store: &PgStore) -> Result<(), AppError
                 tracing::info!("imported this data folder's registration and entitlements into the shared database");
             }
         }
-        return Ok(());
+        return Ok(false);
     }
-    if shared.jpd_id != local.jpd_id {
+    let mut replaced = shared.jpd_id != local.jpd_id;
+    if replaced {
         tracing::info!(jpd_id = %shared.jpd_id, "adopting the JPD identity from the shared database");
     }
     let io = |path: std::path::PathBuf| move |source| AppError::DataDir { path, source };
@@ -180,9 +298,10 @@ async fn adopt_identity(config: &Config, store: &PgStore) -> Result<(), AppError
             let path = data_dir.join(file);
             crate::state::write_private(&path, jpd.expose().as_bytes())
                 .map_err(io(path.clone()))?;
+            replaced = true;
         }
     }
-    Ok(())
+    Ok(replaced)
 }
 
 /// This node's license set through the API (`license.api`), if any.
@@ -216,7 +335,7 @@ fn keep_api_license(config: &Config, license: &Secret) -> Result<bool, AppError>
 /// stored is written to the shared store with the lease's epoch.
 pub(crate) struct LeasedJob {
     inner: Arc<dyn Job>,
-    cluster: Arc<Cluster>,
+    membership: Arc<Membership>,
     entitlements: Arc<EntitlementsStore>,
 }
 
@@ -224,12 +343,12 @@ impl LeasedJob {
     /// Wraps `inner`.
     pub(crate) fn wrap(
         inner: Arc<dyn Job>,
-        cluster: Arc<Cluster>,
+        membership: Arc<Membership>,
         entitlements: Arc<EntitlementsStore>,
     ) -> Arc<dyn Job> {
         Arc::new(LeasedJob {
             inner,
-            cluster,
+            membership,
             entitlements,
         })
     }
@@ -245,7 +364,14 @@ impl Job for LeasedJob {
     }
     async fn run(&self) -> Result<JobReport, JobError> {
         let job = self.inner.name();
-        let Some(fence) = self.cluster.fence(job.as_str()) else {
+        let Some(cluster) = self.membership.cluster() else {
+            return Ok(JobReport {
+                summary: format!(
+                    "this node has not joined the cluster yet (the shared database is away), so it does not run the {job} job; it serves its last good entitlements"
+                ),
+            });
+        };
+        let Some(fence) = cluster.fence(job.as_str()) else {
             return Ok(JobReport {
                 summary: format!(
                     "another node holds the {job} lease and runs it; this node serves its results"
@@ -254,14 +380,14 @@ impl Job for LeasedJob {
         };
         let outcome = self.inner.run().await;
         let state = self.entitlements.snapshot();
-        match self.cluster.store().save_entitlements(&fence, &state).await {
+        match cluster.store().save_entitlements(&fence, &state).await {
             Ok(_) => outcome,
             Err(DbError::Fenced(f)) => {
                 tracing::warn!(error = %f, "stepping down: another node took the lease while this one ran");
-                if let Some(l) = self.cluster.lease(job.as_str()) {
+                if let Some(l) = cluster.lease(job.as_str()) {
                     l.step_down();
                 }
-                if let Ok(Some(shared)) = self.cluster.store().entitlements().await {
+                if let Ok(Some(shared)) = cluster.store().entitlements().await {
                     let _ = self.entitlements.update(|s| *s = shared.state.clone());
                 }
                 Err(JobError::local(f.to_string()))
@@ -278,18 +404,22 @@ impl Job for LeasedJob {
     }
 }
 
-/// Background work of a cluster node until `stop`: copies shared entitlements changes into the
+/// Background work of a cluster node until `stop`: joins first when the database was away at
+/// start (trying again with backoff), then copies shared entitlements changes into the
 /// local store, reports the served digest, and runs the entitlements job at once when this
 /// node takes its lease (so a takeover does not wait for the next scheduled run) and, while it
 /// holds the lease, when a bundle imported on any node waits in the shared inbox (looked at
 /// every second).
 pub async fn run(
-    cluster: Arc<Cluster>,
+    membership: Arc<Membership>,
     config: Arc<Config>,
     entitlements: Arc<EntitlementsStore>,
     scheduler: Option<Arc<Scheduler>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let Some(cluster) = membership.until_joined(&mut stop).await else {
+        return;
+    };
     let mut followed = cluster.followed();
     let mut lease = cluster
         .lease(ENTITLEMENTS_JOB.as_str())

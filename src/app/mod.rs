@@ -77,7 +77,7 @@ pub struct App {
     outbox: Option<Outbox>,
     inbox: Option<Inbox>,
     feed: Arc<EntitlementsFeed>,
-    cluster: Option<Arc<crate::ha::cluster::Cluster>>,
+    membership: Option<Arc<cluster::Membership>>,
 }
 
 impl App {
@@ -124,9 +124,19 @@ impl App {
     pub fn scheduler(&self) -> Option<&Arc<Scheduler>> {
         self.scheduler.as_ref()
     }
-    /// This node's part in the cluster; `None` without `shared.database`.
+    /// This node's part in the cluster; `None` without `shared.database`, or while the node
+    /// has not joined yet (the database was away at start: [`App::cluster_waiting`]).
     pub fn cluster(&self) -> Option<&Arc<crate::ha::cluster::Cluster>> {
-        self.cluster.as_ref()
+        self.membership.as_ref().and_then(|m| m.cluster())
+    }
+    /// This node's membership in database mode (joined or still trying).
+    pub fn membership(&self) -> Option<&Arc<cluster::Membership>> {
+        self.membership.as_ref()
+    }
+    /// Why this node has not joined its cluster yet (the database is away); `None` when it
+    /// has, or without `shared.database`.
+    pub fn cluster_waiting(&self) -> Option<String> {
+        self.membership.as_ref().and_then(|m| m.waiting())
     }
     /// The JFrog Store proxy; `None` when `store.url` is not set.
     pub fn store(&self) -> Option<&Arc<crate::store_proxy::StoreProxy>> {
@@ -151,10 +161,10 @@ impl App {
 fn state_store(
     config: &Config,
     access: Access,
-    cluster_node: Option<&crate::ha::cluster::Cluster>,
+    cluster_node: Option<&cluster::Membership>,
 ) -> Result<Arc<dyn crate::state::StateStore>, AppError> {
     Ok(match (cluster_node, access) {
-        (Some(c), _) => Arc::new(c.store().clone()),
+        (Some(m), _) => Arc::new(m.store().clone()),
         (None, Access::ReadWrite) if config.shared.database.settings.is_some() => Arc::new(
             cluster::open_store(config)?
                 .ok_or_else(|| AppError::Cluster("shared.database is not set".into()))?,
@@ -395,7 +405,7 @@ impl App {
         clock: SharedClock,
         transport_override: Option<Arc<dyn Transport>>,
         restart: bool,
-        cluster_node: Option<Arc<crate::ha::cluster::Cluster>>,
+        cluster_node: Option<Arc<cluster::Membership>>,
     ) -> Result<App, AppError> {
         App::assemble(
             config,
@@ -419,7 +429,7 @@ impl App {
         transport_override: Option<Arc<dyn Transport>>,
         restart: bool,
         access: Access,
-        cluster_node: Option<Arc<crate::ha::cluster::Cluster>>,
+        cluster_node: Option<Arc<cluster::Membership>>,
     ) -> Result<App, AppError> {
         let data_dir = config.data_dir.clone();
         let (jpd_id, api_token, admin_token) = match access {
@@ -551,7 +561,7 @@ impl App {
         ));
         Ok(App {
             feed,
-            cluster: cluster_node,
+            membership: cluster_node,
             store,
             outbox,
             inbox,

@@ -91,9 +91,9 @@ pub async fn serve_tls(
     } else {
         tracing::warn!("jfconnect is disabled (jfconnect.enabled: false): answering health checks only, running no job");
     }
-    if let Some(cluster) = service.cluster() {
+    if let Some(membership) = service.membership() {
         background.spawn(crate::app::cluster::run(
-            cluster.clone(),
+            membership.clone(),
             service.config().clone(),
             service.entitlements().clone(),
             service.scheduler().cloned(),
