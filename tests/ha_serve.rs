@@ -179,14 +179,48 @@ impl Node {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_nodes_are_one_jfconnect() {
+/// What both nodes serve once they serve the same (bounded wait).
+async fn served_by_both(a: &Node, b: &Node) -> serde_json::Value {
+    eventually(Duration::from_secs(20), || async {
+        let (x, y) = (a.served().await?, b.served().await?);
+        (x == y).then_some(x)
+    })
+    .await
+    .expect("both nodes serve the same entitlements")
+}
+
+/// The simulator, a fresh database in the shared server, and two nodes of one JPD on it.
+async fn two_nodes() -> (sim_support::Sim, tempfile::TempDir, String, Node, Node) {
     let sim = sim_support::start().await;
     let database = pg_support::shared().fresh_database();
     let root = tempfile::tempdir().unwrap();
     let base = sim.handle.base_url();
     let a = start(node_config(root.path(), "node-a", &base, &database)).await;
     let b = start(node_config(root.path(), "node-b", &base, &database)).await;
+    (sim, root, database, a, b)
+}
+
+/// For a test that stops PostgreSQL: a server of its own with a fresh database, the
+/// simulator and a folder for the nodes.
+async fn own_server() -> (
+    pg_support::PgServer,
+    String,
+    sim_support::Sim,
+    tempfile::TempDir,
+) {
+    let server = pg_support::PgServer::start();
+    let database = server.fresh_database();
+    (
+        server,
+        database,
+        sim_support::start().await,
+        tempfile::tempdir().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_are_one_jfconnect() {
+    let (sim, root, _database, a, b) = two_nodes().await;
 
     // One identity: same JPD id and API token on both nodes.
     assert_eq!(
@@ -205,12 +239,7 @@ async fn two_nodes_are_one_jfconnect() {
     );
 
     // Both serve the same entitlements, fetched once by the leaseholder.
-    let served = eventually(Duration::from_secs(20), || async {
-        let (x, y) = (a.served().await?, b.served().await?);
-        (x == y).then_some(x)
-    })
-    .await
-    .expect("both nodes serve the same entitlements");
+    let served = served_by_both(&a, &b).await;
     assert!(served.get("entitlements").is_some(), "{served}");
     let stats = sim.stats().await;
     assert_eq!(stats.register_calls, 1, "one registration per JPD");
@@ -356,10 +385,7 @@ async fn two_nodes_are_one_jfconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nodes_keep_serving_and_say_degraded_while_postgresql_restarts() {
-    let server = pg_support::PgServer::start();
-    let database = server.fresh_database();
-    let sim = sim_support::start().await;
-    let root = tempfile::tempdir().unwrap();
+    let (server, database, sim, root) = own_server().await;
     let base = sim.handle.base_url();
     let a = start(node_config_on(
         &server,
@@ -377,12 +403,7 @@ async fn nodes_keep_serving_and_say_degraded_while_postgresql_restarts() {
         &database,
     ))
     .await;
-    let served = eventually(Duration::from_secs(20), || async {
-        let (x, y) = (a.served().await?, b.served().await?);
-        (x == y).then_some(x)
-    })
-    .await
-    .expect("both nodes serve the same entitlements");
+    let served = served_by_both(&a, &b).await;
 
     server.stop();
     for n in [&a, &b] {
@@ -668,20 +689,13 @@ async fn a_bundle_imported_on_any_node_is_served_by_every_node() {
 /// sealed, as the JPD's: the leaseholder takes it into its `license.api` and registers with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_license_set_through_the_api_is_the_jpds_on_every_node() {
-    let sim = sim_support::start().await;
-    let database = pg_support::shared().fresh_database();
-    let root = tempfile::tempdir().unwrap();
-    let base = sim.handle.base_url();
-    let config = node_config(root.path(), "node-a", &base, &database);
-    let settings = config.shared.database.settings.clone().unwrap();
-    let a = start(config).await;
-    let b = start(node_config(root.path(), "node-b", &base, &database)).await;
-    eventually(Duration::from_secs(20), || async {
-        let (x, y) = (a.served().await?, b.served().await?);
-        (x == y).then_some(())
-    })
-    .await
-    .expect("both nodes serve the same entitlements");
+    let (sim, root, database, a, b) = two_nodes().await;
+    let settings = node_config(root.path(), "node-a", &sim.handle.base_url(), &database)
+        .shared
+        .database
+        .settings
+        .unwrap();
+    served_by_both(&a, &b).await;
     let holder = a.cluster().await["leases"][0]["holder"]
         .as_str()
         .unwrap()
@@ -738,10 +752,7 @@ async fn a_license_set_through_the_api_is_the_jpds_on_every_node() {
 /// once the database answers, without registering again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_started_while_postgresql_is_down_serves_its_last_copy_and_joins_later() {
-    let server = pg_support::PgServer::start();
-    let database = server.fresh_database();
-    let sim = sim_support::start().await;
-    let root = tempfile::tempdir().unwrap();
+    let (server, database, sim, root) = own_server().await;
     let base = sim.handle.base_url();
     let config = || node_config_on(&server, root.path(), "node-a", &base, &database);
     let first = start(config()).await;
