@@ -72,6 +72,7 @@ fn main() {
         settle: Duration::ZERO,
         failpoint: Failpoints::error_at("after-archive-write"),
         clock: std::sync::Arc::new(jfconnect::clock::SystemClock),
+        ledger: None,
     };
     let cpu1 = cpu_ticks();
     let t = Instant::now();
@@ -91,6 +92,7 @@ fn main() {
         settle: Duration::ZERO,
         failpoint: Failpoints::error_at("after-verify"),
         clock: std::sync::Arc::new(jfconnect::clock::SystemClock),
+        ledger: None,
     };
     let t = Instant::now();
     let _ = rt.block_on(archive_uploaded_with(&config, &jpd, &NoProgress, &verified));
@@ -100,6 +102,7 @@ fn main() {
         settle: Duration::ZERO,
         failpoint: Failpoints::off(),
         clock: std::sync::Arc::new(jfconnect::clock::SystemClock),
+        ledger: None,
     };
     let t = Instant::now();
     let out = rt

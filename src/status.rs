@@ -259,12 +259,18 @@ fn cluster_lines(c: &ClusterStatus, line: &mut impl FnMut(&str, String)) {
         line(
             "cluster node",
             format!(
-                "{}: heartbeat {} ago, serves {digest}{}{}",
+                "{}: heartbeat {} ago, serves {digest}{}{}{}",
                 n.node_id,
                 span(n.heartbeat_age_ms / 1000),
                 n.address
                     .as_deref()
                     .map(|a| format!(", at {a}"))
+                    .unwrap_or_default(),
+                n.usage
+                    .map(|u| format!(
+                        ", usage {} pending, {} uploaded, {} archived, {} quarantined",
+                        u.pending, u.uploaded, u.archived, u.quarantined
+                    ))
                     .unwrap_or_default(),
                 if n.node_id == v.node_id {
                     " (this node)"

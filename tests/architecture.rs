@@ -65,7 +65,7 @@ const KNOWN: &[(&str, &str)] = &[];
 
 /// The only functions in `src/pipeline/` that may call `remove_file`, and what they remove.
 const REMOVERS: &[(&str, &str)] = &[
-    ("src/pipeline/archival.rs", "delete_originals"), // spool files, after the archive's check
+    ("src/pipeline/archival.rs", "delete_unchanged"), // spool files, after the archive's check
     ("src/pipeline/archival.rs", "execute"),          // a built archive's temp file
     ("src/pipeline/assemble.rs", "assemble"),         // a half-written archive
     ("src/pipeline/ledger.rs", "forget"),             // ledger markers, never usage files
@@ -252,7 +252,7 @@ fn remover_breaches(files: &[(String, String)]) -> Vec<String> {
             let removes = line.contains("remove_file") || line.contains("unlinkat");
             if removes && !REMOVERS.contains(&(path.as_str(), &current_fn)) {
                 out.push(format!(
-                    "{path}:{n}: remove_file in `{current_fn}`; a usage file is deleted only by archival::delete_originals"
+                    "{path}:{n}: remove_file in `{current_fn}`; a usage file is deleted only by archival::delete_unchanged"
                 ));
             }
         }
@@ -295,7 +295,7 @@ fn mechanical_rules_hold_outside_the_known_breaches() {
 }
 
 #[test]
-fn spool_files_are_deleted_only_by_delete_originals() {
+fn spool_files_are_deleted_only_by_delete_unchanged() {
     let breaches = remover_breaches(&sources());
     assert!(breaches.is_empty(), "{}", breaches.join("\n"));
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-const NAMES: [&str; 10] = [
+const NAMES: [&str; 11] = [
     "api_entitlements",
     "store_proxy_small",
     "store_proxy_1gib",
@@ -17,6 +17,7 @@ const NAMES: [&str; 10] = [
     "upload_100k",
     "verify_1gib",
     "watch_1000",
+    "ha_db_load",
 ];
 
 fn bench() -> Command {

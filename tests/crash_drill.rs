@@ -8,13 +8,12 @@
 //! `JFCONNECT_DRILL_SEED` the seed (printed, so a failure can be replayed).
 
 mod process_support;
+mod sim_support;
 
 use jfconnect::pipeline::failpoint::{ALL, FAILPOINT_ENV};
 use jfconnect::sim::{self, SimOptions, SimStats};
 use rand::{Rng, SeedableRng};
-use std::collections::HashMap;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
@@ -125,41 +124,6 @@ fn stats(base: &str) -> SimStats {
     })
 }
 
-/// How many times each usage file (by SHA-256) appears across the simulator's stored archives,
-/// each archive checked entry by entry against its index.
-fn archived(sim_dir: &Path) -> HashMap<String, usize> {
-    let mut seen = HashMap::new();
-    let mut stack = vec![sim_dir.join("artifactory")];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.map(Result::unwrap) {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "zip") {
-                let mut z = zip::ZipArchive::new(fs::File::open(&p).unwrap()).unwrap();
-                let mut idx = String::new();
-                z.by_name("index.json")
-                    .unwrap()
-                    .read_to_string(&mut idx)
-                    .unwrap();
-                let idx: serde_json::Value = serde_json::from_str(&idx).unwrap();
-                for entry in idx["entries"].as_array().unwrap() {
-                    let mut body = Vec::new();
-                    z.by_name(entry["path"].as_str().unwrap())
-                        .unwrap()
-                        .read_to_end(&mut body)
-                        .unwrap();
-                    let sha = jfconnect::protocol::sha256_hex(&body);
-                    assert_eq!(sha, entry["sha256"].as_str().unwrap());
-                    *seen.entry(sha).or_insert(0) += 1;
-                }
-            }
-        }
-    }
-    seen
-}
-
 fn finish_and_check(drill: &Drill, base: &str, sim_dir: &Path) {
     drill.run_clean("usage");
     drill.run_clean("archival");
@@ -173,7 +137,7 @@ fn finish_and_check(drill: &Drill, base: &str, sim_dir: &Path) {
         "every file archived"
     );
     assert_eq!(s.archives_invalid, 0);
-    let seen = archived(sim_dir);
+    let (seen, _) = sim_support::archived_usage(sim_dir);
     assert_eq!(seen.len(), drill.valid);
     assert!(seen.values().all(|n| *n == 1), "a file is in two archives");
     let left: Vec<_> = fs::read_dir(drill.spool()).unwrap().collect();

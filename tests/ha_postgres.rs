@@ -444,7 +444,7 @@ async fn a_second_process_with_the_same_node_id_is_refused_until_the_first_goes_
     assert!(refused
         .to_string()
         .contains("give every node its own shared.node.id"));
-    nodes::heartbeat(&db, &first, Some("d1"))
+    nodes::heartbeat(&db, &first, Some("d1"), None)
         .await
         .unwrap()
         .unwrap();
@@ -461,7 +461,7 @@ async fn a_second_process_with_the_same_node_id_is_refused_until_the_first_goes_
         .unwrap()
         .unwrap();
     assert_eq!(
-        nodes::heartbeat(&db, &first, None).await.unwrap(),
+        nodes::heartbeat(&db, &first, None, None).await.unwrap(),
         Err(MembershipError::TakenOver {
             node_id: "node-1".into()
         })

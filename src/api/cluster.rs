@@ -84,6 +84,22 @@ fn render(view: &ClusterView, held_here: impl Fn(&str) -> bool) -> String {
             u8::from(held_here(&l.job))
         );
     }
+    let _ = writeln!(out, "# HELP jfconnect_cluster_usage_files Usage files of each node by state, as of its last heartbeat.\n# TYPE jfconnect_cluster_usage_files gauge");
+    for n in &view.nodes {
+        let Some(u) = n.usage else { continue };
+        for (state, v) in [
+            ("pending", u.pending),
+            ("uploaded", u.uploaded),
+            ("archived", u.archived),
+            ("quarantined", u.quarantined),
+        ] {
+            let _ = writeln!(
+                out,
+                "jfconnect_cluster_usage_files{{node=\"{}\",state=\"{state}\"}} {v}",
+                super::labels::escape_label(&n.node_id)
+            );
+        }
+    }
     let _ = writeln!(out, "# HELP jfconnect_entitlements_digest_consistent 1 when every live node serves the same entitlements.\n# TYPE jfconnect_entitlements_digest_consistent gauge\njfconnect_entitlements_digest_consistent {}", u8::from(view.entitlements_digest_consistent));
     out
 }
@@ -115,7 +131,18 @@ mod tests {
     fn metrics_name_each_lease_and_the_digest_agreement() {
         let view = ClusterView {
             node_id: "a".into(),
-            nodes: vec![],
+            nodes: vec![crate::ha::nodes::NodeView {
+                node_id: "b\"1".into(),
+                heartbeat_age_ms: 10,
+                address: None,
+                entitlements_digest: None,
+                usage: Some(crate::ha::nodes::NodeUsage {
+                    pending: 4,
+                    uploaded: 3,
+                    archived: 2,
+                    quarantined: 1,
+                }),
+            }],
             leases: vec![LeaseView {
                 job: "entitlements".into(),
                 holder: "a".into(),
@@ -135,6 +162,16 @@ mod tests {
             text.contains("jfconnect_entitlements_digest_consistent 1\n"),
             "{text}"
         );
+        for (state, n) in [
+            ("pending", 4),
+            ("uploaded", 3),
+            ("archived", 2),
+            ("quarantined", 1),
+        ] {
+            let line =
+                format!("jfconnect_cluster_usage_files{{node=\"b\\\"1\",state=\"{state}\"}} {n}\n");
+            assert!(text.contains(&line), "{line} in {text}");
+        }
         let text = render(&view, |_| false);
         assert!(
             text.contains("jfconnect_lease_held{job=\"entitlements\"} 0\n"),

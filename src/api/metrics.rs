@@ -1,6 +1,7 @@
 //! `GET /metrics` in the Prometheus text format, written by hand (a handful of gauges and
 //! counters do not need a metrics library).
 
+use super::labels::escape_label;
 use super::ApiState;
 use crate::status::report;
 use crate::status::StatusReport;
@@ -34,13 +35,6 @@ impl Page {
             let _ = writeln!(self.0, "{name}{{{}}} {value}", labels.join(","));
         }
     }
-}
-
-/// A label value as the text format wants it: backslash, quote and newline escaped.
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Renders the report as Prometheus text.

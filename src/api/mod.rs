@@ -11,6 +11,7 @@
 pub mod auth;
 mod cluster;
 mod handlers;
+mod labels;
 mod metrics;
 mod offline;
 pub(crate) mod request_log;

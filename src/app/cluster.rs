@@ -18,6 +18,7 @@ use crate::entitlements::{EntitlementsState, EntitlementsStore};
 use crate::ha::cluster::{Cluster, ClusterError, ClusterOptions, ClusterView};
 use crate::ha::db::{Db, DbError};
 use crate::ha::lease::LeaseTiming;
+use crate::ha::nodes::NodeUsage;
 use crate::ha::sealing::MasterKey;
 use crate::ha::store::{entitlements_digest, Identity, PgStore, TokenScope};
 use crate::jobs::scheduler::{Job, Scheduler};
@@ -409,7 +410,8 @@ impl Job for LeasedJob {
 /// local store, reports the served digest, and runs the entitlements job at once when this
 /// node takes its lease (so a takeover does not wait for the next scheduled run) and, while it
 /// holds the lease, when a bundle imported on any node waits in the shared inbox (looked at
-/// every second).
+/// every second); and hands the node's usage counters to the heartbeat every
+/// [`USAGE_COUNTS_EVERY`].
 pub async fn run(
     membership: Arc<Membership>,
     config: Arc<Config>,
@@ -428,6 +430,7 @@ pub async fn run(
     let mut last_pending = None;
     let mut license_stamp = None;
     let mut ticks = 0u64;
+    let mut count_tick = tokio::time::interval(USAGE_COUNTS_EVERY);
     loop {
         let lease_changed = async {
             match lease.as_mut() {
@@ -464,6 +467,19 @@ pub async fn run(
                 ticks += 1;
                 if ticks.is_multiple_of(LICENSE_EVERY) {
                     follow_license(&cluster, &config, &mut license_stamp).await;
+                }
+            }
+            _ = count_tick.tick() => {
+                let c = config.clone();
+                if let Ok(counts) =
+                    tokio::task::spawn_blocking(move || crate::pipeline::pipeline_counts(&c)).await
+                {
+                    cluster.set_usage(NodeUsage {
+                        pending: counts.pending,
+                        uploaded: counts.uploaded,
+                        archived: counts.archived,
+                        quarantined: counts.quarantined,
+                    });
                 }
             }
         }
@@ -520,3 +536,44 @@ async fn follow_license(
         Err(e) => tracing::error!(error = %e, "cannot keep the JPD's license on this node"),
     }
 }
+
+/// The JPD's outgoing bundle sequences in the shared database, for this node's outbox.
+/// Usable before the node joined: a statement that cannot reach the database fails, and the
+/// outbox writes nothing.
+pub fn shared_sequence(store: &PgStore) -> Arc<dyn crate::transport::outbox::SharedSequence> {
+    Arc::new(PgSequence {
+        db: store.db().clone(),
+        node: store.node().to_string(),
+        rt: tokio::runtime::Handle::current(),
+    })
+}
+
+struct PgSequence {
+    db: Db,
+    node: String,
+    rt: tokio::runtime::Handle,
+}
+
+/// How long an outbox writer waits for the shared sequence.
+const SEQUENCE_WAIT: Duration = Duration::from_secs(30);
+
+impl crate::transport::outbox::SharedSequence for PgSequence {
+    fn next(&self, kind: crate::bundle::Kind, local_last: u64) -> Result<u64, String> {
+        // Called on a blocking thread: the statement runs on the runtime and this thread waits.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (db, node, kind) = (self.db.clone(), self.node.clone(), kind.to_string());
+        self.rt.spawn(async move {
+            let _ = tx.send(crate::ha::sequences::next(&db, &node, &kind, local_last).await);
+        });
+        match rx.recv_timeout(SEQUENCE_WAIT) {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "the database gave no answer within {} s",
+                SEQUENCE_WAIT.as_secs()
+            )),
+        }
+    }
+}
+
+/// How often a node reads its usage counters for the cluster view.
+const USAGE_COUNTS_EVERY: Duration = Duration::from_secs(2);

@@ -477,7 +477,13 @@ impl App {
         let license = license_source(&config);
         let (outbox, inbox) = if config.airgap.enabled {
             (
-                Some(Outbox::from_config(&config, &jpd_id)),
+                Some(
+                    Outbox::from_config(&config, &jpd_id).with_shared_sequence(
+                        cluster_node
+                            .as_deref()
+                            .map(|m| cluster::shared_sequence(m.store())),
+                    ),
+                ),
                 Some(Inbox::new(state_store(
                     &config,
                     access,
@@ -505,6 +511,15 @@ impl App {
                 &jpd_id,
                 Arc::new(crate::jpd::online::OnlineJpd::new(&config)?),
                 clock.clone(),
+                cluster_node.as_ref().map(|m| {
+                    let joined = m.clone();
+                    Arc::new(crate::pipeline::SharedLedger::joining(
+                        m.store().db().clone(),
+                        m.store().node().to_string(),
+                        Arc::new(move || joined.cluster().map(|c| c.member().clone())),
+                        config.ha.lease_ttl,
+                    )) as Arc<dyn crate::pipeline::UsageLedger>
+                }),
             );
             let mut entitlements_task: Arc<dyn Job> = Arc::new(EntitlementsTask {
                 job: EntitlementsJob {

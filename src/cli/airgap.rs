@@ -78,6 +78,13 @@ pub async fn export(
     out: &Path,
     force: bool,
 ) -> Result<(), Failure> {
+    if config.shared.database.settings.is_some() {
+        // A one-off process is no member of the cluster: it could not claim usage files in the
+        // shared ledger, nor is it where the node's usage job writes.
+        return Err(Failure::failed(
+            "with shared.database set, each node's usage job inside `jfconnect serve` writes its usage bundles (that node's files, numbered from the JPD's shared sequence) into its airgap.outbox_dir; run it with POST /api/v1/jobs/usage/run on the node and carry the new bundle from there",
+        ));
+    }
     let app = App::build(config, clock, None, false)?;
     let outcome = app.export_usage_bundle(out, force).await.map_err(failure)?;
     println!("{outcome}");

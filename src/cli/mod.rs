@@ -350,6 +350,16 @@ async fn run_job(cli: &Cli, job: JobName) -> Result<(), Failure> {
             "jfconnect is disabled (jfconnect.enabled: false); no job runs",
         ));
     }
+    if config.shared.database.settings.is_some()
+        && matches!(job, JobName::Usage | JobName::Archival)
+    {
+        // Outside `serve` this process is no member of the cluster, so it could not claim
+        // files in the shared usage ledger; running on the data folder's ledger instead could
+        // upload or archive a file another node handles.
+        return Err(Failure::failed(format!(
+            "with shared.database set, the {job} job runs inside `jfconnect serve` on each node; start it there with POST /api/v1/jobs/{job}/run"
+        )));
+    }
     let service = App::build(config, clock(), None, false)?;
     let scheduler = service
         .scheduler()

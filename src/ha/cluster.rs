@@ -7,7 +7,7 @@ use super::db::DbError;
 use super::keeper::{self, LeaseHandle};
 use super::lease::{self, Fence, LeaseTiming, LeaseView};
 use super::migrate;
-use super::nodes::{self, Member, MembershipError, NodeView};
+use super::nodes::{self, Member, MembershipError, NodeUsage, NodeView};
 use super::store::PgStore;
 use super::watch::{self, Followed};
 use std::collections::BTreeMap;
@@ -104,6 +104,7 @@ pub struct Cluster {
     leases: BTreeMap<String, LeaseHandle>,
     followed: tokio::sync::watch::Receiver<Followed>,
     served_digest: Arc<Mutex<Option<String>>>,
+    usage: Arc<Mutex<Option<NodeUsage>>>,
     stop: tokio::sync::watch::Sender<bool>,
     heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -124,11 +125,12 @@ impl Cluster {
         tracing::info!(node = %member.node_id, "joined the cluster");
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let served_digest = Arc::new(Mutex::new(None));
+        let usage = Arc::new(Mutex::new(None));
         let heartbeat = tokio::spawn(heartbeat_loop(
             store.clone(),
             member.clone(),
             opts.timing.renew_every,
-            served_digest.clone(),
+            (served_digest.clone(), usage.clone()),
             stop_rx.clone(),
         ));
         let leases = opts
@@ -149,6 +151,7 @@ impl Cluster {
             leases,
             followed,
             served_digest,
+            usage,
             stop,
             heartbeat: Mutex::new(Some(heartbeat)),
         })
@@ -157,6 +160,11 @@ impl Cluster {
     /// The store.
     pub fn store(&self) -> &PgStore {
         &self.store
+    }
+
+    /// This process's membership (what the usage ledger's claims are fenced with).
+    pub fn member(&self) -> &Member {
+        &self.member
     }
 
     /// This node's id.
@@ -182,6 +190,11 @@ impl Cluster {
     /// Records the digest of what this node serves (sent with the next heartbeat).
     pub fn set_served_digest(&self, digest: Option<String>) {
         *self.served_digest.lock().unwrap_or_else(|e| e.into_inner()) = digest;
+    }
+
+    /// Records this node's usage counters (sent with the next heartbeat).
+    pub fn set_usage(&self, usage: NodeUsage) {
+        *self.usage.lock().unwrap_or_else(|e| e.into_inner()) = Some(usage);
     }
 
     /// The cluster as seen now.
@@ -215,17 +228,21 @@ impl Cluster {
     }
 }
 
+/// What the heartbeat reports besides being alive: the served digest and the usage counters.
+type Reported = (Arc<Mutex<Option<String>>>, Arc<Mutex<Option<NodeUsage>>>);
+
 async fn heartbeat_loop(
     store: PgStore,
     member: Member,
     every: Duration,
-    digest: Arc<Mutex<Option<String>>>,
+    (digest, usage): Reported,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut failing = false;
     loop {
         let d = digest.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match nodes::heartbeat(store.db(), &member, d.as_deref()).await {
+        let u = *usage.lock().unwrap_or_else(|e| e.into_inner());
+        match nodes::heartbeat(store.db(), &member, d.as_deref(), u.as_ref()).await {
             Ok(Ok(())) => failing = false,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "this node's id was taken over; stop this process or give it another shared.node.id");
@@ -254,6 +271,7 @@ mod tests {
             heartbeat_age_ms: age,
             address: None,
             entitlements_digest: digest.map(String::from),
+            usage: None,
         }
     }
 

@@ -52,6 +52,27 @@ pub enum DbError {
     /// A leaseholder write carried an epoch that is no longer current.
     #[error("{0}")]
     Fenced(#[from] super::fence::Fenced),
+    /// This process was replaced under its node id (it was paused or cut off while another
+    /// process joined as that node): none of its claims or marks is accepted.
+    #[error(
+        "node {node} may no longer {what}: another jfconnect process has joined under this node id"
+    )]
+    Superseded {
+        /// The node id.
+        node: String,
+        /// What was refused.
+        what: &'static str,
+    },
+    /// A usage ledger mark named files this node does not hold the claim of.
+    #[error("node {node} may not {what}: {files} of the usage files are claimed by another node; nothing was recorded")]
+    ClaimLost {
+        /// The node id.
+        node: String,
+        /// How many files.
+        files: u64,
+        /// What was refused.
+        what: &'static str,
+    },
     /// A sealed secret did not open.
     #[error(transparent)]
     Seal(#[from] SealError),

@@ -13,8 +13,11 @@ use super::db::{Db, DbError};
 const MIGRATION_LOCK: i64 = 0x6a66_636f_6e6e_6563;
 
 /// The migrations, in order. Never edit a released one: add the next.
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "shared state", V1), (2, "import inbox entries", V2)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "shared state", V1),
+    (2, "import inbox entries", V2),
+    (3, "usage ledger", V3),
+];
 
 /// Newest schema version this build knows.
 pub fn latest() -> i32 {
@@ -103,6 +106,37 @@ ALTER TABLE jfconnect.import_inbox
     ADD COLUMN tag text,
     ADD COLUMN entry bytea;
 CREATE INDEX import_inbox_kind_sequence ON jfconnect.import_inbox (kind, sequence);
+"#;
+
+/// Version 3: the usage ledger shared by every node (`ha::usage`): one row per distinct usage
+/// file (SHA-256), `holder` being the node whose claim (upload or archival) is in force (an
+/// upload claim lapses at `claim_expires`, an archival claim never does: its node resumes its
+/// plan); each node's usage counters; the sequences of the bundles the JPD writes (one counter
+/// per kind for all nodes).
+const V3: &str = r#"
+CREATE TABLE jfconnect.usage_files (
+    sha256         text PRIMARY KEY,
+    state          text NOT NULL CHECK (state IN ('uploading', 'uploaded', 'archiving', 'archived')),
+    holder         text,
+    claim_expires  timestamptz,
+    uploaded_by    text,
+    uploaded_at    timestamptz,
+    archive_repo   text,
+    archive_name   text,
+    archive_sha256 text,
+    archive_size   bigint,
+    archived_by    text,
+    archived_at    timestamptz,
+    updated_at     timestamptz NOT NULL
+);
+CREATE INDEX usage_files_by_holder ON jfconnect.usage_files (holder, state);
+ALTER TABLE jfconnect.nodes ADD COLUMN usage_counts jsonb;
+CREATE TABLE jfconnect.bundle_sequences (
+    kind       text PRIMARY KEY,
+    last       bigint NOT NULL CHECK (last > 0),
+    updated_at timestamptz NOT NULL,
+    updated_by text NOT NULL
+);
 "#;
 
 /// Brings the schema up to [`latest`]; returns the version it found before.

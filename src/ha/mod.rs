@@ -5,6 +5,8 @@
 //! - [`db`]: the connection pool and TLS; [`migrate`]: the `jfconnect` schema.
 //! - [`lease`]: job leases with fencing epochs; [`nodes`]: membership and heartbeats.
 //! - [`store`]: the shared state; [`watch`]: following entitlements changes.
+//! - [`usage`]: the usage ledger shared by the nodes (claims and marks per SHA-256);
+//!   [`sequences`]: the JPD's outgoing bundle sequences.
 //!
 //! Nothing here uses a session-level lock: every guarantee rests on single statements and
 //! transactions, judged in database time.
@@ -17,5 +19,7 @@ pub mod lease;
 pub mod migrate;
 pub mod nodes;
 pub mod sealing;
+pub mod sequences;
 pub mod store;
+pub mod usage;
 pub mod watch;

@@ -19,6 +19,22 @@ pub struct NodeView {
     pub address: Option<String>,
     /// Digest of the entitlements it serves.
     pub entitlements_digest: Option<String>,
+    /// Its usage counters as of its last heartbeat.
+    pub usage: Option<NodeUsage>,
+}
+
+/// A node's usage counters, sent with its heartbeat (shown by `GET /api/v1/cluster`, `status`
+/// and `/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeUsage {
+    /// Valid files in the node's spool not yet acknowledged (as of its last run).
+    pub pending: u64,
+    /// Acknowledged, not yet archived (as of its last run).
+    pub uploaded: u64,
+    /// Archived (and deleted) by this node.
+    pub archived: u64,
+    /// In the node's quarantine.
+    pub quarantined: u64,
 }
 
 /// Why a node may not (or may no longer) use its node id.
@@ -104,18 +120,21 @@ pub async fn join(
     }))
 }
 
-/// Refreshes this node's heartbeat and the digest of what it serves.
+/// Refreshes this node's heartbeat, the digest of what it serves and its usage counters.
 pub async fn heartbeat(
     db: &Db,
     me: &Member,
     entitlements_digest: Option<&str>,
+    usage: Option<&NodeUsage>,
 ) -> Result<Result<(), MembershipError>, DbError> {
     let client = db.client().await?;
+    let usage = usage.and_then(|u| serde_json::to_value(u).ok());
     let n = client
         .execute(
-            "UPDATE jfconnect.nodes SET heartbeat_at = clock_timestamp(), entitlements_digest = $3
+            "UPDATE jfconnect.nodes SET heartbeat_at = clock_timestamp(), entitlements_digest = $3,
+                 usage_counts = coalesce($4, usage_counts)
              WHERE node_id = $1 AND instance_id = $2",
-            &[&me.node_id, &me.instance_id, &entitlements_digest],
+            &[&me.node_id, &me.instance_id, &entitlements_digest, &usage],
         )
         .await
         .map_err(|e| db.fail("send a heartbeat", e))?;
@@ -148,7 +167,7 @@ pub async fn nodes(db: &Db) -> Result<Vec<NodeView>, DbError> {
         .query(
             "SELECT node_id,
                     (extract(epoch FROM (clock_timestamp() - heartbeat_at)) * 1000)::bigint,
-                    address, entitlements_digest
+                    address, entitlements_digest, usage_counts
              FROM jfconnect.nodes ORDER BY node_id",
             &[],
         )
@@ -161,6 +180,9 @@ pub async fn nodes(db: &Db) -> Result<Vec<NodeView>, DbError> {
             heartbeat_age_ms: r.get(1),
             address: r.get(2),
             entitlements_digest: r.get(3),
+            usage: r
+                .get::<_, Option<serde_json::Value>>(4)
+                .and_then(|v| serde_json::from_value(v).ok()),
         })
         .collect())
 }

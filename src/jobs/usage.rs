@@ -12,7 +12,9 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::entitlements::EntitlementsStore;
 use crate::jpd::Jpd;
-use crate::pipeline::{archive_uploaded, console_progress, upload_pending};
+use crate::pipeline::{
+    archive_uploaded_with, console_progress, upload_pending_with, RunOptions, UsageLedger,
+};
 use crate::transport::{ErrorClass, Transport};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,8 @@ pub(crate) struct UsageTask {
     pub jpd_id: String,
     /// The pipeline's clock.
     pub clock: SharedClock,
+    /// The shared usage ledger in database mode (`None`: the data folder's).
+    pub ledger: Option<Arc<dyn UsageLedger>>,
 }
 
 #[async_trait::async_trait]
@@ -50,13 +54,15 @@ impl Job for UsageTask {
                 message: super::NOT_REGISTERED.into(),
             })?;
         let progress = console_progress(self.clock.clone());
-        let out = upload_pending(
+        let opts = RunOptions::from_config(&self.config, self.clock.clone())
+            .with_ledger(self.ledger.clone());
+        let out = upload_pending_with(
             &self.config,
             self.transport.as_ref(),
             &self.jpd_id,
             &token,
             progress.as_ref(),
-            self.clock.clone(),
+            &opts,
         )
         .await?;
         Ok(JobReport {
@@ -73,6 +79,8 @@ pub(crate) struct ArchivalTask {
     pub jpd: Arc<dyn Jpd>,
     /// The pipeline's clock.
     pub clock: SharedClock,
+    /// The shared usage ledger in database mode (`None`: the data folder's).
+    pub ledger: Option<Arc<dyn UsageLedger>>,
 }
 
 #[async_trait::async_trait]
@@ -85,13 +93,10 @@ impl Job for ArchivalTask {
     }
     async fn run(&self) -> Result<JobReport, JobError> {
         let progress = console_progress(self.clock.clone());
-        let out = archive_uploaded(
-            &self.config,
-            self.jpd.as_ref(),
-            progress.as_ref(),
-            self.clock.clone(),
-        )
-        .await?;
+        let opts = RunOptions::from_config(&self.config, self.clock.clone())
+            .with_ledger(self.ledger.clone());
+        let out = archive_uploaded_with(&self.config, self.jpd.as_ref(), progress.as_ref(), &opts)
+            .await?;
         Ok(JobReport {
             summary: out.summary(),
         })
@@ -99,7 +104,7 @@ impl Job for ArchivalTask {
 }
 
 /// The usage and archival jobs for `config`, sending usage through `transport` and archives
-/// to `jpd`.
+/// to `jpd`, keeping per-file state in `ledger` (`None`: the data folder's markers).
 pub(crate) fn pipeline_jobs(
     config: &Config,
     transport: Arc<dyn Transport>,
@@ -107,6 +112,7 @@ pub(crate) fn pipeline_jobs(
     jpd_id: &str,
     jpd: Arc<dyn Jpd>,
     clock: SharedClock,
+    ledger: Option<Arc<dyn UsageLedger>>,
 ) -> Vec<Arc<dyn Job>> {
     let config = Arc::new(config.clone());
     vec![
@@ -116,8 +122,14 @@ pub(crate) fn pipeline_jobs(
             store,
             jpd_id: jpd_id.to_string(),
             clock: clock.clone(),
+            ledger: ledger.clone(),
         }),
-        Arc::new(ArchivalTask { config, jpd, clock }),
+        Arc::new(ArchivalTask {
+            config,
+            jpd,
+            clock,
+            ledger,
+        }),
     ]
 }
 

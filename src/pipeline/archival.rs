@@ -11,9 +11,15 @@
 //!
 //! Any failure stops the run with nothing deleted that is not in a verified archive; the next
 //! run resumes at the saved step. See `docs/usage-pipeline.md`.
+//!
+//! With the shared ledger (database mode) a file goes into this node's plan only once this
+//! node holds its archival claim; the files of an archive are marked archived in the database
+//! (fenced) after the read-back and before any delete. A spool file whose bytes another node
+//! already archived is a *copy*: it is deleted once this node has read that archive's checksum
+//! back from the JPD itself. Archive names carry the node id instead of the host name.
 
 use super::assemble::{self, assemble, ArchiveBuilder, Assembled};
-use super::ledger::Ledger;
+use super::ledger::{ArchiveClaim, ArchiveRef, Ledger, UsageLedger};
 use super::plan;
 use super::plan::{PlanInput, Planner};
 use super::plan_store::{self, ArchiveStep, PlanHeader, PlanWriter};
@@ -21,11 +27,12 @@ use super::progress::Progress;
 use super::spool::{self, Identity};
 use super::{acquire_lock, Layout, PipelineError, RunOptions};
 use crate::bundle::Deflater;
-use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::jpd::Jpd;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io;
+use std::sync::Arc;
 
 /// Markers dropped (and the spool fsynced) per this many deletions.
 const DELETE_CHUNK: usize = 8192;
@@ -58,6 +65,10 @@ pub struct ArchivalOutcome {
     pub pending: u64,
     /// Files still being written.
     pub not_settled: u64,
+    /// Uploaded files another node holds the archival claim of (shared ledger).
+    pub held_elsewhere: u64,
+    /// Copies of files another node archived, deleted after this node read the archive back.
+    pub copies_deleted: u64,
 }
 
 impl ArchivalOutcome {
@@ -68,39 +79,42 @@ impl ArchivalOutcome {
 
     /// One line for a person.
     pub fn summary(&self) -> String {
-        if self.archives.is_empty() {
-            return format!(
+        let mut s = if self.archives.is_empty() {
+            format!(
                 "nothing to archive ({} not yet uploaded)",
                 crate::words::count(self.pending, "usage file", "usage files")
-            );
+            )
+        } else {
+            let names: Vec<String> = self
+                .archives
+                .iter()
+                .map(|a| format!("{}/{}", self.repo, a.name))
+                .collect();
+            format!(
+                "archived {} into {}, checksum verified, originals deleted",
+                crate::words::count(self.files(), "usage file", "usage files"),
+                names.join(", ")
+            )
+        };
+        if self.copies_deleted > 0 {
+            s.push_str(&format!(
+                "; {} of files other nodes archived deleted after their archives were read back",
+                crate::words::count(self.copies_deleted, "copy", "copies")
+            ));
         }
-        let names: Vec<String> = self
-            .archives
-            .iter()
-            .map(|a| format!("{}/{}", self.repo, a.name))
-            .collect();
-        format!(
-            "archived {} into {}, checksum verified, originals deleted",
-            crate::words::count(self.files(), "usage file", "usage files"),
-            names.join(", ")
-        )
+        if self.held_elsewhere > 0 {
+            s.push_str(&format!(
+                "; {} left for the node that holds {}",
+                crate::words::count(self.held_elsewhere, "usage file", "usage files"),
+                if self.held_elsewhere == 1 {
+                    "it"
+                } else {
+                    "them"
+                }
+            ));
+        }
+        s
     }
-}
-
-/// Archives every uploaded usage file; see [`archive_uploaded_with`].
-pub(crate) async fn archive_uploaded(
-    config: &Config,
-    jpd: &dyn Jpd,
-    progress: &dyn Progress,
-    clock: SharedClock,
-) -> Result<ArchivalOutcome, PipelineError> {
-    archive_uploaded_with(
-        config,
-        jpd,
-        progress,
-        &RunOptions::from_config(config, clock),
-    )
-    .await
 }
 
 /// Finishes the active plan, then plans and archives the files uploaded since.
@@ -112,7 +126,11 @@ pub async fn archive_uploaded_with(
 ) -> Result<ArchivalOutcome, PipelineError> {
     let layout = Layout::new(config);
     let _lock = acquire_lock(&layout).await?;
-    let ledger = Ledger::open(&layout.root)?;
+    let counter = Ledger::open(&layout.root)?;
+    let ledger: Arc<dyn UsageLedger> = match &opts.ledger {
+        Some(l) => l.clone(),
+        None => Arc::new(counter.clone()),
+    };
     clear_tmp(&layout)?;
     plan_store::sweep_done(&layout)?;
     let mut out = ArchivalOutcome {
@@ -127,6 +145,7 @@ pub async fn archive_uploaded_with(
         execute(
             &layout,
             &ledger,
+            &counter,
             &plan,
             Vec::new(),
             jpd,
@@ -137,10 +156,11 @@ pub async fn archive_uploaded_with(
         .await?;
     }
     let (l, lg, c, o) = (layout.clone(), ledger.clone(), config.clone(), opts.clone());
-    let planned = tokio::task::spawn_blocking(move || make_plan(&l, &lg, &c, &o))
+    let rt = tokio::runtime::Handle::current();
+    let planned = tokio::task::spawn_blocking(move || make_plan(&l, &lg, &c, &o, &rt))
         .await
         .map_err(|e| PipelineError::io("plan", &layout.root, io::Error::other(e)))?;
-    let (plan, scan, built) = match planned {
+    let (plan, scan, built, copies) = match planned {
         Ok(v) => v,
         Err(e) => {
             let _ = clear_tmp(&layout);
@@ -150,17 +170,25 @@ pub async fn archive_uploaded_with(
     out.quarantined = scan.quarantined;
     out.pending = scan.pending;
     out.not_settled = scan.not_settled;
+    out.held_elsewhere = scan.elsewhere;
     if let Some(plan) = plan {
         opts.failpoint.hit("after-plan")?;
         if !token_checked {
             jpd.check_token().await?;
+            token_checked = true;
         }
         execute(
-            &layout, &ledger, &plan, built, jpd, progress, opts, &mut out,
+            &layout, &ledger, &counter, &plan, built, jpd, progress, opts, &mut out,
         )
         .await?;
     }
-    ledger.record_scan(scan.pending + scan.not_settled, 0)?;
+    if !copies.is_empty() {
+        if !token_checked {
+            jpd.check_token().await?;
+        }
+        out.copies_deleted = delete_copies(&layout, copies, jpd).await?;
+    }
+    counter.record_scan(scan.pending + scan.not_settled, scan.elsewhere)?;
     Ok(out)
 }
 
@@ -178,7 +206,20 @@ struct ScanCounts {
     quarantined: u64,
     pending: u64,
     not_settled: u64,
+    elsewhere: u64,
 }
+
+/// A spool file whose bytes another node already archived.
+#[derive(Debug)]
+struct Copy {
+    name: String,
+    ident: Identity,
+}
+
+/// Copies grouped by the archive that holds their bytes.
+type Copies = BTreeMap<(String, String, String, u64), Vec<Copy>>;
+
+type Planned = (Option<PlanHeader>, ScanCounts, Vec<Assembled>, Copies);
 
 /// Scans the spool and writes a plan of every uploaded file (blocking). In the same pass, each
 /// archive of the plan is assembled from the bytes just read and checked, so a file is read
@@ -186,16 +227,14 @@ struct ScanCounts {
 /// resumed plan re-assembles them from the spool instead.
 fn make_plan(
     layout: &Layout,
-    ledger: &Ledger,
+    ledger: &Arc<dyn UsageLedger>,
     config: &Config,
     opts: &RunOptions,
-) -> Result<(Option<PlanHeader>, ScanCounts, Vec<Assembled>), PipelineError> {
+    rt: &tokio::runtime::Handle,
+) -> Result<Planned, PipelineError> {
     let now = opts.clock.now();
-    let planner = Planner::new(
-        &host_name(),
-        now.date_naive(),
-        config.archival.max_archive_bytes,
-    );
+    let name = ledger.node().map_or_else(host_name, str::to_string);
+    let planner = Planner::new(&name, now.date_naive(), config.archival.max_archive_bytes);
     let mut writer = PlanWriter::begin(layout, planner)?;
     let mut scan = spool::SpoolScan::open(&layout.spool)?;
     let mut counts = ScanCounts::default();
@@ -204,9 +243,10 @@ fn make_plan(
     let mut current: Option<(usize, ArchiveBuilder)> = None;
     let rules = layout.scan_rules(config, opts);
     let mut seen = spool::ScanCounts::default();
+    let mut copies = Copies::new();
     while let Some(found) =
         scan.next_batch(512, &rules, &mut seen, Deflater::new, |deflater, mut f| {
-            if !ledger.is_uploaded(&f.sha256) {
+            if ledger.surely_not_uploaded(&f.sha256) {
                 return None;
             }
             let content = std::mem::take(&mut f.content);
@@ -215,11 +255,38 @@ fn make_plan(
             Some((f, prepared))
         })?
     {
+        let shas: Vec<String> = found
+            .iter()
+            .flatten()
+            .map(|(f, _)| f.sha256.clone())
+            .collect();
+        let claims = rt.block_on(ledger.claim_archival(shas))?;
         for s in found {
             let Some((f, prepared)) = s else {
                 counts.pending += 1;
                 continue;
             };
+            match claims.get(&f.sha256) {
+                Some(ArchiveClaim::Mine) => {}
+                Some(ArchiveClaim::Elsewhere(_)) => {
+                    counts.elsewhere += 1;
+                    continue;
+                }
+                Some(ArchiveClaim::Archived(a)) => {
+                    copies
+                        .entry((a.repo.clone(), a.name.clone(), a.sha256.clone(), a.size))
+                        .or_default()
+                        .push(Copy {
+                            name: f.name.clone(),
+                            ident: f.ident,
+                        });
+                    continue;
+                }
+                Some(ArchiveClaim::NotUploaded) | None => {
+                    counts.pending += 1;
+                    continue;
+                }
+            }
             let path = layout.spool.join(&f.name);
             let prepared = prepared.map_err(|e| PipelineError::io("deflate", &path, e))?;
             first_sha.get_or_insert_with(|| f.sha256.clone());
@@ -256,7 +323,7 @@ fn make_plan(
         first_sha.as_deref().map_or("", |s| &s[..12])
     );
     let plan = writer.commit(layout, id, now.to_rfc3339(), &config.archival.repo)?;
-    Ok((plan, counts, built))
+    Ok((plan, counts, built, copies))
 }
 
 /// This machine's name, for archive paths.
@@ -272,7 +339,8 @@ fn host_name() -> String {
 #[allow(clippy::too_many_arguments)]
 async fn execute(
     layout: &Layout,
-    ledger: &Ledger,
+    ledger: &Arc<dyn UsageLedger>,
+    counter: &Ledger,
     plan: &PlanHeader,
     prebuilt: Vec<Assembled>,
     jpd: &dyn Jpd,
@@ -321,6 +389,15 @@ async fn execute(
             files,
         } = steps.steps[k].clone()
         {
+            if ledger.node().is_some() {
+                let archive = ArchiveRef {
+                    repo: plan.repo.clone(),
+                    name: spec.name.clone(),
+                    sha256: sha256.clone(),
+                    size,
+                };
+                record_archived(layout, ledger.as_ref(), k, &archive, files > 0).await?;
+            }
             let (l, lg, f) = (layout.clone(), ledger.clone(), opts.failpoint.clone());
             tokio::task::spawn_blocking(move || delete_originals(&l, &lg, k, &f))
                 .await
@@ -363,7 +440,7 @@ async fn execute(
         ArchiveStep::Done { files, size, .. } => (f + files, b + size),
         _ => (f, b),
     });
-    ledger.record_plan_done(&plan.id, files, bytes)?;
+    counter.record_plan_done(&plan.id, files, bytes)?;
     plan_store::finish(layout)
 }
 
@@ -401,10 +478,132 @@ async fn deploy_and_verify(
     }
 }
 
-/// Deletes the originals of verified archive `k`: the one place a usage file is deleted.
+/// Marks the files of verified archive `k` archived in the shared ledger (when `deployed`; an
+/// archive whose every file was dropped was never deployed) and gives back the claims of its
+/// dropped files. Nothing of the archive is deleted before this succeeded.
+async fn record_archived(
+    layout: &Layout,
+    ledger: &dyn UsageLedger,
+    k: usize,
+    archive: &ArchiveRef,
+    deployed: bool,
+) -> Result<(), PipelineError> {
+    let l = layout.clone();
+    let (kept, dropped) = tokio::task::spawn_blocking(move || {
+        let dropped_names = plan_store::load_dropped(&l, k)?;
+        let mut kept = HashSet::new();
+        let mut dropped = HashSet::new();
+        for e in plan_store::entries(&l, k)? {
+            let e = e?;
+            if dropped_names.contains(&e.spool_name) {
+                dropped.insert(e.sha256);
+            } else {
+                kept.insert(e.sha256);
+            }
+        }
+        Ok::<_, PipelineError>((kept, dropped))
+    })
+    .await
+    .map_err(|e| PipelineError::io("read", &layout.root, io::Error::other(e)))??;
+    if deployed {
+        ledger
+            .mark_archived(kept.iter().cloned().collect(), archive)
+            .await?;
+    }
+    let released: Vec<String> = dropped
+        .into_iter()
+        .filter(|s| !deployed || !kept.contains(s))
+        .collect();
+    ledger.release(released).await
+}
+
+/// Deletes the spool's copies of files other nodes archived: per archive, only after this node
+/// read its SHA-256 and size back from the JPD and they match what the ledger recorded.
+async fn delete_copies(
+    layout: &Layout,
+    copies: Copies,
+    jpd: &dyn Jpd,
+) -> Result<u64, PipelineError> {
+    let mut deleted = 0;
+    for ((repo, name, sha256, size), files) in copies {
+        match jpd.storage_info(&repo, &name).await? {
+            Some(i) if i.checksums.sha256 == sha256 && i.size == size.to_string() => {}
+            other => {
+                return Err(PipelineError::ChecksumMismatch {
+                    path: format!("{repo}/{name}"),
+                    stored: other
+                        .as_ref()
+                        .map_or("(nothing)".into(), |i| i.checksums.sha256.clone()),
+                    stored_size: other.map_or("0".into(), |i| i.size),
+                    expected: sha256,
+                    size,
+                })
+            }
+        }
+        let l = layout.clone();
+        deleted += tokio::task::spawn_blocking(move || {
+            let dir = spool::open_dir(&l.spool)
+                .map_err(|err| PipelineError::io("list", &l.spool, err))?;
+            let mut n = 0u64;
+            for c in &files {
+                if delete_unchanged(&dir, &l, &c.name, &c.ident)? == Deletion::Deleted {
+                    n += 1;
+                }
+            }
+            crate::state::sync_dir(&l.spool).map_err(|e| PipelineError::fsync(&l.spool, e))?;
+            Ok::<_, PipelineError>(n)
+        })
+        .await
+        .map_err(|e| PipelineError::io("delete", &layout.spool, io::Error::other(e)))??;
+    }
+    Ok(deleted)
+}
+
+/// What [`delete_unchanged`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deletion {
+    Deleted,
+    /// Gone already (a resumed deletion).
+    Gone,
+    /// Changed or replaced since it was read: kept.
+    Kept,
+}
+
+/// Deletes spool file `name` if it is still the regular file of identity `ident`: the one
+/// place a usage file is deleted.
+fn delete_unchanged(
+    dir: &std::os::fd::OwnedFd,
+    layout: &Layout,
+    name: &str,
+    ident: &Identity,
+) -> Result<Deletion, PipelineError> {
+    let os = std::ffi::OsStr::new(name);
+    let path = || layout.spool.join(name);
+    // Identity right before the delete, relative to the spool's descriptor and without
+    // following a symlink: the planned file, unchanged.
+    match Identity::at(std::os::fd::AsFd::as_fd(dir), os) {
+        Ok(Some(now)) if ident.same_file(&now) => {
+            rustix::fs::unlinkat(dir, os, rustix::fs::AtFlags::empty())
+                .map_err(|err| PipelineError::io("delete", &path(), err.into()))?;
+            Ok(Deletion::Deleted)
+        }
+        Ok(Some(_)) => {
+            tracing::warn!(file = %name, "usage file changed after it was archived; kept");
+            Ok(Deletion::Kept)
+        }
+        Ok(None) => {
+            tracing::warn!(file = %name, reason = "it is not a regular file", "usage file was replaced after it was archived; kept");
+            Ok(Deletion::Kept)
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Deletion::Gone),
+        Err(err) => Err(PipelineError::io("inspect", &path(), err)),
+    }
+}
+
+/// Deletes the originals of verified archive `k` through [`delete_unchanged`].
 fn delete_originals(
     layout: &Layout,
-    ledger: &Ledger,
+    ledger: &Arc<dyn UsageLedger>,
     k: usize,
     failpoint: &super::failpoint::Failpoints,
 ) -> Result<(), PipelineError> {
@@ -414,7 +613,7 @@ fn delete_originals(
     let flush = |archived: &mut Vec<String>| -> Result<(), PipelineError> {
         crate::state::sync_dir(&layout.spool)
             .map_err(|e| PipelineError::fsync(&layout.spool, e))?;
-        ledger.forget(archived.iter().map(String::as_str))?;
+        ledger.forget(archived)?;
         archived.clear();
         Ok(())
     };
@@ -427,29 +626,15 @@ fn delete_originals(
         if dropped.contains(&e.spool_name) {
             continue;
         }
-        let name = std::ffi::OsStr::new(&e.spool_name);
-        let path = || layout.spool.join(&e.spool_name);
-        // Identity right before the delete, without following a symlink: the planned file,
-        // unchanged.
-        match Identity::at(std::os::fd::AsFd::as_fd(&dir), name) {
-            Ok(Some(now)) if e.ident.same_file(&now) => {
-                rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty())
-                    .map_err(|err| PipelineError::io("delete", &path(), err.into()))?;
+        match delete_unchanged(&dir, layout, &e.spool_name, &e.ident)? {
+            Deletion::Kept => continue,
+            Deletion::Gone => {}
+            Deletion::Deleted => {
                 if !deleted_any {
                     deleted_any = true;
                     failpoint.hit("after-delete-one")?;
                 }
             }
-            Ok(Some(_)) => {
-                tracing::warn!(file = %e.spool_name, "usage file changed after it was archived; kept");
-                continue;
-            }
-            Ok(None) => {
-                tracing::warn!(file = %e.spool_name, reason = "it is not a regular file", "usage file was replaced after it was archived; kept");
-                continue;
-            }
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(PipelineError::io("inspect", &path(), err)),
         }
         archived.push(e.sha256);
         if archived.len() >= DELETE_CHUNK {

@@ -70,6 +70,10 @@ pub enum PipelineError {
         /// The lock file.
         lock: PathBuf,
     },
+    /// The shared usage ledger (database mode) failed or refused; nothing was marked or
+    /// deleted on its account.
+    #[error("the shared usage ledger: {0}; nothing was deleted")]
+    Ledger(#[from] crate::ha::db::DbError),
     /// A test failpoint stopped the run.
     #[error("failpoint {0} stopped the run")]
     Failpoint(&'static str),
@@ -106,6 +110,7 @@ impl PipelineError {
             PipelineError::ChecksumMismatch { .. } | PipelineError::Busy { .. } => {
                 ErrorClass::Unavailable
             }
+            PipelineError::Ledger(e) if e.is_unavailable() => ErrorClass::Unavailable,
             _ => ErrorClass::Local,
         }
     }

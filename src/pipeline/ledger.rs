@@ -15,11 +15,20 @@
 //! markers are a million entries of one folder (hashed directory index on ext4 and XFS).
 //! Writing a batch costs one folder fsync — under a busy disk every fsync waits for a journal
 //! commit, so their number matters more than their size.
+//!
+//! [`UsageLedger`] is what the usage and archival jobs ask: the data folder's markers
+//! ([`Ledger`], a single node) or, in database mode, the ledger shared by every node of the JPD
+//! ([`SharedLedger`] over `ha::usage`), where a file is claimed before it is uploaded or
+//! planned, so bytes present on two nodes are uploaded once and archived once. The counters
+//! stay in the node's `counts.json` in both modes: they describe this node's spool.
 
 use super::PipelineError;
+pub use crate::ha::usage::{ArchiveClaim, ArchiveRef};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Counts of usage files by state, for `status` and `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +179,193 @@ impl Ledger {
         c.uploaded = c.uploaded.saturating_sub(files);
         c.last_plan = Some(plan_id.to_string());
         Ok(crate::state::save(&self.counts, &c)?)
+    }
+}
+
+/// The per-file state the usage and archival jobs rely on, behind one interface: the data
+/// folder's markers ([`Ledger`]) or the JPD's shared ledger ([`SharedLedger`]).
+#[async_trait::async_trait]
+pub trait UsageLedger: Send + Sync {
+    /// The name archives of this ledger's node carry: `None` for a single node (the host
+    /// name, as before), the node id in database mode.
+    fn node(&self) -> Option<&str>;
+    /// A cheap local answer, asked while the spool is scanned: true when the file certainly
+    /// needs no upload (the marker ledger knows; the shared one asks in [`claim_uploads`]).
+    ///
+    /// [`claim_uploads`]: UsageLedger::claim_uploads
+    fn surely_uploaded(&self, sha256: &str) -> bool;
+    /// True when the file certainly is not ready for archival (not uploaded), asked while the
+    /// spool is scanned for a plan.
+    fn surely_not_uploaded(&self, sha256: &str) -> bool;
+    /// Of `shas`, the ones this node should upload now.
+    async fn claim_uploads(&self, shas: Vec<String>) -> Result<Vec<String>, PipelineError>;
+    /// Records durably that JCS acknowledged these files; call only after the acknowledgement.
+    async fn mark_uploaded(&self, shas: Vec<String>) -> Result<(), PipelineError>;
+    /// Where each file stands for this node's next archive plan (claiming the ones it takes).
+    async fn claim_archival(
+        &self,
+        shas: Vec<String>,
+    ) -> Result<HashMap<String, ArchiveClaim>, PipelineError>;
+    /// Records that these files are in `archive`, whose checksum was read back; nothing may be
+    /// deleted before this succeeded.
+    async fn mark_archived(
+        &self,
+        shas: Vec<String>,
+        archive: &ArchiveRef,
+    ) -> Result<(), PipelineError>;
+    /// Gives back claims of planned files that were left out of their archive.
+    async fn release(&self, shas: Vec<String>) -> Result<(), PipelineError>;
+    /// Drops what is kept about files whose originals were deleted (blocking).
+    fn forget(&self, shas: &[String]) -> Result<(), PipelineError>;
+}
+
+#[async_trait::async_trait]
+impl UsageLedger for Ledger {
+    fn node(&self) -> Option<&str> {
+        None
+    }
+    fn surely_uploaded(&self, sha256: &str) -> bool {
+        self.is_uploaded(sha256)
+    }
+    fn surely_not_uploaded(&self, sha256: &str) -> bool {
+        !self.is_uploaded(sha256)
+    }
+    async fn claim_uploads(&self, shas: Vec<String>) -> Result<Vec<String>, PipelineError> {
+        Ok(shas)
+    }
+    async fn mark_uploaded(&self, shas: Vec<String>) -> Result<(), PipelineError> {
+        let l = self.clone();
+        tokio::task::spawn_blocking(move || l.mark_uploaded(shas.iter().map(String::as_str)))
+            .await
+            .map_err(|e| PipelineError::io("record", &self.uploaded, std::io::Error::other(e)))?
+    }
+    async fn claim_archival(
+        &self,
+        shas: Vec<String>,
+    ) -> Result<HashMap<String, ArchiveClaim>, PipelineError> {
+        Ok(shas.into_iter().map(|s| (s, ArchiveClaim::Mine)).collect())
+    }
+    async fn mark_archived(&self, _: Vec<String>, _: &ArchiveRef) -> Result<(), PipelineError> {
+        Ok(())
+    }
+    async fn release(&self, _: Vec<String>) -> Result<(), PipelineError> {
+        Ok(())
+    }
+    fn forget(&self, shas: &[String]) -> Result<(), PipelineError> {
+        Ledger::forget(self, shas.iter().map(String::as_str))
+    }
+}
+
+/// The usage ledger shared by the nodes of a JPD (database mode; see `ha::usage`).
+#[derive(Clone)]
+pub struct SharedLedger {
+    db: crate::ha::db::Db,
+    node_id: String,
+    member: MemberSource,
+    claim_ttl: std::time::Duration,
+}
+
+/// This process's membership of the cluster, once it has joined (`None` before).
+pub type MemberSource = Arc<dyn Fn() -> Option<crate::ha::nodes::Member> + Send + Sync>;
+
+impl SharedLedger {
+    /// The shared ledger of a node that has joined, claiming as `member`; an upload claim
+    /// lapses after `claim_ttl`.
+    pub fn new(
+        db: crate::ha::db::Db,
+        member: crate::ha::nodes::Member,
+        claim_ttl: std::time::Duration,
+    ) -> Self {
+        let node_id = member.node_id.clone();
+        SharedLedger::joining(
+            db,
+            node_id,
+            Arc::new(move || Some(member.clone())),
+            claim_ttl,
+        )
+    }
+
+    /// The shared ledger of node `node_id`, which may not have joined yet (it started while
+    /// the database was away): until `member` answers, every claim and mark fails as the
+    /// database being unavailable, so runs retry and nothing is uploaded or deleted.
+    pub fn joining(
+        db: crate::ha::db::Db,
+        node_id: String,
+        member: MemberSource,
+        claim_ttl: std::time::Duration,
+    ) -> Self {
+        SharedLedger {
+            db,
+            node_id,
+            member,
+            claim_ttl,
+        }
+    }
+
+    fn member(&self) -> Result<crate::ha::nodes::Member, PipelineError> {
+        (self.member)().ok_or_else(|| {
+            crate::ha::db::DbError::Unavailable {
+                url: self.db.url().to_string(),
+                reason: format!("node {} has not joined the cluster yet", self.node_id),
+            }
+            .into()
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl UsageLedger for SharedLedger {
+    fn node(&self) -> Option<&str> {
+        Some(&self.node_id)
+    }
+    fn surely_uploaded(&self, _: &str) -> bool {
+        false
+    }
+    fn surely_not_uploaded(&self, _: &str) -> bool {
+        false
+    }
+    async fn claim_uploads(&self, shas: Vec<String>) -> Result<Vec<String>, PipelineError> {
+        if shas.is_empty() {
+            return Ok(shas);
+        }
+        Ok(
+            crate::ha::usage::claim_uploads(&self.db, &self.member()?, &shas, self.claim_ttl)
+                .await?,
+        )
+    }
+    async fn mark_uploaded(&self, shas: Vec<String>) -> Result<(), PipelineError> {
+        if shas.is_empty() {
+            return Ok(());
+        }
+        Ok(crate::ha::usage::mark_uploaded(&self.db, &self.member()?, &shas).await?)
+    }
+    async fn claim_archival(
+        &self,
+        shas: Vec<String>,
+    ) -> Result<HashMap<String, ArchiveClaim>, PipelineError> {
+        if shas.is_empty() {
+            return Ok(HashMap::new());
+        }
+        Ok(crate::ha::usage::claim_archival(&self.db, &self.member()?, &shas).await?)
+    }
+    async fn mark_archived(
+        &self,
+        shas: Vec<String>,
+        archive: &ArchiveRef,
+    ) -> Result<(), PipelineError> {
+        if shas.is_empty() {
+            return Ok(());
+        }
+        Ok(crate::ha::usage::mark_archived(&self.db, &self.member()?, &shas, archive).await?)
+    }
+    async fn release(&self, shas: Vec<String>) -> Result<(), PipelineError> {
+        if shas.is_empty() {
+            return Ok(());
+        }
+        Ok(crate::ha::usage::release(&self.db, &self.member()?, &shas).await?)
+    }
+    fn forget(&self, _: &[String]) -> Result<(), PipelineError> {
+        Ok(())
     }
 }
 

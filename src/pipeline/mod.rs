@@ -8,13 +8,15 @@
 //! rule, durability order and why each step is safe to crash in.
 //!
 //! Code map: [`spool`] lists, settles, validates and quarantines files; [`ledger`] keeps the
-//! durable per-file state and the counters; [`upload`] is the usage job; [`plan`] is the pure
-//! grouping rule; [`plan_store`] writes and reads a plan durably (the zip itself is written by
-//! `bundle`'s streaming writer, the one bundles use);
+//! durable per-file state (the data folder's markers, or the nodes' shared ledger in database
+//! mode, behind [`UsageLedger`]) and the counters; [`upload`] is the usage job; [`plan`] is the
+//! pure grouping rule; [`plan_store`] writes and reads a plan durably (the zip itself is written
+//! by `bundle`'s streaming writer, the one bundles use);
 //! [`archival`] is the archival job that executes a plan.
 //!
 //! Architecture invariant: a usage file is deleted in exactly one place,
-//! `archival::delete_originals`, and only for an archive whose checksum was read back.
+//! `archival::delete_unchanged`, and only for an archive whose checksum this node read back
+//! (its own archive's originals, or a copy of a file another node archived).
 
 pub mod archival;
 mod assemble;
@@ -30,17 +32,16 @@ pub mod upload;
 
 pub use archival::{archive_uploaded_with, ArchivalOutcome};
 
-pub(crate) use archival::archive_uploaded;
 pub use error::PipelineError;
-pub use ledger::{pipeline_counts, Counts};
+pub use ledger::{pipeline_counts, Counts, SharedLedger, UsageLedger};
 pub(crate) use progress::console_progress;
 pub use progress::NoProgress;
-pub(crate) use upload::upload_pending;
 pub use upload::{upload_pending_with, UsageOutcome};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a spool file must stay unchanged (size and mtime) before it is picked up.
@@ -55,6 +56,9 @@ pub struct RunOptions {
     pub failpoint: failpoint::Failpoints,
     /// The only source of "now" in the pipeline (settle window, plan date and id).
     pub clock: SharedClock,
+    /// The usage ledger: `None` for the data folder's markers (a single node), the JPD's
+    /// shared ledger in database mode.
+    pub ledger: Option<Arc<dyn ledger::UsageLedger>>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -75,7 +79,14 @@ impl RunOptions {
             settle: config.env.spool_settle().unwrap_or(SETTLE_WINDOW),
             failpoint: failpoint::Failpoints::from_env(),
             clock,
+            ledger: None,
         }
+    }
+
+    /// The same options using `ledger` (`None`: the data folder's markers).
+    pub fn with_ledger(mut self, ledger: Option<Arc<dyn ledger::UsageLedger>>) -> Self {
+        self.ledger = ledger;
+        self
     }
 }
 

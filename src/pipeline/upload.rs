@@ -7,20 +7,25 @@
 //! re-sends the batch next time; JCS recognises the SHA-256 and counts it as a duplicate, never
 //! twice. Air-gapped, the files are streamed into usage bundles instead ([`stream_pending`]),
 //! each bundle finished before its files' markers.
+//!
+//! With the shared ledger (database mode) each batch is first claimed: a file another node
+//! already uploaded, or is uploading now, is left out, so bytes present on two nodes are sent
+//! once. Air-gapped in database mode, the batches go through the transport's bundle writer
+//! (one bundle per batch, claimed like an upload) instead of the stream.
 
 use super::failpoint::Failpoints;
-use super::ledger::Ledger;
+use super::ledger::{Ledger, UsageLedger};
 use super::progress::Progress;
 use super::spool::{self, UsageFile};
 use super::{acquire_lock, Layout, PipelineError, RunOptions};
 use crate::bundle::Deflater;
-use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::secret::Secret;
 use crate::transport::outbox::{UsageBundle, UsageOutbox};
 use crate::transport::payload::usage_path;
 use crate::transport::{Transport, UsageUpload};
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 /// Most bytes of usage files held for one upload request (a single larger file goes alone).
 pub(crate) const BATCH_BYTES: u64 = 16 * 1024 * 1024;
@@ -64,19 +69,6 @@ impl UsageOutcome {
     }
 }
 
-/// Uploads every pending usage file; see [`upload_pending_with`].
-pub(crate) async fn upload_pending(
-    config: &Config,
-    transport: &dyn Transport,
-    jpd_id: &str,
-    token: &Secret,
-    progress: &dyn Progress,
-    clock: SharedClock,
-) -> Result<UsageOutcome, PipelineError> {
-    let opts = RunOptions::from_config(config, clock);
-    upload_pending_with(config, transport, jpd_id, token, progress, &opts).await
-}
-
 /// Uploads every pending usage file in batches of `config.usage.batch_size` (or what the transport asks for). On a failed
 /// request the run stops and the files of that batch (and all later ones) stay pending.
 pub async fn upload_pending_with(
@@ -89,11 +81,17 @@ pub async fn upload_pending_with(
 ) -> Result<UsageOutcome, PipelineError> {
     let layout = Layout::new(config);
     let _lock = acquire_lock(&layout).await?;
-    let ledger = Ledger::open(&layout.root)?;
+    let counter = Ledger::open(&layout.root)?;
     progress.start("upload", spool::count_candidates(&layout.spool));
-    if let Some(outbox) = transport.usage_outbox() {
-        return stream_pending(&layout, &ledger, outbox, config, progress, opts).await;
+    if opts.ledger.is_none() {
+        if let Some(outbox) = transport.usage_outbox() {
+            return stream_pending(&layout, &counter, outbox, config, progress, opts).await;
+        }
     }
+    let ledger: Arc<dyn UsageLedger> = match &opts.ledger {
+        Some(l) => l.clone(),
+        None => Arc::new(counter.clone()),
+    };
     let batch_size = transport.batch_size(config.usage.batch_size).max(1);
     let mut out = UsageOutcome::default();
     let mut scan = spool::SpoolScan::open(&layout.spool)?;
@@ -117,7 +115,7 @@ pub async fn upload_pending_with(
                     &mut counts,
                     || (),
                     |_, f| {
-                        if l.is_uploaded(&f.sha256) {
+                        if l.surely_uploaded(&f.sha256) {
                             None
                         } else {
                             Some(f)
@@ -155,12 +153,31 @@ pub async fn upload_pending_with(
         }
         let batch = take_batch(&mut queue, batch_size);
         queued_bytes = queue.iter().map(|f| f.content.len() as u64).sum();
-        let sent = send(transport, jpd_id, token, &batch, &ledger, opts, &mut tally).await;
-        let (acked, dups) = match sent {
+        let batch_len = batch.len() as u64;
+        let claimed = ledger
+            .claim_uploads(batch.iter().map(|f| f.sha256.clone()).collect())
+            .await;
+        let sent = match claimed {
+            Ok(claimed) => {
+                let claimed: HashSet<String> = claimed.into_iter().collect();
+                let (batch, elsewhere): (Vec<UsageFile>, Vec<UsageFile>) =
+                    batch.into_iter().partition(|f| claimed.contains(&f.sha256));
+                out.already_uploaded += elsewhere.len() as u64;
+                progress.inc(elsewhere.len() as u64);
+                if batch.is_empty() {
+                    continue;
+                }
+                send(transport, jpd_id, token, &batch, &*ledger, opts, &mut tally)
+                    .await
+                    .map(|(acked, dups)| (acked, dups, batch.len() as u64))
+            }
+            Err(e) => Err(e),
+        };
+        let (acked, dups, sent_files) = match sent {
             Ok(v) => v,
             Err(e) => {
-                let pending = out.not_settled + batch.len() as u64 + queue.len() as u64;
-                let _ = ledger.record_scan(pending, out.already_uploaded + out.uploaded);
+                let pending = out.not_settled + batch_len + queue.len() as u64;
+                let _ = counter.record_scan(pending, out.already_uploaded + out.uploaded);
                 let _ = super::history::record_counts(&layout, &tally, opts.clock.now());
                 progress.finish();
                 return Err(e);
@@ -169,11 +186,11 @@ pub async fn upload_pending_with(
         out.batches += 1;
         out.uploaded += acked;
         out.duplicates += dups;
-        out.not_settled += batch.len() as u64 - acked;
-        progress.inc(batch.len() as u64);
+        out.not_settled += sent_files - acked;
+        progress.inc(sent_files);
     }
     progress.finish();
-    ledger.record_scan(out.not_settled, out.already_uploaded + out.uploaded)?;
+    counter.record_scan(out.not_settled, out.already_uploaded + out.uploaded)?;
     if let Err(e) = super::history::record_counts(&layout, &tally, opts.clock.now()) {
         tracing::warn!(error = %e, "cannot add this run to the usage history");
     }
@@ -204,7 +221,7 @@ async fn send(
     jpd_id: &str,
     token: &Secret,
     batch: &[UsageFile],
-    ledger: &Ledger,
+    ledger: &dyn UsageLedger,
     opts: &RunOptions,
     tally: &mut super::history::UsageHistory,
 ) -> Result<(u64, u64), PipelineError> {
@@ -229,17 +246,8 @@ async fn send(
         .filter(|f| acknowledged.contains(f.sha256.as_str()))
         .map(|f| (f.head.timestamp.date_naive(), f.head.product.clone()))
         .collect();
-    let l = ledger.clone();
     let n = ours.len() as u64;
-    tokio::task::spawn_blocking(move || l.mark_uploaded(ours.iter().map(String::as_str)))
-        .await
-        .map_err(|e| {
-            PipelineError::io(
-                "record",
-                std::path::Path::new("ledger"),
-                std::io::Error::other(e),
-            )
-        })??;
+    ledger.mark_uploaded(ours).await?;
     opts.failpoint.hit("usage-after-ledger")?;
     for (day, product) in &acked_heads {
         tally.count(*day, product);

@@ -25,6 +25,9 @@ pub enum AirgapError {
         #[source]
         source: std::io::Error,
     },
+    /// The JPD's shared bundle sequence (database mode) could not be taken.
+    #[error("cannot take the next bundle sequence from the shared database ({0}); no bundle was written")]
+    Sequence(String),
     /// Import needs trusted vendor keys and none are configured.
     #[error("no vendor public key is configured, so no entitlements bundle can be trusted; list the vendor's minisign public key files in jfconnect.airgap.vendor_public_keys")]
     NoVendorKeys,
@@ -101,6 +104,7 @@ impl AirgapError {
             | AirgapError::Io { .. }
             | AirgapError::NoJpdId(_)
             | AirgapError::Busy(_)
+            | AirgapError::Sequence(_)
             | AirgapError::Job(_) => false,
         }
     }

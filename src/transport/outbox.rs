@@ -8,6 +8,10 @@
 //! a `jfconnect bundle export`) by a lock file. The bundle is written under a temp name,
 //! fsynced and renamed (`crate::bundle::write_bundle`): a bundle under its final name is whole,
 //! which is why it can count as the receipt of the usage it holds.
+//!
+//! In database mode every node writes bundles into its own outbox, but the sequences are the
+//! JPD's: the number comes from one counter per kind that all nodes share ([`SharedSequence`]),
+//! taken above this node's own last number, and the node's file keeps the number it got.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -95,6 +99,21 @@ struct SequenceFile {
     last: u64,
 }
 
+/// One counter per bundle kind shared by the nodes of a JPD (database mode). Called with the
+/// outbox lock held, on a blocking thread.
+pub trait SharedSequence: Send + Sync {
+    /// The next number of `kind`: above the shared counter and above `local_last`, this node's
+    /// last number (so a node moved into database mode never goes back). Saved before it is
+    /// answered; the error is one sentence.
+    fn next(&self, kind: Kind, local_last: u64) -> Result<u64, String>;
+}
+
+impl std::fmt::Debug for dyn SharedSequence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedSequence")
+    }
+}
+
 /// `state/outbox-usage-last.json`: the usage bundle being written or last written, saved
 /// before it is written. A usage job killed after the bundle was renamed into place but before
 /// the pipeline recorded its files offers them again; those in this bundle, if it exists, are
@@ -124,6 +143,8 @@ pub(crate) struct Outbox {
     pub jpd_id: String,
     /// `airgap.max_bundle_bytes`: a streamed usage bundle is split before it would pass this.
     pub max_bundle_bytes: u64,
+    /// The JPD's shared sequence counters in database mode (`None`: the state folder's).
+    pub shared: Option<Arc<dyn SharedSequence>>,
 }
 
 /// The JPD's signing key prefix under `data_dir`.
@@ -140,7 +161,14 @@ impl Outbox {
             key_prefix: jpd_key_prefix(&config.data_dir),
             jpd_id: jpd_id.to_string(),
             max_bundle_bytes: config.airgap.max_bundle_bytes,
+            shared: None,
         }
+    }
+
+    /// The same outbox numbering its bundles from `shared` (database mode).
+    pub fn with_shared_sequence(mut self, shared: Option<Arc<dyn SharedSequence>>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// The JPD's key pair, made on first need (secret key mode 0600).
@@ -355,9 +383,13 @@ impl Outbox {
     fn bump(&self, kind: Kind) -> Result<u64, AirgapError> {
         let path = self.sequence_file(kind);
         let current: SequenceFile = crate::state::load(&path)?.unwrap_or_default();
-        let next = SequenceFile {
-            last: current.last + 1,
+        let last = match &self.shared {
+            Some(shared) => shared
+                .next(kind, current.last)
+                .map_err(AirgapError::Sequence)?,
+            None => current.last + 1,
         };
+        let next = SequenceFile { last };
         crate::state::save(&path, &next)?;
         Ok(next.last)
     }
@@ -553,7 +585,42 @@ mod tests {
             key_prefix: dir.join("keys/jpd"),
             jpd_id: "jpd-unit-1".into(),
             max_bundle_bytes: 1 << 30,
+            shared: None,
         }
+    }
+
+    /// A shared counter in memory, as the database keeps it.
+    #[derive(Default)]
+    struct Counter(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+    impl SharedSequence for Counter {
+        fn next(&self, kind: Kind, local_last: u64) -> Result<u64, String> {
+            let mut m = self.0.lock().unwrap();
+            let v = m.entry(kind.to_string()).or_default();
+            *v = (*v).max(local_last) + 1;
+            Ok(*v)
+        }
+    }
+
+    #[test]
+    fn outboxes_of_two_nodes_share_one_sequence_per_kind_and_never_go_back() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let shared: Arc<dyn SharedSequence> = Arc::new(Counter::default());
+        // node-b wrote 5 registration bundles as a single node before it joined.
+        let single = outbox(b.path());
+        for _ in 0..5 {
+            single.write_registration("00112233", Utc::now()).unwrap();
+        }
+        let oa = outbox(a.path()).with_shared_sequence(Some(shared.clone()));
+        let ob = outbox(b.path()).with_shared_sequence(Some(shared));
+        let now = Utc::now();
+        let seqs: Vec<u64> = [&oa, &ob, &oa, &ob]
+            .iter()
+            .map(|o| o.write_registration("00112233", now).unwrap().sequence)
+            .collect();
+        assert_eq!(seqs, [1, 6, 7, 8]);
+        assert_eq!(ob.last_sequence(Kind::Registration).unwrap(), 8);
+        assert_eq!(oa.write_usage("00112233", &[], now).unwrap().sequence, 1);
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub fn opts() -> RunOptions {
         settle: Duration::from_secs(1),
         failpoint: Failpoints::off(),
         clock: Arc::new(SystemClock),
+        ledger: None,
     }
 }
 
@@ -86,6 +87,7 @@ pub fn failing_at(name: &str) -> RunOptions {
         settle: Duration::from_secs(1),
         failpoint: Failpoints::error_at(name),
         clock: Arc::new(SystemClock),
+        ledger: None,
     }
 }
 

@@ -5,6 +5,10 @@
 
 use jfconnect::protocol::{self, sha256_hex, RegisterResponse, UsageBatch, UsageFileWire};
 use jfconnect::sim::{self, SimHandle, SimOptions, SimStats};
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::path::Path;
 use std::time::Duration;
 use tempfile::TempDir;
 
@@ -202,4 +206,42 @@ pub async fn raw_request(sim: &Sim, request: &str) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// How many times each usage file (by SHA-256) appears across the archives a simulator stored
+/// under `sim_dir`, each archive checked entry by entry against its index; and the archives'
+/// paths.
+pub fn archived_usage(sim_dir: &Path) -> (HashMap<String, usize>, Vec<String>) {
+    let mut seen = HashMap::new();
+    let mut names = Vec::new();
+    let mut stack = vec![sim_dir.join("artifactory")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.map(Result::unwrap) {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "zip") {
+                names.push(p.display().to_string());
+                let mut z = zip::ZipArchive::new(fs::File::open(&p).unwrap()).unwrap();
+                let mut idx = String::new();
+                z.by_name("index.json")
+                    .unwrap()
+                    .read_to_string(&mut idx)
+                    .unwrap();
+                let idx: serde_json::Value = serde_json::from_str(&idx).unwrap();
+                for entry in idx["entries"].as_array().unwrap() {
+                    let mut body = Vec::new();
+                    z.by_name(entry["path"].as_str().unwrap())
+                        .unwrap()
+                        .read_to_end(&mut body)
+                        .unwrap();
+                    let sha = jfconnect::protocol::sha256_hex(&body);
+                    assert_eq!(sha, entry["sha256"].as_str().unwrap());
+                    *seen.entry(sha).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    (seen, names)
 }
