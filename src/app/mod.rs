@@ -388,18 +388,12 @@ impl App {
         transport_override: Option<Arc<dyn Transport>>,
         restart: bool,
     ) -> Result<App, AppError> {
-        App::assemble(
-            config,
-            clock,
-            transport_override,
-            restart,
-            Access::ReadWrite,
-            None,
-        )
+        App::build_in_cluster(config, clock, transport_override, restart, None)
     }
 
-    /// [`App::build`] for a node that joined a cluster ([`cluster::join`]): the entitlements
-    /// job runs only while this node holds its lease.
+    /// [`App::build`] for a cluster node ([`cluster::join`]; it may still be joining, when the
+    /// database was away at start): the entitlements job runs only while this node holds its
+    /// lease.
     pub fn build_in_cluster(
         config: Config,
         clock: SharedClock,
