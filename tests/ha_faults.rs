@@ -76,37 +76,16 @@ fn spawn(root: &Path, node: &str, sim: &str, database: &str) -> Proc {
 }
 
 impl Proc {
-    fn token(&self) -> Option<String> {
-        std::fs::read_to_string(self.data.join("api.token"))
-            .ok()
-            .map(|t| t.trim().to_string())
+    async fn get(&self, path: &str) -> Option<reqwest::Response> {
+        sim_support::node_get(self.port, &self.data, path, Duration::from_secs(2)).await
     }
 
     async fn get_json(&self, path: &str) -> Option<serde_json::Value> {
-        let resp = sim_support::client()
-            .get(format!("http://127.0.0.1:{}{path}", self.port))
-            .bearer_auth(self.token()?)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .ok()?;
-        if !resp.status().is_success() {
-            return None;
-        }
-        resp.json().await.ok()
+        self.get(path).await?.json().await.ok()
     }
 
     async fn get_text(&self, path: &str) -> Option<String> {
-        sim_support::client()
-            .get(format!("http://127.0.0.1:{}{path}", self.port))
-            .bearer_auth(self.token()?)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()
+        self.get(path).await?.text().await.ok()
     }
 
     /// The live lease holder of `entitlements` as this node reports it.

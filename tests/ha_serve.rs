@@ -26,17 +26,7 @@ struct Node {
 }
 
 fn node_config(root: &std::path::Path, node: &str, sim: &str, database: &str) -> Config {
-    node_config_on(pg_support::shared(), root, node, sim, database)
-}
-
-fn node_config_on(
-    server: &pg_support::PgServer,
-    root: &std::path::Path,
-    node: &str,
-    sim: &str,
-    database: &str,
-) -> Config {
-    node_config_with(server, root, node, sim, database, "")
+    node_config_with(pg_support::shared(), root, node, sim, database, "")
 }
 
 /// A node's configuration; `extra` is more of the `jfconnect:` section (indented by two).
@@ -387,20 +377,22 @@ async fn two_nodes_are_one_jfconnect() {
 async fn nodes_keep_serving_and_say_degraded_while_postgresql_restarts() {
     let (server, database, sim, root) = own_server().await;
     let base = sim.handle.base_url();
-    let a = start(node_config_on(
+    let a = start(node_config_with(
         &server,
         root.path(),
         "node-a",
         &base,
         &database,
+        "",
     ))
     .await;
-    let b = start(node_config_on(
+    let b = start(node_config_with(
         &server,
         root.path(),
         "node-b",
         &base,
         &database,
+        "",
     ))
     .await;
     let served = served_by_both(&a, &b).await;
@@ -591,12 +583,9 @@ async fn both_serve(a: &Node, b: &Node, product: &str) -> String {
     .unwrap_or_else(|| panic!("both nodes serve {product} with the same ETag"))
 }
 
-/// Air-gapped imports in database mode: a bundle imported on the node without the lease, over
-/// HTTP or with `jfconnect bundle import`, is applied by the leaseholder and served by both with
-/// one ETag once the import answers; two imports N+1 and N+2 on two nodes at once never roll
-/// the entitlements back; a refused import changes nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_bundle_imported_on_any_node_is_served_by_every_node() {
+/// The simulator, and two air-gapped nodes of one JPD on a fresh database; the vendor's key
+/// pair is `vendor.key`/`vendor.pub` in the folder.
+async fn two_airgapped_nodes() -> (sim_support::Sim, tempfile::TempDir, Node, Node) {
     let sim = sim_support::start().await;
     let server = pg_support::shared();
     let database = server.fresh_database();
@@ -611,6 +600,17 @@ async fn a_bundle_imported_on_any_node_is_served_by_every_node() {
     let config = |node: &str| node_config_with(server, dir, node, &base, &database, &airgap);
     let a = start(config("node-a")).await;
     let b = start(config("node-b")).await;
+    (sim, root, a, b)
+}
+
+/// Air-gapped imports in database mode: a bundle imported on the node without the lease, over
+/// HTTP or with `jfconnect bundle import`, is applied by the leaseholder and served by both with
+/// one ETag once the import answers; two imports N+1 and N+2 on two nodes at once never roll
+/// the entitlements back; a refused import changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bundle_imported_on_any_node_is_served_by_every_node() {
+    let (sim, root, a, b) = two_airgapped_nodes().await;
+    let dir = root.path();
     let holder = eventually(Duration::from_secs(15), || async {
         let v = a.cluster().await;
         v["leases"][0]["holder"].as_str().map(String::from)
@@ -754,7 +754,7 @@ async fn a_license_set_through_the_api_is_the_jpds_on_every_node() {
 async fn a_node_started_while_postgresql_is_down_serves_its_last_copy_and_joins_later() {
     let (server, database, sim, root) = own_server().await;
     let base = sim.handle.base_url();
-    let config = || node_config_on(&server, root.path(), "node-a", &base, &database);
+    let config = || node_config_with(&server, root.path(), "node-a", &base, &database, "");
     let first = start(config()).await;
     let served = eventually(Duration::from_secs(20), || async { first.served().await })
         .await
@@ -808,4 +808,134 @@ async fn a_node_started_while_postgresql_is_down_serves_its_last_copy_and_joins_
         "no second registration"
     );
     a.stop().await;
+}
+
+/// Air-gapped usage in database mode: each node's usage job writes its own spool into its own
+/// outbox; every bundle verifies with the JPD's one key, no two bundles share a sequence, and a
+/// file whose bytes are on both nodes travels once. `status` shows each node's counts of its own
+/// spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn air_gapped_nodes_export_each_usage_file_once_under_the_jpds_sequences() {
+    let (sim, root, a, b) = two_airgapped_nodes().await;
+    let dir = root.path();
+    let jpd_id = a.get("/api/v1/system/jpd_id").await.text().await.unwrap();
+    let resp = a
+        .import(&entitlements_bundle(dir, &jpd_id, 1, "xray"))
+        .await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    both_serve(&a, &b, "xray").await;
+
+    // Six files on each node; two of them byte for byte the same on both.
+    let mut all = std::collections::BTreeSet::new();
+    for (node, name) in [(&a, "node-a"), (&b, "node-b")] {
+        let spool = dir.join(name).join("usage").join("spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        for n in 0..6 {
+            let n = if n < 2 {
+                n
+            } else {
+                n + 100 * (name == "node-b") as usize
+            };
+            let body = sim_support::usage_file(n);
+            let p = spool.join(format!("usage-{n}.json"));
+            std::fs::write(&p, &body).unwrap();
+            let settled = std::time::SystemTime::now() - Duration::from_secs(10);
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(settled).unwrap();
+            all.insert(jfconnect::protocol::sha256_hex(&body));
+        }
+        let resp = node.post("/api/v1/jobs/usage/run").await;
+        assert!(resp.status().is_success(), "{}", resp.status());
+    }
+    assert_eq!(all.len(), 10);
+
+    // Both outboxes, each bundle checked with the JPD's key from either node's data folder.
+    let key = dir.join("node-b").join("keys").join("jpd.pub");
+    let bundles = |name: &str| -> Vec<(u64, Vec<String>)> {
+        let Ok(rd) = std::fs::read_dir(dir.join(name).join("outbox")) else {
+            return Vec::new();
+        };
+        rd.map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("usage-")
+            })
+            .map(|p| {
+                let m = jfconnect::bundle::verify_file_with_pubkey(&p, &key)
+                    .unwrap_or_else(|e| panic!("{} does not verify: {e}", p.display()));
+                assert_eq!(m.jpd_id, jpd_id);
+                let shas = m
+                    .entries
+                    .iter()
+                    .filter_map(|x| x.path.strip_prefix("payload/usage/")?.strip_suffix(".json"))
+                    .map(str::to_string)
+                    .collect();
+                (m.sequence, shas)
+            })
+            .collect()
+    };
+    let found = eventually(Duration::from_secs(20), || async {
+        let (x, y) = (bundles("node-a"), bundles("node-b"));
+        let shas: Vec<String> = x.iter().chain(&y).flat_map(|b| b.1.clone()).collect();
+        (shas.len() >= all.len() && !x.is_empty() && !y.is_empty()).then_some((x, y, shas))
+    })
+    .await;
+    let (x, y, mut shas) = found.expect("both nodes write their usage bundles");
+    shas.sort();
+    assert_eq!(
+        shas,
+        all.iter().cloned().collect::<Vec<_>>(),
+        "every usage file in exactly one bundle"
+    );
+    let mut seqs: Vec<u64> = x.iter().chain(&y).map(|b| b.0).collect();
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(
+        seqs.len(),
+        x.len() + y.len(),
+        "two bundles share a sequence"
+    );
+
+    // `status` of either node lists both nodes with what they sent (bounded by the heartbeat).
+    let status = eventually(Duration::from_secs(15), || async {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jfconnect"))
+            .arg("status")
+            .arg("--config")
+            .arg(dir.join("node-a.yaml"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // Counts are of each node's own spool: a copy another node sent counts as uploaded.
+        let sent = |node: &str| {
+            text.lines().any(|l| {
+                l.starts_with("cluster node")
+                    && l.contains(node)
+                    && l.contains("usage 0 pending, 6 uploaded, 0 archived, 0 quarantined")
+            })
+        };
+        (sent("node-a:") && sent("node-b:")).then_some(text)
+    })
+    .await;
+    if status.is_none() {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jfconnect"))
+            .arg("status")
+            .arg("--config")
+            .arg(dir.join("node-a.yaml"))
+            .output()
+            .unwrap();
+        panic!(
+            "status shows each node's usage counts: {x:?} {y:?}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        sim.stats().await.usage_calls,
+        0,
+        "air-gapped: JCS is never called"
+    );
+    a.stop().await;
+    b.stop().await;
 }

@@ -115,21 +115,8 @@ impl Node {
         }
     }
 
-    fn token(&self) -> Option<String> {
-        fs::read_to_string(self.data.join("api.token"))
-            .ok()
-            .map(|t| t.trim().to_string())
-    }
-
     async fn get(&self, path: &str) -> Option<reqwest::Response> {
-        let resp = sim_support::client()
-            .get(format!("http://127.0.0.1:{}{path}", self.port))
-            .bearer_auth(self.token()?)
-            .timeout(Duration::from_secs(3))
-            .send()
-            .await
-            .ok()?;
-        resp.status().is_success().then_some(resp)
+        sim_support::node_get(self.port, &self.data, path, Duration::from_secs(3)).await
     }
 
     fn spool_left(&self) -> usize {

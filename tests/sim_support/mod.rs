@@ -168,6 +168,25 @@ pub fn usage_batch(files: &[&[u8]]) -> UsageBatch {
     }
 }
 
+/// GET `path` from a `serve` process on 127.0.0.1:`port`, with the API token its data folder
+/// holds: `None` until the token file exists, or when no success answer comes within `timeout`.
+pub async fn node_get(
+    port: u16,
+    data_dir: &Path,
+    path: &str,
+    timeout: Duration,
+) -> Option<reqwest::Response> {
+    let token = fs::read_to_string(data_dir.join("api.token")).ok()?;
+    let resp = client()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .bearer_auth(token.trim())
+        .timeout(timeout)
+        .send()
+        .await
+        .ok()?;
+    resp.status().is_success().then_some(resp)
+}
+
 /// A usage file's bytes.
 pub fn usage_file(n: usize) -> Vec<u8> {
     format!(r#"{{"product":"artifactory","timestamp":"2024-05-01T00:00:00Z","n":{n}}}"#)
