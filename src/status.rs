@@ -452,11 +452,22 @@ pub fn render_table(r: &StatusReport, now: DateTime<Utc>) -> String {
 
 /// Builds the status report of `s`: the one builder, used by `jfconnect status`,
 /// `GET /api/v1/jobs` and `/metrics`. Reads only.
-pub fn report(s: &App) -> StatusReport {
-    let schedules = s
-        .scheduler()
-        .and_then(|sch| sch.snapshot().ok())
-        .unwrap_or_default();
+pub async fn report(s: &App) -> StatusReport {
+    build(s, &schedules(s).await)
+}
+
+/// The schedules the report shows: in database mode the shared ones (the JPD's for a leased
+/// job, this node's for the others); none when they cannot be read (the cluster row says why).
+pub(crate) async fn schedules(s: &App) -> Schedules {
+    match s.scheduler() {
+        Some(sch) => sch.snapshot().await.unwrap_or_default(),
+        None => Schedules::default(),
+    }
+}
+
+/// [`report`] from schedules already read (the rest reads the data folder: call it where
+/// blocking is allowed).
+pub(crate) fn build(s: &App, schedules: &Schedules) -> StatusReport {
     let enabled: Vec<JobName> = s.scheduler().map(|x| x.job_names()).unwrap_or_default();
     let running: Vec<JobName> = s
         .scheduler()
@@ -487,7 +498,7 @@ pub fn report(s: &App) -> StatusReport {
         enabled: s.config().enabled,
         registration: registration(&ents),
         entitlements: entitlements(&ents, s.clock().now(), s.config().airgap.enabled),
-        jobs: jobs(&schedules, &enabled, &running),
+        jobs: jobs(schedules, &enabled, &running),
         proxies: crate::http::proxies_in_effect(s.config())
             .map(|v| v.into_iter().map(|(info, _, _)| info).collect())
             .unwrap_or_default(),

@@ -57,7 +57,7 @@ async fn entitlements_ending_soon_warn_in_status_and_metrics_and_stay_ready() {
         .await
         .unwrap();
 
-    let report = jfconnect::status::report(&app);
+    let report = jfconnect::status::report(&app).await;
     let soon: Vec<&str> = report
         .ending_soon
         .iter()

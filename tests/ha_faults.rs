@@ -1,6 +1,7 @@
 //! Fault drills of database mode with real processes: `jfconnect serve` nodes against a real
 //! PostgreSQL and the simulator, at the default lease timing (TTL 15 s, renewed every 5 s).
-//! The leaseholder is SIGKILLed (another node takes over within TTL + one renewal and fetches)
+//! The leaseholder is SIGKILLed (another node takes over within TTL + one renewal and runs the
+//! job if it is overdue, and not if it ran within its interval)
 //! or SIGSTOPped past its TTL and resumed (it finds the lease gone and steps down, saying why);
 //! a second process with a node id already running is refused with a sentence.
 
@@ -16,6 +17,10 @@ use std::time::{Duration, Instant};
 const MASTER_KEY: &str = "00112233445566778899aabbccddeeff";
 /// TTL + one renewal at the default timing, plus polling slack.
 const TAKEOVER_LIMIT: Duration = Duration::from_secs(21);
+/// The entitlements job every 5 s, so it is overdue by the time a takeover happens.
+const OVERDUE_SOON: &str = "  entitlements:\n    interval: 5s\n";
+/// A short lease (TTL 3 s, renewed every second), for the drills that need no default timing.
+const SHORT_LEASE: &str = "  ha:\n    lease_ttl: 3s\n    lease_renew: 1s\n";
 
 struct Proc {
     child: Child,
@@ -35,14 +40,21 @@ impl Drop for Proc {
     }
 }
 
-fn write_config(root: &Path, node: &str, sim: &str, database: &str) -> (PathBuf, u16, PathBuf) {
+/// A node's configuration file; `extra` is more of the `jfconnect:` section (indented by two).
+fn write_config(
+    root: &Path,
+    node: &str,
+    sim: &str,
+    database: &str,
+    extra: &str,
+) -> (PathBuf, u16, PathBuf) {
     let server = pg_support::shared();
     let port = process_support::free_port();
     let data = root.join(node);
     std::fs::write(root.join("license"), sim_support::LICENSE).unwrap();
     std::fs::write(root.join("master.key"), MASTER_KEY).unwrap();
     let yaml = format!(
-        "jfconnect:\n  port: {port}\n  bind: 127.0.0.1\n  data_dir: {data}\n  license:\n    file: {root}/license\n  jes:\n    url: {sim}\n  jcs:\n    url: {sim}\n  jpd:\n    url: {sim}\nshared:\n  node:\n    id: {node}\n  database:\n    type: postgresql\n    url: \"{url}?sslmode=disable\"\n    username: {user}\n    password_file: {root}/db.password\n  security:\n    masterKeyFile: {root}/master.key\n",
+        "jfconnect:\n{extra}  port: {port}\n  bind: 127.0.0.1\n  data_dir: {data}\n  license:\n    file: {root}/license\n  jes:\n    url: {sim}\n  jcs:\n    url: {sim}\n  jpd:\n    url: {sim}\nshared:\n  node:\n    id: {node}\n  database:\n    type: postgresql\n    url: \"{url}?sslmode=disable\"\n    username: {user}\n    password_file: {root}/db.password\n  security:\n    masterKeyFile: {root}/master.key\n",
         data = data.display(),
         root = root.display(),
         url = server.jdbc_url(database),
@@ -54,8 +66,8 @@ fn write_config(root: &Path, node: &str, sim: &str, database: &str) -> (PathBuf,
     (path, port, data)
 }
 
-fn spawn(root: &Path, node: &str, sim: &str, database: &str) -> Proc {
-    let (config, port, data) = write_config(root, node, sim, database);
+fn spawn(root: &Path, node: &str, sim: &str, database: &str, extra: &str) -> Proc {
+    let (config, port, data) = write_config(root, node, sim, database, extra);
     let log = root.join(format!("{node}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_jfconnect"))
         .args(["serve", "--config"])
@@ -118,13 +130,13 @@ impl Proc {
 
 /// Starts two nodes and answers them as (holder, other) once one holds the lease and both
 /// serve the entitlements.
-async fn two_nodes(root: &Path, sim: &str, database: &str) -> (Proc, Proc, i64) {
-    let a = spawn(root, "node-a", sim, database);
+async fn two_nodes(root: &Path, sim: &str, database: &str, extra: &str) -> (Proc, Proc, i64) {
+    let a = spawn(root, "node-a", sim, database, extra);
     // The first node creates the identity; the second adopts it.
     eventually(Duration::from_secs(30), || async { a.holder().await })
         .await
         .unwrap_or_else(|| panic!("node-a did not start: {}", a.log_text()));
-    let b = spawn(root, "node-b", sim, database);
+    let b = spawn(root, "node-b", sim, database, extra);
     eventually(Duration::from_secs(30), || async {
         let ready = b.get_json("/api/v1/system/readiness").await?;
         (ready["status"] == "ready").then_some(())
@@ -148,7 +160,11 @@ async fn two_nodes(root: &Path, sim: &str, database: &str) -> (Proc, Proc, i64) 
 
 /// Waits (a little past the takeover limit) until `other` reports itself the holder.
 async fn taken_over_by(other: &Proc) -> (String, i64) {
-    eventually(TAKEOVER_LIMIT + Duration::from_secs(5), || async {
+    taken_over_within(other, TAKEOVER_LIMIT + Duration::from_secs(5)).await
+}
+
+async fn taken_over_within(other: &Proc, limit: Duration) -> (String, i64) {
+    eventually(limit, || async {
         other
             .holder()
             .await
@@ -165,11 +181,13 @@ async fn a_sigkilled_leaseholder_is_replaced_within_twenty_seconds_and_a_duplica
     let database = pg_support::shared().fresh_database();
     let root = tempfile::tempdir().unwrap();
     let base = sim.handle.base_url();
-    let (mut holder, other, epoch) = two_nodes(root.path(), &base, &database).await;
+    // Runs every 5 s: the job is overdue when the other node takes over.
+    let (mut holder, other, epoch) = two_nodes(root.path(), &base, &database, OVERDUE_SOON).await;
 
     // A second process calling itself node-a or node-b is refused in one sentence.
     // (Its own data folder: one sharing node-b's is refused earlier, by the serve lock.)
-    let (dup_config, _, dup_data) = write_config(root.path(), "node-b", &base, &database);
+    let (dup_config, _, dup_data) =
+        write_config(root.path(), "node-b", &base, &database, OVERDUE_SOON);
     let text = std::fs::read_to_string(&dup_config).unwrap().replace(
         &format!("data_dir: {}\n", dup_data.display()),
         &format!("data_dir: {}-twin\n", dup_data.display()),
@@ -186,20 +204,21 @@ async fn a_sigkilled_leaseholder_is_replaced_within_twenty_seconds_and_a_duplica
     assert_eq!(dup.status.code(), Some(1), "{err}");
     assert!(err.contains("node id node-b is already used"), "{err}");
 
-    let fetches = sim.stats().await.entitlements_calls;
     holder.child.kill().unwrap();
     let killed = Instant::now();
+    let _ = holder.child.wait();
+    let fetches = sim.stats().await.entitlements_calls;
     let (new_holder, new_epoch) = taken_over_by(&other).await;
     let took = killed.elapsed();
     println!("takeover after SIGKILL: {took:?}");
     assert!(took <= TAKEOVER_LIMIT, "takeover took {took:?}");
     assert!(other.data.ends_with(&new_holder));
     assert!(new_epoch > epoch);
-    eventually(Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(5), || async {
         (sim.stats().await.entitlements_calls > fetches).then_some(())
     })
     .await
-    .expect("the new leaseholder runs the job at once");
+    .expect("the new leaseholder runs the overdue job at once");
     assert_eq!(
         sim.stats().await.register_calls,
         1,
@@ -213,7 +232,7 @@ async fn a_leaseholder_paused_past_its_ttl_steps_down_when_it_resumes() {
     let database = pg_support::shared().fresh_database();
     let root = tempfile::tempdir().unwrap();
     let base = sim.handle.base_url();
-    let (holder, other, epoch) = two_nodes(root.path(), &base, &database).await;
+    let (holder, other, epoch) = two_nodes(root.path(), &base, &database, "").await;
 
     holder.signal("STOP");
     let paused = Instant::now();
@@ -243,5 +262,63 @@ async fn a_leaseholder_paused_past_its_ttl_steps_down_when_it_resumes() {
         "the lease stayed with the node that took it"
     );
     assert_eq!(e, new_epoch);
+    assert_eq!(sim.stats().await.register_calls, 1);
+}
+
+/// The entitlements row of a node's `GET /api/v1/jobs`.
+async fn entitlements_job(node: &Proc) -> Option<serde_json::Value> {
+    let v = node.get_json("/api/v1/jobs").await?;
+    v["jobs"]
+        .as_array()?
+        .iter()
+        .find(|j| j["name"] == "entitlements")
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jpds_schedule_is_shared_so_a_takeover_does_not_rerun_a_job_that_just_ran() {
+    let sim = sim_support::start().await;
+    let database = pg_support::shared().fresh_database();
+    let root = tempfile::tempdir().unwrap();
+    let base = sim.handle.base_url();
+    // The default interval (1 h): the job ran moments ago when the other node takes over.
+    let (mut holder, other, epoch) = two_nodes(root.path(), &base, &database, SHORT_LEASE).await;
+
+    // The leaseholder's run is the last run both nodes show.
+    let ran = eventually(Duration::from_secs(10), || async {
+        let (h, o) = (
+            entitlements_job(&holder).await?,
+            entitlements_job(&other).await?,
+        );
+        (h["runs"].as_u64()? >= 1 && h == o).then_some(h)
+    })
+    .await;
+    let ran = match ran {
+        Some(ran) => ran,
+        None => panic!(
+            "the nodes show different entitlements runs: {:?} / {:?}",
+            entitlements_job(&holder).await,
+            entitlements_job(&other).await
+        ),
+    };
+    assert_eq!(ran["last_error"], serde_json::Value::Null, "{ran}");
+
+    holder.child.kill().unwrap();
+    let _ = holder.child.wait();
+    let fetches = sim.stats().await.entitlements_calls;
+    let (_, new_epoch) = taken_over_within(&other, Duration::from_secs(15)).await;
+    assert!(new_epoch > epoch);
+    // Well past the takeover: still no run, and the schedule is the dead node's.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        sim.stats().await.entitlements_calls,
+        fetches,
+        "the new leaseholder ran a job that ran within its interval: {}",
+        other.log_text()
+    );
+    let now = entitlements_job(&other).await.unwrap();
+    assert_eq!(now["last_run"], ran["last_run"]);
+    assert_eq!(now["next_run"], ran["next_run"]);
+    assert_eq!(now["runs"], ran["runs"]);
     assert_eq!(sim.stats().await.register_calls, 1);
 }

@@ -198,9 +198,14 @@ async fn lease_moves_only_after_expiry_and_the_old_epoch_can_no_longer_write() {
         "the stale write left no trace"
     );
     let stale_schedule = a
-        .save_schedule(&fa, &serde_json::json!({"next_run": null}))
+        .update_schedule(
+            "entitlements",
+            Some(&fa),
+            Box::new(|_| serde_json::json!({"next_run": null})),
+        )
         .await;
     assert!(matches!(stale_schedule, Err(DbError::Fenced(_))));
+    assert!(b.schedules().await.unwrap().jpd.is_empty());
     // Its renewal fails too: it must step down.
     assert_eq!(
         lease::acquire_or_renew(&db, "entitlements", "a", Some(1), ttl)
@@ -245,16 +250,67 @@ async fn a_holder_whose_lease_lapsed_gets_a_new_epoch_even_if_nobody_took_it() {
     assert_eq!(second.epoch, first.epoch + 1);
     let a = store(&db, KEY, "a");
     assert!(matches!(
-        a.save_schedule(&first, &serde_json::json!({})).await,
+        a.update_schedule("usage", Some(&first), Box::new(|_| serde_json::json!({})))
+            .await,
         Err(DbError::Fenced(_))
     ));
-    a.save_schedule(&second, &serde_json::json!({"blocked": false}))
-        .await
-        .unwrap();
+    a.update_schedule(
+        "usage",
+        Some(&second),
+        Box::new(|_| serde_json::json!({"blocked": false})),
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        a.schedules().await.unwrap().get("usage"),
+        a.schedules().await.unwrap().jpd.get("usage"),
         Some(&serde_json::json!({"blocked": false}))
     );
+}
+
+#[tokio::test]
+async fn a_leased_jobs_schedule_is_the_jpds_and_every_other_jobs_is_the_nodes() {
+    let (_name, db) = migrated("a").await;
+    let ttl = Duration::from_secs(15);
+    let (a, b) = (store(&db, KEY, "a"), store(&db, KEY, "b"));
+    let fence = lease::acquire_or_renew(&db, "entitlements", "a", None, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    // The leaseholder's change is read by every node, and it sees what was stored before.
+    for runs in 1..=2 {
+        a.update_schedule(
+            "entitlements",
+            Some(&fence),
+            Box::new(move |stored| {
+                let before = stored.map_or(0, |s| s["runs"].as_u64().unwrap());
+                assert_eq!(before, runs - 1);
+                serde_json::json!({"runs": runs, "last_run": "2026-12-01T20:00:00Z"})
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    let seen_by_b = b.schedules().await.unwrap();
+    assert_eq!(seen_by_b.jpd["entitlements"]["runs"], 2);
+    assert!(seen_by_b.node.is_empty());
+    // Each node's own jobs stay its own, written without a lease.
+    for (node, runs) in [(&a, 5), (&b, 7)] {
+        node.update_schedule(
+            "usage",
+            None,
+            Box::new(move |_| serde_json::json!({"runs": runs})),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(a.schedules().await.unwrap().node["usage"]["runs"], 5);
+    assert_eq!(b.schedules().await.unwrap().node["usage"]["runs"], 7);
+    assert!(!b.schedules().await.unwrap().jpd.contains_key("usage"));
+    // A lease writes only its own job's schedule.
+    assert!(a
+        .update_schedule("usage", Some(&fence), Box::new(|_| serde_json::json!({})))
+        .await
+        .is_err());
 }
 
 fn import<'a>(

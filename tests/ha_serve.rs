@@ -162,6 +162,18 @@ impl Node {
         page.text().await.unwrap()
     }
 
+    /// The entitlements row of `GET /api/v1/jobs`.
+    async fn entitlements_job(&self) -> serde_json::Value {
+        let v: serde_json::Value = self.get("/api/v1/jobs").await.json().await.unwrap();
+        v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == "entitlements")
+            .cloned()
+            .unwrap()
+    }
+
     async fn cluster(&self) -> serde_json::Value {
         let resp = self.get("/api/v1/cluster").await;
         assert_eq!(resp.status(), 200);
@@ -313,6 +325,20 @@ async fn two_nodes_are_one_jfconnect() {
         json["cluster"]["view"]["leases"][0]["holder"],
         holder.as_str()
     );
+    // The leaseholder's run is the last run both nodes show, and `status` reads the same.
+    let shown = eventually(Duration::from_secs(10), || async {
+        let (x, y) = (a.entitlements_job().await, b.entitlements_job().await);
+        (x["runs"].as_u64()? >= 1 && x == y).then_some(x)
+    })
+    .await
+    .expect("both nodes show the leaseholder's entitlements run");
+    let status_row = json["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "entitlements")
+        .unwrap();
+    assert_eq!(status_row["last_run"], shown["last_run"], "{json}");
     let (holder_node, other) = if holder == "node-a" { (a, b) } else { (b, a) };
 
     // Asking the node without the lease to run the job names the one that has it.
@@ -346,8 +372,14 @@ async fn two_nodes_are_one_jfconnect() {
         .unwrap();
     assert_eq!(ready["status"], "ready");
 
-    // The leaseholder stops: the other takes the released lease at its next renewal and
-    // fetches without registering again.
+    // The leaseholder stops: the other takes the released lease at its next renewal. The job
+    // ran moments ago (the JPD's schedule says so), so it neither fetches nor registers again.
+    let before_stop = eventually(Duration::from_secs(10), || async {
+        let r = holder_node.entitlements_job().await;
+        (r["state"] != "running" && r["runs"].as_u64()? >= 2).then_some(r)
+    })
+    .await
+    .expect("the run asked for ends");
     let fetches_before = sim.stats().await.entitlements_calls;
     holder_node.stop().await;
     let took = eventually(Duration::from_secs(20), || async {
@@ -360,11 +392,15 @@ async fn two_nodes_are_one_jfconnect() {
     })
     .await;
     assert!(took.is_some(), "the surviving node took the lease");
-    eventually(Duration::from_secs(20), || async {
-        (sim.stats().await.entitlements_calls > fetches_before).then_some(())
-    })
-    .await
-    .expect("the new leaseholder fetches at once");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sim.stats().await.entitlements_calls,
+        fetches_before,
+        "the new leaseholder ran a job that ran within its interval"
+    );
+    let after = other.entitlements_job().await;
+    assert_eq!(after["last_run"], before_stop["last_run"]);
+    assert_eq!(after["runs"], before_stop["runs"]);
     assert_eq!(
         sim.stats().await.register_calls,
         1,

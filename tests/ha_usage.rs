@@ -298,7 +298,7 @@ async fn the_jpd_bundle_sequence_is_shared_and_never_goes_back() {
 }
 
 #[test]
-fn one_off_usage_commands_refuse_in_database_mode() {
+fn one_off_job_commands_refuse_in_database_mode() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("system.yaml");
     std::fs::write(
@@ -312,6 +312,7 @@ fn one_off_usage_commands_refuse_in_database_mode() {
     for args in [
         &["jobs", "run", "usage"][..],
         &["jobs", "run", "archival"][..],
+        &["jobs", "run", "entitlements"][..],
         &["bundle", "export", "--out", "x.jfbundle"][..],
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_jfconnect"))

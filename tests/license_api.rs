@@ -46,6 +46,7 @@ async fn a_refused_api_key_leaves_the_admins_file_untouched_and_in_effect() {
     let scheduler = app.scheduler().unwrap().clone();
     scheduler.run_now(JobName::Entitlements).await.unwrap();
     assert!(jfconnect::status::report(&app)
+        .await
         .license
         .starts_with(&format!("file {}", admin_file.display())));
 
@@ -75,7 +76,7 @@ async fn a_refused_api_key_leaves_the_admins_file_untouched_and_in_effect() {
     assert_eq!(stored, "JFL-MISTYPED-KEY");
     if api_key.exists() {
         assert_eq!(
-            jfconnect::status::report(&app).license,
+            jfconnect::status::report(&app).await.license,
             format!("set through the API ({})", api_key.display())
         );
     }
@@ -99,6 +100,7 @@ async fn a_refused_api_key_leaves_the_admins_file_untouched_and_in_effect() {
     scheduler.run_now(JobName::Entitlements).await.unwrap();
     assert!(app.entitlements().snapshot().registration.is_some());
     assert!(jfconnect::status::report(&app)
+        .await
         .license
         .starts_with(&format!("file {}", admin_file.display())));
 }

@@ -48,7 +48,7 @@ fn disabled() -> ApiError {
 
 /// `GET /api/v1/jobs`: each job's last and next run and last error.
 pub async fn jobs(State(s): State<Arc<ApiState>>) -> Json<status::StatusReport> {
-    Json(status::report(&s))
+    Json(status::report(&s).await)
 }
 
 /// `POST /api/v1/jobs/{name}/run`: start a job now (answers at once; the job runs in the

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 /// The metrics page.
 pub async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
-    let mut page = render(&report(&s));
+    let mut page = render(&report(&s).await);
     page.push_str(&super::cluster::metrics(&s).await);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], page)
 }

@@ -17,11 +17,11 @@ use crate::config::Config;
 use crate::entitlements::{EntitlementsState, EntitlementsStore};
 use crate::ha::cluster::{Cluster, ClusterError, ClusterOptions, ClusterView};
 use crate::ha::db::{Db, DbError};
-use crate::ha::lease::LeaseTiming;
+use crate::ha::lease::{Fence, LeaseTiming};
 use crate::ha::nodes::NodeUsage;
 use crate::ha::sealing::MasterKey;
 use crate::ha::store::{entitlements_digest, Identity, PgStore, TokenScope};
-use crate::jobs::scheduler::{Job, Scheduler};
+use crate::jobs::scheduler::{Job, JobLeases, Scheduler};
 use crate::jobs::{JobError, JobName, JobReport};
 use crate::secret::Secret;
 use std::sync::Arc;
@@ -46,6 +46,38 @@ pub struct Membership {
     address: Option<String>,
     joined: std::sync::OnceLock<Arc<Cluster>>,
     waiting: std::sync::Mutex<Option<String>>,
+}
+
+impl JobLeases for Membership {
+    fn leased(&self, job: JobName) -> bool {
+        job == ENTITLEMENTS_JOB
+    }
+
+    fn watch(&self, job: JobName) -> Option<tokio::sync::watch::Receiver<Option<Fence>>> {
+        Some(self.cluster()?.lease(job.as_str())?.subscribe())
+    }
+
+    fn step_down(&self, job: JobName) {
+        if let Some(l) = self.cluster().and_then(|c| c.lease(job.as_str())) {
+            l.step_down();
+        }
+    }
+}
+
+/// The leases of a process that takes no part in them (a one-off command in database mode):
+/// it reads the JPD's schedule of a leased job and never runs or writes it.
+pub(crate) struct NoLeases;
+
+impl JobLeases for NoLeases {
+    fn leased(&self, job: JobName) -> bool {
+        job == ENTITLEMENTS_JOB
+    }
+
+    fn watch(&self, _job: JobName) -> Option<tokio::sync::watch::Receiver<Option<Fence>>> {
+        None
+    }
+
+    fn step_down(&self, _job: JobName) {}
 }
 
 /// Why a join attempt failed: the database is away (keep trying), or it refused (a sentence
@@ -407,10 +439,9 @@ impl Job for LeasedJob {
 
 /// Background work of a cluster node until `stop`: joins first when the database was away at
 /// start (trying again with backoff), then copies shared entitlements changes into the
-/// local store, reports the served digest, and runs the entitlements job at once when this
-/// node takes its lease (so a takeover does not wait for the next scheduled run) and, while it
-/// holds the lease, when a bundle imported on any node waits in the shared inbox (looked at
-/// every second); and hands the node's usage counters to the heartbeat every
+/// local store, reports the served digest, and, while this node holds the entitlements lease,
+/// runs that job at once when a bundle imported on any node waits in the shared inbox (looked
+/// at every second); and hands the node's usage counters to the heartbeat every
 /// [`USAGE_COUNTS_EVERY`].
 pub async fn run(
     membership: Arc<Membership>,
@@ -423,21 +454,12 @@ pub async fn run(
         return;
     };
     let mut followed = cluster.followed();
-    let mut lease = cluster
-        .lease(ENTITLEMENTS_JOB.as_str())
-        .map(|l| l.subscribe());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_pending = None;
     let mut license_stamp = None;
     let mut ticks = 0u64;
     let mut count_tick = tokio::time::interval(USAGE_COUNTS_EVERY);
     loop {
-        let lease_changed = async {
-            match lease.as_mut() {
-                Some(l) => l.changed().await.is_ok(),
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = stop.changed() => return,
             r = followed.changed() => {
@@ -450,13 +472,6 @@ pub async fn run(
                         if let Err(e) = entitlements.update(|s| *s = shared.state.clone()) {
                             tracing::error!(error = %e, "cannot keep the shared entitlements in the local store");
                         }
-                    }
-                }
-            }
-            changed = lease_changed => {
-                if changed && lease.as_ref().is_some_and(|l| l.borrow().is_some()) {
-                    if let Some(s) = &scheduler {
-                        s.trigger(ENTITLEMENTS_JOB);
                     }
                 }
             }

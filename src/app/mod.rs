@@ -173,6 +173,33 @@ fn state_store(
     })
 }
 
+/// The store the scheduler keeps the schedules in, and its leases (database mode).
+type ScheduleStore = (
+    Arc<dyn crate::state::StateStore>,
+    Arc<dyn crate::jobs::scheduler::JobLeases>,
+);
+
+/// Where the scheduler keeps the schedules and which jobs it runs under a lease: a cluster
+/// node's are in the database, with its leases; a one-off command in database mode reads the
+/// database's and holds no lease (so it runs no leased job); a single node keeps
+/// `state/schedule.json` (`None` here). `status` falls back to the data folder when the
+/// database cannot even be named (no master key): its cluster row says what is wrong.
+fn schedule_store(
+    config: &Config,
+    access: Access,
+    cluster_node: Option<&Arc<cluster::Membership>>,
+) -> Result<Option<ScheduleStore>, AppError> {
+    if let Some(m) = cluster_node {
+        return Ok(Some((Arc::new(m.store().clone()), m.clone())));
+    }
+    match cluster::open_store(config) {
+        Ok(Some(store)) => Ok(Some((Arc::new(store), Arc::new(cluster::NoLeases)))),
+        Ok(None) => Ok(None),
+        Err(_) if matches!(access, Access::ReadOnly) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl App {
     /// Sets the license through the API (`PUT /api/v1/license`): in database mode stored
     /// first in the database, sealed, as the JPD's license (every node writes it into its own
@@ -537,13 +564,20 @@ impl App {
                 initial: config.retry.initial,
                 max: config.retry.max,
             };
-            Some(Arc::new(Scheduler::open(
-                &data_dir,
-                jobs,
-                clock.clone(),
-                backoff,
-                restart,
-            )?))
+            Some(Arc::new(
+                match schedule_store(&config, access, cluster_node.as_ref())? {
+                    Some((schedules, leases)) => Scheduler::open_on(
+                        schedules,
+                        Some(leases),
+                        &data_dir,
+                        jobs,
+                        clock.clone(),
+                        backoff,
+                        restart,
+                    ),
+                    None => Scheduler::open(&data_dir, jobs, clock.clone(), backoff, restart)?,
+                },
+            ))
         } else {
             None
         };

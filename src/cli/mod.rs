@@ -350,15 +350,15 @@ async fn run_job(cli: &Cli, job: JobName) -> Result<(), Failure> {
             "jfconnect is disabled (jfconnect.enabled: false); no job runs",
         ));
     }
-    if config.shared.database.settings.is_some()
-        && matches!(job, JobName::Usage | JobName::Archival)
-    {
-        // Outside `serve` this process is no member of the cluster, so it could not claim
-        // files in the shared usage ledger; running on the data folder's ledger instead could
-        // upload or archive a file another node handles.
-        return Err(Failure::failed(format!(
-            "with shared.database set, the {job} job runs inside `jfconnect serve` on each node; start it there with POST /api/v1/jobs/{job}/run"
-        )));
+    if config.shared.database.settings.is_some() {
+        // Outside `serve` this process is no member of the cluster: it holds no lease (only
+        // the entitlements leaseholder calls JES and writes the JPD's schedule), and it could
+        // not claim files in the shared usage ledger; running on the data folder's ledger
+        // instead could upload or archive a file another node handles.
+        return Err(Failure::failed(match job {
+            JobName::Entitlements => "with shared.database set, the entitlements job runs inside `jfconnect serve` on the node holding its lease (`jfconnect status` names it); start it there with POST /api/v1/jobs/entitlements/run".to_string(),
+            _ => format!("with shared.database set, the {job} job runs inside `jfconnect serve` on each node; start it there with POST /api/v1/jobs/{job}/run"),
+        }));
     }
     let service = App::build(config, clock(), None, false)?;
     let scheduler = service
@@ -417,7 +417,7 @@ async fn doctor(cli: &Cli, json: bool) -> Result<(), Failure> {
 async fn status(cli: &Cli, json: bool) -> Result<(), Failure> {
     let config = load_config(cli)?;
     let service = App::open_read_only(config, clock())?;
-    let report = crate::status::with_cluster(crate::status::report(&service), &service).await;
+    let report = crate::status::with_cluster(crate::status::report(&service).await, &service).await;
     if json {
         let text = serde_json::to_string_pretty(&report).map_err(Failure::failed)?;
         println!("{text}");

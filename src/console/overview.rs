@@ -77,7 +77,8 @@ fn entitlements_table(console: &Console, now: DateTime<Utc>) -> Markup {
 /// `GET /ui/`.
 pub async fn page(State(console): State<Arc<Console>>, admin: Admin) -> Response {
     let app = console.app.clone();
-    let report = tokio::task::spawn_blocking(move || crate::status::report(&app)).await;
+    let schedules = crate::status::schedules(&app).await;
+    let report = tokio::task::spawn_blocking(move || crate::status::build(&app, &schedules)).await;
     let Ok(r) = report else {
         return layout::bare(
             "Overview",

@@ -212,12 +212,12 @@ impl<W: Write> Demo<'_, W> {
         }
     }
 
-    fn next_retry(&self, job: JobName) -> String {
-        let next = self
-            .service
-            .scheduler()
-            .and_then(|s| s.snapshot().ok())
-            .and_then(|all| all.jobs.get(&job).cloned());
+    async fn next_retry(&self, job: JobName) -> String {
+        let next = crate::status::schedules(&self.service)
+            .await
+            .jobs
+            .get(&job)
+            .cloned();
         match next {
             Some(s) if s.blocked => {
                 "held back until the license changes or jfconnect restarts".into()
@@ -247,7 +247,7 @@ impl<W: Write> Demo<'_, W> {
         writeln!(
             self.out,
             "   → {}\n",
-            self.next_retry(JobName::Entitlements)
+            self.next_retry(JobName::Entitlements).await
         )?;
 
         writeln!(
@@ -294,7 +294,7 @@ impl<W: Write> Demo<'_, W> {
         writeln!(
             self.out,
             "   → {}; retrying now instead of waiting",
-            self.next_retry(JobName::Entitlements)
+            self.next_retry(JobName::Entitlements).await
         )?;
         let r = self
             .run_job(JobName::Entitlements)

@@ -2,16 +2,9 @@
 //! Its own file so that `db` (whose error wraps [`Fenced`]) and `lease` (which uses `db`) do not
 //! import each other.
 
-/// A granted lease: what a leaseholder's writes carry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fence {
-    /// The job the lease is for.
-    pub job: String,
-    /// The node holding it.
-    pub holder: String,
-    /// The epoch; raised each time the lease changes hands.
-    pub epoch: i64,
-}
+/// A granted lease: what a leaseholder's writes carry (defined with the state trait, whose
+/// schedule writes carry it too).
+pub use crate::state::Fence;
 
 /// A leaseholder write refused because the lease moved on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "shared state", V1),
     (2, "import inbox entries", V2),
     (3, "usage ledger", V3),
+    (4, "schedules per JPD and per node", V4),
 ];
 
 /// Newest schema version this build knows.
@@ -137,6 +138,17 @@ CREATE TABLE jfconnect.bundle_sequences (
     updated_at timestamptz NOT NULL,
     updated_by text NOT NULL
 );
+"#;
+
+/// Version 4: a schedule document belongs to the JPD (`node` empty: a leased job, written by
+/// its leaseholder with its epoch) or to one node (`node` = its id: a job every node runs for
+/// itself, with no lease, so no epoch). Version 1's table was never written.
+const V4: &str = r#"
+ALTER TABLE jfconnect.schedules
+    ADD COLUMN node text NOT NULL DEFAULT '',
+    ALTER COLUMN epoch DROP NOT NULL,
+    DROP CONSTRAINT schedules_pkey,
+    ADD PRIMARY KEY (job, node);
 "#;
 
 /// Brings the schema up to [`latest`]; returns the version it found before.

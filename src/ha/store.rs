@@ -16,9 +16,10 @@ use super::lease::{check_fence, Fence};
 use super::sealing::{MasterKey, SealError};
 use crate::entitlements::EntitlementsState;
 use crate::secret::Secret;
-use crate::state::{ImportCommit, ImportConflict, ImportState, StateError, StateStore};
+use crate::state::{
+    ImportCommit, ImportConflict, ImportState, ScheduleChange, ScheduleDocs, StateError, StateStore,
+};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The channel other nodes LISTEN on for entitlements changes (payload: the new version).
@@ -384,31 +385,67 @@ impl PgStore {
         Ok(empty)
     }
 
-    /// Every job's schedule document.
-    pub async fn schedules(&self) -> Result<BTreeMap<String, serde_json::Value>, DbError> {
+    /// The schedule documents this node reads: the JPD's (leased jobs) and its own.
+    pub async fn schedules(&self) -> Result<ScheduleDocs, DbError> {
         let client = self.db.client().await?;
         let rows = client
-            .query("SELECT job, body FROM jfconnect.schedules", &[])
+            .query(
+                "SELECT job, node, body FROM jfconnect.schedules WHERE node = '' OR node = $1",
+                &[&self.node],
+            )
             .await
             .map_err(|e| self.db.fail("read the schedules", e))?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        let mut docs = ScheduleDocs::default();
+        for r in rows {
+            let node: String = r.get(1);
+            let owner = if node.is_empty() {
+                &mut docs.jpd
+            } else {
+                &mut docs.node
+            };
+            owner.insert(r.get(0), r.get(2));
+        }
+        Ok(docs)
     }
 
-    /// Writes the schedule of the job `fence` holds the lease of.
-    pub async fn save_schedule(
+    /// Changes one job's schedule document in one transaction: the JPD's, as leaseholder
+    /// `fence` (refused with `Fenced` when the lease moved on), or this node's own.
+    pub async fn update_schedule(
         &self,
-        fence: &Fence,
-        body: &serde_json::Value,
+        job: &str,
+        fence: Option<&Fence>,
+        change: ScheduleChange<'_>,
     ) -> Result<(), DbError> {
         let mut client = self.db.client().await?;
         let tx = self.db.transaction(&mut client, "store a schedule").await?;
-        check_fence(&self.db, &tx, fence).await?;
+        let node = match fence {
+            Some(f) if f.job != job => {
+                return Err(DbError::Damaged {
+                    what: "schedule",
+                    reason: format!("the lease of job {} cannot write job {job}'s", f.job),
+                })
+            }
+            Some(f) => {
+                check_fence(&self.db, &tx, f).await?;
+                ""
+            }
+            None => self.node.as_str(),
+        };
+        let stored = tx
+            .query_opt(
+                "SELECT body FROM jfconnect.schedules WHERE job = $1 AND node = $2 FOR UPDATE",
+                &[&job, &node],
+            )
+            .await
+            .map_err(|e| tx.fail(e))?
+            .map(|r| r.get::<_, serde_json::Value>(0));
+        let body = change(stored);
         tx.execute(
-            "INSERT INTO jfconnect.schedules (job, body, epoch, updated_at, updated_by)
-             VALUES ($1, $2, $3, clock_timestamp(), $4)
-             ON CONFLICT (job) DO UPDATE SET body = EXCLUDED.body, epoch = EXCLUDED.epoch,
+            "INSERT INTO jfconnect.schedules (job, node, body, epoch, updated_at, updated_by)
+             VALUES ($1, $2, $3, $4, clock_timestamp(), $5)
+             ON CONFLICT (job, node) DO UPDATE SET body = EXCLUDED.body, epoch = EXCLUDED.epoch,
                  updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by",
-            &[&fence.job, body, &fence.epoch, &self.node],
+            &[&job, &node, &body, &fence.map(|f| f.epoch), &self.node],
         )
         .await
         .map_err(|e| tx.fail(e))?;
@@ -581,6 +618,9 @@ impl PgStore {
 
 impl From<DbError> for StateError {
     fn from(e: DbError) -> Self {
+        if let DbError::Fenced(f) = &e {
+            return StateError::Fenced(f.to_string());
+        }
         StateError::Shared {
             unavailable: e.is_unavailable(),
             reason: e.to_string(),
@@ -615,5 +655,18 @@ impl StateStore for PgStore {
 
     async fn import_applied(&self, kind: &str, bundle_id: &str) -> Result<bool, StateError> {
         Ok(PgStore::import_applied(self, kind, bundle_id).await?)
+    }
+
+    async fn schedules(&self) -> Result<ScheduleDocs, StateError> {
+        Ok(PgStore::schedules(self).await?)
+    }
+
+    async fn update_schedule(
+        &self,
+        job: &str,
+        fence: Option<&Fence>,
+        change: ScheduleChange<'_>,
+    ) -> Result<(), StateError> {
+        Ok(PgStore::update_schedule(self, job, fence, change).await?)
     }
 }

@@ -123,6 +123,14 @@ impl JobSchedule {
         }
     }
 
+    /// Applies a restart: a job held back by a *rejected* failure gets one more try now; any
+    /// other next-run time stands, so a restart neither skips nor repeats a run.
+    pub(crate) fn on_restart(&mut self, now: DateTime<Utc>) {
+        if self.blocked {
+            self.unblock(now);
+        }
+    }
+
     /// Lifts a *rejected* block (restart, license change) and makes the job due at `now`.
     pub fn unblock(&mut self, now: DateTime<Utc>) {
         self.blocked = false;
@@ -147,13 +155,11 @@ impl Schedules {
         self.jobs.entry(name).or_default()
     }
 
-    /// Applies a restart: jobs held back by a *rejected* failure get one more try now. Every
-    /// other next-run time stands, so a restart neither skips nor repeats a run.
+    #[cfg(test)]
+    /// [`JobSchedule::on_restart`] for every job.
     pub(crate) fn on_restart(&mut self, now: DateTime<Utc>) {
         for s in self.jobs.values_mut() {
-            if s.blocked {
-                s.unblock(now);
-            }
+            s.on_restart(now);
         }
     }
 }

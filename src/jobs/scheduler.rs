@@ -1,14 +1,17 @@
 //! Runs the jobs when their persisted schedule says so, one task per job.
 //!
-//! `state/schedule.json` is the source of truth and is re-read before every change, so a
-//! `jfconnect jobs run` in another process and the service agree on what ran last. A lock file
-//! per job keeps two runs of one job apart, across processes.
+//! The schedules live in the state store (`state::StateStore`) and are re-read before every
+//! decision and changed in one step each: for a single node that is `state/schedule.json` under
+//! `locks/schedule.lock`, so a `jfconnect jobs run` in another process and the service agree on
+//! what ran last; in database mode a leased job's schedule is the JPD's (one document for all
+//! nodes, written only by the leaseholder with its epoch) and every other job's is the node's.
+//! A lock file per job keeps two runs of one job apart, across processes.
 
-use super::schedule::{Backoff, Schedules};
+use super::schedule::{Backoff, JobSchedule, Schedules};
 use super::{JobError, JobName, JobReport};
 use crate::clock::SharedClock;
-use crate::state::{self, LockFile, StateError};
-use std::collections::HashMap;
+use crate::state::{self, Fence, LockFile, StateError, StateStore};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +29,18 @@ pub trait Job: Send + Sync + 'static {
     async fn run(&self) -> Result<JobReport, JobError>;
 }
 
+/// Database mode: the jobs one node per JPD runs, under a lease. Such a job's schedule is the
+/// JPD's; this node runs it, and writes its schedule, only while it holds the lease.
+pub(crate) trait JobLeases: Send + Sync {
+    /// True when `job` runs under a lease.
+    fn leased(&self, job: JobName) -> bool;
+    /// `job`'s lease as this node holds it (`None` inside: not held), changing when it is
+    /// taken or lost; `None` while this process takes no part in the leases.
+    fn watch(&self, job: JobName) -> Option<watch::Receiver<Option<Fence>>>;
+    /// Gives the lease up at once after the database refused a write with it.
+    fn step_down(&self, job: JobName);
+}
+
 /// Why [`Scheduler::run_now_prepared`] failed: in the caller's step, or in the job.
 #[derive(Debug)]
 pub(crate) enum Prepared<E> {
@@ -37,13 +52,17 @@ pub(crate) enum Prepared<E> {
 
 /// The scheduler: persisted schedules, job locks, and wake-ups for "run now".
 pub struct Scheduler {
-    path: PathBuf,
+    store: Arc<dyn StateStore>,
+    leases: Option<Arc<dyn JobLeases>>,
     lock_dir: PathBuf,
     guard: tokio::sync::Mutex<()>,
     jobs: HashMap<JobName, Arc<dyn Job>>,
     wake: HashMap<JobName, Arc<Notify>>,
     running: Mutex<HashMap<JobName, bool>>,
     setup_told: std::sync::atomic::AtomicBool,
+    /// Jobs whose rejected block a restart still has to lift (a leased one once this node
+    /// holds its lease).
+    restart_pending: Mutex<BTreeSet<JobName>>,
     clock: SharedClock,
     backoff: Backoff,
 }
@@ -52,9 +71,21 @@ pub struct Scheduler {
 /// (suspend, NTP) is noticed within a minute.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
+/// How long a job's loop waits after its schedule could not be read (the database away).
+const READ_RETRY: Duration = Duration::from_secs(5);
+
+/// What a job's loop may do now.
+enum Turn {
+    /// Run it when due: a job without a lease, or a leased one this node holds (`Some`).
+    Mine(Option<Fence>, Option<watch::Receiver<Option<Fence>>>),
+    /// Another node holds the lease (or none yet): wait for it to change hands.
+    Elsewhere(Option<watch::Receiver<Option<Fence>>>),
+}
+
 impl Scheduler {
-    /// Opens the schedule under `data_dir`. With `restart` true, jobs held back by a rejected
-    /// failure get one more try (a restart is what lifts that block).
+    /// Opens the schedule under `data_dir` (a single node's `state/schedule.json`). With
+    /// `restart` true, jobs held back by a rejected failure get one more try (a restart is what
+    /// lifts that block), at once.
     pub fn open(
         data_dir: &Path,
         jobs: Vec<Arc<dyn Job>>,
@@ -62,8 +93,43 @@ impl Scheduler {
         backoff: Backoff,
         restart: bool,
     ) -> Result<Scheduler, StateError> {
-        let path = data_dir.join("state").join("schedule.json");
-        let s = Scheduler {
+        let store = crate::state::FileStore::new(data_dir);
+        if restart {
+            let now = clock.now();
+            let names: Vec<&str> = jobs.iter().map(|j| j.name().as_str()).collect();
+            store.update_schedules_blocking(&names, |stored| {
+                let mut s = stored.map_or_else(JobSchedule::default, |doc| {
+                    serde_json::from_value(doc).unwrap_or_default()
+                });
+                s.on_restart(now);
+                serde_json::to_value(&s).unwrap_or_default()
+            })?;
+        }
+        Ok(Scheduler::open_on(
+            Arc::new(store),
+            None,
+            data_dir,
+            jobs,
+            clock,
+            backoff,
+            false,
+        ))
+    }
+
+    /// [`Scheduler::open`] on `store`, with `leases` in database mode. Reads nothing yet: a
+    /// restart's lifting of blocks happens before the first run or look at the schedules.
+    pub(crate) fn open_on(
+        store: Arc<dyn StateStore>,
+        leases: Option<Arc<dyn JobLeases>>,
+        data_dir: &Path,
+        jobs: Vec<Arc<dyn Job>>,
+        clock: SharedClock,
+        backoff: Backoff,
+        restart: bool,
+    ) -> Scheduler {
+        Scheduler {
+            store,
+            leases,
             lock_dir: data_dir.join("locks"),
             guard: tokio::sync::Mutex::new(()),
             wake: jobs
@@ -72,81 +138,118 @@ impl Scheduler {
                 .collect(),
             running: Mutex::new(HashMap::new()),
             setup_told: std::sync::atomic::AtomicBool::new(false),
+            restart_pending: Mutex::new(if restart {
+                jobs.iter().map(|j| j.name()).collect()
+            } else {
+                BTreeSet::new()
+            }),
             jobs: jobs.into_iter().map(|j| (j.name(), j)).collect(),
-            path,
             clock,
             backoff,
-        };
-        if restart {
-            let now = s.clock.now();
-            s.mutate_at_open(|all| all.on_restart(now))?;
         }
-        Ok(s)
     }
 
-    /// Reads the schedules (a damaged file is set aside: every job becomes due, which is safe).
-    pub fn snapshot(&self) -> Result<Schedules, StateError> {
-        Ok(state::load_or_set_aside(&self.path)?.unwrap_or_default())
+    /// True when `job` runs under a lease (database mode).
+    fn leased(&self, job: JobName) -> bool {
+        self.leases.as_ref().is_some_and(|l| l.leased(job))
     }
 
-    /// Load, change, save, under the cross-process `schedule.lock` (an in-process mutex keeps
-    /// this process's changes in order). Waits for another process's change without holding
-    /// up an async worker, bounded by [`SCHEDULE_LOCK_WAIT`].
-    async fn mutate<T>(&self, change: impl FnOnce(&mut Schedules) -> T) -> Result<T, StateError> {
-        let _in_process = self.guard.lock().await;
-        let path = self.schedule_lock_path();
-        let lock = state::wait_for_lock(&path, SCHEDULE_LOCK_WAIT).await;
-        self.change_locked(path, lock, change)
+    /// The lease `job` is run and recorded under: `Ok(None)` for a job without a lease,
+    /// `Err` when this node does not hold it.
+    fn fence(&self, job: JobName) -> Result<Option<Fence>, ()> {
+        match self.turn(job) {
+            Turn::Mine(fence, _) => Ok(fence),
+            Turn::Elsewhere(_) => Err(()),
+        }
     }
 
-    /// [`Scheduler::mutate`] for [`Scheduler::open`], which runs before anything is served.
-    fn mutate_at_open<T>(&self, change: impl FnOnce(&mut Schedules) -> T) -> Result<T, StateError> {
-        let path = self.schedule_lock_path();
-        let lock = state::wait_for_lock_blocking(&path, SCHEDULE_LOCK_WAIT);
-        self.change_locked(path, lock, change)
+    fn turn(&self, job: JobName) -> Turn {
+        let Some(leases) = self.leases.as_ref().filter(|l| l.leased(job)) else {
+            return Turn::Mine(None, None);
+        };
+        let Some(mut rx) = leases.watch(job) else {
+            return Turn::Elsewhere(None);
+        };
+        let held = rx.borrow_and_update().clone();
+        match held {
+            Some(fence) => Turn::Mine(Some(fence), Some(rx)),
+            None => Turn::Elsewhere(Some(rx)),
+        }
     }
 
-    fn schedule_lock_path(&self) -> PathBuf {
-        self.lock_dir.join("schedule.lock")
+    /// Reads the schedules this node runs by: a leased job's is the JPD's, every other job's
+    /// this node's. A damaged document reads as empty (the job becomes due, which is safe).
+    pub async fn snapshot(&self) -> Result<Schedules, StateError> {
+        self.lift_after_restart().await;
+        let docs = self.store.schedules().await?;
+        let mut all = Schedules::default();
+        for name in JobName::ALL {
+            let owner = if self.leased(name) {
+                &docs.jpd
+            } else {
+                &docs.node
+            };
+            if let Some(doc) = owner.get(name.as_str()) {
+                all.jobs.insert(name, parse_schedule(name, doc.clone()));
+            }
+        }
+        Ok(all)
     }
 
-    fn change_locked<T>(
+    /// A restart lifts rejected blocks: once per job, before its first run or the first look
+    /// at the schedules, a leased one once this node holds it.
+    async fn lift_after_restart(&self) {
+        let pending: Vec<JobName> = self
+            .restart_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        for name in pending {
+            let Ok(fence) = self.fence(name) else {
+                continue;
+            };
+            let now = self.clock.now();
+            let lifted = self
+                .mutate(name, fence.as_ref(), |s| s.on_restart(now))
+                .await;
+            if lifted.is_ok() {
+                self.restart_pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&name);
+            }
+        }
+    }
+
+    /// Changes `name`'s schedule in one step of the store (this process's changes in order);
+    /// a leased job's with its `fence`.
+    async fn mutate<T: Send>(
         &self,
-        path: PathBuf,
-        lock: std::io::Result<Option<LockFile>>,
-        change: impl FnOnce(&mut Schedules) -> T,
+        name: JobName,
+        fence: Option<&Fence>,
+        change: impl FnOnce(&mut JobSchedule) -> T + Send,
     ) -> Result<T, StateError> {
-        let held_by = |path: &Path| {
-            let who = LockFile::holder(path).map_or("another process".to_string(), |pid| {
-                format!("process {pid}")
-            });
-            std::io::Error::new(
-                std::io::ErrorKind::WouldBlock,
-                format!("{who} held it for over {} s", SCHEDULE_LOCK_WAIT.as_secs()),
+        let _in_process = self.guard.lock().await;
+        let mut out = None;
+        let slot = &mut out;
+        self.store
+            .update_schedule(
+                name.as_str(),
+                fence,
+                Box::new(move |stored| {
+                    let mut s =
+                        stored.map_or_else(JobSchedule::default, |doc| parse_schedule(name, doc));
+                    *slot = Some(change(&mut s));
+                    serde_json::to_value(&s).unwrap_or_default()
+                }),
             )
-        };
-        let _lock = match lock {
-            Ok(Some(l)) => l,
-            Ok(None) => {
-                let source = held_by(&path);
-                return Err(StateError::Io {
-                    action: "lock",
-                    path,
-                    source,
-                });
-            }
-            Err(source) => {
-                return Err(StateError::Io {
-                    action: "lock",
-                    path,
-                    source,
-                })
-            }
-        };
-        let mut all = self.snapshot()?;
-        let out = change(&mut all);
-        state::save(&self.path, &all)?;
-        Ok(out)
+            .await?;
+        out.ok_or_else(|| StateError::Shared {
+            reason: format!("the store did not apply the change of the {name} schedule"),
+            unavailable: false,
+        })
     }
 
     /// True while `name` runs in this process.
@@ -242,6 +345,15 @@ impl Scheduler {
         job: Arc<dyn Job>,
         _lock: LockFile,
     ) -> Result<JobReport, JobError> {
+        let Ok(fence) = self.fence(name) else {
+            return Ok(JobReport {
+                summary: format!(
+                    "another node holds the {name} lease and runs it; this node serves its results"
+                ),
+            });
+        };
+        // A restart's lifting applies to what was stored before this run, never after it.
+        self.lift_after_restart().await;
         self.set_running(name, true);
         let started = self.clock.now();
         let span = crate::logging::trace_span(name.as_str(), &crate::logging::new_trace_id());
@@ -264,8 +376,8 @@ impl Scheduler {
         let interval = job.interval();
         let backoff = self.backoff;
         let recorded = self
-            .mutate(|all| {
-                all.job(name).record(
+            .mutate(name, fence.as_ref(), |s| {
+                s.record(
                     started,
                     now,
                     interval,
@@ -275,8 +387,15 @@ impl Scheduler {
                 )
             })
             .await;
-        if let Err(e) = recorded {
-            tracing::error!(job = %name, error = %e, "cannot record the job's outcome");
+        match recorded {
+            Ok(()) => {}
+            Err(StateError::Fenced(reason)) => {
+                tracing::warn!(job = %name, error = %reason, "stepping down: another node took the lease while this one ran");
+                if let Some(l) = &self.leases {
+                    l.step_down(name);
+                }
+            }
+            Err(e) => tracing::error!(job = %name, error = %e, "cannot record the job's outcome"),
         }
         outcome
     }
@@ -307,7 +426,7 @@ impl Scheduler {
         &self,
     ) -> Result<Vec<(JobName, Result<JobReport, JobError>)>, StateError> {
         let now = self.clock.now();
-        let all = self.snapshot()?;
+        let all = self.snapshot().await?;
         let mut names: Vec<JobName> = self.jobs.keys().copied().collect();
         names.sort();
         let mut ran = Vec::new();
@@ -331,10 +450,15 @@ impl Scheduler {
         }
     }
 
-    /// Lifts a rejected block on `name` (license changed) and runs it now.
+    /// Lifts a rejected block on `name` (license changed) and runs it now. A leased job this
+    /// node does not hold is left to its leaseholder (whose license changed too).
     pub async fn unblock(&self, name: JobName) -> Result<(), StateError> {
+        let Ok(fence) = self.fence(name) else {
+            return Ok(());
+        };
         let now = self.clock.now();
-        self.mutate(|all| all.job(name).unblock(now)).await?;
+        self.mutate(name, fence.as_ref(), |s| s.unblock(now))
+            .await?;
         self.trigger(name);
         Ok(())
     }
@@ -380,36 +504,78 @@ impl Scheduler {
         let Some(wake) = self.wake.get(&name).cloned() else {
             return;
         };
+        let mut unreadable = false;
         loop {
             if *stop.borrow() {
                 return;
             }
+            let lease = match self.turn(name) {
+                Turn::Mine(_, lease) => lease,
+                Turn::Elsewhere(lease) => {
+                    // Another node runs it. A wake-up meanwhile is spent here, so it cannot
+                    // make this node run the job at once when it takes the lease later: then
+                    // the JPD's schedule alone decides.
+                    let lease_changed = async {
+                        let changed = match lease {
+                            Some(mut l) => l.changed().await.is_ok(),
+                            None => false,
+                        };
+                        // Not joined yet, or the keeper stopped (shutting down).
+                        if !changed {
+                            tokio::time::sleep(READ_RETRY).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = lease_changed => {}
+                        _ = tokio::time::sleep(MAX_SLEEP) => {}
+                        _ = wake.notified() => {}
+                        _ = stop.changed() => return,
+                    }
+                    continue;
+                }
+            };
             let now = self.clock.now();
-            let (due, wait) = match self.snapshot() {
-                Ok(all) => match all.jobs.get(&name) {
-                    None => (true, Duration::ZERO),
-                    Some(s) if s.blocked => (false, MAX_SLEEP),
-                    Some(s) => match s.next_run {
+            let (due, wait) = match self.snapshot().await {
+                Ok(all) => {
+                    unreadable = false;
+                    match all.jobs.get(&name) {
                         None => (true, Duration::ZERO),
-                        Some(t) if t <= now => (true, Duration::ZERO),
-                        Some(t) => (
-                            false,
-                            (t - now).to_std().unwrap_or(MAX_SLEEP).min(MAX_SLEEP),
-                        ),
-                    },
-                },
+                        Some(s) if s.blocked => (false, MAX_SLEEP),
+                        Some(s) => match s.next_run {
+                            None => (true, Duration::ZERO),
+                            Some(t) if t <= now => (true, Duration::ZERO),
+                            Some(t) => (
+                                false,
+                                (t - now).to_std().unwrap_or(MAX_SLEEP).min(MAX_SLEEP),
+                            ),
+                        },
+                    }
+                }
                 Err(e) => {
-                    tracing::error!(job = %name, error = %e, "cannot read the schedule");
-                    (false, MAX_SLEEP)
+                    if !unreadable {
+                        tracing::error!(job = %name, error = %e, "cannot read the schedule; trying again");
+                    }
+                    unreadable = true;
+                    (false, READ_RETRY)
                 }
             };
             if due {
                 self.run_in_loop(name, stop).await;
                 continue;
             }
+            let lease_lost = async {
+                let changed = match lease {
+                    Some(mut l) => l.changed().await.is_ok(),
+                    None => false,
+                };
+                if !changed {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = wake.notified() => self.run_in_loop(name, stop).await,
+                _ = lease_lost => {}
                 _ = stop.changed() => return,
             }
         }
@@ -433,9 +599,14 @@ impl Scheduler {
     }
 }
 
-/// The longest a change of the schedule waits for another process's change (each holds
-/// `schedule.lock` for one load and save).
-const SCHEDULE_LOCK_WAIT: Duration = Duration::from_secs(30);
+/// A stored schedule document as the scheduler reads it; a damaged one reads as empty (the job
+/// becomes due, which is safe), with a warning.
+fn parse_schedule(name: JobName, doc: serde_json::Value) -> JobSchedule {
+    serde_json::from_value(doc).unwrap_or_else(|e| {
+        tracing::warn!(job = %name, error = %e, "the job's stored schedule is damaged; the job is due now");
+        JobSchedule::default()
+    })
+}
 
 /// How long a job's loop waits when someone else holds the job's lock.
 const BUSY_RETRY: Duration = Duration::from_secs(5);

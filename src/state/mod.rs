@@ -12,8 +12,8 @@
 
 pub mod store;
 
+pub use store::{Fence, ImportCommit, ImportConflict, ImportState, ScheduleChange, ScheduleDocs};
 pub(crate) use store::{FileStore, StateStore};
-pub use store::{ImportCommit, ImportConflict, ImportState};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -61,6 +61,9 @@ pub enum StateError {
         /// True when the database is away (try again later), not refusing.
         unavailable: bool,
     },
+    /// A leaseholder's write refused because its lease moved on (the sentence says to whom).
+    #[error("{0}")]
+    Fenced(String),
 }
 
 /// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync folder.

@@ -10,12 +10,42 @@
 //!
 //! The rule of the compare-and-set is [`next_history`]; the file store and the bundle module's
 //! history file apply it under the entitlements job's lock, the database in one transaction.
+//!
+//! It also holds the jobs' schedules and last runs ([`ScheduleDocs`]): the file store keeps
+//! `state/schedule.json` as before; the database keeps one document per JPD for a leased job
+//! (written only by the leaseholder, with its [`Fence`]) and one per node for the others.
 
-use super::{load, save, StateError};
+use super::{load, load_or_set_aside, save, StateError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A granted lease: what a leaseholder's writes carry (the database refuses a stale one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The job the lease is for.
+    pub job: String,
+    /// The node holding it.
+    pub holder: String,
+    /// The epoch; raised each time the lease changes hands.
+    pub epoch: i64,
+}
+
+/// The schedule documents one node's scheduler reads, by job name: `jpd` holds the leased
+/// jobs' (one per JPD, database mode only), `node` this node's own (every job of a single node).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScheduleDocs {
+    /// Per JPD: written by the job's leaseholder.
+    pub jpd: BTreeMap<String, serde_json::Value>,
+    /// Per node (a single node's `state/schedule.json`).
+    pub node: BTreeMap<String, serde_json::Value>,
+}
+
+/// How one job's schedule document changes: given the stored one (if any), the new one.
+pub type ScheduleChange<'a> =
+    Box<dyn FnOnce(Option<serde_json::Value>) -> serde_json::Value + Send + 'a>;
 
 /// The import history of one kind of bundle from one trust domain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +148,19 @@ pub(crate) trait StateStore: Send + Sync {
     /// import's, are the stored ones. The file store's imports are applied under the same lock
     /// right after they are recorded, so there a recorded import counts as applied.
     async fn import_applied(&self, kind: &str, bundle_id: &str) -> Result<bool, StateError>;
+
+    /// Every schedule document this node's scheduler reads.
+    async fn schedules(&self) -> Result<ScheduleDocs, StateError>;
+
+    /// Changes one job's schedule document in one step (no other change of it in between).
+    /// With `fence`, the JPD's document of that leased job, refused (`StateError::Fenced`)
+    /// unless the fence is the lease's current one; without, this node's own.
+    async fn update_schedule(
+        &self,
+        job: &str,
+        fence: Option<&Fence>,
+        change: ScheduleChange<'_>,
+    ) -> Result<(), StateError>;
 }
 
 /// The state in a data folder: `jpd_id`, `state/bundle-import-<kind>.json` (the history) and
@@ -127,6 +170,16 @@ pub(crate) trait StateStore: Send + Sync {
 pub(crate) struct FileStore {
     data_dir: PathBuf,
 }
+
+/// `state/schedule.json` as this module reads it (the scheduler gives each job's meaning).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ScheduleFile {
+    jobs: BTreeMap<String, serde_json::Value>,
+}
+
+/// The longest a change of the schedule waits for another process's change (each holds
+/// `locks/schedule.lock` for one load and save).
+const SCHEDULE_LOCK_WAIT: Duration = Duration::from_secs(30);
 
 impl FileStore {
     /// The store of the data folder `data_dir`.
@@ -152,6 +205,69 @@ impl FileStore {
 
     fn history(&self, kind: &str) -> Result<ImportState, StateError> {
         Ok(load(&self.history_path(kind))?.unwrap_or_default())
+    }
+
+    /// `state/schedule.json`.
+    pub fn schedule_path(&self) -> PathBuf {
+        self.data_dir.join("state").join("schedule.json")
+    }
+
+    /// The schedules; a damaged file is set aside (every job becomes due, which is safe).
+    fn schedule_file(&self) -> Result<ScheduleFile, StateError> {
+        Ok(load_or_set_aside(&self.schedule_path())?.unwrap_or_default())
+    }
+
+    /// [`StateStore::update_schedule`] for every job in `jobs`, for code that may block (the
+    /// scheduler's open, before anything is served), under the same lock.
+    pub fn update_schedules_blocking(
+        &self,
+        jobs: &[&str],
+        mut change: impl FnMut(Option<serde_json::Value>) -> serde_json::Value,
+    ) -> Result<(), StateError> {
+        let path = self.data_dir.join("locks").join("schedule.lock");
+        let lock = super::wait_for_lock_blocking(&path, SCHEDULE_LOCK_WAIT);
+        let _lock = self.held(path, lock)?;
+        let mut all = self.schedule_file()?;
+        for job in jobs {
+            let next = change(all.jobs.remove(*job));
+            all.jobs.insert(job.to_string(), next);
+        }
+        save(&self.schedule_path(), &all)
+    }
+
+    /// Takes `locks/schedule.lock` (across processes), waiting up to [`SCHEDULE_LOCK_WAIT`]
+    /// without holding up an async worker.
+    async fn schedule_lock(&self) -> Result<super::LockFile, StateError> {
+        let path = self.data_dir.join("locks").join("schedule.lock");
+        let lock = super::wait_for_lock(&path, SCHEDULE_LOCK_WAIT).await;
+        self.held(path, lock)
+    }
+
+    /// The lock a wait for `path` got, or why not (naming who held it).
+    fn held(
+        &self,
+        path: PathBuf,
+        lock: std::io::Result<Option<super::LockFile>>,
+    ) -> Result<super::LockFile, StateError> {
+        let failed = |source| StateError::Io {
+            action: "lock",
+            path: path.clone(),
+            source,
+        };
+        match lock {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => {
+                let who = super::LockFile::holder(&path)
+                    .map_or("another process".to_string(), |pid| {
+                        format!("process {pid}")
+                    });
+                Err(failed(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!("{who} held it for over {} s", SCHEDULE_LOCK_WAIT.as_secs()),
+                )))
+            }
+            Err(source) => Err(failed(source)),
+        }
     }
 }
 
@@ -191,6 +307,29 @@ impl StateStore for FileStore {
 
     async fn import_applied(&self, kind: &str, bundle_id: &str) -> Result<bool, StateError> {
         Ok(self.history(kind)?.imported_ids.contains(bundle_id))
+    }
+
+    async fn schedules(&self) -> Result<ScheduleDocs, StateError> {
+        Ok(ScheduleDocs {
+            jpd: BTreeMap::new(),
+            node: self.schedule_file()?.jobs,
+        })
+    }
+
+    /// Load, change, save under `locks/schedule.lock`, so a `jfconnect jobs run` in another
+    /// process and the service agree on what ran last. A single node holds no leases, so the
+    /// document is always this node's.
+    async fn update_schedule(
+        &self,
+        job: &str,
+        _fence: Option<&Fence>,
+        change: ScheduleChange<'_>,
+    ) -> Result<(), StateError> {
+        let _lock = self.schedule_lock().await?;
+        let mut all = self.schedule_file()?;
+        let next = change(all.jobs.remove(job));
+        all.jobs.insert(job.to_string(), next);
+        save(&self.schedule_path(), &all)
     }
 }
 

@@ -114,7 +114,7 @@ async fn unavailable_failure_is_retried_with_backoff_not_at_once() {
         2,
         "retried within the first backoff ceiling"
     );
-    let snap = s.snapshot().unwrap();
+    let snap = s.snapshot().await.unwrap();
     assert_eq!(snap.jobs[&JobName::Entitlements].attempt, 0);
     assert_eq!(
         snap.jobs[&JobName::Entitlements].failures[&ErrorClass::Unavailable],
@@ -215,4 +215,20 @@ fn waiting_for_the_schedule_lock_does_not_block_the_runtime() {
     other.join().unwrap();
     let n = ticks.load(Ordering::SeqCst);
     assert!(n >= 10, "the timer ticked {n} times in 300 ms of waiting");
+}
+
+#[tokio::test]
+async fn a_restart_lifts_a_block_stored_before_it_never_one_recorded_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let j = job(JobName::Entitlements, vec![ErrorClass::Rejected]);
+    let s = restart(&dir, &j, &clock);
+    s.run_now(JobName::Entitlements).await.unwrap_err();
+    let blocked = |all: Schedules| all.jobs[&JobName::Entitlements].blocked;
+    assert!(
+        blocked(s.snapshot().await.unwrap()),
+        "the 400 after start holds"
+    );
+    let s = restart(&dir, &j, &clock);
+    assert!(!blocked(s.snapshot().await.unwrap()), "a restart lifts it");
 }
