@@ -1,12 +1,15 @@
 //! The simulated JCS's store: checks each received usage file's bytes against its SHA-256,
 //! keeps each distinct file once, and tells which ones it already had.
 //!
-//! The SHA-256 is the file's identity (promise 2 in docs/architecture.md), so the store is content-addressed:
-//! `<data>/jcs/usage/<first two hex digits>/<sha256>`. The set of known digests is rebuilt from
-//! those names on start, and every duplicate received is appended to `duplicates.log`, so both
-//! counters in `/_sim/stats` survive a restart. Files are written to a temp file and renamed
-//! (atomic against a crash of the simulator); they are not fsynced, as the simulator stands in
-//! for a remote service and must stay fast.
+//! The SHA-256 is the file's identity (promise 2 in docs/architecture.md), so the store is
+//! content-addressed: the distinct files of one batch go into one pack,
+//! `<data>/jcs/usage/<sequence>.pack`, a record `<sha256> <length>\n<bytes>\n` per file,
+//! written to a temp file and renamed (atomic against a crash of the simulator, not fsynced:
+//! the simulator stands in for a remote service and must stay fast). One file per batch, not
+//! per usage file, so the simulator is never the limit of an upload benchmark. The set of known
+//! digests is rebuilt from the packs on start (and from the `<ab>/<sha256>` files of older data
+//! folders), and every duplicate received is appended to `duplicates.log`, so both counters in
+//! `/_sim/stats` survive a restart.
 
 use super::archive::parse_sha256;
 use super::sync::lock;
@@ -25,10 +28,16 @@ pub(crate) struct UsageStore {
     tmp: PathBuf,
     duplicate_log: PathBuf,
     /// Held for a whole batch, disk writes included.
-    digests: Mutex<HashSet<[u8; 32]>>,
-    /// Mirrors `digests.len()`, so `/_sim/stats` never waits for a batch being written.
+    known: Mutex<Known>,
+    /// Mirrors `known.digests.len()`, so `/_sim/stats` never waits for a batch being written.
     unique: AtomicU64,
     duplicates: AtomicU64,
+}
+
+/// The digests held, and the sequence number of the next pack.
+struct Known {
+    digests: HashSet<[u8; 32]>,
+    next_pack: u64,
 }
 
 /// Why a batch was refused.
@@ -44,15 +53,28 @@ impl UsageStore {
     pub fn load(jcs_dir: &Path, tmp: &Path) -> Result<UsageStore, SimError> {
         let dir = jcs_dir.join("usage");
         std::fs::create_dir_all(&dir).map_err(|e| SimError::io("create", &dir, e))?;
-        let mut digests = HashSet::new();
-        let shards = std::fs::read_dir(&dir).map_err(|e| SimError::io("read", &dir, e))?;
-        for shard in shards.flatten() {
-            let Ok(files) = std::fs::read_dir(shard.path()) else {
-                continue;
-            };
-            for file in files.flatten() {
-                if let Some(d) = file.file_name().to_str().and_then(parse_sha256) {
-                    digests.insert(d);
+        let mut known = Known {
+            digests: HashSet::new(),
+            next_pack: 0,
+        };
+        let entries = std::fs::read_dir(&dir).map_err(|e| SimError::io("read", &dir, e))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(seq) = name
+                .strip_suffix(".pack")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                let bytes = std::fs::read(&path).map_err(|e| SimError::io("read", &path, e))?;
+                read_pack(&bytes, &mut known.digests)
+                    .map_err(|reason| SimError::Corrupt { path, reason })?;
+                known.next_pack = known.next_pack.max(seq + 1);
+            } else if let Ok(files) = std::fs::read_dir(&path) {
+                for file in files.flatten() {
+                    if let Some(d) = file.file_name().to_str().and_then(parse_sha256) {
+                        known.digests.insert(d);
+                    }
                 }
             }
         }
@@ -66,8 +88,8 @@ impl UsageStore {
             dir,
             tmp: tmp.to_path_buf(),
             duplicate_log,
-            unique: AtomicU64::new(digests.len() as u64),
-            digests: Mutex::new(digests),
+            unique: AtomicU64::new(known.digests.len() as u64),
+            known: Mutex::new(known),
             duplicates: AtomicU64::new(duplicates),
         })
     }
@@ -113,26 +135,41 @@ impl UsageStore {
         }
         // One lock for the whole batch: a file is checked and written before anyone else can
         // ask whether it is known.
-        let mut known = lock(&self.digests);
+        let mut known = lock(&self.known);
         let mut received = Vec::with_capacity(decoded.len());
         let mut duplicates = String::new();
         let mut duplicate_count = 0u64;
+        let mut pack = Vec::new();
+        let mut new_digests = Vec::new();
         for (digest, hex_digest, bytes) in decoded {
-            let duplicate = known.contains(&digest);
+            let duplicate = !known.digests.insert(digest);
             if duplicate {
                 duplicates.push_str(hex_digest);
                 duplicates.push('\n');
                 duplicate_count += 1;
             } else {
-                self.write_file(hex_digest, &bytes)
-                    .map_err(BatchError::Disk)?;
-                known.insert(digest);
-                self.unique.fetch_add(1, Ordering::Relaxed);
+                let header = format!("{hex_digest} {}\n", bytes.len());
+                pack.extend_from_slice(header.as_bytes());
+                pack.extend_from_slice(&bytes);
+                pack.push(b'\n');
+                new_digests.push(digest);
             }
             received.push(UsageFileReceipt {
                 sha256: hex_digest.to_string(),
                 duplicate,
             });
+        }
+        if !new_digests.is_empty() {
+            let seq = known.next_pack;
+            if let Err(e) = self.write_pack(seq, &pack) {
+                for d in &new_digests {
+                    known.digests.remove(d);
+                }
+                return Err(BatchError::Disk(e));
+            }
+            known.next_pack += 1;
+            self.unique
+                .fetch_add(new_digests.len() as u64, Ordering::Relaxed);
         }
         if !duplicates.is_empty() {
             let mut log = std::fs::OpenOptions::new()
@@ -148,19 +185,67 @@ impl UsageStore {
         Ok(UsageBatchReceipt { received })
     }
 
-    fn write_file(&self, hex_digest: &str, bytes: &[u8]) -> std::io::Result<()> {
-        let shard = self.dir.join(&hex_digest[..2]);
-        std::fs::create_dir_all(&shard)?;
+    fn write_pack(&self, seq: u64, bytes: &[u8]) -> std::io::Result<()> {
         let mut tmp = tempfile::Builder::new()
             .prefix("usage-")
             .tempfile_in(&self.tmp)?;
         tmp.write_all(bytes)?;
-        tmp.persist(shard.join(hex_digest)).map_err(|e| e.error)?;
+        tmp.persist(self.dir.join(format!("{seq:08}.pack")))
+            .map_err(|e| e.error)?;
         Ok(())
     }
+}
+
+/// Adds the digest of every record of a pack to `digests`; a record cut short or malformed is
+/// an error (a pack is renamed into place whole, so that is damage).
+fn read_pack(mut bytes: &[u8], digests: &mut HashSet<[u8; 32]>) -> Result<(), String> {
+    while !bytes.is_empty() {
+        let line_end = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or("a record header has no end")?;
+        let header = std::str::from_utf8(&bytes[..line_end]).map_err(|e| e.to_string())?;
+        let (hex_digest, len) = header
+            .split_once(' ')
+            .ok_or_else(|| format!("bad record header {header:?}"))?;
+        let digest =
+            parse_sha256(hex_digest).ok_or_else(|| format!("bad digest {hex_digest:?}"))?;
+        let len: usize = len.parse().map_err(|_| format!("bad length {len:?}"))?;
+        let rest = &bytes[line_end + 1..];
+        if rest.len() < len + 1 || rest[len] != b'\n' {
+            return Err(format!("the record of {hex_digest} is cut short"));
+        }
+        digests.insert(digest);
+        bytes = &rest[len + 1..];
+    }
+    Ok(())
 }
 
 /// A file name cut short for messages.
 fn short(name: &str) -> String {
     name.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pack_gives_back_its_digests_and_a_cut_pack_is_damage() {
+        let (a, b) = (sha256_hex(b"{}"), sha256_hex(b"x\ny"));
+        let pack = format!("{a} 2\n{{}}\n{b} 3\nx\ny\n");
+        let mut digests = HashSet::new();
+        read_pack(pack.as_bytes(), &mut digests).unwrap();
+        assert_eq!(digests.len(), 2);
+        assert!(digests.contains(&parse_sha256(&b).unwrap()));
+        for cut in [pack.len() - 1, pack.len() - 3, 68, 100] {
+            let err = read_pack(&pack.as_bytes()[..cut], &mut HashSet::new()).unwrap_err();
+            assert!(
+                err.contains("cut short") || err.contains("no end"),
+                "{cut}: {err}"
+            );
+        }
+        let err = read_pack(b"nothex 2\n{}\n", &mut HashSet::new()).unwrap_err();
+        assert!(err.contains("bad digest"), "{err}");
+    }
 }
