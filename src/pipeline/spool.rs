@@ -213,15 +213,72 @@ pub(crate) fn is_candidate_name(name: &OsStr) -> bool {
         || lower.ends_with(b".reason"))
 }
 
+/// The two fields validation reads, borrowed from the file's bytes; every other field is
+/// skipped without being built (serde's `IgnoredAny`).
 #[derive(Deserialize)]
-struct Head {
-    #[serde(default)]
-    product: Option<serde_json::Value>,
-    #[serde(default)]
-    timestamp: Option<serde_json::Value>,
+struct Head<'a> {
+    #[serde(default, borrow)]
+    product: Field<'a>,
+    #[serde(default, borrow)]
+    timestamp: Field<'a>,
 }
 
-/// Checks that `bytes` is one JSON object with a `product` string and an RFC 3339 `timestamp`.
+/// A field's value as far as validation cares: absent, a string (borrowed unless it has
+/// escapes), or anything else (skipped, not built).
+#[derive(Default)]
+enum Field<'a> {
+    #[default]
+    Missing,
+    Text(std::borrow::Cow<'a, str>),
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        use std::borrow::Cow;
+        struct Any<'a>(std::marker::PhantomData<Field<'a>>);
+        impl<'de: 'a, 'a> Visitor<'de> for Any<'a> {
+            type Value = Field<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Field<'a>, E> {
+                Ok(Field::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Field<'a>, E> {
+                Ok(Field::Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Field<'a>, E> {
+                Ok(Field::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Field<'a>, E> {
+                Ok(Field::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Field<'a>, E> {
+                Ok(Field::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Field<'a>, E> {
+                Ok(Field::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Field<'a>, E> {
+                Ok(Field::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Field<'a>, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Field<'a>, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+        }
+        d.deserialize_any(Any(std::marker::PhantomData))
+    }
+}
+
+/// Checks that `bytes` is one JSON object with a `product` string and an RFC 3339 `timestamp`:
+/// the one parse of a usage file, shared by the upload, the export and the archive plan.
 pub(crate) fn validate(bytes: &[u8]) -> Result<UsageHead, String> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
@@ -230,17 +287,17 @@ pub(crate) fn validate(bytes: &[u8]) -> Result<UsageHead, String> {
     let head: Head =
         serde_json::from_slice(bytes).map_err(|e| format!("it is not valid JSON ({e})"))?;
     let product = match head.product {
-        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s,
-        Some(serde_json::Value::String(_)) => return Err("its `product` is empty".into()),
-        Some(_) => return Err("its `product` is not a string".into()),
-        None => return Err("it has no `product` field".into()),
+        Field::Text(s) if !s.trim().is_empty() => s.into_owned(),
+        Field::Text(_) => return Err("its `product` is empty".into()),
+        Field::Other => return Err("its `product` is not a string".into()),
+        Field::Missing => return Err("it has no `product` field".into()),
     };
     let timestamp = match head.timestamp {
-        Some(serde_json::Value::String(s)) => DateTime::parse_from_rfc3339(&s)
+        Field::Text(s) => DateTime::parse_from_rfc3339(&s)
             .map_err(|e| format!("its `timestamp` {s:?} is not RFC 3339 ({e})"))?
             .with_timezone(&Utc),
-        Some(_) => return Err("its `timestamp` is not a string".into()),
-        None => return Err("it has no `timestamp` field".into()),
+        Field::Other => return Err("its `timestamp` is not a string".into()),
+        Field::Missing => return Err("it has no `timestamp` field".into()),
     };
     Ok(UsageHead { product, timestamp })
 }
@@ -662,6 +719,11 @@ mod tests {
         let ok = validate(br#"{"product":"xray","timestamp":"2024-03-01T23:30:00-02:00","n":1}"#)
             .unwrap();
         assert_eq!(ok.product, "xray");
+        let escaped = validate(
+            br#"{"x":{"product":1},"product":"x\u0072ay","timestamp":"2024-03-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(escaped.product, "xray");
         assert_eq!(ok.timestamp.to_rfc3339(), "2024-03-02T01:30:00+00:00");
         let cases: &[(&[u8], &str)] = &[
             (b"", "not a JSON object"),
@@ -691,6 +753,15 @@ mod tests {
                 "duplicate",
             ),
             (b"\xff\xfe{}", "not a JSON object"),
+            (
+                br#"{"product":null,"timestamp":"2024-01-01T00:00:00Z"}"#,
+                "not a string",
+            ),
+            (
+                br#"{"product":{"a":[1]},"timestamp":"2024-01-01T00:00:00Z"}"#,
+                "not a string",
+            ),
+            (br#"{"product":"a","timestamp":["x"]}"#, "not a string"),
         ];
         for (bytes, want) in cases {
             let err = validate(bytes).unwrap_err();
