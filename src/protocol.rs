@@ -98,6 +98,53 @@ pub struct UsageFileWire {
     pub content_base64: String,
 }
 
+/// The bytes one usage file of `content_len` bytes named `name` adds to a usage batch's body
+/// (its name's JSON escapes aside): its SHA-256, name and base64 bytes, and their frame.
+pub(crate) fn usage_wire_len(name: &str, content_len: usize) -> usize {
+    const FRAME: usize = r#"{"sha256":"","name":"","content_base64":""},"#.len();
+    FRAME + 64 + name.len() + 4 * content_len.div_ceil(3)
+}
+
+/// The JSON of a [`UsageBatch`] of `files` (SHA-256, name, bytes), written straight into one
+/// buffer sized up front: each file's bytes are base64-encoded in place, never held as a
+/// `String` of their own. The same bytes as `serde_json::to_vec` of the `UsageBatch` (unit
+/// test), so the server reads it with the strict type.
+pub(crate) fn usage_batch_body<'a>(
+    jpd_id: &str,
+    files: impl Iterator<Item = (&'a str, &'a str, &'a [u8])> + Clone,
+) -> std::io::Result<Vec<u8>> {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let size = files
+        .clone()
+        .fold(64 + jpd_id.len(), |n, (_, name, content)| {
+            n + usage_wire_len(name, content.len())
+        });
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(br#"{"jpd_id":"#);
+    serde_json::to_writer(&mut body, jpd_id)?;
+    body.extend_from_slice(br#","files":["#);
+    for (i, (sha, name, content)) in files.enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(br#"{"sha256":"#);
+        serde_json::to_writer(&mut body, sha)?;
+        body.extend_from_slice(br#","name":"#);
+        serde_json::to_writer(&mut body, name)?;
+        body.extend_from_slice(br#","content_base64":""#);
+        let start = body.len();
+        body.resize(start + 4 * content.len().div_ceil(3), 0);
+        let written = engine
+            .encode_slice(content, &mut body[start..])
+            .map_err(std::io::Error::other)?;
+        body.truncate(start + written);
+        body.extend_from_slice(b"\"}");
+    }
+    body.extend_from_slice(b"]}");
+    Ok(body)
+}
+
 /// Answer of `POST /jcs/api/v1/usage`: one receipt per file received.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UsageBatchReceipt {
@@ -166,4 +213,53 @@ impl ErrorBody {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_usage_batch_body_is_what_serde_writes_for_the_batch() {
+        let files: Vec<(String, String, Vec<u8>)> = vec![
+            (
+                "ab".repeat(32),
+                "a \"quoted\" \\ name\n.json".into(),
+                b"{}".to_vec(),
+            ),
+            (
+                "cd".repeat(32),
+                "\u{e9}t\u{e9}.json".into(),
+                (0..=255u8).collect(),
+            ),
+            ("ef".repeat(32), "empty".into(), Vec::new()),
+        ];
+        let body = usage_batch_body(
+            "jpd-\"1\"",
+            files
+                .iter()
+                .map(|(s, n, c)| (s.as_str(), n.as_str(), c.as_slice())),
+        )
+        .unwrap();
+        let batch = UsageBatch {
+            jpd_id: "jpd-\"1\"".into(),
+            files: files
+                .iter()
+                .map(|(s, n, c)| UsageFileWire {
+                    sha256: s.clone(),
+                    name: n.clone(),
+                    content_base64: base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        c,
+                    ),
+                })
+                .collect(),
+        };
+        assert_eq!(
+            String::from_utf8(body.clone()).unwrap(),
+            serde_json::to_string(&batch).unwrap()
+        );
+        let none = usage_batch_body("j", std::iter::empty()).unwrap();
+        assert_eq!(none, br#"{"jpd_id":"j","files":[]}"#);
+    }
 }

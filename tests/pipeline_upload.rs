@@ -117,3 +117,40 @@ async fn without_the_failpoints_feature_the_variable_cannot_abort_a_run() {
     let out = upload(&env, &t, &o).await.unwrap();
     assert_eq!(out.uploaded, 1);
 }
+
+#[tokio::test]
+async fn no_batch_passes_max_batch_bytes_and_a_larger_file_goes_alone() {
+    let mut env = Env::new();
+    env.config.usage.batch_size = 100;
+    env.config.usage.max_batch_bytes = 4096;
+    let mut shas: Vec<String> = (0..40)
+        .map(|i| env.usage(&format!("u{i:02}.json"), "art", 1, i))
+        .collect();
+    let big = format!(
+        r#"{{"product":"art","timestamp":"2024-03-01T10:00:00Z","pad":"{}"}}"#,
+        "x".repeat(10_000)
+    );
+    shas.push(env.raw("u20-big.json", big.as_bytes()));
+    let t = MemoryTransport::default();
+    let out = upload(&env, &t, &opts()).await.unwrap();
+    assert_eq!(out.uploaded, 41);
+    let (received, _) = t.usage_received();
+    assert!(shas.iter().all(|s| received.contains(s)));
+    let batches = t.usage_batches();
+    assert_eq!(out.batches, batches.len() as u64);
+    assert_eq!(batches.iter().map(|(n, _)| n).sum::<usize>(), 41);
+    for (files, bytes) in &batches {
+        assert!(
+            *bytes <= 4096 || *files == 1,
+            "a batch of {files} files is {bytes} bytes: {batches:?}"
+        );
+    }
+    assert!(
+        batches.iter().any(|&(n, b)| n == 1 && b > 13_000),
+        "the 10 KiB file (13 KiB in base64) went alone: {batches:?}"
+    );
+    assert!(
+        batches.len() >= 5,
+        "40 files of ~150 bytes in 4 KiB: {batches:?}"
+    );
+}

@@ -305,7 +305,13 @@ pub struct UsageSection {
     pub batch_size: usize,
     /// Usage files larger than this are quarantined.
     pub max_file_bytes: u64,
+    /// Most bytes of one upload request's body (a usage file whose own request is larger is
+    /// sent alone).
+    pub max_batch_bytes: u64,
 }
+
+/// Default of `usage.max_batch_bytes`: 8 MiB.
+pub const DEFAULT_MAX_BATCH_BYTES: u64 = 8 << 20;
 
 impl Default for UsageSection {
     fn default() -> Self {
@@ -314,6 +320,7 @@ impl Default for UsageSection {
             interval: Duration::from_secs(24 * 3600),
             batch_size: 500,
             max_file_bytes: 16 * 1024 * 1024,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
         }
     }
 }

@@ -75,6 +75,9 @@ impl Config {
         if self.usage.max_file_bytes == 0 {
             return Err(err("usage.max_file_bytes", "must be at least 1".into()));
         }
+        if self.usage.max_batch_bytes == 0 {
+            return Err(err("usage.max_batch_bytes", "must be at least 1".into()));
+        }
         let repo = &self.archival.repo;
         let repo_ok = !repo.is_empty()
             && repo

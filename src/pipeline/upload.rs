@@ -5,7 +5,11 @@
 //! ([`Ledger::mark_uploaded`]). Only acknowledged files get a marker, and the marker never
 //! comes before the acknowledgement. A crash after the acknowledgement and before the marker
 //! re-sends the batch next time; JCS recognises the SHA-256 and counts it as a duplicate, never
-//! twice. Air-gapped, the files are streamed into usage bundles instead ([`stream_pending`]),
+//! twice. Batches are pipelined: the spool is read one batch ahead on a blocking thread, and
+//! [`IN_FLIGHT`] requests are out at once; each batch keeps that order on its own. A batch is
+//! capped in files (`usage.batch_size`) and in bytes of request body (`usage.max_batch_bytes`),
+//! and its body is written once from the files' bytes (`protocol::usage_batch_body`).
+//! Air-gapped, the files are streamed into usage bundles instead ([`stream_pending`]),
 //! each bundle finished before its files' markers.
 //!
 //! With the shared ledger (database mode) each batch is first claimed: a file another node
@@ -27,11 +31,13 @@ use crate::transport::{Transport, UsageUpload};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-/// Most bytes of usage files held for one upload request (a single larger file goes alone).
-pub(crate) const BATCH_BYTES: u64 = 16 * 1024 * 1024;
-
 /// Files examined per parallel step of the spool scan.
 const SCAN_CHUNK: usize = 256;
+
+/// Upload requests in flight at once: while JCS reads one batch, the next is on its way and
+/// the markers of an acknowledged one are written. Each batch keeps its own order (sent,
+/// acknowledged, then marked); batches do not wait for each other.
+const IN_FLIGHT: usize = 2;
 
 /// What a usage run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,8 +75,41 @@ impl UsageOutcome {
     }
 }
 
-/// Uploads every pending usage file in batches of `config.usage.batch_size` (or what the transport asks for). On a failed
-/// request the run stops and the files of that batch (and all later ones) stay pending.
+/// How large one upload request may grow.
+#[derive(Debug, Clone, Copy)]
+struct BatchLimits {
+    /// Usage files (`usage.batch_size`, or what the transport asks for).
+    files: usize,
+    /// Bytes of the request's body (`usage.max_batch_bytes`); a file whose own request is
+    /// larger goes alone.
+    bytes: u64,
+}
+
+/// Bytes `f` adds to the body of an upload request.
+fn wire_len(f: &UsageFile) -> u64 {
+    crate::protocol::usage_wire_len(&f.name, f.content.len()) as u64
+}
+
+/// What the scan saw besides the files it put in a batch.
+#[derive(Debug, Default)]
+struct Seen {
+    quarantined: u64,
+    not_settled: u64,
+    already_uploaded: u64,
+    /// Names looked at that are in no batch and not counted above as already uploaded.
+    other: u64,
+}
+
+/// One step of the scan: the next batch (empty at the end of the spool) and what was seen
+/// while filling it.
+type ScanStep = Result<(Vec<UsageFile>, Seen), PipelineError>;
+
+/// Uploads every pending usage file in batches of `config.usage.batch_size` files (or what the
+/// transport asks for) and at most `config.usage.max_batch_bytes` of request body. The spool
+/// is read on a blocking thread one batch ahead of the requests; [`IN_FLIGHT`] requests are in
+/// flight at once. On a failed request the run takes no new batch, lets the ones in flight
+/// finish (their files are marked if acknowledged) and answers the failure; the files of the
+/// failed batch, and every file not sent, stay pending.
 pub async fn upload_pending_with(
     config: &Config,
     transport: &dyn Transport,
@@ -92,118 +131,114 @@ pub async fn upload_pending_with(
         Some(l) => l.clone(),
         None => Arc::new(counter.clone()),
     };
-    let batch_size = transport.batch_size(config.usage.batch_size).max(1);
-    let mut out = UsageOutcome::default();
-    let mut scan = spool::SpoolScan::open(&layout.spool)?;
-    let rules = layout.scan_rules(config, opts);
-    let mut queue: VecDeque<UsageFile> = VecDeque::new();
-    let mut queued_bytes = 0u64;
-    let mut exhausted = false;
-    let mut tally = super::history::UsageHistory::default();
-    loop {
-        while !exhausted && queue.len() < batch_size && queued_bytes < BATCH_BYTES {
-            let (l, r, n) = (
-                ledger.clone(),
-                rules.clone(),
-                SCAN_CHUNK.min(batch_size).max(8),
-            );
-            let mut counts = spool::ScanCounts::default();
-            let (back, found) = tokio::task::spawn_blocking(move || {
-                let found = scan.next_batch(
-                    n,
-                    &r,
-                    &mut counts,
-                    || (),
-                    |_, f| {
-                        if l.surely_uploaded(&f.sha256) {
-                            None
-                        } else {
-                            Some(f)
-                        }
-                    },
-                );
-                (scan, found.map(|f| (f, counts)))
-            })
-            .await
-            .map_err(|e| PipelineError::io("scan", &layout.spool, std::io::Error::other(e)))?;
-            scan = back;
-            let (found, counts) = found?;
-            let Some(found) = found else {
-                exhausted = true;
-                break;
-            };
-            out.quarantined += counts.quarantined;
-            out.not_settled += counts.not_settled;
-            progress.inc(counts.examined - found.len() as u64);
-            for f in found {
-                match f {
-                    None => {
-                        out.already_uploaded += 1;
-                        progress.inc(1);
-                    }
-                    Some(f) => {
-                        queued_bytes += f.content.len() as u64;
-                        queue.push_back(f);
-                    }
-                }
-            }
-        }
-        if queue.is_empty() {
-            break;
-        }
-        let batch = take_batch(&mut queue, batch_size);
-        queued_bytes = queue.iter().map(|f| f.content.len() as u64).sum();
-        let batch_len = batch.len() as u64;
-        let claimed = ledger
-            .claim_uploads(batch.iter().map(|f| f.sha256.clone()).collect())
-            .await;
-        let sent = match claimed {
-            Ok(claimed) => {
-                let claimed: HashSet<String> = claimed.into_iter().collect();
-                let (batch, elsewhere): (Vec<UsageFile>, Vec<UsageFile>) =
-                    batch.into_iter().partition(|f| claimed.contains(&f.sha256));
-                out.already_uploaded += elsewhere.len() as u64;
-                progress.inc(elsewhere.len() as u64);
-                if batch.is_empty() {
-                    continue;
-                }
-                send(transport, jpd_id, token, &batch, &*ledger, opts, &mut tally)
-                    .await
-                    .map(|(acked, dups)| (acked, dups, batch.len() as u64))
-            }
-            Err(e) => Err(e),
-        };
-        let (acked, dups, sent_files) = match sent {
-            Ok(v) => v,
-            Err(e) => {
-                let pending = out.not_settled + batch_len + queue.len() as u64;
-                let _ = counter.record_scan(pending, out.already_uploaded + out.uploaded);
-                let _ = super::history::record_counts(&layout, &tally, opts.clock.now());
-                progress.finish();
-                return Err(e);
-            }
-        };
-        out.batches += 1;
-        out.uploaded += acked;
-        out.duplicates += dups;
-        out.not_settled += sent_files - acked;
-        progress.inc(sent_files);
-    }
+    let limits = BatchLimits {
+        files: transport.batch_size(config.usage.batch_size).max(1),
+        bytes: config.usage.max_batch_bytes,
+    };
+    let scan = spool::SpoolScan::open(&layout.spool)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let (rules, l) = (layout.scan_rules(config, opts), ledger.clone());
+    let scanner = tokio::task::spawn_blocking(move || scan_batches(scan, &rules, &*l, limits, &tx));
+    let sender = Sender {
+        transport,
+        jpd_id,
+        token,
+        ledger: &*ledger,
+        opts,
+    };
+    let mut run = Run::default();
+    let sent = sender.send_all(rx, &mut run, progress).await;
+    // The receiver is gone: the scanner stops at its next batch. Wait for it, so nothing
+    // touches the spool (quarantine) once the lock is released.
+    let scanned = scanner
+        .await
+        .map_err(|e| PipelineError::io("scan", &layout.spool, std::io::Error::other(e)));
     progress.finish();
+    let out = run.out;
+    if let Err(e) = sent.and(scanned) {
+        let _ = counter.record_scan(
+            out.not_settled + run.unsent,
+            out.already_uploaded + out.uploaded,
+        );
+        let _ = super::history::record_counts(&layout, &run.tally, opts.clock.now());
+        return Err(e);
+    }
     counter.record_scan(out.not_settled, out.already_uploaded + out.uploaded)?;
-    if let Err(e) = super::history::record_counts(&layout, &tally, opts.clock.now()) {
+    if let Err(e) = super::history::record_counts(&layout, &run.tally, opts.clock.now()) {
         tracing::warn!(error = %e, "cannot add this run to the usage history");
     }
     Ok(out)
 }
 
-/// Takes up to `n` files and [`BATCH_BYTES`] bytes (at least one file) off the queue.
-fn take_batch(queue: &mut VecDeque<UsageFile>, n: usize) -> Vec<UsageFile> {
+/// The scanning side of a run (blocking): fills batches from the spool and hands each to the
+/// sender. The channel holds one, so the spool is read at most one batch ahead.
+fn scan_batches(
+    mut scan: spool::SpoolScan,
+    rules: &spool::ScanRules,
+    ledger: &dyn UsageLedger,
+    limits: BatchLimits,
+    tx: &tokio::sync::mpsc::Sender<ScanStep>,
+) {
+    let mut queue: VecDeque<UsageFile> = VecDeque::new();
+    let mut queued = 0u64;
+    let mut seen = Seen::default();
+    let mut exhausted = false;
+    loop {
+        while !exhausted && queue.len() < limits.files && queued < limits.bytes {
+            let mut counts = spool::ScanCounts::default();
+            let n = SCAN_CHUNK.min(limits.files - queue.len()).max(8);
+            let found = scan.next_batch(
+                n,
+                rules,
+                &mut counts,
+                || (),
+                |_, f| (!ledger.surely_uploaded(&f.sha256)).then_some(f),
+            );
+            let found = match found {
+                Ok(found) => found,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            seen.quarantined += counts.quarantined;
+            seen.not_settled += counts.not_settled;
+            let Some(found) = found else {
+                exhausted = true;
+                break;
+            };
+            seen.other += counts.examined - found.len() as u64;
+            for f in found {
+                match f {
+                    None => seen.already_uploaded += 1,
+                    Some(f) => {
+                        queued += wire_len(&f);
+                        queue.push_back(f);
+                    }
+                }
+            }
+        }
+        let batch = take_batch(&mut queue, limits);
+        queued = queue.iter().map(wire_len).sum();
+        let end = batch.is_empty();
+        if tx
+            .blocking_send(Ok((batch, std::mem::take(&mut seen))))
+            .is_err()
+            || end
+        {
+            return;
+        }
+    }
+}
+
+/// Takes up to `limits.files` files and `limits.bytes` of request body off the queue (at
+/// least one file, however large).
+fn take_batch(queue: &mut VecDeque<UsageFile>, limits: BatchLimits) -> Vec<UsageFile> {
     let mut batch = Vec::new();
     let mut bytes = 0u64;
     while let Some(f) = queue.front() {
-        let len = f.content.len() as u64;
-        if !batch.is_empty() && (batch.len() >= n || bytes + len > BATCH_BYTES) {
+        let len = wire_len(f);
+        if !batch.is_empty() && (batch.len() >= limits.files || bytes + len > limits.bytes) {
             break;
         }
         bytes += len;
@@ -214,45 +249,161 @@ fn take_batch(queue: &mut VecDeque<UsageFile>, n: usize) -> Vec<UsageFile> {
     batch
 }
 
-/// Sends one batch and records the acknowledged files (in the ledger, and in `tally` by day
-/// and product); answers (acknowledged, duplicates).
-async fn send(
-    transport: &dyn Transport,
-    jpd_id: &str,
-    token: &Secret,
-    batch: &[UsageFile],
-    ledger: &dyn UsageLedger,
-    opts: &RunOptions,
-    tally: &mut super::history::UsageHistory,
-) -> Result<(u64, u64), PipelineError> {
-    let uploads: Vec<UsageUpload> = batch
-        .iter()
-        .map(|f| UsageUpload {
-            sha256: f.sha256.clone(),
-            name: f.name.clone(),
-            content: bytes::Bytes::copy_from_slice(&f.content),
-        })
-        .collect();
-    let receipt = transport.upload_usage(jpd_id, token, &uploads).await?;
-    opts.failpoint.hit("usage-after-upload")?;
-    let acknowledged: HashSet<&str> = receipt.acknowledged.iter().map(String::as_str).collect();
-    let ours: Vec<String> = batch
-        .iter()
-        .filter(|f| acknowledged.contains(f.sha256.as_str()))
-        .map(|f| f.sha256.clone())
-        .collect();
-    let acked_heads: Vec<_> = batch
-        .iter()
-        .filter(|f| acknowledged.contains(f.sha256.as_str()))
-        .map(|f| (f.head.timestamp.date_naive(), f.head.product.clone()))
-        .collect();
-    let n = ours.len() as u64;
-    ledger.mark_uploaded(ours).await?;
-    opts.failpoint.hit("usage-after-ledger")?;
-    for (day, product) in &acked_heads {
-        tally.count(*day, product);
+/// What a run has done so far.
+#[derive(Default)]
+struct Run {
+    out: UsageOutcome,
+    tally: super::history::UsageHistory,
+    /// Files of batches that failed.
+    unsent: u64,
+}
+
+/// One batch's result.
+struct Sent {
+    /// Files sent.
+    files: u64,
+    /// Of those, acknowledged.
+    acked: u64,
+    /// Of those, already known to JCS.
+    duplicates: u64,
+    /// Files left out because another node uploads them.
+    elsewhere: u64,
+    /// (day, product) of every acknowledged file.
+    heads: Vec<(chrono::NaiveDate, String)>,
+}
+
+/// The sending side of a run.
+struct Sender<'a> {
+    transport: &'a dyn Transport,
+    jpd_id: &'a str,
+    token: &'a Secret,
+    ledger: &'a dyn UsageLedger,
+    opts: &'a RunOptions,
+}
+
+impl Sender<'_> {
+    /// Claims, sends and marks the batches the scanner hands over, [`IN_FLIGHT`] at once. The
+    /// first failure stops taking batches; the ones in flight finish; the failure is answered.
+    async fn send_all(
+        &self,
+        mut rx: tokio::sync::mpsc::Receiver<ScanStep>,
+        run: &mut Run,
+        progress: &dyn Progress,
+    ) -> Result<(), PipelineError> {
+        use futures_util::StreamExt;
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        let mut failed = None;
+        let mut open = true;
+        loop {
+            let take = open && failed.is_none() && in_flight.len() < IN_FLIGHT;
+            if !take && in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                step = rx.recv(), if take => match step {
+                    None => open = false,
+                    Some(Err(e)) => failed = Some(e),
+                    Some(Ok((batch, seen))) => {
+                        let out = &mut run.out;
+                        out.quarantined += seen.quarantined;
+                        out.not_settled += seen.not_settled;
+                        out.already_uploaded += seen.already_uploaded;
+                        progress.inc(seen.other + seen.already_uploaded);
+                        if !batch.is_empty() {
+                            in_flight.push(self.one(batch));
+                        }
+                    }
+                },
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => match done {
+                    Ok(sent) => {
+                        let out = &mut run.out;
+                        out.already_uploaded += sent.elsewhere;
+                        progress.inc(sent.elsewhere + sent.files);
+                        if sent.files > 0 {
+                            out.batches += 1;
+                            out.uploaded += sent.acked;
+                            out.duplicates += sent.duplicates;
+                            out.not_settled += sent.files - sent.acked;
+                        }
+                        for (day, product) in &sent.heads {
+                            run.tally.count(*day, product);
+                        }
+                    }
+                    Err((e, files)) => {
+                        run.unsent += files;
+                        failed.get_or_insert(e);
+                    }
+                },
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
-    Ok((n, receipt.duplicates as u64))
+
+    /// One batch: claimed, sent, and its acknowledged files marked (after the
+    /// acknowledgement, never before). A failure answers the number of files it leaves.
+    async fn one(&self, batch: Vec<UsageFile>) -> Result<Sent, (PipelineError, u64)> {
+        let n = batch.len() as u64;
+        let shas = batch.iter().map(|f| f.sha256.clone()).collect();
+        let claimed = self.ledger.claim_uploads(shas).await.map_err(|e| (e, n))?;
+        let claimed: HashSet<String> = claimed.into_iter().collect();
+        let (batch, elsewhere): (Vec<UsageFile>, Vec<UsageFile>) =
+            batch.into_iter().partition(|f| claimed.contains(&f.sha256));
+        let elsewhere = elsewhere.len() as u64;
+        let files = batch.len() as u64;
+        if batch.is_empty() {
+            return Ok(Sent {
+                files,
+                acked: 0,
+                duplicates: 0,
+                elsewhere,
+                heads: Vec::new(),
+            });
+        }
+        // The bytes move into the request; only the identity and the head stay.
+        let (uploads, heads): (Vec<UsageUpload>, Vec<_>) = batch
+            .into_iter()
+            .map(|f| {
+                let head = (f.head.timestamp.date_naive(), f.head.product);
+                let upload = UsageUpload {
+                    sha256: f.sha256,
+                    name: f.name,
+                    content: f.content.into(),
+                };
+                (upload, head)
+            })
+            .unzip();
+        let fail = |e: PipelineError| (e, files);
+        let receipt = self
+            .transport
+            .upload_usage(self.jpd_id, self.token, &uploads)
+            .await
+            .map_err(|e| fail(e.into()))?;
+        self.opts
+            .failpoint
+            .hit("usage-after-upload")
+            .map_err(fail)?;
+        let acknowledged: HashSet<&str> = receipt.acknowledged.iter().map(String::as_str).collect();
+        let (ours, heads): (Vec<String>, Vec<_>) = uploads
+            .iter()
+            .zip(heads)
+            .filter(|(u, _)| acknowledged.contains(u.sha256.as_str()))
+            .map(|(u, head)| (u.sha256.clone(), head))
+            .unzip();
+        drop(uploads);
+        let acked = ours.len() as u64;
+        self.ledger.mark_uploaded(ours).await.map_err(fail)?;
+        self.opts
+            .failpoint
+            .hit("usage-after-ledger")
+            .map_err(fail)?;
+        Ok(Sent {
+            files,
+            acked,
+            duplicates: receipt.duplicates as u64,
+            elsewhere,
+            heads,
+        })
+    }
 }
 
 /// Names examined per step of a streamed export (deflated on every core, then written).

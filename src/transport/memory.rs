@@ -28,6 +28,8 @@ struct Inner {
     received: HashSet<String>,
     duplicates: usize,
     calls: Vec<Operation>,
+    /// (files, bytes of the JCS request body) of every usage batch received.
+    batches: Vec<(usize, usize)>,
 }
 
 /// A scripted, in-memory JES + JCS.
@@ -77,6 +79,12 @@ impl MemoryTransport {
     pub fn usage_received(&self) -> (HashSet<String>, usize) {
         let inner = self.lock();
         (inner.received.clone(), inner.duplicates)
+    }
+
+    /// (files, bytes of the body the online transport would send) of every usage batch
+    /// received, in order.
+    pub fn usage_batches(&self) -> Vec<(usize, usize)> {
+        self.lock().batches.clone()
     }
 
     fn begin(&self, op: Operation) -> Result<(), TransportError> {
@@ -139,12 +147,18 @@ impl Transport for MemoryTransport {
 
     async fn upload_usage(
         &self,
-        _jpd_id: &str,
+        jpd_id: &str,
         _token: &Secret,
         batch: &[UsageUpload],
     ) -> Result<UsageReceipt, TransportError> {
         self.begin(Operation::Usage)?;
+        let files = batch
+            .iter()
+            .map(|f| (f.sha256.as_str(), f.name.as_str(), &f.content[..]));
+        let body = crate::protocol::usage_batch_body(jpd_id, files)
+            .map_err(|e| TransportError::local(e.to_string()))?;
         let mut inner = self.lock();
+        inner.batches.push((batch.len(), body.len()));
         let mut receipt = UsageReceipt::default();
         for file in batch {
             if !inner.received.insert(file.sha256.clone()) {

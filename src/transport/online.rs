@@ -6,13 +6,9 @@
 use super::{EntitlementsFetch, Transport, TransportError, UsageReceipt, UsageUpload};
 use crate::http::{error_detail, Outbound};
 use crate::http::{header, StatusCode};
-use crate::protocol::{
-    self, Entitlements, RegisterRequest, RegisterResponse, UsageBatch, UsageBatchReceipt,
-    UsageFileWire,
-};
+use crate::protocol::{self, Entitlements, RegisterRequest, RegisterResponse, UsageBatchReceipt};
 use crate::remote::Service;
 use crate::secret::Secret;
-use base64::Engine;
 use std::collections::HashSet;
 use url::Url;
 
@@ -164,23 +160,19 @@ impl Transport for OnlineTransport {
         batch: &[UsageUpload],
     ) -> Result<UsageReceipt, TransportError> {
         let url = Self::endpoint(&self.jcs, protocol::JCS_USAGE)?;
-        let body = UsageBatch {
-            jpd_id: jpd_id.to_string(),
-            files: batch
-                .iter()
-                .map(|f| UsageFileWire {
-                    sha256: f.sha256.clone(),
-                    name: f.name.clone(),
-                    content_base64: base64::engine::general_purpose::STANDARD.encode(&f.content),
-                })
-                .collect(),
-        };
+        let files = batch
+            .iter()
+            .map(|f| (f.sha256.as_str(), f.name.as_str(), &f.content[..]));
+        let body = protocol::usage_batch_body(jpd_id, files).map_err(|e| {
+            TransportError::local(format!("cannot write the usage batch for JCS: {e}"))
+        })?;
         let resp = self
             .outbound
             .post(&url)
             .bearer_auth(token.expose())
             .header(protocol::HEADER_JPD_ID, jpd_id)
-            .json(&body)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .await
             .map_err(|e| self.outbound.send_error(&e, Service::Jcs, &url))?;
