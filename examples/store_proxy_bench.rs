@@ -3,7 +3,7 @@
 //!
 //! Usage: `store_proxy_bench <store-url> <addr-file>`; the bound address is written to
 //! `<addr-file>` once the proxy accepts connections. The client is the service's own
-//! (`http::build_client` over the default configuration), so the figures include it.
+//! (`http::build_store_client` over the default configuration), so the figures include it.
 
 use jfconnect::config::Config;
 use jfconnect::store_proxy::{self, StoreProxy};
@@ -18,7 +18,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let store = url::Url::parse(&store)?;
     let config = Config::defaults(std::env::temp_dir());
-    let client = jfconnect::http::build_client(&config)?;
+    let client = jfconnect::http::build_store_client(&config)?;
     let proxy = Arc::new(StoreProxy::new(
         client,
         store,

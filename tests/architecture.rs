@@ -3,8 +3,8 @@
 //! Reads the crate's sources as text (no compiler needed): every `crate::<module>` a file names
 //! is an import of that module, and the layer table below is the documented order. A module may
 //! use only modules on lower layers; anything else fails with the file and line. The mechanical
-//! rules (who may read the environment, the clock, reqwest, a zip reader, delete a spool file)
-//! are greps over non-test code. Each checker is a plain function over (path, text) pairs, and
+//! rules (who may read the environment, the clock, reqwest or hyper-util's client, a zip reader,
+//! delete a spool file) are greps over non-test code. Each checker is a plain function over (path, text) pairs, and
 //! the `*_catches_*` tests feed it a deliberately broken tree to show it fails when it should.
 
 use std::collections::BTreeMap;
@@ -50,6 +50,11 @@ const RULES: &[Rule] = &[
     Rule {
         name: "reqwest is named only in http/",
         needles: &["reqwest::"],
+        allowed: &["src/http/"],
+    },
+    Rule {
+        name: "hyper-util's client and hyper-rustls are named only in http/",
+        needles: &["hyper_util::client", "hyper_rustls::"],
         allowed: &["src/http/"],
     },
     Rule {

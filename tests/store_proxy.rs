@@ -99,15 +99,11 @@ impl Harness {
     }
 }
 
-/// A no-redirect, no-environment-proxy client like the one the service gives the proxy.
-fn proxy_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+/// The client the service gives the proxy, over the default configuration (no outbound proxy).
+fn proxy_client() -> jfconnect::http::StoreClient {
+    let mut config = jfconnect::config::Config::defaults(std::env::temp_dir());
+    config.http.connect_timeout = Duration::from_secs(2);
+    jfconnect::http::build_store_client(&config).unwrap()
 }
 
 fn test_client() -> reqwest::Client {

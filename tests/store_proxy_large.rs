@@ -59,8 +59,9 @@ async fn quarter_gigabyte_streams_up_and_down_with_bounded_memory() {
         .build()
         .unwrap();
     let base = url::Url::parse(&format!("http://{upstream}/")).unwrap();
+    let config = jfconnect::config::Config::defaults(std::env::temp_dir());
     let proxy = Arc::new(StoreProxy::new(
-        client.clone(),
+        jfconnect::http::build_store_client(&config).unwrap(),
         base,
         Duration::from_secs(10),
         Arc::new(jfconnect::clock::SystemClock),

@@ -283,3 +283,96 @@ async fn a_star_no_proxy_is_routed_and_blamed_the_same_way() {
         e.message
     );
 }
+
+/// The store proxy's own client (`http::build_store_client`) behind `c`, forwarding to `store`;
+/// returns where it listens.
+async fn store_proxy_via(c: &Config, store: &str) -> std::net::SocketAddr {
+    use jfconnect::store_proxy::{self, StoreProxy};
+    let proxy = std::sync::Arc::new(StoreProxy::new(
+        jfconnect::http::build_store_client(c).unwrap(),
+        store.parse().unwrap(),
+        Duration::from_secs(10),
+        std::sync::Arc::new(jfconnect::clock::SystemClock),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = store_proxy::router::<()>(proxy);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A GET of `/api/v1/store<rest>` at `addr`: status and body.
+async fn through_store_proxy(addr: std::net::SocketAddr, rest: &str) -> (u16, String) {
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+        .get(format!("http://{addr}/api/v1/store{rest}"))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_store_proxy_goes_through_the_proxy_with_its_credentials_unless_no_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Tinyproxy::start();
+    let s = sim(dir.path(), false).await;
+    let addr = store_proxy_via(&via_proxy(dir.path(), &proxy, PASSWORD), &s.base_url()).await;
+    let (status, body) = through_store_proxy(addr, "/_sim/stats?via=proxy").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("register_calls"),
+        "the simulator answered: {body}"
+    );
+    let log = proxy.log();
+    assert!(
+        log.contains("/_sim/stats?via=proxy"),
+        "tinyproxy relayed the call:\n{log}"
+    );
+
+    // Wrong credentials: the proxy's refusal reaches the caller as the proxy sent it.
+    let addr = store_proxy_via(
+        &via_proxy(dir.path(), &proxy, "wrong-password-xyz"),
+        &s.base_url(),
+    )
+    .await;
+    let (status, body) = through_store_proxy(addr, "/_sim/stats?via=bad").await;
+    assert!(status == 401 || status == 407, "{status}: {body}");
+    assert!(!body.contains("wrong-password-xyz"));
+
+    // no_proxy: straight to the store, the (wrong) proxy credentials never matter.
+    let mut c = via_proxy(dir.path(), &proxy, "wrong-password-xyz");
+    c.proxy.no_proxy = Some("127.0.0.1".into());
+    let addr = store_proxy_via(&c, &s.base_url()).await;
+    let (status, _) = through_store_proxy(addr, "/_sim/stats?via=none").await;
+    assert_eq!(status, 200);
+    assert!(!proxy.log().contains("via=none"), "{}", proxy.log());
+}
+
+#[tokio::test]
+async fn the_store_proxy_reaches_an_https_store_through_a_connect_tunnel_with_the_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Tinyproxy::start();
+    let s = sim(dir.path(), true).await;
+    let mut c = via_proxy(dir.path(), &proxy, PASSWORD);
+    c.tls.ca_file = Some(s.ca_file().unwrap().to_path_buf());
+    let addr = store_proxy_via(&c, &s.base_url()).await;
+    let (status, body) = through_store_proxy(addr, "/_sim/stats").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("register_calls"), "{body}");
+    assert!(proxy.log().contains("CONNECT"), "{}", proxy.log());
+
+    // Without the CA (and without the proxy): the TLS sentence, as a 502.
+    let addr = store_proxy_via(&config(dir.path()), &s.base_url()).await;
+    let (status, body) = through_store_proxy(addr, "/_sim/stats").await;
+    assert_eq!(status, 502, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["error"]["code"], "store_unreachable");
+    assert_eq!(
+        json["error"]["message"],
+        "the TLS certificate of localhost is not trusted (unknown issuer); add your CA to jfconnect.tls.ca_file"
+    );
+}

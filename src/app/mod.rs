@@ -583,7 +583,7 @@ impl App {
         };
         let store = match &config.store.url {
             Some(url) if config.enabled => Some(Arc::new(crate::store_proxy::StoreProxy::new(
-                crate::http::build_for_store(&config)?.client,
+                crate::http::build_store_client(&config)?,
                 url.clone(),
                 config.http.request_timeout,
                 clock.clone(),

@@ -69,13 +69,10 @@ fn links<'a>(err: &'a (dyn Error + 'static)) -> Vec<&'a (dyn Error + 'static)> {
     out
 }
 
-/// Reads the typed chain of a failed send.
-pub(crate) fn of(err: &reqwest::Error) -> Cause {
-    let mut c = Cause {
-        timeout: err.is_timeout(),
-        connect: err.is_connect(),
-        ..Cause::default()
-    };
+/// Reads the typed chain of a failed send, by either client (`reqwest::Error` or
+/// hyper-util's legacy client error at the top).
+pub(crate) fn of(err: &(dyn Error + 'static)) -> Cause {
+    let mut c = Cause::default();
     let all = links(err);
     c.chain = all
         .iter()

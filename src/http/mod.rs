@@ -10,6 +10,10 @@ use url::Url;
 
 mod cause;
 pub mod no_proxy;
+mod store;
+
+pub use store::build_store_client;
+pub use store::{StoreBody, StoreClient, StoreResponse, StoreSendError};
 
 /// Errors building the client (bad CA file, bad proxy).
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,9 @@ pub enum ClientError {
 /// `IncompleteMessage`), which reqwest cannot retry. Dropping idle connections before any
 /// common server limit keeps jfconnect out of that race; reqwest's default is 90 s.
 pub const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The `User-Agent` of every outbound request that does not carry one already.
+const USER_AGENT: &str = concat!("jfconnect/", env!("CARGO_PKG_VERSION"));
 
 /// The HTTP client type every outbound caller holds; built only here.
 pub use reqwest::Client;
@@ -160,42 +167,19 @@ pub struct Outbound {
 
 /// Builds the outbound client from the configuration (and the proxy variables captured with it).
 pub fn build(config: &Config) -> Result<Outbound, ClientError> {
-    build_from(config, reqwest::redirect::Policy::default())
-}
-
-/// Builds the client the store proxy forwards with: like [`build`], but it never follows a
-/// redirect itself (the caller gets the store's 3xx, as from any proxy).
-pub(crate) fn build_for_store(config: &Config) -> Result<Outbound, ClientError> {
-    build_from(config, reqwest::redirect::Policy::none())
-}
-
-fn build_from(
-    config: &Config,
-    redirect: reqwest::redirect::Policy,
-) -> Result<Outbound, ClientError> {
     // reqwest's own reading of the environment is turned off: the proxies used are exactly the
     // ones `proxies_in_effect` reports, so `status` never lies about them.
     let mut builder = reqwest::Client::builder()
         .connect_timeout(config.http.connect_timeout)
         .timeout(config.http.request_timeout)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .user_agent(concat!("jfconnect/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
         .use_rustls_tls()
-        .redirect(redirect)
         .no_proxy();
-    if let Some(path) = &config.tls.ca_file {
-        let ca_err = |reason: String| ClientError::CaFile {
-            path: path.display().to_string(),
-            reason,
-        };
-        let pem = crate::secret::read_limited(path, crate::secret::MAX_TEXT_FILE)
-            .map_err(|e| ca_err(e.to_string()))?;
-        let certs =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(ca_err("it holds no PEM certificate".into()));
-        }
+    if let Some((_, certs)) = ca_certs(config)? {
         for cert in certs {
+            let cert = reqwest::Certificate::from_der(&cert)
+                .map_err(|e| ClientError::Build(e.to_string()))?;
             builder = builder.add_root_certificate(cert);
         }
     }
@@ -213,7 +197,13 @@ fn build_from(
         let scope = info.scope;
         let rule = info.no_proxy.as_deref().map(no_proxy::NoProxyRule::parse);
         let mut p = reqwest::Proxy::custom(move |target: &Url| {
-            routes_via(scope, rule.as_ref(), target).then(|| bare.clone())
+            routes_via(
+                scope,
+                rule.as_ref(),
+                target.scheme(),
+                target.host_str().unwrap_or(""),
+            )
+            .then(|| bare.clone())
         });
         if let Some(user) = &info.username {
             p = p.basic_auth(user, password.as_ref().map(|s| s.expose()).unwrap_or(""));
@@ -229,12 +219,40 @@ fn build_from(
     })
 }
 
-/// Whether a request to `url` goes through a proxy of `scope` (`all`, `https`, `http`) with
-/// the `no_proxy` rule: the one decision both the client's routing and [`Outbound::proxy_for`]
-/// use.
-fn routes_via(scope: &str, no_proxy: Option<&no_proxy::NoProxyRule>, url: &Url) -> bool {
-    (scope == "all" || scope == url.scheme())
-        && !no_proxy.is_some_and(|r| r.bypasses(url.host_str().unwrap_or("")))
+/// The certificates of `tls.ca_file`, with the file's name, when one is set: read within the
+/// text-file cap, PEM, at least one certificate. Both clients trust them.
+fn ca_certs(
+    config: &Config,
+) -> Result<Option<(String, Vec<rustls_pki_types::CertificateDer<'static>>)>, ClientError> {
+    use rustls_pki_types::pem::PemObject;
+    let Some(path) = &config.tls.ca_file else {
+        return Ok(None);
+    };
+    let ca_err = |reason: String| ClientError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = crate::secret::read_limited(path, crate::secret::MAX_TEXT_FILE)
+        .map_err(|e| ca_err(e.to_string()))?;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ca_err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(ca_err("it holds no PEM certificate".into()));
+    }
+    Ok(Some((path.display().to_string(), certs)))
+}
+
+/// Whether a request to `scheme://host` goes through a proxy of `scope` (`all`, `https`,
+/// `http`) with the `no_proxy` rule: the one decision both clients route with and
+/// [`Outbound::proxy_for`] blames with.
+fn routes_via(
+    scope: &str,
+    no_proxy: Option<&no_proxy::NoProxyRule>,
+    scheme: &str,
+    host: &str,
+) -> bool {
+    (scope == "all" || scope == scheme) && !no_proxy.is_some_and(|r| r.bypasses(host))
 }
 
 /// Builds the outbound client (without the proxy details; see [`build`]).
@@ -272,7 +290,12 @@ impl Outbound {
     pub fn proxy_for(&self, url: &Url) -> Option<&ProxyInfo> {
         self.proxies.iter().find(|p| {
             let rule = p.no_proxy.as_deref().map(no_proxy::NoProxyRule::parse);
-            routes_via(p.scope, rule.as_ref(), url)
+            routes_via(
+                p.scope,
+                rule.as_ref(),
+                url.scheme(),
+                url.host_str().unwrap_or(""),
+            )
         })
     }
 
@@ -377,9 +400,19 @@ fn proxy_unreachable(p: &ProxyInfo, cause: &cause::Cause) -> TransportError {
 
 /// Turns a failed send (no HTTP answer) into a classified error naming `service` ("JES"), the
 /// URL it was called at (with its port) and the key that holds that URL, with what to do next.
-/// The error's source chain is kept in [`TransportError::chain`] for logs.
-pub fn classify_send_error(err: &reqwest::Error, service: Service, url: &Url) -> TransportError {
+/// The error's source chain is kept in [`TransportError::chain`] for logs. `err` is either
+/// client's: a `reqwest::Error` or a [`StoreSendError`].
+pub fn classify_send_error(
+    err: &(dyn std::error::Error + 'static),
+    service: Service,
+    url: &Url,
+) -> TransportError {
     classify_cause(cause::of(err), service, url)
+}
+
+/// Whether a failed send (either client's) ran out of time, connecting or waiting.
+pub(crate) fn send_timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    cause::of(err).timeout
 }
 
 /// `scheme://host:port` of `url`, the port always written, for sentences.

@@ -5,14 +5,18 @@
 //! a slow but moving transfer of any size is fine, while a store that stays silent for longer
 //! than the timeout (before its answer, or in the middle of a body) is given up on.
 
+use crate::clock::SharedClock;
+use crate::http::{StoreResponse, StoreSendError};
 use axum::body::Body;
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-
-use crate::clock::SharedClock;
 
 /// When bytes of one exchange last moved, shared between the upload stream and the code that
 /// waits for the store's answer; read from the clock's monotonic reading.
@@ -51,19 +55,48 @@ impl Activity {
     }
 }
 
-/// The caller's request body as an upstream body, touching `activity` on every chunk.
-pub(crate) fn upstream_body(body: Body, activity: Arc<Activity>) -> crate::http::Body {
-    crate::http::Body::wrap_stream(
-        body.into_data_stream()
-            .inspect_ok(move |_| activity.touch()),
-    )
+/// The caller's request body, touching `activity` on every chunk that moves.
+pub(crate) fn upstream_body(body: Body, activity: Arc<Activity>) -> Body {
+    Body::new(Upstream {
+        inner: body,
+        activity,
+    })
+}
+
+struct Upstream {
+    inner: Body,
+    activity: Arc<Activity>,
+}
+
+impl http_body::Body for Upstream {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// What ended a wait for the store's answer.
 #[derive(Debug)]
 pub(crate) enum Waited {
     /// The store answered, or the send failed.
-    Done(Result<crate::http::Response, crate::http::Error>),
+    Done(Result<StoreResponse, StoreSendError>),
     /// Nothing moved for `idle`.
     Idle,
 }
@@ -71,7 +104,7 @@ pub(crate) enum Waited {
 /// Waits for the store's answer while the upload moves; gives up once nothing moved for `idle`.
 pub(crate) async fn answer_or_idle<F>(pending: F, activity: &Activity, idle: Duration) -> Waited
 where
-    F: std::future::Future<Output = Result<crate::http::Response, crate::http::Error>>,
+    F: std::future::Future<Output = Result<StoreResponse, StoreSendError>>,
 {
     tokio::pin!(pending);
     loop {
@@ -80,46 +113,86 @@ where
             return Waited::Idle;
         }
         tokio::select! {
+            biased;
             done = &mut pending => return Waited::Done(done),
             _ = tokio::time::sleep(left) => {}
         }
     }
 }
 
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, crate::http::Error>> + Send>>;
-
 /// The store's answer body as our response body; ends with an error (which cuts the caller's
 /// connection, so a truncated download is never mistaken for a whole one) if the store stays
-/// silent for `idle` mid-body or breaks the transfer.
-pub(crate) fn downstream_body(
-    response: crate::http::Response,
+/// silent for `idle` mid-body or breaks the transfer. Chunks pass as they come, not copied.
+pub(crate) fn downstream_body(incoming: Incoming, idle: Duration, host: Arc<str>) -> Body {
+    Body::new(Downstream {
+        inner: incoming,
+        idle,
+        silence: None,
+        host,
+        failed: false,
+    })
+}
+
+struct Downstream {
+    inner: Incoming,
     idle: Duration,
-    host: String,
-) -> Body {
-    let chunks: ChunkStream = Box::pin(response.bytes_stream());
-    let stream = futures_util::stream::unfold(Some(chunks), move |state| {
-        let host = host.clone();
-        async move {
-            let mut chunks = state?;
-            match tokio::time::timeout(idle, chunks.next()).await {
-                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(chunks))),
-                Ok(None) => None,
-                Ok(Some(Err(e))) => {
-                    tracing::warn!(%host, error = %e, "the JFrog Store broke off a response body");
-                    Some((Err(std::io::Error::other(e)), None))
+    /// Armed while the store owes the next chunk; dropped whenever one arrives.
+    silence: Option<Pin<Box<tokio::time::Sleep>>>,
+    host: Arc<str>,
+    /// An error was passed on: nothing follows it.
+    failed: bool,
+}
+
+impl http_body::Body for Downstream {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = &mut *self;
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.silence = None;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => {
+                let host = &this.host;
+                tracing::warn!(%host, error = %e, "the JFrog Store broke off a response body");
+                this.failed = true;
+                Poll::Ready(Some(Err(std::io::Error::other(e))))
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let silence = this
+                    .silence
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if silence.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
-                Err(_) => {
-                    tracing::warn!(%host, "the JFrog Store went silent in the middle of a response body");
-                    let e = std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("the JFrog Store at {host} went silent mid-body"),
-                    );
-                    Some((Err(e), None))
-                }
+                let host = &this.host;
+                tracing::warn!(%host, "the JFrog Store went silent in the middle of a response body");
+                this.failed = true;
+                Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the JFrog Store at {host} went silent mid-body"),
+                ))))
             }
         }
-    });
-    Body::from_stream(stream)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]

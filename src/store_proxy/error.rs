@@ -55,9 +55,13 @@ impl StoreProxyError {
     }
 
     /// Classifies a failed upstream send (no HTTP answer) for the store at `url`.
-    pub(crate) fn from_send(err: &crate::http::Error, url: &Url, timeout: Duration) -> Self {
+    pub(crate) fn from_send(
+        err: &crate::http::StoreSendError,
+        url: &Url,
+        timeout: Duration,
+    ) -> Self {
         let host = url.host_str().unwrap_or("?").to_string();
-        if err.is_timeout() {
+        if crate::http::send_timed_out(err) {
             return StoreProxyError::Timeout { host, timeout };
         }
         let sentence =

@@ -37,34 +37,37 @@ const REQUEST_DROPPED: [HeaderName; 6] = [
 ];
 
 /// The headers to send upstream for a request that arrived with `incoming` from `client_ip`
-/// (when known) over plain HTTP.
+/// (when known) over plain HTTP; `incoming` is edited in place, nothing is copied.
 ///
 /// `X-Forwarded-For` keeps any chain the caller sent and appends the caller's address;
 /// `X-Forwarded-Proto` is always ours.
 pub(crate) fn upstream_request_headers(
-    incoming: &HeaderMap,
+    incoming: HeaderMap,
     client_ip: Option<IpAddr>,
 ) -> HeaderMap {
     let mut out = end_to_end(incoming);
+    let mut chain = String::new();
+    for sent in out.get_all("x-forwarded-for") {
+        let Ok(v) = sent.to_str() else { continue };
+        let v = v.trim();
+        if !v.is_empty() {
+            if !chain.is_empty() {
+                chain.push_str(", ");
+            }
+            chain.push_str(v);
+        }
+    }
     for name in &REQUEST_DROPPED {
         out.remove(name);
     }
-    let chain: Vec<&str> = incoming
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .collect();
-    let mut forwarded_for = chain.join(", ");
     if let Some(ip) = client_ip {
-        if !forwarded_for.is_empty() {
-            forwarded_for.push_str(", ");
+        if !chain.is_empty() {
+            chain.push_str(", ");
         }
-        forwarded_for.push_str(&ip.to_string());
+        chain.push_str(&ip.to_string());
     }
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        if !forwarded_for.is_empty() {
+    if !chain.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&chain) {
             out.insert("x-forwarded-for", value);
         }
     }
@@ -72,15 +75,16 @@ pub(crate) fn upstream_request_headers(
     out
 }
 
-/// The headers to send back to the caller for an answer that arrived with `upstream`.
-pub(crate) fn downstream_response_headers(upstream: &HeaderMap) -> HeaderMap {
+/// The headers to send back to the caller for an answer that arrived with `upstream`, edited
+/// in place.
+pub(crate) fn downstream_response_headers(upstream: HeaderMap) -> HeaderMap {
     let mut out = end_to_end(upstream);
     out.remove(header::SET_COOKIE);
     out
 }
 
 /// `headers` without the hop-by-hop ones and without any header that `Connection` names.
-fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+fn end_to_end(mut headers: HeaderMap) -> HeaderMap {
     let named: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -89,15 +93,14 @@ fn end_to_end(headers: &HeaderMap) -> HeaderMap {
         .map(|n| n.trim().to_ascii_lowercase())
         .filter(|n| !n.is_empty())
         .collect();
-    let mut out = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let lower = name.as_str();
-        if HOP_BY_HOP.contains(&lower) || named.iter().any(|n| n == lower) {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named.iter().map(String::as_str))
+    {
+        headers.remove(name);
     }
-    out
+    headers
 }
 
 #[cfg(test)]
@@ -129,7 +132,7 @@ mod tests {
             ("x-custom", "one"),
             ("x-custom", "two"),
         ]);
-        let out = upstream_request_headers(&incoming, None);
+        let out = upstream_request_headers(incoming.clone(), None);
         for (name, value) in &incoming {
             assert!(out.get_all(name).iter().any(|v| v == value), "{name} lost");
         }
@@ -152,7 +155,7 @@ mod tests {
             ("x-other-hop", "1"),
             ("x-kept", "1"),
         ]);
-        let out = upstream_request_headers(&incoming, None);
+        let out = upstream_request_headers(incoming.clone(), None);
         let mut names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["x-forwarded-proto", "x-kept"]);
@@ -166,7 +169,7 @@ mod tests {
             ("host", "jfconnect:8030"),
             ("expect", "100-continue"),
         ]);
-        let out = upstream_request_headers(&incoming, None);
+        let out = upstream_request_headers(incoming.clone(), None);
         assert!(out.get("authorization").is_none());
         assert!(out.get("cookie").is_none());
         assert!(out.get("host").is_none());
@@ -176,7 +179,7 @@ mod tests {
     #[test]
     fn forwarded_headers_name_the_caller_and_our_scheme() {
         let ip: IpAddr = "10.1.2.3".parse().unwrap();
-        let out = upstream_request_headers(&map(&[("x-forwarded-proto", "https")]), Some(ip));
+        let out = upstream_request_headers(map(&[("x-forwarded-proto", "https")]), Some(ip));
         assert_eq!(out["x-forwarded-for"], "10.1.2.3");
         assert_eq!(out["x-forwarded-proto"], "http");
         assert_eq!(out.get_all("x-forwarded-proto").iter().count(), 1);
@@ -189,14 +192,14 @@ mod tests {
             ("x-forwarded-for", "203.0.113.7"),
             ("x-forwarded-for", "198.51.100.1"),
         ]);
-        let out = upstream_request_headers(&incoming, Some(ip));
+        let out = upstream_request_headers(incoming.clone(), Some(ip));
         assert_eq!(out["x-forwarded-for"], "203.0.113.7, 198.51.100.1, ::1");
         assert_eq!(out.get_all("x-forwarded-for").iter().count(), 1);
     }
 
     #[test]
     fn unknown_caller_address_is_skipped_without_an_empty_header() {
-        let out = upstream_request_headers(&HeaderMap::new(), None);
+        let out = upstream_request_headers(HeaderMap::new(), None);
         assert!(out.get("x-forwarded-for").is_none());
     }
 
@@ -216,7 +219,7 @@ mod tests {
             ("content-range", "bytes 0-1023/2048"),
             ("location", "/elsewhere"),
         ]);
-        let out = downstream_response_headers(&upstream);
+        let out = downstream_response_headers(upstream);
         let mut names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         assert_eq!(

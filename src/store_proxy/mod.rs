@@ -35,16 +35,17 @@ use url::Url;
 /// Where the store proxy lives in the API.
 pub(crate) const MOUNT: &str = "/api/v1/store";
 
-/// Upper bound on one whole exchange, so the shared client's per-request timeout (meant for
-/// small API calls) does not cut a long download that keeps moving; silence is caught by the
-/// proxy's own idle timeout long before this.
-const MAX_EXCHANGE: Duration = Duration::from_secs(24 * 3600);
-
 /// Forwards store requests to one upstream.
 #[derive(Debug, Clone)]
 pub struct StoreProxy {
-    client: crate::http::Client,
+    client: crate::http::StoreClient,
     upstream: Url,
+    /// `scheme://host:port/base` of `upstream` without a trailing `/`, credentials or query:
+    /// what each forwarded path is appended to. None when the URL cannot carry a path.
+    base: Option<Arc<str>>,
+    /// The store URL's credentials, if it carries any, as `Authorization: Basic`.
+    authorization: Option<axum::http::HeaderValue>,
+    host: Arc<str>,
     timeout: Duration,
     clock: crate::clock::SharedClock,
 }
@@ -53,16 +54,27 @@ impl StoreProxy {
     /// A proxy to `upstream` (`store.url`) over `client`, giving up on a store that stays
     /// silent for `timeout` (before its answer, or mid-body) as `clock` measures it.
     ///
-    /// `client` should come from [`crate::http::build_client`] so the outbound proxy and CA
-    /// apply, and should not follow redirects, so a store redirect reaches the caller as is.
+    /// `client` comes from [`crate::http::build_store_client`], so the outbound proxy and CA
+    /// apply and a store redirect reaches the caller as is.
     pub fn new(
-        client: crate::http::Client,
+        client: crate::http::StoreClient,
         upstream: Url,
         timeout: Duration,
         clock: crate::clock::SharedClock,
     ) -> Self {
+        let base = (!upstream.cannot_be_a_base()).then(|| {
+            let mut bare = upstream.clone();
+            let _ = bare.set_username("");
+            let _ = bare.set_password(None);
+            let origin = &bare[..url::Position::BeforePath];
+            format!("{origin}{}", bare.path().trim_end_matches('/')).into()
+        });
+        let authorization = basic_credentials(&upstream);
         StoreProxy {
             client,
+            host: upstream.host_str().unwrap_or("?").into(),
+            base,
+            authorization,
             upstream,
             timeout,
             clock,
@@ -76,71 +88,106 @@ impl StoreProxy {
 
     /// Forwards one request as it arrived, its path starting with [`MOUNT`].
     pub(crate) async fn forward(&self, request: Request) -> Result<Response, StoreProxyError> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let path = parts
             .uri
             .path()
             .strip_prefix(MOUNT)
             .ok_or(StorePathError::NotRooted)?;
         check_store_path(path)?;
-        let url = self.target(path, parts.uri.query())?;
+        let uri = self.target(path, parts.uri.query())?;
         let client_ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        let headers = upstream_request_headers(&parts.headers, client_ip);
-        let activity = Activity::new(self.clock.clone());
-        let mut outbound =
-            crate::http::traced(self.client.request(parts.method.clone(), url.clone()))
-                .headers(headers)
-                .timeout(MAX_EXCHANGE);
-        if has_body(&parts.headers) {
-            outbound = outbound.body(body::upstream_body(body, activity.clone()));
+        let with_body = has_body(&parts.headers);
+        let mut headers = upstream_request_headers(std::mem::take(&mut parts.headers), client_ip);
+        if let Some(credentials) = &self.authorization {
+            headers.insert(header::AUTHORIZATION, credentials.clone());
         }
-        let answer = match body::answer_or_idle(outbound.send(), &activity, self.timeout).await {
-            Waited::Done(Ok(answer)) => answer,
-            Waited::Done(Err(e)) => {
-                let err = StoreProxyError::from_send(&e, &url, self.timeout);
-                tracing::warn!(method = %parts.method, path, "{err}");
-                return Err(err);
-            }
-            Waited::Idle => {
-                let err = StoreProxyError::Timeout {
-                    host: self.host(),
-                    timeout: self.timeout,
-                };
-                tracing::warn!(method = %parts.method, path, "{err}");
-                return Err(err);
-            }
+        let activity = Activity::new(self.clock.clone());
+        let body = if with_body {
+            body::upstream_body(body, activity.clone())
+        } else {
+            Body::empty()
         };
+        let mut outbound = axum::http::Request::new(body);
+        *outbound.method_mut() = parts.method.clone();
+        *outbound.uri_mut() = uri;
+        *outbound.headers_mut() = headers;
+        let answer =
+            match body::answer_or_idle(self.client.send(outbound), &activity, self.timeout).await {
+                Waited::Done(Ok(answer)) => answer,
+                Waited::Done(Err(e)) => {
+                    let err = StoreProxyError::from_send(&e, &self.upstream, self.timeout);
+                    tracing::warn!(method = %parts.method, path, "{err}");
+                    return Err(err);
+                }
+                Waited::Idle => {
+                    let err = StoreProxyError::Timeout {
+                        host: self.host.to_string(),
+                        timeout: self.timeout,
+                    };
+                    tracing::warn!(method = %parts.method, path, "{err}");
+                    return Err(err);
+                }
+            };
         tracing::debug!(method = %parts.method, path, status = answer.status().as_u16(), "store request forwarded");
-        let mut response = Response::new(Body::empty());
-        *response.status_mut() = answer.status();
-        *response.headers_mut() = downstream_response_headers(answer.headers());
-        *response.body_mut() = body::downstream_body(answer, self.timeout, self.host());
+        let (answer, incoming) = answer.into_parts();
+        let mut response = Response::new(body::downstream_body(
+            incoming,
+            self.timeout,
+            self.host.clone(),
+        ));
+        *response.status_mut() = answer.status;
+        *response.headers_mut() = downstream_response_headers(answer.headers);
         Ok(response)
     }
 
-    /// `<store.url>/<path>?<query>`, the path appended byte for byte as it arrived.
-    fn target(&self, path: &str, query: Option<&str>) -> Result<Url, StoreProxyError> {
-        let mut url = self.upstream.clone();
-        if url.cannot_be_a_base() {
+    /// `<store.url>/<path>?<query>`, the path and query appended byte for byte as they arrived.
+    fn target(&self, path: &str, query: Option<&str>) -> Result<axum::http::Uri, StoreProxyError> {
+        let Some(base) = &self.base else {
             return Err(StoreProxyError::BadRequest(format!(
                 "jfconnect.store.url {} cannot carry a path",
                 crate::http::redact_url(&self.upstream)
             )));
-        }
-        let base = url.path().trim_end_matches('/').to_string();
+        };
         let rest = path.strip_prefix('/').unwrap_or(path);
-        url.set_path(&format!("{base}/{rest}"));
-        url.set_query(query);
-        url.set_fragment(None);
-        Ok(url)
+        let mut target =
+            String::with_capacity(base.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1);
+        target.push_str(base);
+        target.push('/');
+        target.push_str(rest);
+        if let Some(query) = query {
+            target.push('?');
+            target.push_str(query);
+        }
+        axum::http::Uri::try_from(target)
+            .map_err(|e| StoreProxyError::BadRequest(format!("the store URL is not valid: {e}")))
     }
+}
 
-    fn host(&self) -> String {
-        self.upstream.host_str().unwrap_or("?").to_string()
+/// `Basic base64(user:password)` for a store URL that carries credentials (percent-decoded), as
+/// clients send for such URLs.
+fn basic_credentials(url: &Url) -> Option<axum::http::HeaderValue> {
+    use base64::Engine as _;
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
     }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let pair = format!(
+        "{}:{}",
+        decode(url.username()),
+        url.password().map(decode).unwrap_or_default()
+    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+    let mut value = axum::http::HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// Whether the request carries a body (HTTP/1.1: a non-zero length, or a transfer coding).
