@@ -2,7 +2,8 @@
 //! `<store.url>/<path>?<query>`.
 //!
 //! Products inside a JPD reach the JFrog Store through jfconnect, so only jfconnect needs a
-//! way out (outbound proxy, private CA: the client comes from [`crate::http::build_client`]).
+//! way out (outbound proxy, private CA: the client comes from
+//! [`crate::http::build_store_client`]).
 //! The proxy is deliberately thin: it checks the path ([`path`]), filters headers
 //! ([`headers`]), and streams bodies both ways ([`body`]) so memory does not grow with the
 //! size of what passes. Its own failures are JSON ([`error`]); the store's answers pass
