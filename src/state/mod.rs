@@ -397,9 +397,19 @@ pub(crate) fn adopt_jpd_id(data_dir: &Path, id: &str) -> Result<(), StateError> 
 /// Writes a new `<data_dir>/jpd_id` and its checksum (checksum last: an id without one is
 /// adopted on the next read, a checksum without an id is refused).
 fn write_jpd_id(data_dir: &Path, id: &str) -> Result<(), StateError> {
-    let io = |path: PathBuf| {
+    write_jpd_id_until(data_dir, id, &mut |_| true)
+}
+
+/// [`write_jpd_id`], asking `go_on(step)` before each of its durable steps (0: drop the old
+/// checksum, 1: the id, 2: its checksum); a test answers false to stop there, as a kill would.
+fn write_jpd_id_until(
+    data_dir: &Path,
+    id: &str,
+    go_on: &mut dyn FnMut(usize) -> bool,
+) -> Result<(), StateError> {
+    let io = |action: &'static str, path: PathBuf| {
         move |source| StateError::Io {
-            action: "write",
+            action,
             path,
             source,
         }
@@ -407,8 +417,30 @@ fn write_jpd_id(data_dir: &Path, id: &str) -> Result<(), StateError> {
     let path = data_dir.join(JPD_ID_FILE);
     let sum_path = data_dir.join(JPD_ID_SUM_FILE);
     let line = format!("{id}\n");
-    write_atomic(&path, line.as_bytes()).map_err(io(path))?;
-    write_atomic(&sum_path, jpd_id_sum_line(line.as_bytes()).as_bytes()).map_err(io(sum_path))
+    let sum = jpd_id_sum_line(line.as_bytes());
+    if read_state_bytes(&sum_path, 4096)?.as_deref() == Some(sum.as_bytes())
+        && read_state_bytes(&path, 4096)?.as_deref() == Some(line.as_bytes())
+    {
+        return Ok(());
+    }
+    // The old checksum goes first: a kill between the two writes then leaves an id without a
+    // checksum (adopted on the next read), never the new id beside the old id's checksum.
+    if !go_on(0) {
+        return Ok(());
+    }
+    match std::fs::remove_file(&sum_path) {
+        Ok(()) => sync_dir(data_dir).map_err(io("sync", data_dir.to_path_buf()))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("remove", sum_path)(e)),
+    }
+    if !go_on(1) {
+        return Ok(());
+    }
+    write_atomic(&path, line.as_bytes()).map_err(io("write", path))?;
+    if !go_on(2) {
+        return Ok(());
+    }
+    write_atomic(&sum_path, sum.as_bytes()).map_err(io("write", sum_path))
 }
 
 /// The `sha256sum` line for the jpd_id file's exact bytes.
@@ -721,6 +753,31 @@ mod tests {
             .unwrap()
             .is_none());
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    /// A kill at any step of replacing the id (database mode adopts the JPD's) leaves a data
+    /// folder that starts, holding the old id or the new one. Failed before the old checksum
+    /// was dropped first: the new id beside the old checksum was refused as corrupt at every
+    /// later start.
+    #[test]
+    fn replacing_the_jpd_id_killed_at_any_step_leaves_a_folder_that_starts() {
+        for stop in 0..=3 {
+            let dir = tempfile::tempdir().unwrap();
+            open_jpd_id(dir.path(), || "jpd-local-1".into()).unwrap();
+            write_jpd_id_until(dir.path(), "jpd-shared-2", &mut |step| step < stop).unwrap();
+            let id = open_jpd_id(dir.path(), || unreachable!("made again"))
+                .unwrap_or_else(|e| panic!("killed before step {stop}: {e}"));
+            assert!(
+                ["jpd-local-1", "jpd-shared-2"].contains(&id.as_str()),
+                "{stop}: {id}"
+            );
+            adopt_jpd_id(dir.path(), "jpd-shared-2").unwrap();
+            assert_eq!(read_jpd_id(dir.path()).unwrap().unwrap(), "jpd-shared-2");
+            assert!(
+                check_jpd_id(dir.path()).unwrap().unwrap().1,
+                "checksum back"
+            );
+        }
     }
 
     #[test]
