@@ -324,23 +324,31 @@ async fn serve(cli: &Cli) -> Result<(), Failure> {
         .map_err(Failure::failed)
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on SIGTERM or SIGINT. The handlers are installed when this is called, not when
+/// the future is first polled: a signal that arrives while the server starts (it may already
+/// answer on another thread) stops it cleanly instead of killing it.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! { _ = wait(term) => {}, _ = wait(int) => {} }
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 async fn run_job(cli: &Cli, job: JobName) -> Result<(), Failure> {
@@ -439,5 +447,26 @@ async fn bundle(cli: &Cli, action: &BundleAction) -> Result<(), Failure> {
         BundleAction::Export { out, force } => {
             commands::export(load_config(cli)?, clock(), out, *force).await
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod signal_tests {
+    /// A SIGTERM that arrives after `shutdown_signal()` is called but before its future is
+    /// polled completes it. Failed (the test process died of the signal) while the handler was
+    /// installed on the first poll: `serve` could answer health checks on another thread before
+    /// that poll, and a SIGTERM then killed it with no exit code.
+    #[tokio::test]
+    async fn a_sigterm_before_the_first_poll_stops_cleanly() {
+        let stop = super::shutdown_signal();
+        let sent = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(std::process::id().to_string())
+            .status()
+            .map(|s| s.success());
+        assert!(matches!(sent, Ok(true)), "kill ran");
+        tokio::time::timeout(std::time::Duration::from_secs(10), stop)
+            .await
+            .expect("the signal completes the shutdown future");
     }
 }
