@@ -563,6 +563,48 @@ async fn every_node_sees_an_entitlements_change_within_a_second() {
     );
     assert_eq!(current.digest.len(), 64);
 
+    // An import waiting in the inbox and a license set through the API are announced at their
+    // commit too (the poll is 30 s here).
+    let before = followed.borrow().clone();
+    let entry = serde_json::json!({"sequence": 1});
+    writer
+        .commit_import(&import("entitlements", "b1", 1, "bundle-b1", &entry))
+        .await
+        .unwrap()
+        .unwrap();
+    let announced = tokio::time::timeout(
+        Duration::from_secs(1),
+        followed.wait_for(|f| f.imports > before.imports),
+    )
+    .await
+    .is_ok();
+    assert!(announced, "the import was not announced within 1 s");
+    writer
+        .ensure_identity(&Identity {
+            jpd_id: "jpd-a".into(),
+            signing_public: "public key".into(),
+            signing_secret: Secret::new("SECRET-KEY"),
+            api_token: None,
+            admin_token: None,
+            license: None,
+            origin: "created".into(),
+            created_by: String::new(),
+        })
+        .await
+        .unwrap();
+    writer
+        .set_license(Some(&Secret::new("JFL-NEW")))
+        .await
+        .unwrap();
+    let announced = tokio::time::timeout(
+        Duration::from_secs(1),
+        followed.wait_for(|f| f.license > before.license),
+    )
+    .await
+    .is_ok();
+    assert!(announced, "the license was not announced within 1 s");
+    assert_eq!(followed.borrow().imports, before.imports + 1);
+
     // A change that sends no notification is still caught by the poll.
     let (_stop2, stop_rx2) = tokio::sync::watch::channel(false);
     let mut polled = watch::follow(

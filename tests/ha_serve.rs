@@ -667,9 +667,16 @@ async fn a_bundle_imported_on_any_node_is_served_by_every_node() {
 
     // Over HTTP, on the node without the lease: answered once applied, then served by both.
     let first = entitlements_bundle(dir, &jpd_id, 1, "xray");
+    let asked = std::time::Instant::now();
     let resp = other.import(&first).await;
     let status = resp.status();
     assert_eq!(status, 200, "{}", resp.text().await.unwrap());
+    // Announced to the leaseholder at its commit (the fallback look is every 30 s).
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
     let etag1 = both_serve(&a, &b, "xray").await;
 
     // With the CLI of the node without the lease (a process of its own).
@@ -748,7 +755,9 @@ async fn a_license_set_through_the_api_is_the_jpds_on_every_node() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
-    eventually(Duration::from_secs(30), || async {
+    // Announced at its commit (the fallback look is every 30 s); the leaseholder's license
+    // watcher looks at its file every 5 s.
+    eventually(Duration::from_secs(10), || async {
         (sim.stats().await.register_calls == 2).then_some(())
     })
     .await

@@ -439,10 +439,12 @@ impl Job for LeasedJob {
 
 /// Background work of a cluster node until `stop`: joins first when the database was away at
 /// start (trying again with backoff), then copies shared entitlements changes into the
-/// local store, reports the served digest, and, while this node holds the entitlements lease,
-/// runs that job at once when a bundle imported on any node waits in the shared inbox (looked
-/// at every second); and hands the node's usage counters to the heartbeat every
-/// [`USAGE_COUNTS_EVERY`].
+/// local store, reports the served digest, runs the entitlements job at once when this node
+/// holds its lease and an import waits in the shared inbox (looked at when it takes the lease
+/// too), and takes a license set through
+/// the API on another node into its `license.api`: both at once on the database's
+/// notification, and every [`FALLBACK_EVERY`] in case one was lost; and hands the node's usage
+/// counters to the heartbeat every [`USAGE_COUNTS_EVERY`].
 pub async fn run(
     membership: Arc<Membership>,
     config: Arc<Config>,
@@ -454,36 +456,46 @@ pub async fn run(
         return;
     };
     let mut followed = cluster.followed();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut lease = cluster
+        .lease(ENTITLEMENTS_JOB.as_str())
+        .map(|l| l.subscribe());
+    let mut fallback = tokio::time::interval(FALLBACK_EVERY);
+    fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_pending = None;
     let mut license_stamp = None;
-    let mut ticks = 0u64;
+    let (mut imports_seen, mut license_seen) = (0, 0);
     let mut count_tick = tokio::time::interval(USAGE_COUNTS_EVERY);
     loop {
+        let (mut imports, mut license) = (false, false);
+        let lease_taken = async {
+            let Some(l) = lease.as_mut() else {
+                return std::future::pending().await;
+            };
+            if l.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            l.borrow().is_some()
+        };
         tokio::select! {
             _ = stop.changed() => return,
             r = followed.changed() => {
                 if r.is_err() {
                     return;
                 }
-                let current = followed.borrow_and_update().current.clone();
-                if let Some(shared) = current {
+                let now = followed.borrow_and_update().clone();
+                if let Some(shared) = now.current {
                     if entitlements.snapshot() != shared.state {
                         if let Err(e) = entitlements.update(|s| *s = shared.state.clone()) {
                             tracing::error!(error = %e, "cannot keep the shared entitlements in the local store");
                         }
                     }
                 }
+                imports = std::mem::replace(&mut imports_seen, now.imports) != now.imports;
+                license = std::mem::replace(&mut license_seen, now.license) != now.license;
             }
-            _ = tick.tick() => {
-                if let Some(s) = &scheduler {
-                    apply_pending_import(&cluster, s, &mut last_pending).await;
-                }
-                ticks += 1;
-                if ticks.is_multiple_of(LICENSE_EVERY) {
-                    follow_license(&cluster, &config, &mut license_stamp).await;
-                }
-            }
+            // An import may have waited for a leaseholder: look once this node is one.
+            taken = lease_taken => imports = taken,
+            _ = fallback.tick() => (imports, license) = (true, true),
             _ = count_tick.tick() => {
                 let c = config.clone();
                 if let Ok(counts) =
@@ -498,12 +510,23 @@ pub async fn run(
                 }
             }
         }
+        if imports {
+            if let Some(s) = &scheduler {
+                apply_pending_import(&cluster, s, &mut last_pending).await;
+            }
+        }
+        if license {
+            follow_license(&cluster, &config, &mut license_stamp).await;
+        }
         cluster.set_served_digest(Some(entitlements_digest(&entitlements.snapshot())));
     }
 }
 
+/// How often a node looks for a waiting import and a new license without a notification.
+const FALLBACK_EVERY: Duration = Duration::from_secs(30);
+
 /// On the entitlements leaseholder: runs the job when the shared inbox holds an import not
-/// applied yet, once per import (a failed run is retried by the scheduler, not every second).
+/// applied yet, once per import (a failed run is retried by the scheduler, not at every look).
 async fn apply_pending_import(cluster: &Cluster, scheduler: &Scheduler, last: &mut Option<String>) {
     if cluster.fence(ENTITLEMENTS_JOB.as_str()).is_none() {
         return;
@@ -522,9 +545,6 @@ async fn apply_pending_import(cluster: &Cluster, scheduler: &Scheduler, last: &m
         Err(e) => tracing::debug!(error = %e, "cannot read the shared import inbox"),
     }
 }
-
-/// Every how many seconds a node looks for a license set through the API on another node.
-const LICENSE_EVERY: u64 = 5;
 
 /// Writes the JPD's license into this node's `license.api` when it was set (on any node) since
 /// the last look; the license watcher of `serve` then registers again if this node runs the

@@ -24,6 +24,12 @@ use std::sync::Arc;
 
 /// The channel other nodes LISTEN on for entitlements changes (payload: the new version).
 pub(crate) const ENTITLEMENTS_CHANNEL: &str = "jfconnect_entitlements";
+/// The channel an import waiting in the shared inbox is announced on (payload: its kind), at
+/// the commit that records it: the leaseholder applies it at once.
+pub(crate) const IMPORTS_CHANNEL: &str = "jfconnect_imports";
+/// The channel a license set through the API is announced on, at the commit that stores it:
+/// every node takes it into its `license.api` at once.
+pub(crate) const LICENSE_CHANNEL: &str = "jfconnect_license";
 
 const KEY_CHECK: &[u8] = b"jfconnect master key check";
 
@@ -230,26 +236,36 @@ impl PgStore {
             })
     }
 
-    /// Sets (or clears) the license in effect for the whole JPD.
+    /// Sets (or clears) the license in effect for the whole JPD, and announces it on
+    /// [`LICENSE_CHANNEL`] in the same transaction.
     pub async fn set_license(&self, license: Option<&Secret>) -> Result<(), DbError> {
-        let client = self.db.client().await?;
-        let n = client
+        let sealed = self.seal_opt("license", license)?;
+        let mut client = self.db.client().await?;
+        let tx = self
+            .db
+            .transaction(&mut client, "store the license")
+            .await?;
+        let n = tx
             .execute(
                 "UPDATE jfconnect.identity SET license = $1, license_set_at = clock_timestamp()",
-                &[&self.seal_opt("license", license)?],
+                &[&sealed],
             )
             .await
-            .map_err(|e| self.db.fail("store the license", e))?;
+            .map_err(|e| tx.fail(e))?;
         if n == 0 {
             return Err(DbError::Damaged {
                 what: "JPD identity",
                 reason: "there is none yet to attach the license to".into(),
             });
         }
-        Ok(())
+        tx.execute("SELECT pg_notify($1, '')", &[&LICENSE_CHANNEL])
+            .await
+            .map_err(|e| tx.fail(e))?;
+        tx.commit().await
     }
 
-    /// When the license was last set for the whole JPD (`None`: never): a cheap poll.
+    /// When the license was last set for the whole JPD (`None`: never): a cheap look, at a
+    /// notification and as the fallback poll.
     pub async fn license_set_at(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, DbError> {
         let client = self.db.client().await?;
         let row = client
@@ -559,6 +575,9 @@ impl PgStore {
         )
         .await
         .map_err(|e| tx.fail(e))?;
+        tx.execute("SELECT pg_notify($1, $2)", &[&IMPORTS_CHANNEL, &c.kind])
+            .await
+            .map_err(|e| tx.fail(e))?;
         tx.commit().await?;
         Ok(Ok(()))
     }

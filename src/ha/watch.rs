@@ -2,9 +2,15 @@
 //! cheap version poll as the fallback (a notification lost to a dropped connection is caught
 //! by the next poll). The last good copy stays in memory while the database is away, and the
 //! watcher says so, so readiness can report "degraded" instead of serving nothing.
+//!
+//! The same connection LISTENs for an import waiting in the shared inbox and for a license set
+//! through the API; the watcher only counts those announcements ([`Followed::imports`],
+//! [`Followed::license`]) and whoever acts on them reads the database itself.
 
 use super::db::DbError;
-use super::store::{PgStore, SharedEntitlements, ENTITLEMENTS_CHANNEL};
+use super::store::{
+    PgStore, SharedEntitlements, ENTITLEMENTS_CHANNEL, IMPORTS_CHANNEL, LICENSE_CHANNEL,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -18,6 +24,11 @@ pub struct Followed {
     pub connected: bool,
     /// Why the database is not answering, in one sentence.
     pub last_error: Option<String>,
+    /// Raised by every announced import, and at every (re)connection (one may have been
+    /// announced while the connection was down).
+    pub imports: u64,
+    /// Raised by every announced license, and at every (re)connection.
+    pub license: u64,
 }
 
 /// Longest wait between two reconnection attempts.
@@ -71,18 +82,20 @@ async fn follow_once(
 ) -> Result<(), DbError> {
     let mut conn = store.db().dedicated().await?;
     conn.client
-        .batch_execute(&format!("LISTEN {ENTITLEMENTS_CHANNEL}"))
+        .batch_execute(&format!(
+            "LISTEN {ENTITLEMENTS_CHANNEL}; LISTEN {IMPORTS_CHANNEL}; LISTEN {LICENSE_CHANNEL}"
+        ))
         .await
         .map_err(|e| store.db().fail("listen for entitlements changes", e))?;
     let mut known = refresh(store, tx, None).await?;
     if !tx.borrow().connected {
         tracing::info!("following the shared entitlements");
     }
-    tx.send_if_modified(|f| {
-        let changed = !f.connected;
+    tx.send_modify(|f| {
         f.connected = true;
         f.last_error = None;
-        changed
+        f.imports += 1;
+        f.license += 1;
     });
     *backoff = Duration::from_millis(200);
     let mut tick = tokio::time::interval(poll_every);
@@ -90,11 +103,22 @@ async fn follow_once(
     loop {
         tokio::select! {
             n = conn.notifications.recv() => {
-                if n.is_none() {
+                let Some(n) = n else {
                     return Err(DbError::Unavailable {
                         url: store.db().url().to_string(),
                         reason: "the connection listening for changes closed".into(),
                     });
+                };
+                match n.channel() {
+                    IMPORTS_CHANNEL => {
+                        tx.send_modify(|f| f.imports += 1);
+                        continue;
+                    }
+                    LICENSE_CHANNEL => {
+                        tx.send_modify(|f| f.license += 1);
+                        continue;
+                    }
+                    _ => {}
                 }
             }
             _ = tick.tick() => {}

@@ -514,7 +514,8 @@ impl Scheduler {
                 Turn::Elsewhere(lease) => {
                     // Another node runs it. A wake-up meanwhile is spent here, so it cannot
                     // make this node run the job at once when it takes the lease later: then
-                    // the JPD's schedule alone decides.
+                    // the JPD's schedule alone decides. One that comes as this node takes the
+                    // lease (an import waiting for a leaseholder) runs it.
                     let lease_changed = async {
                         let changed = match lease {
                             Some(mut l) => l.changed().await.is_ok(),
@@ -528,7 +529,11 @@ impl Scheduler {
                     tokio::select! {
                         _ = lease_changed => {}
                         _ = tokio::time::sleep(MAX_SLEEP) => {}
-                        _ = wake.notified() => {}
+                        _ = wake.notified() => {
+                            if matches!(self.turn(name), Turn::Mine(..)) {
+                                self.run_in_loop(name, stop).await;
+                            }
+                        }
                         _ = stop.changed() => return,
                     }
                     continue;
