@@ -984,3 +984,86 @@ async fn air_gapped_nodes_export_each_usage_file_once_under_the_jpds_sequences()
     a.stop().await;
     b.stop().await;
 }
+
+/// A license JES refuses is set aside on every node, not only on the leaseholder: the node that
+/// takes over does not register it again; a license set anew clears the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_license_jes_refuses_is_set_aside_on_every_node_until_a_new_one_is_set() {
+    let (sim, root, _database, a, b) = two_nodes().await;
+    let holder = eventually(Duration::from_secs(15), || async {
+        let v = a.cluster().await;
+        v["leases"][0]["holder"].as_str().map(String::from)
+    })
+    .await
+    .expect("one node holds the entitlements lease");
+    let (holder_node, other, other_name) = if holder == "node-a" {
+        (a, b, "node-b")
+    } else {
+        (b, a, "node-a")
+    };
+    eventually(Duration::from_secs(20), || async {
+        (sim.stats().await.register_calls == 1).then_some(())
+    })
+    .await
+    .expect("the leaseholder registers");
+    let put = |key: &'static str| {
+        sim_support::client()
+            .put(format!("http://{}/api/v1/license", other.addr))
+            .bearer_auth(&other.admin)
+            .body(key)
+            .send()
+    };
+
+    // The simulator refuses JFL- keys shorter than 12 characters.
+    assert_eq!(put("JFL-REFUSED").await.unwrap().status(), 202);
+    let (mine, theirs) = (root.path().join(&holder), root.path().join(other_name));
+    eventually(Duration::from_secs(15), || async {
+        (sim.stats().await.register_calls == 2 && mine.join("license.api.refused").exists())
+            .then_some(())
+    })
+    .await
+    .expect("the leaseholder tries the license and sets it aside");
+    eventually(Duration::from_secs(5), || async {
+        (!theirs.join("license.api").exists() && theirs.join("license.api.refused").exists())
+            .then_some(())
+    })
+    .await
+    .expect("the other node sets its copy aside too");
+
+    // The other node takes over (its first run lifts the rejected block, as a restart does).
+    // The refusal cleared the registration, so it registers the admin's license, as a single
+    // node would; it never tries the refused one (which would be a refusal, a set-aside and a
+    // fourth registration once its license watcher saw the file go).
+    holder_node.stop().await;
+    eventually(Duration::from_secs(20), || async {
+        let v = other.cluster().await;
+        (v["leases"][0]["holder"] == other_name
+            && v["leases"][0]["expires_in_ms"].as_i64() > Some(0))
+        .then_some(())
+    })
+    .await
+    .expect("the other node takes the lease");
+    eventually(Duration::from_secs(10), || async {
+        (sim.stats().await.register_calls >= 3).then_some(())
+    })
+    .await
+    .expect("the new leaseholder registers the admin's license");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        sim.stats().await.register_calls,
+        3,
+        "the refused license was registered again"
+    );
+    let job = other.entitlements_job().await;
+    assert_eq!(job["last_error"], serde_json::Value::Null, "{job}");
+    assert!(!theirs.join("license.api").exists());
+
+    // A license set anew clears the refusal and is registered.
+    assert_eq!(put("JFL-ACCEPTED-0000000007").await.unwrap().status(), 202);
+    eventually(Duration::from_secs(15), || async {
+        (sim.stats().await.register_calls == 4).then_some(())
+    })
+    .await
+    .expect("the new license is registered");
+    other.stop().await;
+}

@@ -314,7 +314,8 @@ async fn adopt_identity(config: &Config, store: &PgStore) -> Result<bool, AppErr
     }
     let io = |path: std::path::PathBuf| move |source| AppError::DataDir { path, source };
     if let Some(license) = &shared.license {
-        keep_api_license(config, license)?;
+        let (_, refused) = store.license_stamp().await.map_err(db_error)?;
+        follow_jpd_license(config, license, refused.as_deref())?;
     }
     crate::state::adopt_jpd_id(data_dir, &shared.jpd_id)?;
     let sk = crate::bundle::SecretKey::parse(shared.signing_secret.expose()).map_err(db_error)?;
@@ -364,6 +365,32 @@ fn keep_api_license(config: &Config, license: &Secret) -> Result<bool, AppError>
     Ok(true)
 }
 
+/// Brings this node's `license.api` in line with the JPD's license set through the API:
+/// written when it differs, unless JES refused it (`refused` is its fingerprint); then a copy
+/// this node holds is set aside (`license.api.refused`), as on the leaseholder, so this node
+/// does not register it again when it takes the lease.
+fn follow_jpd_license(
+    config: &Config,
+    license: &Secret,
+    refused: Option<&str>,
+) -> Result<(), AppError> {
+    if refused != Some(license.fingerprint().as_str()) {
+        return keep_api_license(config, license).map(|_| ());
+    }
+    if api_license(config)?.as_ref() == Some(license) {
+        let aside = super::license_source(config)
+            .set_aside_refused_api_key()
+            .map_err(|source| AppError::DataDir {
+                path: config.data_dir.join(super::API_LICENSE_FILE),
+                source,
+            })?;
+        if let Some(aside) = aside {
+            tracing::warn!(kept = %aside.display(), "JES refused the license set through the API for this JPD; this node set its copy aside too, so no node registers it again until a license is set anew");
+        }
+    }
+    Ok(())
+}
+
 /// The entitlements job as run by a cluster node: only the leaseholder runs it, and what it
 /// stored is written to the shared store with the lease's epoch.
 pub(crate) struct LeasedJob {
@@ -411,7 +438,25 @@ impl Job for LeasedJob {
                 ),
             });
         };
+        let api_key = api_license(&self.membership.config).ok().flatten();
         let outcome = self.inner.run().await;
+        if let (Err(e), Some(key)) = (&outcome, &api_key) {
+            // JES refused the license set through the API and the job set it aside: so must
+            // every other node, or the next leaseholder registers it again.
+            let set_aside = api_license(&self.membership.config)
+                .ok()
+                .flatten()
+                .is_none();
+            if e.class == crate::remote::ErrorClass::Rejected && set_aside {
+                if let Err(err) = cluster
+                    .store()
+                    .refuse_license(&fence, &key.fingerprint())
+                    .await
+                {
+                    tracing::warn!(error = %err, "cannot record the refused license for the other nodes");
+                }
+            }
+        }
         let state = self.entitlements.snapshot();
         match cluster.store().save_entitlements(&fence, &state).await {
             Ok(_) => outcome,
@@ -547,27 +592,31 @@ async fn apply_pending_import(cluster: &Cluster, scheduler: &Scheduler, last: &m
 }
 
 /// Writes the JPD's license into this node's `license.api` when it was set (on any node) since
-/// the last look; the license watcher of `serve` then registers again if this node runs the
-/// entitlements job.
+/// the last look, or sets this node's copy aside when JES refused it since; the license watcher
+/// of `serve` then registers again if this node runs the entitlements job.
 async fn follow_license(
     cluster: &Cluster,
     config: &Config,
-    stamp: &mut Option<chrono::DateTime<chrono::Utc>>,
+    stamp: &mut Option<crate::ha::store::LicenseStamp>,
 ) {
     let store = cluster.store();
-    let now = match store.license_set_at().await {
+    let now = match store.license_stamp().await {
         Ok(now) => now,
         Err(e) => return tracing::debug!(error = %e, "cannot read when the license was set"),
     };
-    if now.is_none() || now == *stamp {
+    if now.0.is_none() || Some(&now) == stamp.as_ref() {
         return;
     }
     let license = match store.identity().await {
         Ok(identity) => identity.and_then(|i| i.license),
         Err(e) => return tracing::debug!(error = %e, "cannot read the JPD's license"),
     };
-    match license.map(|l| keep_api_license(config, &l)).transpose() {
-        Ok(_) => *stamp = now,
+    let refused = now.1.clone();
+    match license
+        .map(|l| follow_jpd_license(config, &l, refused.as_deref()))
+        .transpose()
+    {
+        Ok(_) => *stamp = Some(now),
         Err(e) => tracing::error!(error = %e, "cannot keep the JPD's license on this node"),
     }
 }

@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "import inbox entries", V2),
     (3, "usage ledger", V3),
     (4, "schedules per JPD and per node", V4),
+    (5, "refused license", V5),
 ];
 
 /// Newest schema version this build knows.
@@ -150,6 +151,10 @@ ALTER TABLE jfconnect.schedules
     DROP CONSTRAINT schedules_pkey,
     ADD PRIMARY KEY (job, node);
 "#;
+
+/// Version 5: the fingerprint of the license set through the API that JES refused, recorded
+/// by the leaseholder and kept until a license is set anew, so no node registers it again.
+const V5: &str = "ALTER TABLE jfconnect.identity ADD COLUMN license_refused text;";
 
 /// Brings the schema up to [`latest`]; returns the version it found before.
 pub async fn migrate(db: &Db) -> Result<i32, DbError> {

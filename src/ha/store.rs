@@ -83,6 +83,9 @@ pub struct SharedEntitlements {
     pub digest: String,
 }
 
+/// When the JPD's license was last set, and the fingerprint of the one JES refused since.
+pub type LicenseStamp = (Option<chrono::DateTime<chrono::Utc>>, Option<String>);
+
 /// The PostgreSQL store, used by one node.
 #[derive(Clone)]
 pub struct PgStore {
@@ -247,7 +250,8 @@ impl PgStore {
             .await?;
         let n = tx
             .execute(
-                "UPDATE jfconnect.identity SET license = $1, license_set_at = clock_timestamp()",
+                "UPDATE jfconnect.identity
+                 SET license = $1, license_set_at = clock_timestamp(), license_refused = NULL",
                 &[&sealed],
             )
             .await
@@ -264,15 +268,40 @@ impl PgStore {
         tx.commit().await
     }
 
-    /// When the license was last set for the whole JPD (`None`: never): a cheap look, at a
-    /// notification and as the fallback poll.
-    pub async fn license_set_at(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, DbError> {
+    /// When the license was last set for the whole JPD (`None`: never) and the fingerprint of
+    /// the license JES refused since: a cheap look, at a notification and as the fallback poll.
+    pub async fn license_stamp(&self) -> Result<LicenseStamp, DbError> {
         let client = self.db.client().await?;
         let row = client
-            .query_opt("SELECT license_set_at FROM jfconnect.identity", &[])
+            .query_opt(
+                "SELECT license_set_at, license_refused FROM jfconnect.identity",
+                &[],
+            )
             .await
             .map_err(|e| self.db.fail("read when the license was set", e))?;
-        Ok(row.and_then(|r| r.get(0)))
+        Ok(row.map_or((None, None), |r| (r.get(0), r.get(1))))
+    }
+
+    /// Records, as leaseholder `fence`, that JES refused the license whose fingerprint is
+    /// `fingerprint`: every node sets its copy aside and none registers it again until a
+    /// license is set anew (which clears this). Announced on [`LICENSE_CHANNEL`].
+    pub async fn refuse_license(&self, fence: &Fence, fingerprint: &str) -> Result<(), DbError> {
+        let mut client = self.db.client().await?;
+        let tx = self
+            .db
+            .transaction(&mut client, "record a refused license")
+            .await?;
+        check_fence(&self.db, &tx, fence).await?;
+        tx.execute(
+            "UPDATE jfconnect.identity SET license_refused = $1",
+            &[&fingerprint],
+        )
+        .await
+        .map_err(|e| tx.fail(e))?;
+        tx.execute("SELECT pg_notify($1, '')", &[&LICENSE_CHANNEL])
+            .await
+            .map_err(|e| tx.fail(e))?;
+        tx.commit().await
     }
 
     /// The stored entitlements state; `None` before the first write.
