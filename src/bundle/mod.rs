@@ -23,6 +23,7 @@ mod limits;
 mod manifest;
 mod minisign;
 mod names;
+mod ordered;
 mod verify;
 mod write;
 mod zipdir;
@@ -47,6 +48,7 @@ pub use manifest::{
 pub use minisign::KeyId;
 pub use minisign::{generate_keypair, MinisignSignature, PublicKey, SecretKey, TrustedKeys};
 pub use names::name_key;
+pub(crate) use ordered::{deflate_threads, Ordered};
 pub use verify::VerifiedBundle;
 pub use verify::{verify_bundle, verify_bytes, verify_file_with_pubkey, verify_self_signed};
 pub(crate) use write::BundleWriter;

@@ -226,12 +226,37 @@ impl BundleWriter {
     /// Adds one payload entry already deflated (`e.path` its path, `sha256` the hex SHA-256 of
     /// its uncompressed bytes).
     pub fn add_prepared(&mut self, e: &PreparedEntry, sha256: &str) -> Result<(), BundleError> {
-        self.check_name(&e.path)?;
+        if self.add_prepared_once(e, sha256)? {
+            return Ok(());
+        }
+        Err(repeated(&e.path))
+    }
+
+    /// [`BundleWriter::add_prepared`], unless an entry of that very path is in the bundle
+    /// already: then nothing is written and the answer is false (identical usage files, named
+    /// by their SHA-256, are one).
+    pub fn add_prepared_once(
+        &mut self,
+        e: &PreparedEntry,
+        sha256: &str,
+    ) -> Result<bool, BundleError> {
+        if !self.name_is_new(&e.path)? {
+            return Ok(false);
+        }
         self.zip.add(e).map_err(|err| self.werr(err))?;
-        self.listed(&e.path, e.size, sha256)
+        self.listed(&e.path, e.size, sha256)?;
+        Ok(true)
     }
 
     fn check_name(&mut self, path: &str) -> Result<(), BundleError> {
+        if self.name_is_new(path)? {
+            return Ok(());
+        }
+        Err(repeated(path))
+    }
+
+    /// Checks `path` and adds it to the bundle's names; false when it is there already.
+    fn name_is_new(&mut self, path: &str) -> Result<bool, BundleError> {
         let path = check_path(path.as_bytes())?;
         if !path.starts_with(PAYLOAD_PREFIX) {
             return Err(BundleError::InvalidSpec(format!(
@@ -239,9 +264,13 @@ impl BundleWriter {
             )));
         }
         // Never write a pair of names that a reader refuses (bundle-format §1).
-        self.names
-            .insert(path)
-            .map_err(|e| BundleError::InvalidSpec(format!("payload entry names: {e}")))
+        match self.names.insert(path) {
+            Ok(()) => Ok(true),
+            Err(BundleError::DuplicateName(_)) => Ok(false),
+            Err(e) => Err(BundleError::InvalidSpec(format!(
+                "payload entry names: {e}"
+            ))),
+        }
     }
 
     fn listed(&mut self, path: &str, size: u64, sha256: &str) -> Result<(), BundleError> {
@@ -408,6 +437,12 @@ impl BundleWriter {
             .prepare(SIGNATURE.to_string(), signature.as_bytes())?;
         self.zip.add(&e)
     }
+}
+
+/// The refusal of a payload path given twice.
+fn repeated(path: &str) -> BundleError {
+    let e = BundleError::DuplicateName(path.to_string());
+    BundleError::InvalidSpec(format!("payload entry names: {e}"))
 }
 
 /// Hands everything `r` reads to `each`, a buffer at a time.

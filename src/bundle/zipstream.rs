@@ -449,6 +449,51 @@ mod tests {
         assert_eq!(build(10), build(10));
     }
 
+    /// [`build`] through the pipeline, deflating on `workers` threads.
+    fn build_in_parallel(n: usize, workers: usize) -> Vec<u8> {
+        let mut z = ZipStream::new(Vec::new(), tempfile::tempfile().unwrap());
+        let mut index = IndexWriter::new(tempfile::tempfile().unwrap()).unwrap();
+        let mut at = 0;
+        super::super::Ordered {
+            next: || {
+                let chunk: Vec<usize> = (at..n.min(at + 13)).collect();
+                at += chunk.len();
+                Ok((!chunk.is_empty()).then_some(chunk))
+            },
+            init: Deflater::new,
+            work: |d: &mut Deflater, i: usize| {
+                let body = format!("{{\"product\":\"x\",\"n\":{i}}}").repeat(i % 5 + 1);
+                let sha = crate::protocol::sha256_hex(body.as_bytes());
+                d.prepare(format!("2024-01-01/x/f{i}.json"), body.as_bytes())
+                    .map(|e| (e, sha))
+            },
+            on_panic: || Err(io::Error::other("a worker panicked")),
+        }
+        .run(
+            workers,
+            |chunk| {
+                for e in chunk {
+                    let (e, sha) = e?;
+                    z.add(&e)?;
+                    index.add(&e.path, e.size, &sha)?;
+                }
+                Ok(())
+            },
+            || io::Error::other("lost"),
+        )
+        .unwrap();
+        index.append_to(&mut z).unwrap();
+        z.finish().unwrap()
+    }
+
+    #[test]
+    fn deflating_on_many_threads_gives_the_bytes_of_one() {
+        let one = build(500);
+        for workers in [1, 2, 4] {
+            assert!(build_in_parallel(500, workers) == one, "{workers} workers");
+        }
+    }
+
     #[test]
     fn more_than_65535_entries_use_zip64_end_records() {
         let spill = tempfile::tempfile().unwrap();

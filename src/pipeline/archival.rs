@@ -37,6 +37,9 @@ use std::sync::Arc;
 /// Markers dropped (and the spool fsynced) per this many deletions.
 const DELETE_CHUNK: usize = 8192;
 
+/// Spool names per chunk of the planning scan: one `claim_archival` each.
+const SCAN_CHUNK: usize = 256;
+
 /// One archive that reached the JPD in this run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchivedArchive {
@@ -223,8 +226,10 @@ type Planned = (Option<PlanHeader>, ScanCounts, Vec<Assembled>, Copies);
 
 /// Scans the spool and writes a plan of every uploaded file (blocking). In the same pass, each
 /// archive of the plan is assembled from the bytes just read and checked, so a file is read
-/// once; the archives are only temp files until the plan is committed and executed, and a
-/// resumed plan re-assembles them from the spool instead.
+/// once: files are read, hashed and deflated on every core while this thread writes the plan
+/// and the zip in listing order (`bundle::Ordered`). The archives are only temp files until
+/// the plan is committed and executed, and a resumed plan re-assembles them from the spool
+/// instead.
 fn make_plan(
     layout: &Layout,
     ledger: &Arc<dyn UsageLedger>,
@@ -244,8 +249,12 @@ fn make_plan(
     let rules = layout.scan_rules(config, opts);
     let mut seen = spool::ScanCounts::default();
     let mut copies = Copies::new();
-    while let Some(found) =
-        scan.next_batch(512, &rules, &mut seen, Deflater::new, |deflater, mut f| {
+    scan.stream(
+        SCAN_CHUNK,
+        &rules,
+        &mut seen,
+        Deflater::new,
+        |deflater, mut f| {
             if ledger.surely_not_uploaded(&f.sha256) {
                 return None;
             }
@@ -253,65 +262,67 @@ fn make_plan(
             let path = plan::entry_path(&f.head, &f.name);
             let prepared = deflater.prepare(path, &content);
             Some((f, prepared))
-        })?
-    {
-        let shas: Vec<String> = found
-            .iter()
-            .flatten()
-            .map(|(f, _)| f.sha256.clone())
-            .collect();
-        let claims = rt.block_on(ledger.claim_archival(shas))?;
-        for s in found {
-            let Some((f, prepared)) = s else {
-                counts.pending += 1;
-                continue;
-            };
-            match claims.get(&f.sha256) {
-                Some(ArchiveClaim::Mine) => {}
-                Some(ArchiveClaim::Elsewhere(_)) => {
-                    counts.elsewhere += 1;
-                    continue;
-                }
-                Some(ArchiveClaim::Archived(a)) => {
-                    copies
-                        .entry((a.repo.clone(), a.name.clone(), a.sha256.clone(), a.size))
-                        .or_default()
-                        .push(Copy {
-                            name: f.name.clone(),
-                            ident: f.ident,
-                        });
-                    continue;
-                }
-                Some(ArchiveClaim::NotUploaded) | None => {
+        },
+        |_, found| {
+            let shas: Vec<String> = found
+                .iter()
+                .flatten()
+                .map(|(f, _)| f.sha256.clone())
+                .collect();
+            let claims = rt.block_on(ledger.claim_archival(shas))?;
+            for s in found {
+                let Some((f, prepared)) = s else {
                     counts.pending += 1;
                     continue;
+                };
+                match claims.get(&f.sha256) {
+                    Some(ArchiveClaim::Mine) => {}
+                    Some(ArchiveClaim::Elsewhere(_)) => {
+                        counts.elsewhere += 1;
+                        continue;
+                    }
+                    Some(ArchiveClaim::Archived(a)) => {
+                        copies
+                            .entry((a.repo.clone(), a.name.clone(), a.sha256.clone(), a.size))
+                            .or_default()
+                            .push(Copy {
+                                name: f.name.clone(),
+                                ident: f.ident,
+                            });
+                        continue;
+                    }
+                    Some(ArchiveClaim::NotUploaded) | None => {
+                        counts.pending += 1;
+                        continue;
+                    }
+                }
+                let path = layout.spool.join(&f.name);
+                let prepared = prepared.map_err(|e| PipelineError::io("deflate", &path, e))?;
+                first_sha.get_or_insert_with(|| f.sha256.clone());
+                let Some((k, _)) = writer.add(&PlanInput {
+                    name: &f.name,
+                    sha256: &f.sha256,
+                    head: &f.head,
+                    ident: f.ident,
+                })?
+                else {
+                    counts.not_settled += 1;
+                    continue;
+                };
+                if current.as_ref().map(|(i, _)| *i) != Some(k) {
+                    if let Some((_, b)) = current.take() {
+                        built.push(b.finish()?);
+                    }
+                    let out = assemble::archive_temp_path(layout, k);
+                    current = Some((k, ArchiveBuilder::create(layout, &out)?));
+                }
+                if let Some((_, b)) = current.as_mut() {
+                    b.add(&prepared, &f.sha256, &opts.failpoint)?;
                 }
             }
-            let path = layout.spool.join(&f.name);
-            let prepared = prepared.map_err(|e| PipelineError::io("deflate", &path, e))?;
-            first_sha.get_or_insert_with(|| f.sha256.clone());
-            let Some((k, _)) = writer.add(&PlanInput {
-                name: &f.name,
-                sha256: &f.sha256,
-                head: &f.head,
-                ident: f.ident,
-            })?
-            else {
-                counts.not_settled += 1;
-                continue;
-            };
-            if current.as_ref().map(|(i, _)| *i) != Some(k) {
-                if let Some((_, b)) = current.take() {
-                    built.push(b.finish()?);
-                }
-                let out = assemble::archive_temp_path(layout, k);
-                current = Some((k, ArchiveBuilder::create(layout, &out)?));
-            }
-            if let Some((_, b)) = current.as_mut() {
-                b.add(&prepared, &f.sha256, &opts.failpoint)?;
-            }
-        }
-    }
+            Ok(())
+        },
+    )?;
     counts.quarantined = seen.quarantined;
     counts.not_settled += seen.not_settled;
     if let Some((_, b)) = current.take() {

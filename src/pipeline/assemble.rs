@@ -1,6 +1,6 @@
 //! Builds the zip file of one archive of a plan from the spool: entries are read, checked
-//! against the plan's SHA-256, deflated on every core in bounded batches, and written in plan
-//! order to a temp file that is fsynced before anyone relies on it.
+//! against the plan's SHA-256, deflated on every core in bounded chunks while the zip is being
+//! written (`bundle::Ordered`), and written in plan order to a temp file that is fsynced before anyone relies on it.
 //!
 //! A planned file that vanished or changed since it was planned is left out (and listed as
 //! dropped, so it is never deleted on the strength of this archive). On any error the temp file
@@ -9,15 +9,17 @@
 use super::failpoint::Failpoints;
 use super::plan::PlanEntry;
 use super::{plan_store, Layout, PipelineError};
-use crate::bundle::{Deflater, HashingWriter, IndexWriter, PreparedEntry, ZipStream};
+use crate::bundle::{
+    deflate_threads, Deflater, HashingWriter, IndexWriter, Ordered, PreparedEntry, ZipStream,
+};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
 
-/// Most entries deflated together.
-const BATCH_ENTRIES: usize = 512;
-/// Most input bytes deflated together (a single larger file goes alone).
+/// Most entries in one chunk of the pipeline.
+const BATCH_ENTRIES: usize = 256;
+/// Most input bytes in one chunk (a single larger file goes alone).
 const BATCH_BYTES: u64 = 8 * 1024 * 1024;
 
 /// A finished, fsynced archive file.
@@ -62,27 +64,39 @@ fn write(
 ) -> Result<Assembled, PipelineError> {
     let mut builder = ArchiveBuilder::create(layout, out)?;
     let mut entries = plan_store::entries(layout, k)?;
-    loop {
-        let mut batch = Vec::new();
-        let mut bytes = 0u64;
-        for e in entries.by_ref() {
-            let e = e?;
-            bytes += e.size;
-            batch.push(e);
-            if batch.len() >= BATCH_ENTRIES || bytes >= BATCH_BYTES {
-                break;
+    let spool = &layout.spool;
+    let failed = || PipelineError::io("deflate", spool, io::Error::other("a worker thread failed"));
+    Ordered {
+        next: || {
+            let mut batch = Vec::new();
+            let mut bytes = 0u64;
+            for e in entries.by_ref() {
+                let e = e?;
+                bytes += e.size;
+                batch.push(e);
+                if batch.len() >= BATCH_ENTRIES || bytes >= BATCH_BYTES {
+                    break;
+                }
             }
-        }
-        if batch.is_empty() {
-            break;
-        }
-        for p in prepare_batch(&layout.spool, &batch)? {
-            match p {
-                Prepared::Entry(entry, sha) => builder.add(&entry, &sha, failpoint)?,
-                Prepared::Dropped(name) => builder.dropped.push(name),
-            }
-        }
+            Ok((!batch.is_empty()).then_some(batch))
+        },
+        init: Deflater::new,
+        work: |d: &mut Deflater, e: PlanEntry| prepare_one(spool, &e, d),
+        on_panic: || Err(failed()),
     }
+    .run(
+        deflate_threads(),
+        |prepared| {
+            for p in prepared {
+                match p? {
+                    Prepared::Entry(entry, sha) => builder.add(&entry, &sha, failpoint)?,
+                    Prepared::Dropped(name) => builder.dropped.push(name),
+                }
+            }
+            Ok(())
+        },
+        failed,
+    )?;
     builder.finish()
 }
 
@@ -171,40 +185,6 @@ impl ArchiveBuilder {
 /// Where archive `k` of a plan is written.
 pub(crate) fn archive_temp_path(layout: &Layout, k: usize) -> PathBuf {
     layout.tmp_dir().join(format!("archive-{k:04}.zip.part"))
-}
-
-/// Reads, checks and deflates a batch on every core; answers in plan order.
-fn prepare_batch(spool: &Path, batch: &[PlanEntry]) -> Result<Vec<Prepared>, PipelineError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || batch.len() < 4 {
-        let mut d = Deflater::new();
-        return batch
-            .iter()
-            .map(|e| prepare_one(spool, e, &mut d))
-            .collect();
-    }
-    let chunk = batch.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = batch
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    let mut d = Deflater::new();
-                    part.iter()
-                        .map(|e| prepare_one(spool, e, &mut d))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(batch.len());
-        for h in handles {
-            let part = h.join().map_err(|_| {
-                PipelineError::io("deflate", spool, io::Error::other("a worker thread failed"))
-            })??;
-            out.extend(part);
-        }
-        Ok(out)
-    })
 }
 
 fn prepare_one(

@@ -16,6 +16,7 @@
 
 use super::failpoint::Failpoints;
 use super::PipelineError;
+use crate::bundle::{deflate_threads, Ordered};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -332,23 +333,32 @@ impl SpoolScan {
 
     /// Up to `n` more candidate names; empty at the end.
     pub(crate) fn next_names(&mut self, n: usize) -> Result<Vec<OsString>, PipelineError> {
-        let mut out = Vec::with_capacity(n.min(4096));
-        for entry in self.iter.by_ref() {
-            let entry = entry.map_err(|e| PipelineError::io("list", &self.dir, e))?;
-            let name = entry.file_name();
-            if !is_candidate_name(&name) {
-                continue;
-            }
-            match entry.file_type() {
-                Ok(t) if t.is_file() => out.push(name),
-                _ => continue,
-            }
-            if out.len() >= n {
-                break;
-            }
-        }
-        Ok(out)
+        list_names(&mut self.iter, &self.dir, n)
     }
+}
+
+/// Up to `n` more candidate names of the listing `iter` of `dir`; empty at the end.
+fn list_names(
+    iter: &mut fs::ReadDir,
+    dir: &Path,
+    n: usize,
+) -> Result<Vec<OsString>, PipelineError> {
+    let mut out = Vec::with_capacity(n.min(4096));
+    for entry in iter.by_ref() {
+        let entry = entry.map_err(|e| PipelineError::io("list", dir, e))?;
+        let name = entry.file_name();
+        if !is_candidate_name(&name) {
+            continue;
+        }
+        match entry.file_type() {
+            Ok(t) if t.is_file() => out.push(name),
+            _ => continue,
+        }
+        if out.len() >= n {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// Counts candidate names in `dir` without reading any file (for progress totals).
@@ -500,37 +510,100 @@ impl SpoolScan {
             return Ok(None);
         }
         let now: SystemTime = rules.clock.now().into();
-        let (dir, fd) = (&self.dir, std::os::fd::AsFd::as_fd(&self.fd));
+        let fd = std::os::fd::AsFd::as_fd(&self.fd);
         let scanned = par_map(
             &names,
             init,
-            |state, name| match examine(
-                open_regular_at(fd, name),
-                name,
-                (rules.settle, now),
-                rules.max,
-                true,
-            ) {
-                Scanned::Ready(f) => Examined::Ready(ready(state, f)),
-                other => Examined::Other(other),
-            },
+            |state, name| look(fd, rules, now, name, state, &ready),
             || Examined::Other(Scanned::NotSettled),
         );
-        let mut out = Vec::with_capacity(scanned.len());
-        counts.examined += names.len() as u64;
-        for s in scanned {
-            match s {
-                Examined::Ready(r) => out.push(r),
-                Examined::Other(Scanned::Ready(_) | Scanned::Skipped) => {}
-                Examined::Other(Scanned::NotSettled) => counts.not_settled += 1,
-                Examined::Other(Scanned::Invalid { name, reason }) => {
-                    quarantine(dir, &rules.quarantine, &name, &reason, &rules.failpoint)?;
-                    counts.quarantined += 1;
+        settle(&self.dir, rules, counts, scanned).map(Some)
+    }
+
+    /// The same step over the whole spool as one pipeline ([`Ordered`]): names are listed in
+    /// chunks of `n` on one thread, examined and handed to `ready` on every core, and each
+    /// chunk's ready results handed to `sink` in listing order on this thread, with the counts
+    /// so far (invalid files quarantined first), while the next chunks are being examined.
+    pub(crate) fn stream<S, R: Send>(
+        &mut self,
+        n: usize,
+        rules: &ScanRules,
+        counts: &mut ScanCounts,
+        init: impl Fn() -> S + Sync,
+        ready: impl Fn(&mut S, UsageFile) -> R + Sync,
+        mut sink: impl FnMut(&ScanCounts, Vec<R>) -> Result<(), PipelineError>,
+    ) -> Result<(), PipelineError> {
+        let SpoolScan { iter, dir, fd } = self;
+        let (dir, fd) = (&*dir, std::os::fd::AsFd::as_fd(&*fd));
+        Ordered {
+            next: || {
+                let names = list_names(iter, dir, n)?;
+                if names.is_empty() {
+                    return Ok(None);
                 }
+                let now: SystemTime = rules.clock.now().into();
+                Ok(Some(names.into_iter().map(|name| (name, now)).collect()))
+            },
+            init,
+            work: |state: &mut S, (name, now): (OsString, SystemTime)| {
+                look(fd, rules, now, &name, state, &ready)
+            },
+            on_panic: || Examined::Other(Scanned::NotSettled),
+        }
+        .run(
+            deflate_threads(),
+            |scanned| {
+                let out = settle(dir, rules, counts, scanned)?;
+                sink(counts, out)
+            },
+            || PipelineError::io("scan", dir, io::Error::other("a worker thread stopped")),
+        )
+    }
+}
+
+/// Examines spool entry `name` (relative to the spool's descriptor `fd`) as of `now`, handing
+/// a ready file to `ready`.
+fn look<S, R>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    rules: &ScanRules,
+    now: SystemTime,
+    name: &OsStr,
+    state: &mut S,
+    ready: &impl Fn(&mut S, UsageFile) -> R,
+) -> Examined<R> {
+    match examine(
+        open_regular_at(fd, name),
+        name,
+        (rules.settle, now),
+        rules.max,
+        true,
+    ) {
+        Scanned::Ready(f) => Examined::Ready(ready(state, f)),
+        other => Examined::Other(other),
+    }
+}
+
+/// Counts and quarantines what a chunk examined, in listing order; answers the ready results.
+fn settle<R>(
+    dir: &Path,
+    rules: &ScanRules,
+    counts: &mut ScanCounts,
+    scanned: Vec<Examined<R>>,
+) -> Result<Vec<R>, PipelineError> {
+    let mut out = Vec::with_capacity(scanned.len());
+    counts.examined += scanned.len() as u64;
+    for s in scanned {
+        match s {
+            Examined::Ready(r) => out.push(r),
+            Examined::Other(Scanned::Ready(_) | Scanned::Skipped) => {}
+            Examined::Other(Scanned::NotSettled) => counts.not_settled += 1,
+            Examined::Other(Scanned::Invalid { name, reason }) => {
+                quarantine(dir, &rules.quarantine, &name, &reason, &rules.failpoint)?;
+                counts.quarantined += 1;
             }
         }
-        Ok(Some(out))
     }
+    Ok(out)
 }
 
 /// Maps `items` on every core, each worker thread with its own `state` (made by `init`);

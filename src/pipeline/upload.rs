@@ -406,19 +406,19 @@ impl Sender<'_> {
     }
 }
 
-/// Names examined per step of a streamed export (deflated on every core, then written).
-const STREAM_CHUNK: usize = 512;
+/// Names per chunk of a streamed export's pipeline (examined and deflated on every core while
+/// the bundle is written).
+const STREAM_CHUNK: usize = 256;
 
-/// One bundle being filled, and what it holds.
+/// One bundle being filled, and its files counted by day and product (the files themselves
+/// are listed on disk by the bundle).
 struct Filling {
     bundle: UsageBundle,
-    shas: Vec<String>,
-    heads: Vec<(chrono::NaiveDate, String)>,
+    tally: super::history::UsageHistory,
 }
 
-/// Where a streamed run stands between two steps (moved to the blocking thread and back).
+/// Where a streamed run stands (moved to the blocking thread and back).
 struct Stream {
-    scan: spool::SpoolScan,
     filling: Option<Filling>,
     /// The files of the last usage bundle, whole in the outbox (a killed run's).
     bundled: HashSet<String>,
@@ -427,14 +427,13 @@ struct Stream {
     answered_heads: Vec<(chrono::NaiveDate, String)>,
     out: UsageOutcome,
     tally: super::history::UsageHistory,
-    examined: u64,
 }
 
 /// Air-gapped: every pending file is deflated on every core and streamed into usage bundles
 /// (one, unless it passes `airgap.max_bundle_bytes` or a reader's caps); each bundle is
 /// finished (signed, fsynced, renamed) before its files' markers are written, the same order
-/// as an upload's acknowledgement and markers. Memory holds one step's files and, per bundle,
-/// the SHA-256 of each file in it.
+/// as an upload's acknowledgement and markers. Memory holds the pipeline's chunks in flight
+/// and, per bundle, the SHA-256 of each file in it.
 async fn stream_pending(
     layout: &Layout,
     ledger: &Ledger,
@@ -445,45 +444,39 @@ async fn stream_pending(
 ) -> Result<UsageOutcome, PipelineError> {
     let rules = layout.scan_rules(config, opts);
     let mut state = Stream {
-        scan: spool::SpoolScan::open(&layout.spool)?,
         filling: None,
         bundled: outbox.last_bundled()?,
         answered: Vec::new(),
         answered_heads: Vec::new(),
         out: UsageOutcome::default(),
         tally: super::history::UsageHistory::default(),
-        examined: 0,
     };
-    let mut done = false;
-    while !done {
-        let (l, r, o, f) = (
-            ledger.clone(),
-            rules.clone(),
-            outbox.clone(),
-            opts.failpoint.clone(),
-        );
-        let before = state.examined;
-        let (back, step) = tokio::task::spawn_blocking(move || {
-            let step = stream_step(&mut state, &l, &r, &o, &f);
-            (state, step)
-        })
-        .await
-        .map_err(|e| PipelineError::io("scan", &layout.spool, std::io::Error::other(e)))?;
-        state = back;
-        progress.inc(state.examined - before);
-        match step {
-            Ok(more) => done = !more,
-            Err(e) => {
-                let pending = state.out.not_settled
-                    + state.filling.as_ref().map_or(0, |f| f.shas.len() as u64);
-                drop(state.filling.take());
-                let done = state.out.already_uploaded + state.out.uploaded;
-                let _ = ledger.record_scan(pending, done);
-                let _ = super::history::record_counts(layout, &state.tally, opts.clock.now());
-                progress.finish();
-                return Err(e);
-            }
+    let (examined_tx, mut examined) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let (l, f, spool) = (ledger.clone(), opts.failpoint.clone(), layout.spool.clone());
+    let mut run = tokio::task::spawn_blocking(move || {
+        let step = stream_all(&mut state, &spool, &l, &rules, &outbox, &f, &examined_tx);
+        (state, step)
+    });
+    let joined = loop {
+        tokio::select! {
+            Some(n) = examined.recv() => progress.inc(n),
+            joined = &mut run => break joined,
         }
+    };
+    while let Ok(n) = examined.try_recv() {
+        progress.inc(n);
+    }
+    let (mut state, step) =
+        joined.map_err(|e| PipelineError::io("scan", &layout.spool, std::io::Error::other(e)))?;
+    if let Err(e) = step {
+        let pending =
+            state.out.not_settled + state.filling.as_ref().map_or(0, |f| f.bundle.files());
+        drop(state.filling.take());
+        let done = state.out.already_uploaded + state.out.uploaded;
+        let _ = ledger.record_scan(pending, done);
+        let _ = super::history::record_counts(layout, &state.tally, opts.clock.now());
+        progress.finish();
+        return Err(e);
     }
     progress.finish();
     let out = state.out;
@@ -494,17 +487,22 @@ async fn stream_pending(
     Ok(out)
 }
 
-/// One step of [`stream_pending`]: the next names of the spool into the bundle (finishing
-/// full ones); at the end of the spool, the last bundle. Answers false at the end.
-fn stream_step(
+/// The whole of [`stream_pending`] on a blocking thread: the spool through the pipeline into
+/// bundles (finishing full ones), then the last bundle; the names examined so far go to
+/// `examined` for the progress bar.
+fn stream_all(
     s: &mut Stream,
+    spool_dir: &std::path::Path,
     ledger: &Ledger,
     rules: &spool::ScanRules,
     outbox: &UsageOutbox,
     failpoint: &Failpoints,
-) -> Result<bool, PipelineError> {
+    examined: &tokio::sync::mpsc::UnboundedSender<u64>,
+) -> Result<(), PipelineError> {
+    let mut scan = spool::SpoolScan::open(spool_dir)?;
     let mut counts = spool::ScanCounts::default();
-    let found = s.scan.next_batch(
+    let mut told = 0;
+    scan.stream(
         STREAM_CHUNK,
         rules,
         &mut counts,
@@ -516,83 +514,108 @@ fn stream_step(
             let prepared = deflater.prepare(usage_path(&f.sha256), &f.content);
             Some((f.sha256, f.head, prepared))
         },
+        |counts, found| {
+            s.out.quarantined = counts.quarantined;
+            s.out.not_settled = counts.not_settled;
+            let _ = examined.send(counts.examined - told);
+            told = counts.examined;
+            for item in found {
+                let Some((sha256, head, prepared)) = item else {
+                    s.out.already_uploaded += 1;
+                    continue;
+                };
+                take(s, sha256, head, prepared, rules, ledger, outbox, failpoint)?;
+            }
+            Ok(())
+        },
     )?;
-    s.out.quarantined += counts.quarantined;
-    s.out.not_settled += counts.not_settled;
-    s.examined += counts.examined;
-    let Some(found) = found else {
-        if let Some(filling) = s.filling.take() {
-            seal(s, filling, ledger, failpoint)?;
-        }
-        if !s.answered.is_empty() {
-            outbox.answered()?;
-            failpoint.hit("usage-after-upload")?;
-            ledger.mark_uploaded(s.answered.iter().map(String::as_str))?;
-            failpoint.hit("usage-after-ledger")?;
-            for (day, product) in s.answered_heads.drain(..) {
-                s.tally.count(day, &product);
-            }
-            s.out.batches += 1;
-            s.out.uploaded += s.answered.len() as u64;
-            s.answered.clear();
-        }
-        return Ok(false);
-    };
-    for item in found {
-        let Some((sha256, head, prepared)) = item else {
-            s.out.already_uploaded += 1;
-            continue;
-        };
-        if s.bundled.contains(&sha256) {
-            s.answered_heads
-                .push((head.timestamp.date_naive(), head.product));
-            s.answered.push(sha256);
-            continue;
-        }
-        let entry = prepared.map_err(|e| PipelineError::io("deflate", &rules.quarantine, e))?;
-        if s.filling.as_ref().is_some_and(|f| !f.bundle.fits(&entry)) {
-            if let Some(full) = s.filling.take() {
-                seal(s, full, ledger, failpoint)?;
-            }
-        }
-        let filling = match s.filling.as_mut() {
-            Some(f) => f,
-            None => s.filling.insert(Filling {
-                bundle: outbox.open()?,
-                shas: Vec::new(),
-                heads: Vec::new(),
-            }),
-        };
-        filling.bundle.add(&entry, &sha256).map_err(local)?;
-        filling
-            .heads
-            .push((head.timestamp.date_naive(), head.product));
-        filling.shas.push(sha256);
+    s.out.quarantined = counts.quarantined;
+    s.out.not_settled = counts.not_settled;
+    let _ = examined.send(counts.examined - told);
+    if let Some(filling) = s.filling.take() {
+        seal(s, filling, ledger, outbox, failpoint)?;
     }
-    Ok(true)
+    if !s.answered.is_empty() {
+        outbox.answered()?;
+        failpoint.hit("usage-after-upload")?;
+        ledger.mark_uploaded(s.answered.iter().map(String::as_str))?;
+        failpoint.hit("usage-after-ledger")?;
+        for (day, product) in s.answered_heads.drain(..) {
+            s.tally.count(day, &product);
+        }
+        s.out.batches += 1;
+        s.out.uploaded += s.answered.len() as u64;
+        s.answered.clear();
+    }
+    Ok(())
+}
+
+/// One pending file into the bundle being filled (finishing it first when the file would
+/// not fit), or acknowledged from the last bundle when it is already in it.
+#[allow(clippy::too_many_arguments)]
+fn take(
+    s: &mut Stream,
+    sha256: String,
+    head: spool::UsageHead,
+    prepared: std::io::Result<crate::bundle::PreparedEntry>,
+    rules: &spool::ScanRules,
+    ledger: &Ledger,
+    outbox: &UsageOutbox,
+    failpoint: &Failpoints,
+) -> Result<(), PipelineError> {
+    if s.bundled.contains(&sha256) {
+        s.answered_heads
+            .push((head.timestamp.date_naive(), head.product));
+        s.answered.push(sha256);
+        return Ok(());
+    }
+    let entry = prepared.map_err(|e| PipelineError::io("deflate", &rules.quarantine, e))?;
+    if s.filling.as_ref().is_some_and(|f| !f.bundle.fits(&entry)) {
+        if let Some(full) = s.filling.take() {
+            seal(s, full, ledger, outbox, failpoint)?;
+        }
+    }
+    let filling = match s.filling.as_mut() {
+        Some(f) => f,
+        None => s.filling.insert(Filling {
+            bundle: outbox.open()?,
+            tally: super::history::UsageHistory::default(),
+        }),
+    };
+    let before = filling.bundle.files();
+    filling.bundle.add(&entry, &sha256).map_err(local)?;
+    if filling.bundle.files() > before {
+        filling
+            .tally
+            .count(head.timestamp.date_naive(), &head.product);
+    }
+    Ok(())
 }
 
 fn local(e: crate::transport::airgap_error::AirgapError) -> PipelineError {
     PipelineError::Remote(crate::transport::TransportError::local(e.to_string()))
 }
 
-/// Finishes a bundle — from then on it is the receipt of its files — and writes their markers.
+/// Finishes a bundle — from then on it is the receipt of its files — and writes their markers
+/// (read back from the bundle's list of files, a folder fsync per 8,192).
 fn seal(
     s: &mut Stream,
     filling: Filling,
     ledger: &Ledger,
+    outbox: &UsageOutbox,
     failpoint: &Failpoints,
 ) -> Result<(), PipelineError> {
-    let written = filling.bundle.finish().map_err(local)?;
+    let (written, files) = filling.bundle.finish().map_err(local)?;
     tracing::info!(bundle = %written.path.display(), files = written.usage_files, "wrote a usage bundle; carry it to the vendor");
     failpoint.hit("usage-after-upload")?;
-    ledger.mark_uploaded(filling.shas.iter().map(String::as_str))?;
+    files.chunks(8192, |shas| {
+        ledger.mark_uploaded(shas.iter().map(String::as_str))
+    })?;
     failpoint.hit("usage-after-ledger")?;
-    for (day, product) in &filling.heads {
-        s.tally.count(*day, product);
-    }
+    outbox.marked(written.sequence)?;
+    s.tally.merge_counts(&filling.tally);
     s.out.batches += 1;
-    s.out.uploaded += filling.shas.len() as u64;
+    s.out.uploaded += written.usage_files as u64;
     Ok(())
 }
 

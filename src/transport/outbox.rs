@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
+use std::io::Write;
 
 use super::airgap_error::AirgapError;
 use super::payload::REGISTRATION_PATH;
@@ -128,6 +128,32 @@ struct LastUsage {
     /// killed run's files were offered again and answered from it.
     #[serde(default)]
     handed: u64,
+    /// A streamed bundle lists its files in this file of the state folder instead (one SHA-256
+    /// a line, fsynced before this record is saved), so no run holds them in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    files_list: Option<String>,
+    /// True once every file of the bundle has its ledger marker: a later run skips them by
+    /// their markers, and the list is not read again.
+    #[serde(default)]
+    marked: bool,
+}
+
+impl LastUsage {
+    /// Its files: the inline list, or the lines of its list file.
+    fn all_files(&self, state_dir: &Path) -> Result<Vec<String>, AirgapError> {
+        let mut files = self.files.clone();
+        if let Some(name) = &self.files_list {
+            let p = state_dir.join(name);
+            let text = std::fs::read_to_string(&p).map_err(|e| AirgapError::io("read", &p, e))?;
+            files.extend(text.lines().map(str::to_string));
+        }
+        Ok(files)
+    }
+}
+
+/// The list file of usage bundle `sequence` (see `LastUsage::files_list`).
+fn files_list_name(sequence: u64) -> String {
+    format!("outbox-usage-{sequence}.files")
 }
 
 /// The outbox of one JPD: where its bundles go and the key they are signed with.
@@ -211,10 +237,12 @@ impl Outbox {
             Kind::Usage => self.last_usage()?,
             _ => None,
         };
-        let bundled: std::collections::HashSet<&str> = last
-            .iter()
-            .flat_map(|l| l.files.iter().map(String::as_str))
-            .collect();
+        let last_files = match &last {
+            Some(l) => l.all_files(&self.state_dir)?,
+            None => Vec::new(),
+        };
+        let bundled: std::collections::HashSet<&str> =
+            last_files.iter().map(String::as_str).collect();
         let mut seen = std::collections::HashSet::new();
         // Two spool files with the same bytes are one usage file (identified by SHA-256); a
         // file already in the last usage bundle is not written again.
@@ -231,7 +259,7 @@ impl Outbox {
                     kind,
                     sequence: last.sequence,
                     bundle_id: last.bundle_id,
-                    usage_files: last.files.len(),
+                    usage_files: last_files.len(),
                 });
             }
         }
@@ -252,6 +280,8 @@ impl Outbox {
                 file_name: file_name.clone(),
                 files: fresh.iter().map(|f| f.sha256.clone()).collect(),
                 handed: 1,
+                files_list: None,
+                marked: false,
             };
             crate::state::save(&self.last_usage_file(), &intent)?;
         }
@@ -425,8 +455,10 @@ pub(crate) struct UsageBundle {
     sequence: u64,
     bundle_id: String,
     max_bytes: u64,
-    seen: HashSet<[u8; 32]>,
-    files: Vec<String>,
+    /// Usage files in it.
+    files: u64,
+    /// Their SHA-256, one a line, spilled beside the state files (see `LastUsage::files_list`).
+    list: std::io::BufWriter<tempfile::NamedTempFile>,
     outbox: Outbox,
     file_name: String,
     _in_process: tokio::sync::OwnedMutexGuard<()>,
@@ -453,13 +485,31 @@ impl UsageOutbox {
     /// run killed after it was renamed into place, before the files' markers, offers them
     /// again, and they are acknowledged from it (see [`UsageOutbox::answered`]).
     pub(crate) fn last_bundled(&self) -> Result<HashSet<String>, TransportError> {
-        let last = self
-            .outbox
-            .last_usage()
-            .map_err(|e| TransportError::local(e.to_string()))?;
-        Ok(last
-            .map(|l| l.files.into_iter().collect())
-            .unwrap_or_default())
+        let local = |e: AirgapError| TransportError::local(e.to_string());
+        match self.outbox.last_usage().map_err(local)? {
+            Some(l) if !l.marked => Ok(l
+                .all_files(&self.outbox.state_dir)
+                .map_err(local)?
+                .into_iter()
+                .collect()),
+            _ => Ok(HashSet::new()),
+        }
+    }
+
+    /// Records that every file of the last usage bundle, `sequence`, has its ledger marker
+    /// (see `LastUsage::marked`).
+    pub(crate) fn marked(&self, sequence: u64) -> Result<(), TransportError> {
+        let local = |e: AirgapError| TransportError::local(e.to_string());
+        let _in_process = writers();
+        let _lock = self.outbox.lock().map_err(local)?;
+        if let Some(mut last) = self.outbox.last_usage().map_err(local)? {
+            if last.sequence == sequence && !last.marked {
+                last.marked = true;
+                crate::state::save(&self.outbox.last_usage_file(), &last)
+                    .map_err(|e| local(e.into()))?;
+            }
+        }
+        Ok(())
     }
 
     /// Records that files of the last usage bundle were acknowledged again (an export then
@@ -505,6 +555,12 @@ impl UsageOutbox {
         let bundle_id = spec.bundle_id.clone();
         let mut writer = BundleWriter::create(&path, spec)?;
         writer.add_source(REGISTRATION_PATH, PayloadSource::Bytes(record.to_bytes()))?;
+        std::fs::create_dir_all(&o.state_dir)
+            .map_err(|e| AirgapError::io("create", &o.state_dir, e))?;
+        let list = tempfile::Builder::new()
+            .prefix(".tmp-usage-files-")
+            .tempfile_in(&o.state_dir)
+            .map_err(|e| AirgapError::io("create a temp file in", &o.state_dir, e))?;
         Ok(UsageBundle {
             writer,
             key,
@@ -512,8 +568,8 @@ impl UsageOutbox {
             sequence,
             bundle_id,
             max_bytes: o.max_bundle_bytes,
-            seen: HashSet::new(),
-            files: Vec::new(),
+            files: 0,
+            list: std::io::BufWriter::new(list),
             outbox: o.clone(),
             file_name,
             _in_process: in_process,
@@ -526,50 +582,106 @@ impl UsageBundle {
     /// False when `entry` would take this bundle past its size or a reader's caps: finish it
     /// and open the next. A bundle with no usage file yet takes any one.
     pub(crate) fn fits(&self, entry: &PreparedEntry) -> bool {
-        self.seen.is_empty()
+        self.files == 0
             || self
                 .writer
                 .fits(&entry.path, entry.data.len() as u64, self.max_bytes)
     }
 
+    /// Usage files in it.
+    pub(crate) fn files(&self) -> u64 {
+        self.files
+    }
+
     /// Adds one usage file, deflated into `entry` at `usage_path(sha256)`; identical bytes
     /// already in this bundle are one usage file (identified by SHA-256), kept once.
     pub(crate) fn add(&mut self, entry: &PreparedEntry, sha256: &str) -> Result<(), AirgapError> {
-        let mut id = [0u8; 32];
-        if hex::decode_to_slice(sha256, &mut id).is_err() {
-            id = sha2::Sha256::digest(sha256.as_bytes()).into();
-        }
-        if self.seen.insert(id) {
-            self.writer.add_prepared(entry, sha256)?;
-            self.files.push(sha256.to_string());
+        if self.writer.add_prepared_once(entry, sha256)? {
+            self.files += 1;
+            let list = self.list.get_ref().path().to_path_buf();
+            writeln!(self.list, "{sha256}").map_err(|e| AirgapError::io("write", &list, e))?;
         }
         Ok(())
     }
 
     /// Signs the bundle and makes it durable under its final name: from here on it is the
-    /// receipt of every file added.
+    /// receipt of every file added, which [`UsageFiles`] lists.
     /// Its files are saved as the last usage bundle's (`LastUsage`) before its rename, as
     /// `write` saves them before it writes: a run killed after the rename, before the
     /// pipeline's markers, finds them there and writes no second bundle of them.
-    pub(crate) fn finish(self) -> Result<WrittenBundle, AirgapError> {
+    pub(crate) fn finish(self) -> Result<(WrittenBundle, UsageFiles), AirgapError> {
+        let state_dir = self.outbox.state_dir.clone();
+        let name = files_list_name(self.sequence);
+        let list_path = state_dir.join(&name);
+        let werr = |e: std::io::Error| AirgapError::io("write", &list_path, e);
+        let list = self.list.into_inner().map_err(|e| werr(e.into_error()))?;
+        list.as_file().sync_all().map_err(werr)?;
+        list.persist(&list_path).map_err(|e| werr(e.error))?;
+        crate::state::sync_dir(&state_dir).map_err(|e| AirgapError::io("fsync", &state_dir, e))?;
         let intent = LastUsage {
             sequence: self.sequence,
             bundle_id: self.bundle_id.clone(),
             file_name: self.file_name.clone(),
-            files: self.files,
+            files: Vec::new(),
             handed: 1,
+            files_list: Some(name.clone()),
+            marked: false,
         };
         crate::state::save(&self.outbox.last_usage_file(), &intent)?;
+        remove_old_lists(&state_dir, &name);
         self.writer.finish(&self.key)?;
         let written = WrittenBundle {
             path: self.path,
             kind: Kind::Usage,
             sequence: self.sequence,
             bundle_id: self.bundle_id,
-            usage_files: self.seen.len(),
+            usage_files: self.files as usize,
         };
         remember(&written);
-        Ok(written)
+        Ok((written, UsageFiles(list_path)))
+    }
+}
+
+/// The SHA-256 of the usage files of a finished streamed bundle, read from its list file.
+pub(crate) struct UsageFiles(PathBuf);
+
+impl UsageFiles {
+    /// Hands the SHA-256 to `each` in chunks of at most `n`.
+    pub(crate) fn chunks<E: From<TransportError>>(
+        &self,
+        n: usize,
+        mut each: impl FnMut(&[String]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let p = &self.0;
+        let read = |e| TransportError::local(AirgapError::io("read", p, e).to_string());
+        let f = std::fs::File::open(p).map_err(read)?;
+        let mut chunk = Vec::with_capacity(n.min(8192));
+        for line in std::io::BufRead::lines(std::io::BufReader::new(f)) {
+            chunk.push(line.map_err(read)?);
+            if chunk.len() >= n {
+                each(&chunk)?;
+                chunk.clear();
+            }
+        }
+        if !chunk.is_empty() {
+            each(&chunk)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes the list files of usage bundles other than `keep` (best effort: a list left
+/// behind is only a small file).
+fn remove_old_lists(state_dir: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name != keep && name.starts_with("outbox-usage-") && name.ends_with(".files") {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 
@@ -621,6 +733,52 @@ mod tests {
         assert_eq!(seqs, [1, 6, 7, 8]);
         assert_eq!(ob.last_sequence(Kind::Registration).unwrap(), 8);
         assert_eq!(oa.write_usage("00112233", &[], now).unwrap().sequence, 1);
+    }
+
+    #[test]
+    fn a_streamed_bundle_lists_its_files_on_disk_until_they_are_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = outbox(dir.path());
+        let usage = UsageOutbox::new(
+            o.clone(),
+            Ok("00112233".into()),
+            Arc::new(crate::clock::SystemClock),
+        );
+        let mut bundle = usage.open().unwrap();
+        let mut deflater = crate::bundle::Deflater::new();
+        let mut shas = Vec::new();
+        for body in ["{\"n\":1}", "{\"n\":2}", "{\"n\":1}"] {
+            let sha = crate::protocol::sha256_hex(body.as_bytes());
+            let e = deflater
+                .prepare(super::super::payload::usage_path(&sha), body.as_bytes())
+                .unwrap();
+            bundle.add(&e, &sha).unwrap();
+            shas.push(sha);
+        }
+        assert_eq!(bundle.files(), 2, "identical bytes are one usage file");
+        let (written, files) = bundle.finish().unwrap();
+        assert_eq!(written.usage_files, 2);
+        let mut listed = Vec::new();
+        files
+            .chunks(1, |c| {
+                listed.extend_from_slice(c);
+                Ok::<_, TransportError>(())
+            })
+            .unwrap();
+        assert_eq!(listed, shas[..2]);
+        let last: LastUsage = crate::state::load(&o.last_usage_file()).unwrap().unwrap();
+        assert!(last.files.is_empty(), "no inline list: {:?}", last.files);
+        assert_eq!(last.files_list.as_deref(), Some("outbox-usage-1.files"));
+        let bundled = usage.last_bundled().unwrap();
+        assert_eq!(bundled, shas[..2].iter().cloned().collect::<HashSet<_>>());
+        usage.marked(written.sequence).unwrap();
+        assert!(usage.last_bundled().unwrap().is_empty());
+        let m = verify_file_with_pubkey(&written.path, &dir.path().join("keys/jpd.pub")).unwrap();
+        assert_eq!(
+            m.entries.len(),
+            3,
+            "the registration record and two usage files"
+        );
     }
 
     #[test]
