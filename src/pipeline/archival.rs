@@ -611,7 +611,12 @@ fn delete_unchanged(
     }
 }
 
-/// Deletes the originals of verified archive `k` through [`delete_unchanged`].
+/// Deletes the originals of verified archive `k` through [`delete_unchanged`], in chunks of
+/// [`DELETE_CHUNK`]: each chunk's deletions are made durable (one spool fsync), then its
+/// markers are dropped. The markers are in another folder, so a second thread drops them while
+/// this one deletes the next chunk's files: the two unlinks of a usage file (its original and
+/// its marker) run side by side on two cores, and a marker still never goes before the
+/// deletion of its original is durable.
 fn delete_originals(
     layout: &Layout,
     ledger: &Arc<dyn UsageLedger>,
@@ -619,38 +624,57 @@ fn delete_originals(
     failpoint: &super::failpoint::Failpoints,
 ) -> Result<(), PipelineError> {
     let dropped = plan_store::load_dropped(layout, k)?;
-    let mut archived: Vec<String> = Vec::with_capacity(DELETE_CHUNK);
-    let mut deleted_any = false;
-    let flush = |archived: &mut Vec<String>| -> Result<(), PipelineError> {
-        crate::state::sync_dir(&layout.spool)
-            .map_err(|e| PipelineError::fsync(&layout.spool, e))?;
-        ledger.forget(archived)?;
-        archived.clear();
-        Ok(())
-    };
     // Every file is looked at and unlinked relative to the spool's descriptor (`statx`,
-    // `unlinkat`): no path walk per file, and one folder fsync per chunk.
+    // `unlinkat`): no path walk per file.
     let dir = spool::open_dir(&layout.spool)
         .map_err(|err| PipelineError::io("list", &layout.spool, err))?;
-    for e in plan_store::entries(layout, k)? {
-        let e = e?;
-        if dropped.contains(&e.spool_name) {
-            continue;
-        }
-        match delete_unchanged(&dir, layout, &e.spool_name, &e.ident)? {
-            Deletion::Kept => continue,
-            Deletion::Gone => {}
-            Deletion::Deleted => {
-                if !deleted_any {
-                    deleted_any = true;
-                    failpoint.hit("after-delete-one")?;
+    std::thread::scope(|s| {
+        let (durable, to_forget) = std::sync::mpsc::sync_channel::<Vec<String>>(1);
+        let forgetter = s.spawn(move || {
+            for shas in to_forget {
+                ledger.forget(&shas)?;
+            }
+            Ok::<_, PipelineError>(())
+        });
+        let mut archived: Vec<String> = Vec::with_capacity(DELETE_CHUNK);
+        let mut deleted_any = false;
+        // False when the forgetter stopped (its error is the one to report).
+        let flush = move |archived: &mut Vec<String>| -> Result<bool, PipelineError> {
+            crate::state::sync_dir(&layout.spool)
+                .map_err(|e| PipelineError::fsync(&layout.spool, e))?;
+            Ok(durable.send(std::mem::take(archived)).is_ok())
+        };
+        let deleted = (|| {
+            for e in plan_store::entries(layout, k)? {
+                let e = e?;
+                if dropped.contains(&e.spool_name) {
+                    continue;
+                }
+                match delete_unchanged(&dir, layout, &e.spool_name, &e.ident)? {
+                    Deletion::Kept => continue,
+                    Deletion::Gone => {}
+                    Deletion::Deleted => {
+                        if !deleted_any {
+                            deleted_any = true;
+                            failpoint.hit("after-delete-one")?;
+                        }
+                    }
+                }
+                archived.push(e.sha256);
+                if archived.len() >= DELETE_CHUNK && !flush(&mut archived)? {
+                    return Ok(());
                 }
             }
-        }
-        archived.push(e.sha256);
-        if archived.len() >= DELETE_CHUNK {
-            flush(&mut archived)?;
-        }
-    }
-    flush(&mut archived)
+            flush(&mut archived).map(|_| ())
+        })();
+        drop(flush);
+        let forgot = forgetter.join().unwrap_or_else(|_| {
+            Err(PipelineError::io(
+                "remove",
+                &layout.root,
+                io::Error::other("the thread dropping ledger markers failed"),
+            ))
+        });
+        deleted.and(forgot)
+    })
 }
