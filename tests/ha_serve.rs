@@ -747,10 +747,7 @@ async fn a_license_set_through_the_api_is_the_jpds_on_every_node() {
         .settings
         .unwrap();
     served_by_both(&a, &b).await;
-    let holder = a.cluster().await["leases"][0]["holder"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (holder, _) = lease_holder(&a).await;
     let other = if holder == "node-a" { &b } else { &a };
     assert_eq!(sim.stats().await.register_calls, 1);
 
