@@ -262,7 +262,7 @@ fn usage_bundles(jpd: &Jpd, known: &mut BTreeMap<String, (u64, Vec<String>)>) {
         let shas = m
             .entries
             .iter()
-            .filter_map(|x| x.path.strip_prefix("payload/usage/")?.strip_suffix(".json"))
+            .filter_map(|x| jfconnect::transport::payload::usage_sha_of(&x.path))
             .map(str::to_string)
             .collect();
         known.insert(name, (m.sequence, shas));

@@ -919,7 +919,7 @@ async fn air_gapped_nodes_export_each_usage_file_once_under_the_jpds_sequences()
                 let shas = m
                     .entries
                     .iter()
-                    .filter_map(|x| x.path.strip_prefix("payload/usage/")?.strip_suffix(".json"))
+                    .filter_map(|x| jfconnect::transport::payload::usage_sha_of(&x.path))
                     .map(str::to_string)
                     .collect();
                 (m.sequence, shas)

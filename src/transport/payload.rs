@@ -102,8 +102,7 @@ pub fn usage_path(sha256: &str) -> String {
 }
 
 /// The SHA-256 a usage payload path names, if it is one.
-#[cfg(feature = "sim")] // only the simulator uses it
-pub(crate) fn usage_sha_of(path: &str) -> Option<&str> {
+pub fn usage_sha_of(path: &str) -> Option<&str> {
     let sha = path.strip_prefix(USAGE_PREFIX)?.strip_suffix(".json")?;
     (sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(sha)
 }
