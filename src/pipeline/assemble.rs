@@ -107,7 +107,6 @@ pub(crate) struct ArchiveBuilder {
     index: IndexWriter,
     files: u64,
     dropped: Vec<String>,
-    names: super::plan::EntryNames,
 }
 
 impl ArchiveBuilder {
@@ -126,7 +125,6 @@ impl ArchiveBuilder {
             index: IndexWriter::new(index_spill).map_err(werr)?,
             files: 0,
             dropped: Vec::new(),
-            names: super::plan::EntryNames::default(),
         })
     }
 
@@ -134,19 +132,15 @@ impl ArchiveBuilder {
         PipelineError::io("write the archive", &self.out, e)
     }
 
-    /// Appends one deflated usage file whose bytes have SHA-256 `sha256`.
+    /// Appends one deflated usage file whose bytes have SHA-256 `sha256`. The plan never lists
+    /// an entry path twice in one archive (`plan_store::PlanWriter` refuses it, and a saved
+    /// plan is read back only when its digest matches), so no second name check runs here.
     pub fn add(
         &mut self,
         entry: &PreparedEntry,
         sha256: &str,
         failpoint: &Failpoints,
     ) -> Result<(), PipelineError> {
-        if !self.names.insert(&entry.path) {
-            return Err(PipelineError::BadPlan {
-                path: self.out.clone(),
-                reason: format!("it would hold the entry {} twice", entry.path),
-            });
-        }
         let r = failpoint
             .io("archive-enospc")
             .and_then(|()| self.zip.add(entry))
@@ -164,7 +158,6 @@ impl ArchiveBuilder {
             index,
             files,
             dropped,
-            names: _,
         } = self;
         let werr = |e: io::Error| PipelineError::io("write the archive", &out, e);
         index.append_to(&mut zip).map_err(werr)?;
