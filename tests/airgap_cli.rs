@@ -99,9 +99,12 @@ fn write_usage(cfg: &Path, n: usize) {
     }
 }
 
-fn uploaded_markers(cfg: &Path) -> usize {
-    let d = cfg.parent().unwrap().join("data/usage/ledger/uploaded");
-    std::fs::read_dir(d).map(|d| d.count()).unwrap_or(0)
+/// Files the data folder's ledger holds as uploaded (and not archived).
+fn uploaded_markers(cfg: &Path) -> u64 {
+    let root = cfg.parent().unwrap().join("data/usage");
+    jfconnect::pipeline::ledger::Ledger::open(&root)
+        .unwrap()
+        .uploaded_count()
 }
 
 /// Every file under `dir` by relative path, with the SHA-256 of its content.

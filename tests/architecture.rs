@@ -73,8 +73,8 @@ const REMOVERS: &[(&str, &str)] = &[
     ("src/pipeline/archival.rs", "delete_unchanged"), // spool files, after the archive's check
     ("src/pipeline/archival.rs", "execute"),          // a built archive's temp file
     ("src/pipeline/assemble.rs", "assemble"),         // a half-written archive
-    ("src/pipeline/ledger.rs", "forget"),             // ledger markers, never usage files
     ("src/pipeline/spool.rs", "copy_then_remove"),    // a file moved to quarantine across devices
+    ("src/pipeline/uploaded_set.rs", "retire_markers"), // the first format's ledger markers
 ];
 
 fn sources() -> Vec<(String, String)> {

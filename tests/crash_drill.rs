@@ -10,7 +10,7 @@
 mod process_support;
 mod sim_support;
 
-use jfconnect::pipeline::failpoint::{ALL, FAILPOINT_ENV};
+use jfconnect::pipeline::failpoint::{ALL, FAILPOINT_ENV, LEDGER_COMPACT_ENV};
 use jfconnect::sim::{self, SimOptions, SimStats};
 use rand::{Rng, SeedableRng};
 use std::fs;
@@ -89,6 +89,9 @@ impl Drill {
             .args(["jobs", "run", job])
             .env("JFCONNECT_SPOOL_SETTLE_MS", "0")
             .env("RUST_LOG", "warn")
+            // Every run that marks or forgets 10 files compacts the ledger, so kills land
+            // inside compactions too.
+            .env(LEDGER_COMPACT_ENV, "10")
             .env_remove("HTTPS_PROXY")
             .env_remove("HTTP_PROXY")
             .env_remove(FAILPOINT_ENV)

@@ -214,10 +214,11 @@ async fn quarantined_files_survive_archival() {
 #[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn usage_file_survives_a_crash_at_every_durability_step() {
-    for point in jfconnect::pipeline::failpoint::ALL
-        .iter()
-        .filter(|p| !p.starts_with("usage-") && !p.starts_with("quarantine"))
-    {
+    for point in jfconnect::pipeline::failpoint::ALL.iter().filter(|p| {
+        ["usage-", "quarantine", "ledger-"]
+            .iter()
+            .all(|x| !p.starts_with(x))
+    }) {
         let mut env = Env::new();
         env.config.archival.max_archive_bytes = 8192;
         let shas = uploaded_files(&env, 30).await;

@@ -154,3 +154,54 @@ async fn no_batch_passes_max_batch_bytes_and_a_larger_file_goes_alone() {
         "40 files of ~150 bytes in 4 KiB: {batches:?}"
     );
 }
+
+/// A run killed in the middle of writing a batch's ledger records, before their fsync: the
+/// log ends in a torn line. The next run cuts it off and re-sends the file it named (JCS
+/// counts it as a duplicate); every file reaches JCS and is recorded, none is lost.
+#[tokio::test]
+async fn a_batch_torn_in_the_ledger_is_sent_again_and_nothing_is_lost() {
+    let env = Env::new();
+    let shas: Vec<String> = (0..10)
+        .map(|i| env.usage(&format!("u{i}.json"), "art", 1, i))
+        .collect();
+    let t = MemoryTransport::default();
+    assert_eq!(upload(&env, &t, &opts()).await.unwrap().uploaded, 10);
+    // The last record loses its end, as an append cut by a kill before its fdatasync.
+    let log = env.config.data_dir.join("usage/ledger/uploaded.log");
+    let len = std::fs::metadata(&log).unwrap().len();
+    assert_eq!(len, 10 * 66, "one `+<sha256>` line per file");
+    let f = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+    f.set_len(len - 30).unwrap();
+    drop(f);
+    let out = upload(&env, &t, &opts()).await.unwrap();
+    assert_eq!((out.uploaded, out.already_uploaded), (1, 9));
+    assert_eq!(out.duplicates, 1, "JCS recognises the re-sent file");
+    let (received, dups) = t.usage_received();
+    assert!(shas.iter().all(|s| received.contains(s)));
+    assert_eq!((received.len(), dups), (10, 1));
+    let again = upload(&env, &t, &opts()).await.unwrap();
+    assert_eq!((again.uploaded, again.already_uploaded), (0, 10));
+}
+
+/// A data folder of the first format (one empty marker file per uploaded file in
+/// `ledger/uploaded/`) keeps working: its markers are imported, nothing is sent again, and
+/// the marker folder is gone.
+#[tokio::test]
+async fn a_data_folder_with_marker_files_is_imported() {
+    let env = Env::new();
+    let shas: Vec<String> = (0..6)
+        .map(|i| env.usage(&format!("u{i}.json"), "art", 1, i))
+        .collect();
+    let markers = env.config.data_dir.join("usage/ledger/uploaded");
+    std::fs::create_dir_all(&markers).unwrap();
+    for s in &shas[..4] {
+        std::fs::write(markers.join(s), b"").unwrap();
+    }
+    let t = MemoryTransport::default();
+    let out = upload(&env, &t, &opts()).await.unwrap();
+    assert_eq!((out.uploaded, out.already_uploaded), (2, 4));
+    let (received, _) = t.usage_received();
+    assert!(received.contains(&shas[4]) && received.contains(&shas[5]));
+    assert_eq!(received.len(), 2, "the marked files are not sent again");
+    assert!(!markers.exists());
+}

@@ -104,7 +104,7 @@ impl Job for ArchivalTask {
 }
 
 /// The usage and archival jobs for `config`, sending usage through `transport` and archives
-/// to `jpd`, keeping per-file state in `ledger` (`None`: the data folder's markers).
+/// to `jpd`, keeping per-file state in `ledger` (`None`: the data folder's ledger).
 pub(crate) fn pipeline_jobs(
     config: &Config,
     transport: Arc<dyn Transport>,

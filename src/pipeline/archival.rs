@@ -1,12 +1,12 @@
 //! The archival job: plan, then execute — one piece of code for online and air-gapped mode.
 //!
 //! 1. Resume the active plan, if a crash or failure left one.
-//! 2. Scan the spool for uploaded files (marker in the ledger) and write a new plan durably.
+//! 2. Scan the spool for uploaded files (recorded in the ledger) and write a new plan durably.
 //! 3. For each archive of the plan: assemble the zip in a temp file and fsync it; deploy it
 //!    unless Artifactory already holds the same name with the same SHA-256; read back its
 //!    storage info and compare SHA-256 and size; save the step *verified*; only then delete the
-//!    originals (each checked against its planned identity), fsync the spool, drop their ledger
-//!    markers; save the step *done*. When every archive is done, add the totals to the counters
+//!    originals (each checked against its planned identity), fsync the spool, record them
+//!    archived in the ledger; save the step *done*. When every archive is done, add the totals to the counters
 //!    and remove the plan.
 //!
 //! Any failure stops the run with nothing deleted that is not in a verified archive; the next
@@ -129,7 +129,7 @@ pub async fn archive_uploaded_with(
 ) -> Result<ArchivalOutcome, PipelineError> {
     let layout = Layout::new(config);
     let _lock = acquire_lock(&layout).await?;
-    let counter = Ledger::open(&layout.root)?;
+    let counter = Ledger::open_with(&layout.root, opts.failpoint.clone())?;
     let ledger: Arc<dyn UsageLedger> = match &opts.ledger {
         Some(l) => l.clone(),
         None => Arc::new(counter.clone()),

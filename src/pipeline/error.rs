@@ -64,6 +64,14 @@ pub enum PipelineError {
         /// What is wrong.
         reason: String,
     },
+    /// The single node's usage ledger on disk is damaged; it is kept for a person to look at.
+    #[error("the usage ledger {} is damaged ({reason}); move it aside and the next run goes on: the files it records as uploaded are sent once more (JCS counts them as duplicates) — no usage file was deleted", path.display())]
+    BadLedger {
+        /// The ledger file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Another run holds the pipeline lock for too long.
     #[error("another usage or archival run holds {}; this run will be retried", lock.display())]
     Busy {

@@ -16,6 +16,7 @@ pub const FAILPOINT_ENV: &str = "JFCONNECT_FAILPOINT";
 pub const ALL: &[&str] = &[
     "usage-after-upload",
     "usage-after-ledger",
+    "ledger-after-index",
     "quarantine-after-reason",
     "after-plan",
     "after-archive-write",
@@ -25,6 +26,23 @@ pub const ALL: &[&str] = &[
     "after-delete",
     "after-archive-done",
 ];
+
+/// Environment variable (read only with the `failpoints` feature) that lowers the number of
+/// ledger records between compactions, so the crash drill kills compactions too.
+pub const LEDGER_COMPACT_ENV: &str = "JFCONNECT_LEDGER_COMPACT_AT";
+
+/// The ledger's compaction threshold set by [`LEDGER_COMPACT_ENV`]; always `None` without the
+/// `failpoints` feature.
+pub(crate) fn ledger_compact_at() -> Option<usize> {
+    #[cfg(feature = "failpoints")]
+    if let Some(n) = std::env::var(LEDGER_COMPACT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        return Some(n);
+    }
+    None
+}
 
 #[cfg(feature = "failpoints")]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

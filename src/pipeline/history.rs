@@ -3,7 +3,7 @@
 //!
 //! `<data_dir>/usage/history.json` is a state file (temp, fsync, rename) written once per
 //! usage run and once per archive done. It is a record, not a ledger: no decision reads it, and
-//! a crash between a run's markers and this file leaves that run out of the chart (the
+//! a crash between a run's ledger records and this file leaves that run out of the chart (the
 //! counters and the ledger stay exact). It stays small whatever the data: [`KEEP_DAYS`] days,
 //! [`MAX_PRODUCTS`] products a day (the rest counted as [`OTHER`]) and the last
 //! [`KEEP_ARCHIVES`] archives.

@@ -1,32 +1,32 @@
 //! The durable state of each usage file, keyed by the SHA-256 of its content, and the counters
 //! shown by `status` and `/metrics`.
 //!
-//! *Pending* is implicit: a valid file in the spool with no marker. *Uploaded* is one empty
-//! marker file `<data_dir>/usage/ledger/uploaded/<sha256>`. A marker is created only after JCS
-//! acknowledged the file, and the folder is fsynced before the run goes on, so the claim never
-//! precedes the acknowledgement and is never lost once relied on. An empty file has no content
-//! to tear, so creating it and fsyncing its folder is the whole of the temp-fsync-rename-fsync
-//! rule. *Archived* means the original is gone: the marker is removed after the deletion of the
-//! original was made durable, and the archived total is kept in `counts.json`. Removing a
-//! marker needs no fsync: a marker that comes back after a crash names content that was
-//! uploaded, which is true.
+//! *Pending* is implicit: a valid file in the spool the ledger does not hold. *Uploaded* is a
+//! `+<sha256>` record in `<data_dir>/usage/ledger/uploaded.log` (or, after a compaction, an
+//! entry of the sorted `uploaded.idx`). A batch's records are one append and one
+//! `fdatasync`, made only after JCS acknowledged the files and before the run goes on, so the
+//! claim never precedes the acknowledgement and is never lost once relied on. *Archived* means
+//! the original is gone: a `-<sha256>` record is appended after the deletion of the original
+//! was made durable, and the archived total is kept in `counts.json`. That record needs no
+//! fsync: an entry that comes back after a crash names content that was uploaded, which is
+//! true.
 //!
-//! Lookups are one `stat` each and memory stays flat whatever the number of files; a million
-//! markers are a million entries of one folder (hashed directory index on ext4 and XFS).
-//! Writing a batch costs one folder fsync — under a busy disk every fsync waits for a journal
-//! commit, so their number matters more than their size.
+//! Memory stays flat whatever the number of files: the index is searched on disk (one 4 KiB
+//! read per lookup), and only the log's records since the last compaction are held. The format,
+//! the compaction and what a crash at each step leaves are in `uploaded_set`.
 //!
-//! [`UsageLedger`] is what the usage and archival jobs ask: the data folder's markers
+//! [`UsageLedger`] is what the usage and archival jobs ask: the data folder's ledger
 //! ([`Ledger`], a single node) or, in database mode, the ledger shared by every node of the JPD
 //! ([`SharedLedger`] over `ha::usage`), where a file is claimed before it is uploaded or
 //! planned, so bytes present on two nodes are uploaded once and archived once. The counters
 //! stay in the node's `counts.json` in both modes: they describe this node's spool.
 
+use super::failpoint::Failpoints;
+use super::uploaded_set::{UploadedSet, COMPACT_AT};
 use super::PipelineError;
 pub use crate::ha::usage::{ArchiveClaim, ArchiveRef};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -71,81 +71,56 @@ pub fn pipeline_counts(config: &crate::config::Config) -> Counts {
     }
 }
 
-/// The marker folders and the counters file.
+/// The single node's ledger (the set of uploaded files in `<data_dir>/usage/ledger/`, see
+/// `uploaded_set`) and the counters file. Clones share one open ledger.
 #[derive(Debug, Clone)]
 pub struct Ledger {
-    uploaded: PathBuf,
-    /// The marker folder, open: markers are looked up, made and removed relative to it.
-    dir: std::sync::Arc<std::os::fd::OwnedFd>,
+    set: Arc<UploadedSet>,
     counts: PathBuf,
 }
 
 impl Ledger {
-    /// Opens the ledger under `root` (`<data_dir>/usage`), creating its folders durably.
+    /// Opens the ledger under `root` (`<data_dir>/usage`), creating its folder durably,
+    /// cutting a torn last record and importing the first format's marker files. The caller
+    /// holds the pipeline lock.
     pub fn open(root: &Path) -> Result<Self, PipelineError> {
-        let uploaded = root.join("ledger").join("uploaded");
-        if !uploaded.is_dir() {
-            fs::create_dir_all(&uploaded).map_err(|e| PipelineError::io("create", &uploaded, e))?;
-            for d in [uploaded.parent().unwrap_or(root), root] {
-                crate::state::sync_dir(d).map_err(|e| PipelineError::fsync(d, e))?;
-            }
-        }
-        let dir = super::spool::open_dir(&uploaded)
-            .map_err(|e| PipelineError::io("list", &uploaded, e))?;
+        Ledger::open_with(root, Failpoints::off())
+    }
+
+    /// [`Ledger::open`] with the run's failpoints (a compaction may stop at one).
+    pub(crate) fn open_with(root: &Path, failpoint: Failpoints) -> Result<Self, PipelineError> {
+        let compact_at = super::failpoint::ledger_compact_at().unwrap_or(COMPACT_AT);
+        let set = UploadedSet::open(&root.join("ledger"), compact_at, failpoint)?;
         Ok(Ledger {
-            uploaded,
-            dir: std::sync::Arc::new(dir),
+            set: Arc::new(set),
             counts: root.join("counts.json"),
         })
     }
 
-    fn marker(&self, sha256: &str) -> Option<PathBuf> {
-        let valid = sha256.len() == 64
-            && sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        valid.then(|| self.uploaded.join(sha256))
-    }
-
     /// True when the file with this SHA-256 was acknowledged and not yet archived.
     pub(crate) fn is_uploaded(&self, sha256: &str) -> bool {
-        self.marker(sha256).is_some()
-            && rustix::fs::statat(&*self.dir, sha256, rustix::fs::AtFlags::empty()).is_ok()
+        self.set.contains(sha256)
     }
 
-    /// Records durably that these files were acknowledged. Call only after the acknowledgement.
+    /// Records durably that these files were acknowledged: one append to the ledger's log and
+    /// one `fdatasync`, done before this returns. Call only after the acknowledgement.
     pub fn mark_uploaded<'a>(
         &self,
         shas: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), PipelineError> {
-        let mut any = false;
-        use rustix::fs::{Mode, OFlags};
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC;
-        for sha in shas {
-            let Some(m) = self.marker(sha) else { continue };
-            rustix::fs::openat(&*self.dir, sha, flags, Mode::from_raw_mode(0o666))
-                .map_err(|e| PipelineError::io("write", &m, e.into()))?;
-            any = true;
-        }
-        if any {
-            crate::state::sync_dir(&self.uploaded)
-                .map_err(|e| PipelineError::fsync(&self.uploaded, e))?;
-        }
-        Ok(())
+        self.set.mark(shas)
     }
 
-    /// Removes the markers of archived files (after their deletion was made durable).
-    /// Each is one `unlinkat` on the marker folder's descriptor.
+    /// Records that these files were archived (after their deletion was made durable): one
+    /// append, no fsync.
     pub fn forget<'a>(&self, shas: impl IntoIterator<Item = &'a str>) -> Result<(), PipelineError> {
-        for sha in shas {
-            let Some(m) = self.marker(sha) else { continue };
-            match rustix::fs::unlinkat(&*self.dir, sha, rustix::fs::AtFlags::empty()) {
-                Ok(()) => {}
-                Err(rustix::io::Errno::NOENT) => {}
-                Err(e) => return Err(PipelineError::io("remove", &m, e.into())),
-            }
-        }
-        Ok(())
+        self.set.forget(shas)
+    }
+
+    /// How many files are uploaded and not yet archived (reads the index once per entry of
+    /// the log; for tests and tools).
+    pub fn uploaded_count(&self) -> u64 {
+        self.set.count()
     }
 
     fn load(&self) -> CountsFile {
@@ -183,14 +158,14 @@ impl Ledger {
 }
 
 /// The per-file state the usage and archival jobs rely on, behind one interface: the data
-/// folder's markers ([`Ledger`]) or the JPD's shared ledger ([`SharedLedger`]).
+/// folder's ledger ([`Ledger`]) or the JPD's shared ledger ([`SharedLedger`]).
 #[async_trait::async_trait]
 pub trait UsageLedger: Send + Sync {
     /// The name archives of this ledger's node carry: `None` for a single node (the host
     /// name, as before), the node id in database mode.
     fn node(&self) -> Option<&str>;
     /// A cheap local answer, asked while the spool is scanned: true when the file certainly
-    /// needs no upload (the marker ledger knows; the shared one asks in [`claim_uploads`]).
+    /// needs no upload (the data folder's ledger knows; the shared one asks in [`claim_uploads`]).
     ///
     /// [`claim_uploads`]: UsageLedger::claim_uploads
     fn surely_uploaded(&self, sha256: &str) -> bool;
@@ -237,7 +212,7 @@ impl UsageLedger for Ledger {
         let l = self.clone();
         tokio::task::spawn_blocking(move || l.mark_uploaded(shas.iter().map(String::as_str)))
             .await
-            .map_err(|e| PipelineError::io("record", &self.uploaded, std::io::Error::other(e)))?
+            .map_err(|e| PipelineError::io("record", self.set.dir(), std::io::Error::other(e)))?
     }
     async fn claim_archival(
         &self,
@@ -374,7 +349,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_marker_exists_only_between_acknowledgement_and_archival() {
+    fn a_file_is_uploaded_only_between_acknowledgement_and_archival() {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open(dir.path()).unwrap();
         let sha = "ab".repeat(32);

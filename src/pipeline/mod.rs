@@ -8,7 +8,7 @@
 //! rule, durability order and why each step is safe to crash in.
 //!
 //! Code map: [`spool`] lists, settles, validates and quarantines files; [`ledger`] keeps the
-//! durable per-file state (the data folder's markers, or the nodes' shared ledger in database
+//! durable per-file state (the data folder's log and index, or the nodes' shared ledger in database
 //! mode, behind [`UsageLedger`]) and the counters; [`upload`] is the usage job; [`plan`] is the
 //! pure grouping rule; [`plan_store`] writes and reads a plan durably (the zip itself is written
 //! by `bundle`'s streaming writer, the one bundles use);
@@ -29,6 +29,7 @@ pub(crate) mod plan_store;
 pub mod progress;
 pub mod spool;
 pub mod upload;
+mod uploaded_set;
 
 pub use archival::{archive_uploaded_with, ArchivalOutcome};
 
@@ -56,7 +57,7 @@ pub struct RunOptions {
     pub failpoint: failpoint::Failpoints,
     /// The only source of "now" in the pipeline (settle window, plan date and id).
     pub clock: SharedClock,
-    /// The usage ledger: `None` for the data folder's markers (a single node), the JPD's
+    /// The usage ledger: `None` for the data folder's ledger (a single node), the JPD's
     /// shared ledger in database mode.
     pub ledger: Option<Arc<dyn ledger::UsageLedger>>,
 }
@@ -83,7 +84,7 @@ impl RunOptions {
         }
     }
 
-    /// The same options using `ledger` (`None`: the data folder's markers).
+    /// The same options using `ledger` (`None`: the data folder's ledger).
     pub fn with_ledger(mut self, ledger: Option<Arc<dyn ledger::UsageLedger>>) -> Self {
         self.ledger = ledger;
         self

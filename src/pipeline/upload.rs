@@ -1,16 +1,16 @@
 //! The usage job: send every pending spool file to JCS (or into a bundle — whatever the
 //! `Transport` is), in batches, each file named by the SHA-256 of its bytes.
 //!
-//! Order per batch: send → JCS acknowledges → markers written and fsynced
-//! ([`Ledger::mark_uploaded`]). Only acknowledged files get a marker, and the marker never
-//! comes before the acknowledgement. A crash after the acknowledgement and before the marker
-//! re-sends the batch next time; JCS recognises the SHA-256 and counts it as a duplicate, never
+//! Order per batch: send → JCS acknowledges → the files recorded in the ledger, one append and
+//! one fsync ([`Ledger::mark_uploaded`]). Only acknowledged files are recorded, and the record
+//! never comes before the acknowledgement. A crash after the acknowledgement and before the
+//! record re-sends the batch next time; JCS recognises the SHA-256 and counts it as a duplicate, never
 //! twice. Batches are pipelined: the spool is read one batch ahead on a blocking thread, and
 //! [`IN_FLIGHT`] requests are out at once; each batch keeps that order on its own. A batch is
 //! capped in files (`usage.batch_size`) and in bytes of request body (`usage.max_batch_bytes`),
 //! and its body is written once from the files' bytes (`protocol::usage_batch_body`).
 //! Air-gapped, the files are streamed into usage bundles instead ([`stream_pending`]),
-//! each bundle finished before its files' markers.
+//! each bundle finished before its files are recorded.
 //!
 //! With the shared ledger (database mode) each batch is first claimed: a file another node
 //! already uploaded, or is uploading now, is left out, so bytes present on two nodes are sent
@@ -35,7 +35,7 @@ use std::sync::Arc;
 const SCAN_CHUNK: usize = 256;
 
 /// Upload requests in flight at once: while JCS reads one batch, the next is on its way and
-/// the markers of an acknowledged one are written. Each batch keeps its own order (sent,
+/// the files of an acknowledged one are recorded in the ledger. Each batch keeps its own order (sent,
 /// acknowledged, then marked); batches do not wait for each other.
 const IN_FLIGHT: usize = 2;
 
@@ -120,7 +120,7 @@ pub async fn upload_pending_with(
 ) -> Result<UsageOutcome, PipelineError> {
     let layout = Layout::new(config);
     let _lock = acquire_lock(&layout).await?;
-    let counter = Ledger::open(&layout.root)?;
+    let counter = Ledger::open_with(&layout.root, opts.failpoint.clone())?;
     progress.start("upload", spool::count_candidates(&layout.spool));
     if opts.ledger.is_none() {
         if let Some(outbox) = transport.usage_outbox() {
@@ -431,8 +431,8 @@ struct Stream {
 
 /// Air-gapped: every pending file is deflated on every core and streamed into usage bundles
 /// (one, unless it passes `airgap.max_bundle_bytes` or a reader's caps); each bundle is
-/// finished (signed, fsynced, renamed) before its files' markers are written, the same order
-/// as an upload's acknowledgement and markers. Memory holds the pipeline's chunks in flight
+/// finished (signed, fsynced, renamed) before its files are recorded in the ledger, the same
+/// order as an upload's acknowledgement and record. Memory holds the pipeline's chunks in flight
 /// and, per bundle, the SHA-256 of each file in it.
 async fn stream_pending(
     layout: &Layout,
@@ -596,8 +596,8 @@ fn local(e: crate::transport::airgap_error::AirgapError) -> PipelineError {
     PipelineError::Remote(crate::transport::TransportError::local(e.to_string()))
 }
 
-/// Finishes a bundle — from then on it is the receipt of its files — and writes their markers
-/// (read back from the bundle's list of files, a folder fsync per 8,192).
+/// Finishes a bundle — from then on it is the receipt of its files — and records them in the
+/// ledger (read back from the bundle's list of files, one append and fsync per 8,192).
 fn seal(
     s: &mut Stream,
     filling: Filling,

@@ -132,8 +132,8 @@ struct LastUsage {
     /// a line, fsynced before this record is saved), so no run holds them in memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     files_list: Option<String>,
-    /// True once every file of the bundle has its ledger marker: a later run skips them by
-    /// their markers, and the list is not read again.
+    /// True once every file of the bundle is recorded in the ledger: a later run skips them by
+    /// the ledger, and the list is not read again.
     #[serde(default)]
     marked: bool,
 }
@@ -482,7 +482,7 @@ impl UsageOutbox {
     }
 
     /// The SHA-256 of the files in the last usage bundle, when it is whole in the outbox: a
-    /// run killed after it was renamed into place, before the files' markers, offers them
+    /// run killed after it was renamed into place, before the files were recorded, offers them
     /// again, and they are acknowledged from it (see [`UsageOutbox::answered`]).
     pub(crate) fn last_bundled(&self) -> Result<HashSet<String>, TransportError> {
         let local = |e: AirgapError| TransportError::local(e.to_string());
@@ -496,7 +496,7 @@ impl UsageOutbox {
         }
     }
 
-    /// Records that every file of the last usage bundle, `sequence`, has its ledger marker
+    /// Records that every file of the last usage bundle, `sequence`, is in the ledger
     /// (see `LastUsage::marked`).
     pub(crate) fn marked(&self, sequence: u64) -> Result<(), TransportError> {
         let local = |e: AirgapError| TransportError::local(e.to_string());
@@ -608,7 +608,7 @@ impl UsageBundle {
     /// receipt of every file added, which [`UsageFiles`] lists.
     /// Its files are saved as the last usage bundle's (`LastUsage`) before its rename, as
     /// `write` saves them before it writes: a run killed after the rename, before the
-    /// pipeline's markers, finds them there and writes no second bundle of them.
+    /// pipeline's ledger records, finds them there and writes no second bundle of them.
     pub(crate) fn finish(self) -> Result<(WrittenBundle, UsageFiles), AirgapError> {
         let state_dir = self.outbox.state_dir.clone();
         let name = files_list_name(self.sequence);

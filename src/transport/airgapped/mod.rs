@@ -7,7 +7,7 @@
 //! usage bundle, and that bundle, written and fsynced, is the receipt: every file in it is
 //! acknowledged and the pipeline moves on unchanged (archival included). The usage job does
 //! not hand it batches: it streams files into the [`UsageOutbox`] `usage_outbox` answers
-//! (one bundle up to `airgap.max_bundle_bytes`), with the same bundle-before-marker order.
+//! (one bundle up to `airgap.max_bundle_bytes`), with the same bundle-before-ledger order.
 
 use std::sync::Arc;
 
