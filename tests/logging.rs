@@ -143,13 +143,16 @@ async fn trace_ids_reach_outbound_calls_and_the_request_log_keeps_secrets_out() 
     )
     .unwrap();
     let (jes, seen) = recording_jes().await;
+    // The same stand-in as the store: the store proxy's requests are logged and carry the
+    // trace id like the others.
+    let (store, store_seen) = recording_jes().await;
     std::fs::write(dir.path().join("license"), "JFL-LOGGING-TEST-1").unwrap();
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     let cfg = dir.path().join("system.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "jfconnect:\n  data_dir: {}\n  license:\n    file: {}\n  api:\n    token_file: {}\n  jes:\n    url: {jes}\n",
+            "jfconnect:\n  data_dir: {}\n  license:\n    file: {}\n  api:\n    token_file: {}\n  jes:\n    url: {jes}\n  store:\n    url: {store}\n",
             dir.path().join("data").display(),
             dir.path().join("license").display(),
             dir.path().join("token").display(),
@@ -207,6 +210,27 @@ async fn trace_ids_reach_outbound_calls_and_the_request_log_keeps_secrets_out() 
         r.headers().get(logging::TRACE_HEADER).unwrap(),
         "00112233aabbccdd"
     );
+    let r = client
+        .get(format!("{base}/api/v1/store/x?api_key=QUERYSECRET"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the store proxy needs the token too");
+    assert!(r.headers().get(logging::TRACE_HEADER).is_some());
+    let r = client
+        .get(format!("{base}/api/v1/store/x"))
+        .bearer_auth(TOKEN)
+        .header(logging::TRACE_HEADER, "44556677")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500, "the store's own answer passes through");
+    assert_eq!(r.headers().get(logging::TRACE_HEADER).unwrap(), "44556677");
+    assert_eq!(
+        store_seen.lock().unwrap().clone(),
+        [Some("44556677".to_string())],
+        "only the request with the token reached the store, with its trace id"
+    );
     server.stop().await;
 
     let requests = std::fs::read_to_string(logs.join(logging::REQUEST_LOG)).unwrap();
@@ -214,21 +238,31 @@ async fn trace_ids_reach_outbound_calls_and_the_request_log_keeps_secrets_out() 
         assert!(!requests.contains(secret), "{secret} in:\n{requests}");
     }
     let lines: Vec<Vec<&str>> = requests.lines().map(|l| l.split('|').collect()).collect();
-    assert_eq!(lines.len(), 2, "{requests}");
+    assert_eq!(lines.len(), 4, "{requests}");
     for f in &lines {
         assert_eq!(f.len(), 11, "{f:?}");
         assert!(chrono::DateTime::parse_from_rfc3339(f[0]).is_ok(), "{f:?}");
         assert!(f[2].starts_with("127.0.0.1:"), "{f:?}");
         assert_eq!(f[4], "GET");
-        assert_eq!(f[5], "/api/v1/jobs");
         assert!(f[8].parse::<i64>().unwrap() > 0, "{f:?}");
         assert!(f[9].parse::<i64>().is_ok(), "{f:?}");
         assert_eq!(f[10], "logging-test/1");
     }
-    assert_eq!((lines[0][3], lines[0][6]), ("anonymous", "401"));
     assert_eq!(
-        (lines[1][1], lines[1][3], lines[1][6]),
-        ("00112233aabbccdd", "api-token", "200")
+        (lines[0][3], lines[0][5], lines[0][6]),
+        ("anonymous", "/api/v1/jobs", "401")
+    );
+    assert_eq!(
+        (lines[1][1], lines[1][3], lines[1][5], lines[1][6]),
+        ("00112233aabbccdd", "api-token", "/api/v1/jobs", "200")
+    );
+    assert_eq!(
+        (lines[2][3], lines[2][5], lines[2][6]),
+        ("anonymous", "/api/v1/store/x", "401")
+    );
+    assert_eq!(
+        (lines[3][1], lines[3][3], lines[3][5], lines[3][6]),
+        ("44556677", "api-token", "/api/v1/store/x", "500")
     );
 }
 

@@ -34,7 +34,7 @@ pub(crate) enum Scope {
 
 impl Scope {
     /// The name the request log shows as the user.
-    fn user(self) -> &'static str {
+    pub(crate) fn user(self) -> &'static str {
         match self {
             Scope::Read => "api-token",
             Scope::Admin => "admin-token",

@@ -21,11 +21,16 @@ use watch::EntitlementsBody;
 
 use crate::app::App;
 use crate::protocol::ErrorBody;
+use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use axum::{Json, Router};
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use tower::ServiceExt;
+use tracing::Instrument;
 
 /// Largest request body the API reads.
 pub(crate) const MAX_BODY: usize = 1024 * 1024;
@@ -69,10 +74,100 @@ impl std::ops::Deref for ApiState {
 
 /// The API's routes over the built app.
 pub fn router(app: Arc<App>) -> Router {
-    let service = Arc::new(ApiState {
-        app,
-        entitlements_body: EntitlementsBody::default(),
-    });
+    routes(ApiState::new(app))
+}
+
+impl ApiState {
+    fn new(app: Arc<App>) -> Arc<ApiState> {
+        Arc::new(ApiState {
+            app,
+            entitlements_body: EntitlementsBody::default(),
+        })
+    }
+}
+
+/// The API port's service: a request for the store proxy goes straight to it, ahead of the
+/// router, logged and token-checked as the router would (one path test in place of axum's
+/// routing and middleware stack, on the path every product's store traffic takes); every other
+/// request goes to the router.
+#[derive(Clone)]
+pub(crate) struct ApiService {
+    router: Router,
+    store: Option<(Arc<ApiState>, Arc<crate::store_proxy::StoreProxy>)>,
+}
+
+impl ApiService {
+    /// The API of `app`, with `others` (the console) merged into its router.
+    pub fn new(app: Arc<App>, others: Router) -> ApiService {
+        let state = ApiState::new(app);
+        let store = state.store().cloned().map(|proxy| (state.clone(), proxy));
+        ApiService {
+            router: routes(state).merge(others),
+            store,
+        }
+    }
+
+    /// Answers `request`, which came from `peer`.
+    pub fn call<B>(
+        &self,
+        request: axum::http::Request<B>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send + 'static
+    where
+        B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let store = self
+            .store
+            .clone()
+            .filter(|_| crate::store_proxy::serves(request.uri().path()));
+        let router = self.router.clone();
+        async move {
+            match store {
+                Some((state, proxy)) => store_request(&state, &proxy, request, peer).await,
+                None => {
+                    let mut request = request.map(axum::body::Body::new);
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    match router.oneshot(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the router does for a store request, without it: the request log around the token
+/// check around the proxy.
+async fn store_request<B>(
+    state: &ApiState,
+    proxy: &crate::store_proxy::StoreProxy,
+    request: axum::http::Request<B>,
+    peer: SocketAddr,
+) -> Response
+where
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let entry = request_log::Entry::of(&request, peer.to_string());
+    let span = entry.span();
+    let answer = async {
+        match auth::scope_of_request(state, request.headers()) {
+            Ok(scope) => {
+                let mut response = proxy.handle(request, Some(peer.ip())).await;
+                response
+                    .extensions_mut()
+                    .insert(request_log::AuthenticatedUser(scope.user()));
+                response
+            }
+            Err(refused) => refused.into_response(),
+        }
+    };
+    entry.answered(answer.instrument(span).await)
+}
+
+fn routes(service: Arc<ApiState>) -> Router {
     let open = Router::new()
         .route("/api/v1/system/ping", get(handlers::ping))
         .route("/api/v1/system/liveness", get(handlers::ping))

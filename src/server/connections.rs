@@ -11,11 +11,9 @@
 //! *waiting*: at the cap the oldest waiting connection is closed for a newcomer.
 
 use super::limits::{ListenerLimits, MAX_HEAD_BYTES, MAX_REQUEST_LINE_BYTES};
+use crate::api::ApiService;
 use crate::protocol::ErrorBody;
-use axum::extract::ConnectInfo;
-use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
@@ -27,7 +25,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
-use tower::ServiceExt;
 
 /// The config key named in the log line at the cap.
 const CAP_KEY: &str = "jfconnect.api.max_connections";
@@ -106,14 +103,14 @@ impl Gate {
     }
 }
 
-/// Serves `router` over HTTP/1.1 (HTTPS when `tls` is given) on `listener` under `limits`
+/// Serves `api` over HTTP/1.1 (HTTPS when `tls` is given) on `listener` under `limits`
 /// until `stop` turns true; then stops accepting, lets requests in flight finish and returns
 /// when every connection has ended.
 pub(crate) async fn serve_http(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: ListenerLimits,
-    router: Router,
+    api: ApiService,
     mut stop: watch::Receiver<bool>,
 ) {
     let gate = Arc::new(Gate::new(limits));
@@ -154,7 +151,7 @@ pub(crate) async fn serve_http(
         let task = Connection {
             gate: gate.clone(),
             builder: builder.clone(),
-            router: router.clone(),
+            api: api.clone(),
             tls: tls.clone(),
             peer,
             stop: stop.clone(),
@@ -174,7 +171,7 @@ pub(crate) async fn serve_http(
 struct Connection {
     gate: Arc<Gate>,
     builder: Arc<hyper::server::conn::http1::Builder>,
-    router: Router,
+    api: ApiService,
     tls: Option<tokio_rustls::TlsAcceptor>,
     peer: SocketAddr,
     stop: watch::Receiver<bool>,
@@ -234,18 +231,12 @@ impl Connection {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let peer = self.peer;
-        let service = self
-            .router
-            .map_request(move |mut request: axum::extract::Request| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            });
-        let conn = self.builder.serve_connection(
-            TokioIo::new(io),
-            TowerToHyperService::new(service.map_request(
-                |r: hyper::Request<hyper::body::Incoming>| r.map(axum::body::Body::new),
-            )),
-        );
+        let api = self.api;
+        let service = hyper::service::service_fn(move |request| {
+            let answer = api.call::<hyper::body::Incoming>(request, peer);
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut stop = self.stop;
         tokio::select! {

@@ -100,7 +100,7 @@ pub async fn serve_tls(
             stop_rx.clone(),
         ));
     }
-    let app = api::router(service.clone()).merge(crate::console::router(service.clone()));
+    let app = api::ApiService::new(service.clone(), crate::console::router(service.clone()));
     let server = connections::serve_http(http, tls, limits, app, stop_rx.clone());
     tokio::pin!(server);
     tokio::pin!(shutdown);

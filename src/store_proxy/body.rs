@@ -120,6 +120,17 @@ where
     }
 }
 
+/// Waits for the store's answer to a request without a body; gives up after `idle`.
+pub(crate) async fn answer_within<F>(pending: F, idle: Duration) -> Waited
+where
+    F: std::future::Future<Output = Result<StoreResponse, StoreSendError>>,
+{
+    match tokio::time::timeout(idle, pending).await {
+        Ok(done) => Waited::Done(done),
+        Err(_) => Waited::Idle,
+    }
+}
+
 /// The store's answer body as our response body; ends with an error (which cuts the caller's
 /// connection, so a truncated download is never mistaken for a whole one) if the store stays
 /// silent for `idle` mid-body or breaks the transfer. Chunks pass as they come, not copied.

@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use body::{Activity, Waited};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
@@ -87,8 +87,30 @@ impl StoreProxy {
         &self.upstream
     }
 
+    /// Answers one request whose path starts with [`MOUNT`], from `client_ip` when known: the
+    /// store's answer, or our JSON error. The one entry point of the proxy, for the API's fast
+    /// path ahead of its router and for [`router`] alike.
+    pub async fn handle<B>(&self, request: http::Request<B>, client_ip: Option<IpAddr>) -> Response
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        match self.forward(request, client_ip).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        }
+    }
+
     /// Forwards one request as it arrived, its path starting with [`MOUNT`].
-    pub(crate) async fn forward(&self, request: Request) -> Result<Response, StoreProxyError> {
+    async fn forward<B>(
+        &self,
+        request: http::Request<B>,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Response, StoreProxyError>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
         let (mut parts, body) = request.into_parts();
         let path = parts
             .uri
@@ -97,42 +119,43 @@ impl StoreProxy {
             .ok_or(StorePathError::NotRooted)?;
         check_store_path(path)?;
         let uri = self.target(path, parts.uri.query())?;
-        let client_ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
         let with_body = has_body(&parts.headers);
         let mut headers = upstream_request_headers(std::mem::take(&mut parts.headers), client_ip);
         if let Some(credentials) = &self.authorization {
             headers.insert(header::AUTHORIZATION, credentials.clone());
         }
-        let activity = Activity::new(self.clock.clone());
-        let body = if with_body {
-            body::upstream_body(body, activity.clone())
-        } else {
-            Body::empty()
+        let outbound = |body: Body| {
+            let mut outbound = axum::http::Request::new(body);
+            *outbound.method_mut() = parts.method.clone();
+            *outbound.uri_mut() = uri;
+            *outbound.headers_mut() = headers;
+            outbound
         };
-        let mut outbound = axum::http::Request::new(body);
-        *outbound.method_mut() = parts.method.clone();
-        *outbound.uri_mut() = uri;
-        *outbound.headers_mut() = headers;
-        let answer =
-            match body::answer_or_idle(self.client.send(outbound), &activity, self.timeout).await {
-                Waited::Done(Ok(answer)) => answer,
-                Waited::Done(Err(e)) => {
-                    let err = StoreProxyError::from_send(&e, &self.upstream, self.timeout);
-                    tracing::warn!(method = %parts.method, path, "{err}");
-                    return Err(err);
-                }
-                Waited::Idle => {
-                    let err = StoreProxyError::Timeout {
-                        host: self.host.to_string(),
-                        timeout: self.timeout,
-                    };
-                    tracing::warn!(method = %parts.method, path, "{err}");
-                    return Err(err);
-                }
-            };
+        let waited = if with_body {
+            // The upload's chunks count as activity: a slow but moving upload is not idle.
+            let activity = Activity::new(self.clock.clone());
+            let body = body::upstream_body(Body::new(body), activity.clone());
+            body::answer_or_idle(self.client.send(outbound(body)), &activity, self.timeout).await
+        } else {
+            // Nothing moves our way until the answer: one timer, no activity to share.
+            body::answer_within(self.client.send(outbound(Body::empty())), self.timeout).await
+        };
+        let answer = match waited {
+            Waited::Done(Ok(answer)) => answer,
+            Waited::Done(Err(e)) => {
+                let err = StoreProxyError::from_send(&e, &self.upstream, self.timeout);
+                tracing::warn!(method = %parts.method, path, "{err}");
+                return Err(err);
+            }
+            Waited::Idle => {
+                let err = StoreProxyError::Timeout {
+                    host: self.host.to_string(),
+                    timeout: self.timeout,
+                };
+                tracing::warn!(method = %parts.method, path, "{err}");
+                return Err(err);
+            }
+        };
         tracing::debug!(method = %parts.method, path, status = answer.status().as_u16(), "store request forwarded");
         let (answer, incoming) = answer.into_parts();
         let mut response = Response::new(body::downstream_body(
@@ -214,16 +237,24 @@ where
     S: Clone + Send + Sync + 'static,
 {
     Router::new()
-        .route(MOUNT, any(handle))
-        .route(&format!("{MOUNT}/"), any(handle))
-        .route(&format!("{MOUNT}/{{*rest}}"), any(handle))
+        .route(MOUNT, any(routed))
+        .route(&format!("{MOUNT}/"), any(routed))
+        .route(&format!("{MOUNT}/{{*rest}}"), any(routed))
         .layer(DefaultBodyLimit::disable())
         .with_state(proxy)
 }
 
-async fn handle(State(proxy): State<Arc<StoreProxy>>, request: Request) -> Response {
-    match proxy.forward(request).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    }
+async fn routed(State(proxy): State<Arc<StoreProxy>>, request: Request) -> Response {
+    let client_ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    proxy.handle(request, client_ip).await
+}
+
+/// True for the paths the store proxy answers: [`MOUNT`] itself and every path below it (the
+/// paths [`router`] routes).
+pub(crate) fn serves(path: &str) -> bool {
+    path.strip_prefix(MOUNT)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
