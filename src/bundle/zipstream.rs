@@ -29,8 +29,11 @@ const METHOD_DEFLATE: u16 = 8;
 const MADE_BY_UNIX: u16 = (3 << 8) | 45;
 const U32_MAX: u64 = 0xFFFF_FFFF;
 
-/// Deflate level: Info-ZIP's default, so sizes compare like for like.
-pub const LEVEL: u32 = 6;
+/// Deflate level. zlib-rs's level 2 (its "fast" strategy) against level 6 (Info-ZIP's default,
+/// "medium"), archiving 100,000 usage files of 1 KiB: 16 % less CPU (3.33 s against 3.98 s)
+/// for 2 % more bytes (1.066x `zip -q -r`'s size against 1.046x). Usage JSON repeats itself
+/// within a file, so the longer match search of the higher levels finds little more.
+pub const LEVEL: u32 = 2;
 
 /// One entry, compressed and ready to be written.
 #[derive(Debug, Clone)]
