@@ -3,7 +3,9 @@
 //!
 //! Payload entries are deflated (usage files on every core by the caller, through a
 //! [`Deflater`] each) and written one at a time; their manifest rows and `SHA256SUMS` lines
-//! are spilled to temp files, so a bundle of 100,000 usage files never holds them in memory.
+//! are deflated into temp files as they come (the manifest's head is known from the start),
+//! so a bundle of 100,000 usage files never holds them in memory and its end does not wait
+//! for tens of MB of metadata to be deflated on one thread.
 //! The file is written under a temp name, fsynced, renamed and the folder fsynced: a bundle
 //! that exists under its final name is whole (promise 1 in docs/architecture.md counts it as
 //! the receipt of the usage it holds).
@@ -97,24 +99,14 @@ pub fn write_bundle(
     payload: impl IntoIterator<Item = PayloadEntry>,
     key: &SecretKey,
 ) -> Result<Manifest, BundleError> {
-    let mut w = BundleWriter::create(out, spec.clone())?;
-    let mut entries = Vec::new();
+    let mut w = BundleWriter::create(out, spec.clone(), key)?;
+    let mut manifest = w.head.clone();
     for item in payload {
         let e = w.add_source(&item.path, item.source)?;
-        entries.push(e);
+        manifest.entries.push(e);
     }
     w.finish(key)?;
-    Ok(Manifest {
-        format: FORMAT_V1.into(),
-        kind: spec.kind,
-        bundle_id: spec.bundle_id.clone(),
-        jpd_id: spec.jpd_id.clone(),
-        created: format_time(spec.created),
-        expires: format_time(spec.expires),
-        sequence: spec.sequence,
-        signing_key_id: key.id.to_string(),
-        entries,
-    })
+    Ok(manifest)
 }
 
 /// Bytes a payload entry adds to a bundle's `manifest.json` at most: its pretty-printed
@@ -139,10 +131,15 @@ pub struct BundleWriter {
     dir: PathBuf,
     tmp: tempfile::NamedTempFile,
     zip: ZipStream<BufWriter<File>>,
-    spec: BundleSpec,
-    rows: BufWriter<File>,
+    /// The manifest's head (`trusted_comment` is signed).
+    head: Manifest,
+    /// `manifest.json`, deflated as it is written, and its SHA-256.
+    manifest: MetaSpill,
     rows_len: u64,
-    sums: BufWriter<File>,
+    /// `SHA256SUMS` but its first line (the manifest's), deflated as it is written; its bytes
+    /// are also kept raw, because the signature's BLAKE2b must hash the first line first.
+    sums: MetaSpill,
+    sums_raw: BufWriter<File>,
     sums_len: u64,
     entries: u64,
     names: super::names::NameSet,
@@ -151,8 +148,9 @@ pub struct BundleWriter {
 }
 
 impl BundleWriter {
-    /// Starts a bundle that will be `out` (its temp file and spills beside it).
-    pub fn create(out: &Path, spec: BundleSpec) -> Result<Self, BundleError> {
+    /// Starts a bundle that will be `out` (its temp file and spills beside it), to be signed
+    /// by `key` in [`BundleWriter::finish`].
+    pub fn create(out: &Path, spec: BundleSpec, key: &SecretKey) -> Result<Self, BundleError> {
         check_spec(&spec)?;
         let dir = out
             .parent()
@@ -171,14 +169,35 @@ impl BundleWriter {
             .as_file()
             .try_clone()
             .map_err(|e| BundleError::io("write", tmp.path(), e))?;
+        let head = Manifest {
+            format: FORMAT_V1.into(),
+            kind: spec.kind,
+            bundle_id: spec.bundle_id.clone(),
+            jpd_id: spec.jpd_id.clone(),
+            created: format_time(spec.created),
+            expires: format_time(spec.expires),
+            sequence: spec.sequence,
+            signing_key_id: key.id.to_string(),
+            entries: Vec::new(),
+        };
+        // `serde_json::to_vec_pretty` of the whole manifest: its head now, the rows as they
+        // come, the end in `finish`.
+        let werr = |e: io::Error| BundleError::io("write", tmp.path(), e);
+        let text = serde_json::to_vec_pretty(&head).map_err(|e| werr(io::Error::other(e)))?;
+        let open = text
+            .strip_suffix(b"[]\n}")
+            .ok_or_else(|| werr(io::Error::other("unexpected manifest shape")))?;
+        let mut manifest = MetaSpill::new(spill()?);
+        manifest.write_all(open).map_err(werr)?;
         Ok(BundleWriter {
             zip: ZipStream::new(BufWriter::with_capacity(1 << 20, file), spill()?),
-            rows: BufWriter::new(spill()?),
-            sums: BufWriter::new(spill()?),
+            head,
+            manifest,
+            sums: MetaSpill::new(spill()?),
+            sums_raw: BufWriter::with_capacity(META_BUFFER, spill()?),
             out: out.to_path_buf(),
             dir,
             tmp,
-            spec,
             rows_len: 0,
             sums_len: 0,
             entries: 0,
@@ -286,15 +305,17 @@ impl BundleWriter {
         );
         serde::Serialize::serialize(&row, &mut ser).map_err(|e| self.werr(io::Error::other(e)))?;
         // Rows sit two levels deep in the pretty manifest.
-        let mut text = indent(&text, b"    ");
-        if self.entries > 0 {
-            text.splice(0..0, *b",\n");
-        }
-        self.rows.write_all(&text).map_err(|e| self.werr(e))?;
-        self.rows_len += text.len() as u64;
+        let text = indent(&text, b"    ");
+        let sep: &[u8] = if self.entries > 0 { b",\n" } else { b"[\n" };
+        self.manifest
+            .write_all(sep)
+            .and_then(|()| self.manifest.write_all(&text))
+            .map_err(|e| self.werr(e))?;
+        self.rows_len += (if self.entries > 0 { 2 } else { 0 }) + text.len() as u64;
         let line = sums_line(sha256, path);
         self.sums
             .write_all(line.as_bytes())
+            .and_then(|()| self.sums_raw.write_all(line.as_bytes()))
             .map_err(|e| self.werr(e))?;
         self.sums_len += line.len() as u64;
         self.entries += 1;
@@ -354,14 +375,36 @@ impl BundleWriter {
         Ok((size, hex::encode(hasher.finalize())))
     }
 
-    /// Writes `manifest.json`, `SHA256SUMS` and its signature by `key`, fsyncs the file,
-    /// renames it to its final name and fsyncs the folder.
-    pub fn finish(mut self, key: &SecretKey) -> Result<(), BundleError> {
-        self.metadata(key).map_err(|e| self.werr(e))?;
+    /// Writes `manifest.json`, `SHA256SUMS` and its signature by `key` (the key the bundle
+    /// was started with), fsyncs the file, renames it to its final name and fsyncs the folder.
+    pub fn finish(self, key: &SecretKey) -> Result<(), BundleError> {
+        if key.id.to_string() != self.head.signing_key_id {
+            return Err(BundleError::InvalidSpec(
+                "the bundle is signed with another key than the one it was started with".into(),
+            ));
+        }
         let BundleWriter {
-            zip, tmp, out, dir, ..
+            mut zip,
+            tmp,
+            out,
+            dir,
+            head,
+            manifest,
+            sums,
+            sums_raw,
+            entries,
+            mut deflater,
+            ..
         } = self;
         let werr = |e: io::Error| BundleError::io("write", tmp.path(), e);
+        let meta = Metadata {
+            head: &head,
+            empty: entries == 0,
+            manifest,
+            sums,
+            sums_raw,
+        };
+        meta.append_to(&mut zip, &mut deflater, key).map_err(werr)?;
         let buffered = zip.finish().map_err(werr)?;
         buffered.into_inner().map_err(|e| werr(e.into_error()))?;
         // A bundle is meant to be carried and read by others; the temp file starts owner-only.
@@ -380,62 +423,94 @@ impl BundleWriter {
         crate::state::sync_dir(&dir).map_err(|e| BundleError::io("fsync", &dir, e))?;
         Ok(())
     }
+}
 
-    /// The three metadata entries, streamed from the spills.
-    fn metadata(&mut self, key: &SecretKey) -> io::Result<()> {
-        let head = Manifest {
-            format: FORMAT_V1.into(),
-            kind: self.spec.kind,
-            bundle_id: self.spec.bundle_id.clone(),
-            jpd_id: self.spec.jpd_id.clone(),
-            created: format_time(self.spec.created),
-            expires: format_time(self.spec.expires),
-            sequence: self.spec.sequence,
-            signing_key_id: key.id.to_string(),
-            entries: Vec::new(),
-        };
-        let trusted = head.trusted_comment();
-        // `serde_json::to_vec_pretty` of the whole manifest, its rows from the spill.
-        let text = serde_json::to_vec_pretty(&head).map_err(io::Error::other)?;
-        let open = text
-            .strip_suffix(b"[]\n}")
-            .ok_or_else(|| io::Error::other("unexpected manifest shape"))?;
-        let mut manifest = SpilledEntry::new(tempfile::tempfile_in(&self.dir)?);
-        let mut sha = Sha256::new();
-        let mut put = |m: &mut SpilledEntry, b: &[u8]| {
-            sha.update(b);
-            m.write_all(b)
-        };
-        put(&mut manifest, open)?;
-        if self.entries == 0 {
-            put(&mut manifest, b"[]\n}\n")?;
+/// What the three metadata entries are made of when the payload is written.
+struct Metadata<'a> {
+    head: &'a Manifest,
+    /// No payload entry.
+    empty: bool,
+    manifest: MetaSpill,
+    sums: MetaSpill,
+    sums_raw: BufWriter<File>,
+}
+
+impl Metadata<'_> {
+    /// Appends the three metadata entries: the ends of the manifest and of `SHA256SUMS`
+    /// (deflated as their rows came), then the signature of `SHA256SUMS`.
+    fn append_to<W: Write>(
+        mut self,
+        zip: &mut ZipStream<W>,
+        deflater: &mut Deflater,
+        key: &SecretKey,
+    ) -> io::Result<()> {
+        let end: &[u8] = if self.empty {
+            b"[]\n}\n"
         } else {
-            put(&mut manifest, b"[\n")?;
-            let mut rows = rewind(&mut self.rows)?;
-            pump(&mut rows, |b| put(&mut manifest, b))?;
-            put(&mut manifest, b"\n  ]\n}\n")?;
-        }
-        let manifest_sha = hex::encode(sha.finalize());
-        manifest.append_to(MANIFEST, &mut self.zip)?;
+            b"\n  ]\n}\n"
+        };
+        self.manifest.write_all(end)?;
+        let (manifest, manifest_sha) = self.manifest.finish()?;
+        manifest.append_to(MANIFEST, zip)?;
 
-        let mut sums = SpilledEntry::new(tempfile::tempfile_in(&self.dir)?);
-        let mut blake = Blake2b512::new();
         let first = sums_line(&manifest_sha, MANIFEST);
+        let mut blake = Blake2b512::new();
         blake.update(first.as_bytes());
-        sums.write_all(first.as_bytes())?;
-        let mut lines = rewind(&mut self.sums)?;
+        let mut lines = rewind(&mut self.sums_raw)?;
         pump(&mut lines, |b| {
             blake.update(b);
-            sums.write_all(b)
+            Ok(())
         })?;
-        sums.append_to(SUMS, &mut self.zip)?;
+        let (sums, _) = self.sums.finish()?;
+        sums.append_after(SUMS, first.as_bytes(), zip)?;
+        let trusted = self.head.trusted_comment();
         let signature = key
             .sign_digest(&blake.finalize().into(), UNTRUSTED_COMMENT, &trusted)
             .map_err(io::Error::other)?;
-        let e = self
-            .deflater
-            .prepare(SIGNATURE.to_string(), signature.as_bytes())?;
-        self.zip.add(&e)
+        zip.add(&deflater.prepare(SIGNATURE.to_string(), signature.as_bytes())?)
+    }
+}
+
+/// Bytes of metadata gathered before they are hashed and deflated: deflating a few hundred
+/// bytes at a time costs more than deflating them in one go.
+const META_BUFFER: usize = 256 * 1024;
+
+/// A metadata entry (`manifest.json`, `SHA256SUMS`) deflated into a temp file as it is
+/// written, in [`META_BUFFER`] pieces, with the SHA-256 of its bytes.
+struct MetaSpill {
+    buf: Vec<u8>,
+    spill: SpilledEntry,
+    sha: Sha256,
+}
+
+impl MetaSpill {
+    fn new(spill: File) -> Self {
+        MetaSpill {
+            buf: Vec::with_capacity(META_BUFFER),
+            spill: SpilledEntry::new(spill),
+            sha: Sha256::new(),
+        }
+    }
+
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= META_BUFFER {
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self) -> io::Result<()> {
+        self.sha.update(&self.buf);
+        self.spill.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// The entry, ready to append, and the hex SHA-256 of its bytes.
+    fn finish(mut self) -> io::Result<(SpilledEntry, String)> {
+        self.drain()?;
+        Ok((self.spill, hex::encode(self.sha.finalize())))
     }
 }
 
@@ -557,6 +632,37 @@ mod tests {
     }
 
     #[test]
+    fn manifest_and_sums_larger_than_their_buffers_are_whole_and_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = generate_keypair();
+        // About 190 bytes of manifest and 130 of sums a file: several META_BUFFER pieces.
+        let payload = (0..4000).map(|i| PayloadEntry {
+            path: format!("payload/usage/{:064x}.json", i),
+            source: PayloadSource::Bytes(format!("{{\"n\":{i}}}").into_bytes()),
+        });
+        let manifest =
+            write_bundle(&dir.path().join("b.jfbundle"), &spec(), payload, &key).unwrap();
+        let mut expected = serde_json::to_vec_pretty(&manifest).unwrap();
+        expected.push(b'\n');
+        assert!(expected.len() > 2 * META_BUFFER);
+        assert!(entry(dir.path(), MANIFEST) == expected);
+        std::fs::write(dir.path().join("k.pub"), key.public().to_file_string()).unwrap();
+        let m = verify_file_with_pubkey(&dir.path().join("b.jfbundle"), &dir.path().join("k.pub"))
+            .unwrap();
+        assert_eq!(m.entries.len(), 4000);
+    }
+
+    #[test]
+    fn a_bundle_is_signed_only_with_the_key_it_was_started_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = BundleWriter::create(&dir.path().join("b.jfbundle"), spec(), &generate_keypair())
+            .unwrap();
+        let err = w.finish(&generate_keypair()).unwrap_err();
+        assert!(err.to_string().contains("another key"), "{err}");
+        assert!(!dir.path().join("b.jfbundle").exists());
+    }
+
+    #[test]
     fn a_path_given_twice_ignoring_case_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let key = generate_keypair();
@@ -576,7 +682,8 @@ mod tests {
     #[test]
     fn a_bundle_is_full_before_it_passes_its_size_or_a_readers_caps() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = BundleWriter::create(&dir.path().join("b.jfbundle"), spec()).unwrap();
+        let key = generate_keypair();
+        let mut w = BundleWriter::create(&dir.path().join("b.jfbundle"), spec(), &key).unwrap();
         let path = format!("payload/usage/{}.json", "0".repeat(64));
         assert!(
             w.fits(&path, 10_000_000, 1 << 20),

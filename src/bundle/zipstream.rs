@@ -309,16 +309,55 @@ impl SpilledEntry {
 
     /// Closes the entry and appends it to `zip` as `name`.
     pub fn append_to<W: Write>(self, name: &str, zip: &mut ZipStream<W>) -> io::Result<()> {
+        self.append_after(name, b"", zip)
+    }
+
+    /// Closes the entry and appends it to `zip` as `name`, its content preceded by `first`,
+    /// bytes known only now (`SHA256SUMS`' first line names the manifest's SHA-256, which is
+    /// complete only at the end, while the other lines are deflated as they come).
+    ///
+    /// `first` is deflated on its own and ended with a sync flush: non-final blocks ending on
+    /// a byte boundary, after which the spilled stream, deflated independently and never
+    /// referring back before its own start, continues as one valid deflate stream (the way
+    /// `pigz` joins its pieces).
+    pub fn append_after<W: Write>(
+        self,
+        name: &str,
+        first: &[u8],
+        zip: &mut ZipStream<W>,
+    ) -> io::Result<()> {
         let mut file = self
             .enc
             .finish()?
             .into_inner()
             .map_err(|e| e.into_error())?;
-        let csize = file.stream_position()?;
+        let rest_csize = file.stream_position()?;
         file.seek(SeekFrom::Start(0))?;
-        let crc = self.crc.finalize();
-        let mut data = io::BufReader::with_capacity(256 * 1024, file);
-        zip.add_raw(name, crc, self.size, csize, METHOD_DEFLATE, &mut data)
+        let mut head = Vec::new();
+        let mut crc = crc32fast::Hasher::new();
+        if !first.is_empty() {
+            let mut c = Compress::new(Compression::new(LEVEL), false);
+            head.reserve(first.len() + 64);
+            loop {
+                let done = (c.total_in() as usize).min(first.len());
+                c.compress_vec(&first[done..], &mut head, FlushCompress::Sync)
+                    .map_err(io::Error::other)?;
+                // Done once all input is in and the flush left spare room in the output.
+                if c.total_in() as usize == first.len() && head.len() < head.capacity() {
+                    break;
+                }
+                head.reserve(head.capacity().max(64));
+            }
+            crc.update(first);
+        }
+        crc.combine(&self.crc);
+        let csize = head.len() as u64 + rest_csize;
+        let size = first.len() as u64 + self.size;
+        let mut data = io::Read::chain(
+            io::Cursor::new(head),
+            io::BufReader::with_capacity(256 * 1024, file),
+        );
+        zip.add_raw(name, crc.finalize(), size, csize, METHOD_DEFLATE, &mut data)
     }
 }
 
@@ -494,6 +533,32 @@ mod tests {
         let one = build(500);
         for workers in [1, 2, 4] {
             assert!(build_in_parallel(500, workers) == one, "{workers} workers");
+        }
+    }
+
+    #[test]
+    fn bytes_known_last_can_open_an_entry_deflated_before_them() {
+        // The first line is deflated after the rest and joined in front of it, as
+        // `SHA256SUMS` is; zip readers inflate and CRC-check one entry.
+        for (first, n) in [
+            (&b"3f2a  manifest.json\n"[..], 60_000),
+            (&b""[..], 10),
+            (b"x", 0),
+        ] {
+            let mut rest = Vec::new();
+            let mut spilled = SpilledEntry::new(tempfile::tempfile().unwrap());
+            for i in 0..n {
+                let line = format!("{:064x}  payload/usage/{:064x}.json\n", i * 7919, i);
+                spilled.write_all(line.as_bytes()).unwrap();
+                rest.extend_from_slice(line.as_bytes());
+            }
+            let mut z = ZipStream::new(Vec::new(), tempfile::tempfile().unwrap());
+            spilled.append_after("SUMS", first, &mut z).unwrap();
+            let bytes = z.finish().unwrap();
+            let mut a = zip::ZipArchive::new(io::Cursor::new(bytes)).unwrap();
+            let mut got = Vec::new();
+            a.by_name("SUMS").unwrap().read_to_end(&mut got).unwrap();
+            assert!(got == [first, &rest[..]].concat(), "{} lines", n);
         }
     }
 

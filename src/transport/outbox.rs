@@ -553,7 +553,7 @@ impl UsageOutbox {
         let file_name = bundle_file_name(Kind::Usage, now, sequence);
         let path = o.dir.join(&file_name);
         let bundle_id = spec.bundle_id.clone();
-        let mut writer = BundleWriter::create(&path, spec)?;
+        let mut writer = BundleWriter::create(&path, spec, &key)?;
         writer.add_source(REGISTRATION_PATH, PayloadSource::Bytes(record.to_bytes()))?;
         std::fs::create_dir_all(&o.state_dir)
             .map_err(|e| AirgapError::io("create", &o.state_dir, e))?;
