@@ -34,7 +34,7 @@ use std::fs;
 use std::io;
 use std::sync::Arc;
 
-/// Markers dropped (and the spool fsynced) per this many deletions.
+/// Deletions per spool fsync and ledger append.
 const DELETE_CHUNK: usize = 8192;
 
 /// Spool names per chunk of the planning scan: one `claim_archival` each.
@@ -612,11 +612,9 @@ fn delete_unchanged(
 }
 
 /// Deletes the originals of verified archive `k` through [`delete_unchanged`], in chunks of
-/// [`DELETE_CHUNK`]: each chunk's deletions are made durable (one spool fsync), then its
-/// markers are dropped. The markers are in another folder, so a second thread drops them while
-/// this one deletes the next chunk's files: the two unlinks of a usage file (its original and
-/// its marker) run side by side on two cores, and a marker still never goes before the
-/// deletion of its original is durable.
+/// [`DELETE_CHUNK`]: each chunk's deletions are made durable (one spool fsync), then the
+/// chunk's files are recorded archived in the ledger (one append), so a record never goes
+/// before the deletion of its original is durable.
 fn delete_originals(
     layout: &Layout,
     ledger: &Arc<dyn UsageLedger>,
@@ -628,53 +626,34 @@ fn delete_originals(
     // `unlinkat`): no path walk per file.
     let dir = spool::open_dir(&layout.spool)
         .map_err(|err| PipelineError::io("list", &layout.spool, err))?;
-    std::thread::scope(|s| {
-        let (durable, to_forget) = std::sync::mpsc::sync_channel::<Vec<String>>(1);
-        let forgetter = s.spawn(move || {
-            for shas in to_forget {
-                ledger.forget(&shas)?;
-            }
-            Ok::<_, PipelineError>(())
-        });
-        let mut archived: Vec<String> = Vec::with_capacity(DELETE_CHUNK);
-        let mut deleted_any = false;
-        // False when the forgetter stopped (its error is the one to report).
-        let flush = move |archived: &mut Vec<String>| -> Result<bool, PipelineError> {
-            crate::state::sync_dir(&layout.spool)
-                .map_err(|e| PipelineError::fsync(&layout.spool, e))?;
-            Ok(durable.send(std::mem::take(archived)).is_ok())
-        };
-        let deleted = (|| {
-            for e in plan_store::entries(layout, k)? {
-                let e = e?;
-                if dropped.contains(&e.spool_name) {
-                    continue;
-                }
-                match delete_unchanged(&dir, layout, &e.spool_name, &e.ident)? {
-                    Deletion::Kept => continue,
-                    Deletion::Gone => {}
-                    Deletion::Deleted => {
-                        if !deleted_any {
-                            deleted_any = true;
-                            failpoint.hit("after-delete-one")?;
-                        }
-                    }
-                }
-                archived.push(e.sha256);
-                if archived.len() >= DELETE_CHUNK && !flush(&mut archived)? {
-                    return Ok(());
+    let mut archived: Vec<String> = Vec::with_capacity(DELETE_CHUNK);
+    let mut deleted_any = false;
+    let flush = |archived: &mut Vec<String>| -> Result<(), PipelineError> {
+        crate::state::sync_dir(&layout.spool)
+            .map_err(|e| PipelineError::fsync(&layout.spool, e))?;
+        ledger.forget(archived)?;
+        archived.clear();
+        Ok(())
+    };
+    for e in plan_store::entries(layout, k)? {
+        let e = e?;
+        if dropped.contains(&e.spool_name) {
+            continue;
+        }
+        match delete_unchanged(&dir, layout, &e.spool_name, &e.ident)? {
+            Deletion::Kept => continue,
+            Deletion::Gone => {}
+            Deletion::Deleted => {
+                if !deleted_any {
+                    deleted_any = true;
+                    failpoint.hit("after-delete-one")?;
                 }
             }
-            flush(&mut archived).map(|_| ())
-        })();
-        drop(flush);
-        let forgot = forgetter.join().unwrap_or_else(|_| {
-            Err(PipelineError::io(
-                "remove",
-                &layout.root,
-                io::Error::other("the thread dropping ledger markers failed"),
-            ))
-        });
-        deleted.and(forgot)
-    })
+        }
+        archived.push(e.sha256);
+        if archived.len() >= DELETE_CHUNK {
+            flush(&mut archived)?;
+        }
+    }
+    flush(&mut archived)
 }
