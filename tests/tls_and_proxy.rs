@@ -230,11 +230,12 @@ async fn https_goes_through_the_proxy_with_connect() {
 #[tokio::test]
 async fn unreachable_proxy_has_its_own_sentence() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port bound but never listened on refuses every connection, and stays ours for the
+    // whole test: a port freed at once could be handed to the simulator (or another test)
+    // bound next, which then answered as the "proxy".
+    let refusing = tokio::net::TcpSocket::new_v4().unwrap();
+    refusing.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = refusing.local_addr().unwrap().port();
     let s = sim(dir.path(), false).await;
     let mut c = config(dir.path());
     c.proxy.url = Some(format!("http://127.0.0.1:{port}").parse().unwrap());
@@ -247,6 +248,7 @@ async fn unreachable_proxy_has_its_own_sentence() {
         "{}",
         e.message
     );
+    drop(refusing);
 }
 
 /// `NO_PROXY=*` bypasses the proxy for every host, addresses included. reqwest's own matcher
