@@ -614,7 +614,9 @@ fn delete_unchanged(
 /// Deletes the originals of verified archive `k` through [`delete_unchanged`], in chunks of
 /// [`DELETE_CHUNK`]: each chunk's deletions are made durable (one spool fsync), then the
 /// chunk's files are recorded archived in the ledger (one append), so a record never goes
-/// before the deletion of its original is durable.
+/// before the deletion of its original is durable. A chunk's files are deleted by two threads,
+/// each taking half: ext4 frees an unlinked file's inode and blocks after the folder's lock is
+/// released, so two deletions overlap where one thread would wait for each in turn.
 fn delete_originals(
     layout: &Layout,
     ledger: &Arc<dyn UsageLedger>,
@@ -626,13 +628,56 @@ fn delete_originals(
     // `unlinkat`): no path walk per file.
     let dir = spool::open_dir(&layout.spool)
         .map_err(|err| PipelineError::io("list", &layout.spool, err))?;
-    let mut archived: Vec<String> = Vec::with_capacity(DELETE_CHUNK);
+    let mut chunk: Vec<plan::PlanEntry> = Vec::with_capacity(DELETE_CHUNK);
     let mut deleted_any = false;
-    let flush = |archived: &mut Vec<String>| -> Result<(), PipelineError> {
+    let mut flush = |chunk: &mut Vec<plan::PlanEntry>| -> Result<(), PipelineError> {
+        let mut rest = &chunk[..];
+        let mut archived: Vec<String> = Vec::with_capacity(chunk.len());
+        // Until the first deletion, one at a time: the failpoint stops right after it.
+        while !deleted_any {
+            let Some((e, tail)) = rest.split_first() else {
+                break;
+            };
+            rest = tail;
+            match delete_unchanged(&dir, layout, &e.spool_name, &e.ident)? {
+                Deletion::Kept => continue,
+                Deletion::Gone => {}
+                Deletion::Deleted => {
+                    deleted_any = true;
+                    failpoint.hit("after-delete-one")?;
+                }
+            }
+            archived.push(e.sha256.clone());
+        }
+        let (left, right) = rest.split_at(rest.len() / 2);
+        let delete_part = |part: &[plan::PlanEntry]| -> Result<Vec<String>, PipelineError> {
+            let mut gone = Vec::with_capacity(part.len());
+            for e in part {
+                if delete_unchanged(&dir, layout, &e.spool_name, &e.ident)? != Deletion::Kept {
+                    gone.push(e.sha256.clone());
+                }
+            }
+            Ok(gone)
+        };
+        let (mine, theirs) = std::thread::scope(|s| {
+            let other = s.spawn(|| delete_part(right));
+            let mine = delete_part(left);
+            let theirs = other.join().unwrap_or_else(|_| {
+                Err(PipelineError::io(
+                    "delete",
+                    &layout.spool,
+                    io::Error::other("a thread deleting usage files failed"),
+                ))
+            });
+            (mine, theirs)
+        });
+        // What either thread deleted is made durable before an error is reported.
         crate::state::sync_dir(&layout.spool)
             .map_err(|e| PipelineError::fsync(&layout.spool, e))?;
-        ledger.forget(archived)?;
-        archived.clear();
+        archived.extend(mine?);
+        archived.extend(theirs?);
+        ledger.forget(&archived)?;
+        chunk.clear();
         Ok(())
     };
     for e in plan_store::entries(layout, k)? {
@@ -640,20 +685,10 @@ fn delete_originals(
         if dropped.contains(&e.spool_name) {
             continue;
         }
-        match delete_unchanged(&dir, layout, &e.spool_name, &e.ident)? {
-            Deletion::Kept => continue,
-            Deletion::Gone => {}
-            Deletion::Deleted => {
-                if !deleted_any {
-                    deleted_any = true;
-                    failpoint.hit("after-delete-one")?;
-                }
-            }
-        }
-        archived.push(e.sha256);
-        if archived.len() >= DELETE_CHUNK {
-            flush(&mut archived)?;
+        chunk.push(e);
+        if chunk.len() >= DELETE_CHUNK {
+            flush(&mut chunk)?;
         }
     }
-    flush(&mut archived)
+    flush(&mut chunk)
 }
