@@ -7,7 +7,8 @@
 //! `kind` (what a bundle carries), `manifest` (the signed metadata, pure), `minisign` (key and signature formats, pure),
 //! `keys` (key files on disk), `zipdir` (strict zip directory parser), `limits` (caps and
 //! streaming adapters), `entry` (reading one entry), `names` (when two entry names are one), `zipstream` (the one
-//! streaming zip writer, which the usage archives use too), `write` (the bundle writer), `verify` (the
+//! streaming zip writer, which the usage archives use too), `writeback` (files whose finished
+//! stretches reach the disk while writing goes on), `write` (the bundle writer), `verify` (the
 //! verifier), `import_state` (replay/rollback history and policy), `inspect` (unverified view).
 //!
 //! Architecture invariant: nothing outside `verify` hands out bundle content, and it does so
@@ -26,6 +27,7 @@ mod names;
 mod ordered;
 mod verify;
 mod write;
+mod writeback;
 mod zipdir;
 mod zipstream;
 
@@ -55,4 +57,5 @@ pub(crate) use write::BundleWriter;
 pub use write::{
     new_bundle_id, write_bundle, BundleSpec, PayloadEntry, PayloadSource, UNTRUSTED_COMMENT,
 };
+pub(crate) use writeback::Writeback;
 pub(crate) use zipstream::{Deflater, HashingWriter, IndexWriter, PreparedEntry, ZipStream};

@@ -26,6 +26,7 @@ use super::manifest::{
     MAX_SEQUENCE, PAYLOAD_PREFIX, SIGNATURE, SUMS,
 };
 use super::minisign::SecretKey;
+use super::writeback::Writeback;
 use super::zipstream::{Deflater, PreparedEntry, SpilledEntry, ZipStream};
 
 /// Untrusted comment written on every bundle signature.
@@ -130,7 +131,7 @@ pub struct BundleWriter {
     out: PathBuf,
     dir: PathBuf,
     tmp: tempfile::NamedTempFile,
-    zip: ZipStream<BufWriter<File>>,
+    zip: ZipStream<BufWriter<Writeback>>,
     /// The manifest's head (`trusted_comment` is signed).
     head: Manifest,
     /// `manifest.json`, deflated as it is written, and its SHA-256.
@@ -190,7 +191,10 @@ impl BundleWriter {
         let mut manifest = MetaSpill::new(spill()?);
         manifest.write_all(open).map_err(werr)?;
         Ok(BundleWriter {
-            zip: ZipStream::new(BufWriter::with_capacity(1 << 20, file), spill()?),
+            zip: ZipStream::new(
+                BufWriter::with_capacity(1 << 20, Writeback::new(file)),
+                spill()?,
+            ),
             head,
             manifest,
             sums: MetaSpill::new(spill()?),

@@ -302,7 +302,7 @@ fn make_plan(
                 let Some((k, _)) = writer.add(&PlanInput {
                     name: &f.name,
                     sha256: &f.sha256,
-                    head: &f.head,
+                    path: &prepared.path,
                     ident: f.ident,
                 })?
                 else {

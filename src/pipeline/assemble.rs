@@ -10,7 +10,8 @@ use super::failpoint::Failpoints;
 use super::plan::PlanEntry;
 use super::{plan_store, Layout, PipelineError};
 use crate::bundle::{
-    deflate_threads, Deflater, HashingWriter, IndexWriter, Ordered, PreparedEntry, ZipStream,
+    deflate_threads, Deflater, HashingWriter, IndexWriter, Ordered, PreparedEntry, Writeback,
+    ZipStream,
 };
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
@@ -103,7 +104,7 @@ fn write(
 /// One archive being written: the zip, its index, and what went in.
 pub(crate) struct ArchiveBuilder {
     out: PathBuf,
-    zip: ZipStream<HashingWriter<BufWriter<File>>>,
+    zip: ZipStream<HashingWriter<BufWriter<Writeback>>>,
     index: IndexWriter,
     files: u64,
     dropped: Vec<String>,
@@ -118,7 +119,7 @@ impl ArchiveBuilder {
         let file = File::create(out).map_err(werr)?;
         let spill = tempfile::tempfile_in(&tmp).map_err(werr)?;
         let index_spill = tempfile::tempfile_in(&tmp).map_err(werr)?;
-        let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+        let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, Writeback::new(file)));
         Ok(ArchiveBuilder {
             out: out.to_path_buf(),
             zip: ZipStream::new(sink, spill),
@@ -164,7 +165,9 @@ impl ArchiveBuilder {
         let sink = zip.finish().map_err(werr)?;
         let (buf, sha256, size) = sink.finish();
         let file = buf.into_inner().map_err(|e| werr(e.into_error()))?;
-        file.sync_all().map_err(|e| PipelineError::fsync(&out, e))?;
+        file.into_file()
+            .sync_all()
+            .map_err(|e| PipelineError::fsync(&out, e))?;
         Ok(Assembled {
             path: out,
             sha256,

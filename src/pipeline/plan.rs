@@ -67,8 +67,8 @@ pub(crate) struct PlanInput<'a> {
     pub name: &'a str,
     /// SHA-256 of its bytes.
     pub sha256: &'a str,
-    /// Product and timestamp.
-    pub head: &'a UsageHead,
+    /// Its path in the archive: [`entry_path`] of its head and name, made once per file.
+    pub path: &'a str,
     /// Size, mtime, inode.
     pub ident: Identity,
 }
@@ -131,12 +131,26 @@ pub fn entry_file_name(name: &str) -> String {
 
 /// `YYYY-MM-DD/<product>/<encoded file name>` of one usage file.
 pub(crate) fn entry_path(head: &UsageHead, name: &str) -> String {
-    format!(
-        "{}/{}/{}",
-        head.timestamp.date_naive().format("%Y-%m-%d"),
-        product_dir(&head.product),
-        entry_file_name(name)
-    )
+    let mut path = day_folder(head.timestamp.date_naive());
+    path.push('/');
+    path.push_str(&product_dir(&head.product));
+    path.push('/');
+    path.push_str(&entry_file_name(name));
+    path
+}
+
+/// `YYYY-MM-DD` of `day`, as chrono's `%Y-%m-%d` writes it; by hand for the years a usage
+/// file's RFC 3339 timestamp can hold (chrono's formatter cost 2 % of an archival run).
+pub(crate) fn day_folder(day: NaiveDate) -> String {
+    use chrono::Datelike;
+    let (y, m, d) = (day.year(), day.month(), day.day());
+    if (0..=9999).contains(&y) {
+        let mut s = String::with_capacity(10);
+        let _ = write!(s, "{y:04}-{m:02}-{d:02}");
+        s
+    } else {
+        day.format("%Y-%m-%d").to_string()
+    }
 }
 
 /// Bits of [`EntryNames`]' filter: 4 MiB, whatever the number of files.
@@ -154,6 +168,8 @@ const NAME_FILTER_PROBES: u64 = 7;
 pub(crate) struct EntryNames {
     bits: Vec<u64>,
     keys: RandomState,
+    /// The folded path being looked up, kept to spare an allocation per file.
+    folded: String,
 }
 
 impl Default for EntryNames {
@@ -161,6 +177,7 @@ impl Default for EntryNames {
         EntryNames {
             bits: vec![0; NAME_FILTER_BITS / 64],
             keys: RandomState::new(),
+            folded: String::new(),
         }
     }
 }
@@ -168,9 +185,16 @@ impl Default for EntryNames {
 impl EntryNames {
     /// Records `path`; false when the archive may already hold it.
     pub fn insert(&mut self, path: &str) -> bool {
-        let folded = path.to_lowercase();
-        let h1 = self.keys.hash_one(&folded);
-        let h2 = self.keys.hash_one((&folded, 1u8)) | 1;
+        let folded = &mut self.folded;
+        folded.clear();
+        if path.is_ascii() {
+            folded.push_str(path);
+            folded.make_ascii_lowercase();
+        } else {
+            folded.push_str(&path.to_lowercase());
+        }
+        let h1 = self.keys.hash_one(&*folded);
+        let h2 = self.keys.hash_one((&*folded, 1u8)) | 1;
         let mut new = false;
         for i in 0..NAME_FILTER_PROBES {
             let bit = (h1.wrapping_add(i.wrapping_mul(h2)) % NAME_FILTER_BITS as u64) as usize;
@@ -192,7 +216,7 @@ pub(crate) fn archive_name(origin: &str, day: NaiveDate, first_sha256: &str, n: 
     };
     format!(
         "{origin}/{}/usage-{}-{n}.zip",
-        day.format("%Y-%m-%d"),
+        day_folder(day),
         &first_sha256[..12.min(first_sha256.len())]
     )
 }
@@ -227,8 +251,7 @@ impl Planner {
 
     /// Places one file; answers the index of its archive and its plan entry.
     pub fn place(&mut self, f: &PlanInput<'_>) -> (usize, PlanEntry) {
-        let path = entry_path(f.head, f.name);
-        let cost = entry_cost(&path, f.ident.size);
+        let cost = entry_cost(f.path, f.ident.size);
         let fits = self
             .archives
             .last()
@@ -248,7 +271,7 @@ impl Planner {
         a.estimated_bytes += cost;
         let entry = PlanEntry {
             spool_name: f.name.to_string(),
-            path,
+            path: f.path.to_string(),
             size: f.ident.size,
             sha256: f.sha256.to_string(),
             ident: f.ident,
@@ -315,6 +338,22 @@ mod tests {
     }
 
     #[test]
+    fn the_day_folder_is_what_chrono_writes() {
+        for (y, m, d) in [
+            (2024, 3, 2),
+            (1, 1, 1),
+            (0, 12, 31),
+            (9999, 12, 31),
+            (10_000, 1, 1),
+            (-1, 6, 15),
+            (999, 10, 9),
+        ] {
+            let day = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            assert_eq!(day_folder(day), day.format("%Y-%m-%d").to_string());
+        }
+    }
+
+    #[test]
     fn entries_are_filed_by_utc_date_of_their_timestamp_and_product() {
         let sha = "0123456789abcdef".repeat(4);
         let h = head("xray", "2024-03-01T23:30:00-02:00");
@@ -362,7 +401,7 @@ mod tests {
             let (k, e) = p.place(&PlanInput {
                 name: &name,
                 sha256: &sha,
-                head: &h,
+                path: &entry_path(&h, &name),
                 ident: ident(1000),
             });
             assert_eq!(k, 0);
@@ -384,10 +423,11 @@ mod tests {
         let mut per = [0u64; 10];
         for i in 0..20 {
             let sha = format!("{:064x}", i + 1);
+            let name = format!("f{i}");
             let (k, _) = p.place(&PlanInput {
-                name: &format!("f{i}"),
+                name: &name,
                 sha256: &sha,
-                head: &h,
+                path: &entry_path(&h, &name),
                 ident: ident(2000),
             });
             per[k] += 1;
@@ -406,16 +446,17 @@ mod tests {
         let mut p = Planner::new("h", day(), 5000);
         let h = head("a", "2024-01-01T00:00:00Z");
         let sha = "1".repeat(64);
+        let (s, b) = (entry_path(&h, "s"), entry_path(&h, "b"));
         let small = PlanInput {
             name: "s",
             sha256: &sha,
-            head: &h,
+            path: &s,
             ident: ident(10),
         };
         let big = PlanInput {
             name: "b",
             sha256: &sha,
-            head: &h,
+            path: &b,
             ident: ident(50_000),
         };
         assert_eq!(p.place(&small).0, 0);

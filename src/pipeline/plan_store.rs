@@ -8,8 +8,9 @@
 //! file fsynced, then renamed to `plan/` and its parent fsynced: a plan exists whole or not at
 //! all. Its presence means "a plan is active"; it is removed when every archive is done.
 
-use super::plan::{self, ArchiveSpec, EntryNames, PlanEntry, PlanInput, Planner};
+use super::plan::{ArchiveSpec, EntryNames, PlanEntry, PlanInput, Planner};
 use super::{Layout, PipelineError};
+use crate::bundle::Writeback;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -87,7 +88,7 @@ fn tmp_plan_dir(layout: &Layout) -> PathBuf {
 pub(crate) struct PlanWriter {
     dir: PathBuf,
     planner: Planner,
-    current: Option<(usize, BufWriter<File>, Sha256)>,
+    current: Option<(usize, BufWriter<Writeback>, Sha256)>,
     names: EntryNames,
     digests: Vec<String>,
 }
@@ -115,7 +116,7 @@ impl PlanWriter {
     /// or `None` when its entry path is already in the archive being filled (the same spool
     /// name listed twice): that file is left for the next plan.
     pub fn add(&mut self, f: &PlanInput<'_>) -> Result<Option<(usize, PlanEntry)>, PipelineError> {
-        if !self.names.insert(&plan::entry_path(f.head, f.name)) {
+        if !self.names.insert(f.path) {
             tracing::warn!(file = %f.name, "spool name listed twice; left for the next plan");
             return Ok(None);
         }
@@ -126,7 +127,7 @@ impl PlanWriter {
             self.names.insert(&entry.path);
             let p = entries_file(&self.dir, k);
             let file = File::create(&p).map_err(|e| PipelineError::io("write", &p, e))?;
-            self.current = Some((k, BufWriter::new(file), Sha256::new()));
+            self.current = Some((k, BufWriter::new(Writeback::new(file)), Sha256::new()));
         }
         if let Some((k, w, hash)) = &mut self.current {
             let p = entries_file(&self.dir, *k);
@@ -146,7 +147,9 @@ impl PlanWriter {
             let file = w
                 .into_inner()
                 .map_err(|e| PipelineError::io("write", &p, e.into_error()))?;
-            file.sync_all().map_err(|e| PipelineError::fsync(&p, e))?;
+            file.into_file()
+                .sync_all()
+                .map_err(|e| PipelineError::fsync(&p, e))?;
             self.digests.push(hex::encode(hash.finalize()));
         }
         Ok(())
