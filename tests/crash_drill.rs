@@ -110,8 +110,10 @@ impl Drill {
     }
 
     /// Starts `job` and SIGKILLs it after `delay` (if it is still running).
-    fn kill_after(&self, job: &str, delay: Duration) -> bool {
-        process_support::kill_after(&mut self.command(job), delay)
+    /// Runs `job`, SIGKILLed after `delay` unless it ended first: how long it ran when it
+    /// ended on its own, `None` when it was killed.
+    fn run_or_kill(&self, job: &str, delay: Duration) -> Option<Duration> {
+        process_support::run_or_kill(&mut self.command(job), delay)
     }
 }
 
@@ -179,7 +181,11 @@ async fn usage_files_survive_sigkill_at_random_instants() {
         "{}",
         String::from_utf8_lossy(&setup.stderr)
     );
-    let mut killed = 0;
+    // Every tenth run is left to end on its own and timed; the others are killed at an
+    // instant drawn up to 1.2 times the last such run's length, so the kills land inside a
+    // run however fast the machine is (a fixed range let most runs end before their kill on
+    // a quiet machine).
+    let (mut killed, mut whole) = (0, Duration::from_millis(100));
     for round in 0..points {
         drill.add_usage(&round.to_string(), rng.gen_range(1..=12));
         if round % 10 == 3 {
@@ -190,12 +196,20 @@ async fn usage_files_survive_sigkill_at_random_instants() {
         } else {
             "archival"
         };
-        let delay = Duration::from_millis(rng.gen_range(2..160));
-        if tokio::task::block_in_place(|| drill.kill_after(job, delay)) {
-            killed += 1;
+        let bound = (whole.as_millis() as u64 * 6 / 5).max(20);
+        let drawn = Duration::from_millis(rng.gen_range(2..bound));
+        let delay = if round % 10 == 9 {
+            Duration::from_secs(60)
+        } else {
+            drawn
+        };
+        match tokio::task::block_in_place(|| drill.run_or_kill(job, delay)) {
+            None => killed += 1,
+            Some(ran) if round % 10 == 9 => whole = ran,
+            Some(_) => {}
         }
     }
-    println!("{killed} of {points} runs were killed mid-way");
+    println!("{killed} of {points} runs were killed mid-way (the last whole run took {whole:.0?})");
     tokio::task::block_in_place(|| finish_and_check(&drill, &base, sim_dir.path()));
     handle.stop().await.unwrap();
 }

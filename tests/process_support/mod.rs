@@ -49,6 +49,15 @@ pub fn wait_for_ping(port: u16) {
 /// Starts `command` (its output discarded) and SIGKILLs it after `delay` unless it ended
 /// first; answers whether it was killed. The kill of the crash drills.
 pub fn kill_after(command: &mut std::process::Command, delay: std::time::Duration) -> bool {
+    run_or_kill(command, delay).is_none()
+}
+
+/// Starts `command` (its output discarded) and SIGKILLs it after `delay` unless it ended
+/// first; answers how long it ran when it ended on its own, `None` when it was killed.
+pub fn run_or_kill(
+    command: &mut std::process::Command,
+    delay: std::time::Duration,
+) -> Option<std::time::Duration> {
     use std::process::Stdio;
     let mut child = command
         .stdout(Stdio::null())
@@ -62,13 +71,13 @@ pub fn kill_after(command: &mut std::process::Command, delay: std::time::Duratio
             .expect("the child can be waited for")
             .is_some()
         {
-            return false;
+            return Some(start.elapsed());
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let _ = child.kill();
     let _ = child.wait();
-    true
+    None
 }
 
 /// Sends SIGTERM and waits (bounded, 15 s; then kills it and panics) for the child to exit;
