@@ -1,6 +1,7 @@
 //! `scripts/bench` cannot rot: its listing names the benchmarks docs/benchmarks.md documents,
-//! a bad name is refused with exit 2, and a smoke run of one small benchmark (with the debug
-//! binary this test run built) writes a valid `results.json` and markdown table. The
+//! a bad name is refused with exit 2, and smoke runs (with the debug binary this test run
+//! built) of one small benchmark write a valid `results.json` and markdown table, and of the
+//! database load start its own PostgreSQL (as root, too) and measure three nodes. The
 //! benchmarks themselves never run under `cargo test`.
 
 use std::path::Path;
@@ -96,4 +97,37 @@ fn a_quick_run_writes_results_json_and_a_table() {
     let table = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
     assert!(table.starts_with("| benchmark |"));
     assert!(table.contains("| export_100k | s |"));
+}
+
+/// The database-load helper starts its own PostgreSQL under the work folder `scripts/bench`
+/// makes; as root, PostgreSQL runs as the `postgres` user, which must be able to reach it.
+#[test]
+fn a_quick_database_load_run_starts_its_postgresql_and_measures() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_jfconnect")).parent().unwrap();
+    let out = bench()
+        .args(["--quick", "--no-build", "--bin-dir"])
+        .arg(bin_dir)
+        .arg("--out")
+        .arg(dir.path())
+        .arg("ha_db_load")
+        .env_remove("JFCONNECT_CONFIG")
+        .output()
+        .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("bench.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{log}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("results.json")).unwrap()).unwrap();
+    let row = &results["benchmarks"][0];
+    assert_eq!(row["name"], "ha_db_load");
+    let cluster = &row["rounds"][0]["clusters"][0];
+    assert_eq!(cluster["nodes"], 3, "{row}");
+    assert!(row["ours"].as_f64().is_some_and(|v| v > 0.0), "{row}");
+    let per_node = cluster["run_qps_per_node"].as_array().unwrap();
+    assert_eq!(per_node.len(), 3, "{row}");
 }
