@@ -56,8 +56,9 @@ fn the_listing_names_every_documented_benchmark_and_bad_names_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown benchmark nope"));
 }
 
-#[test]
-fn a_quick_run_writes_results_json_and_a_table() {
+/// `scripts/bench --quick NAME` with the debug binary this test run built: its out folder and
+/// `results.json` (it must succeed; its output and helpers' log are shown when not).
+fn quick_run(name: &str) -> (tempfile::TempDir, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_jfconnect")).parent().unwrap();
     let out = bench()
@@ -65,18 +66,25 @@ fn a_quick_run_writes_results_json_and_a_table() {
         .arg(bin_dir)
         .arg("--out")
         .arg(dir.path())
-        .arg("export_100k")
+        .arg(name)
         .env_remove("JFCONNECT_CONFIG")
         .output()
         .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("bench.log")).unwrap_or_default();
     assert!(
         out.status.success(),
-        "{}\n{}",
+        "{}\n{}\n{log}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let results: serde_json::Value =
+    let results =
         serde_json::from_slice(&std::fs::read(dir.path().join("results.json")).unwrap()).unwrap();
+    (dir, results)
+}
+
+#[test]
+fn a_quick_run_writes_results_json_and_a_table() {
+    let (dir, results) = quick_run("export_100k");
     let rows = results["benchmarks"].as_array().unwrap();
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
@@ -103,26 +111,7 @@ fn a_quick_run_writes_results_json_and_a_table() {
 /// makes; as root, PostgreSQL runs as the `postgres` user, which must be able to reach it.
 #[test]
 fn a_quick_database_load_run_starts_its_postgresql_and_measures() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_jfconnect")).parent().unwrap();
-    let out = bench()
-        .args(["--quick", "--no-build", "--bin-dir"])
-        .arg(bin_dir)
-        .arg("--out")
-        .arg(dir.path())
-        .arg("ha_db_load")
-        .env_remove("JFCONNECT_CONFIG")
-        .output()
-        .unwrap();
-    let log = std::fs::read_to_string(dir.path().join("bench.log")).unwrap_or_default();
-    assert!(
-        out.status.success(),
-        "{}\n{}\n{log}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("results.json")).unwrap()).unwrap();
+    let (_dir, results) = quick_run("ha_db_load");
     let row = &results["benchmarks"][0];
     assert_eq!(row["name"], "ha_db_load");
     let cluster = &row["rounds"][0]["clusters"][0];
