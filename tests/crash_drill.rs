@@ -109,7 +109,6 @@ impl Drill {
         );
     }
 
-    /// Starts `job` and SIGKILLs it after `delay` (if it is still running).
     /// Runs `job`, SIGKILLed after `delay` unless it ended first: how long it ran when it
     /// ended on its own, `None` when it was killed.
     fn run_or_kill(&self, job: &str, delay: Duration) -> Option<Duration> {
@@ -196,16 +195,18 @@ async fn usage_files_survive_sigkill_at_random_instants() {
         } else {
             "archival"
         };
+        let timed = round % 10 == 9;
+        // Drawn every round, timed or not, so the seed gives the same sequence of draws.
         let bound = (whole.as_millis() as u64 * 6 / 5).max(20);
         let drawn = Duration::from_millis(rng.gen_range(2..bound));
-        let delay = if round % 10 == 9 {
+        let delay = if timed {
             Duration::from_secs(60)
         } else {
             drawn
         };
         match tokio::task::block_in_place(|| drill.run_or_kill(job, delay)) {
             None => killed += 1,
-            Some(ran) if round % 10 == 9 => whole = ran,
+            Some(ran) if timed => whole = ran,
             Some(_) => {}
         }
     }
